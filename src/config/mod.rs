@@ -1,0 +1,128 @@
+//! Configuration: which origins exist, how they are probed, how the proxy listens.
+//!
+//! Two layers, as in River: [`file`] holds the serde structs that mirror the
+//! YAML file, and [`validate`] turns them into the plain types below, which are
+//! what the rest of hothot reads. Every mistake is reported as a
+//! [`ConfigError`] naming the offending key (`origins[1].capacity`).
+
+pub mod file;
+pub mod units;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use validate::validate;
+
+/// Why a config file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Syntax, types, unknown keys: serde_yaml's message starts with the key's path.
+    #[error("{0}")]
+    Parse(#[source] serde_yaml::Error),
+    #[error("{key}: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+impl ConfigError {
+    pub(crate) fn invalid(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: file::ServerSection,
+    /// Proxy listeners; at least one.
+    pub listen: Vec<SocketAddr>,
+    /// Where `/metrics` is served. Default `127.0.0.1:9100`.
+    pub metrics_listen: SocketAddr,
+    /// At least one origin, unique names and addresses, not all drained.
+    pub origins: Vec<OriginConfig>,
+    pub health: HealthConfig,
+    pub timeouts: Timeouts,
+    /// Extra attempts on another origin. Default 2.
+    pub retries: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginConfig {
+    pub name: String,
+    pub address: SocketAddr,
+    /// Requests per second the origin can take; 0 means drained.
+    pub capacity: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeKind {
+    /// `GET path`; healthy when the status is one of `expect_status` (default `[200]`).
+    Http {
+        path: String,
+        expect_status: Vec<u16>,
+    },
+    /// Healthy when a TCP connection opens.
+    Tcp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthConfig {
+    /// Default: HTTP `GET /health` expecting 200.
+    pub kind: ProbeKind,
+    /// Default 1s.
+    pub interval: Duration,
+    /// Default 500ms.
+    pub timeout: Duration,
+    /// Consecutive successes that bring a down origin up. Default 2.
+    pub rise: u32,
+    /// Consecutive failures that take an up origin down. Default 2.
+    pub fall: u32,
+    pub passive: PassiveConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PassiveConfig {
+    /// Consecutive live-traffic failures (connect errors, upstream errors, 5xx)
+    /// that eject an origin. Default 3; 0 turns passive ejection off.
+    pub failures: u32,
+    /// How long an ejected origin gets no traffic. Default 10s.
+    pub eject: Duration,
+}
+
+/// Timeouts of every upstream connection (Pingora's default is none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Default 1s.
+    pub connect: Duration,
+    /// Default 30s.
+    pub read: Duration,
+    /// Default 30s.
+    pub write: Duration,
+    /// How long an idle upstream connection is kept for reuse. Default 60s.
+    pub idle: Duration,
+}
+
+/// Reads, parses and validates a config file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse(&text)
+}
+
+/// Parses and validates config text.
+pub fn parse(text: &str) -> Result<Config, ConfigError> {
+    let file: file::FileConfig = serde_yaml::from_str(text).map_err(ConfigError::Parse)?;
+    validate(file)
+}

@@ -1,0 +1,217 @@
+//! Turns the file's serde structs into a [`Config`], refusing anything that
+//! would start a half-working proxy. Each error names the key at fault.
+
+use super::file::{FileConfig, HealthSection, OriginSection, ProbeKindName, TimeoutsSection};
+use super::{Config, ConfigError, HealthConfig, OriginConfig, PassiveConfig, ProbeKind, Timeouts};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9100";
+
+pub fn validate(file: FileConfig) -> Result<Config, ConfigError> {
+    if file.listen.is_empty() {
+        return Err(ConfigError::invalid(
+            "listen",
+            "at least one address is required",
+        ));
+    }
+    let listen = file
+        .listen
+        .iter()
+        .enumerate()
+        .map(|(i, addr)| parse_addr(&format!("listen[{i}]"), addr))
+        .collect::<Result<Vec<_>, _>>()?;
+    let metrics_listen = parse_addr(
+        "metrics.listen",
+        file.metrics
+            .listen
+            .as_deref()
+            .unwrap_or(DEFAULT_METRICS_LISTEN),
+    )?;
+    if file.server.threads == Some(0) {
+        return Err(ConfigError::invalid("server.threads", "must be at least 1"));
+    }
+    Ok(Config {
+        server: file.server,
+        listen,
+        metrics_listen,
+        origins: validate_origins(&file.origins)?,
+        health: validate_health(file.health)?,
+        timeouts: validate_timeouts(&file.timeouts)?,
+        retries: file.retries,
+    })
+}
+
+fn parse_addr(key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
+    text.parse().map_err(|_| {
+        ConfigError::invalid(
+            key,
+            format!("{text:?} is not an IP address with a port, like 127.0.0.1:8080"),
+        )
+    })
+}
+
+fn validate_origins(origins: &[OriginSection]) -> Result<Vec<OriginConfig>, ConfigError> {
+    if origins.is_empty() {
+        return Err(ConfigError::invalid(
+            "origins",
+            "at least one origin is required",
+        ));
+    }
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    let mut addresses: HashMap<SocketAddr, usize> = HashMap::new();
+    let mut validated = Vec::with_capacity(origins.len());
+    for (i, origin) in origins.iter().enumerate() {
+        let name = origin.name.trim();
+        if name.is_empty() {
+            return Err(ConfigError::invalid(
+                format!("origins[{i}].name"),
+                "must not be empty",
+            ));
+        }
+        if let Some(first) = names.insert(name, i) {
+            return Err(ConfigError::invalid(
+                format!("origins[{i}].name"),
+                format!("duplicate name {name:?} (also origins[{first}].name)"),
+            ));
+        }
+        let address = parse_addr(&format!("origins[{i}].address"), &origin.address)?;
+        if let Some(first) = addresses.insert(address, i) {
+            return Err(ConfigError::invalid(
+                format!("origins[{i}].address"),
+                format!("duplicate address {address} (also origins[{first}].address)"),
+            ));
+        }
+        validated.push(OriginConfig {
+            name: name.to_owned(),
+            address,
+            capacity: origin.capacity,
+        });
+    }
+    if validated.iter().all(|o| o.capacity == 0) {
+        return Err(ConfigError::invalid(
+            "origins",
+            "every capacity is 0: at least one origin needs a capacity above 0 to take traffic",
+        ));
+    }
+    Ok(validated)
+}
+
+fn validate_health(health: HealthSection) -> Result<HealthConfig, ConfigError> {
+    let kind = match health.kind.unwrap_or(ProbeKindName::Http) {
+        ProbeKindName::Http => {
+            let path = health.path.unwrap_or_else(|| "/health".to_owned());
+            if !path.starts_with('/') {
+                return Err(ConfigError::invalid(
+                    "health.path",
+                    format!("{path:?} must start with '/'"),
+                ));
+            }
+            let expect_status = health.expect_status.unwrap_or_else(|| vec![200]);
+            if expect_status.is_empty() {
+                return Err(ConfigError::invalid(
+                    "health.expect_status",
+                    "list at least one status",
+                ));
+            }
+            if let Some((i, code)) = expect_status
+                .iter()
+                .enumerate()
+                .find(|(_, c)| !(100..=599).contains(*c))
+            {
+                return Err(ConfigError::invalid(
+                    format!("health.expect_status[{i}]"),
+                    format!("{code} is not an HTTP status (100-599)"),
+                ));
+            }
+            ProbeKind::Http {
+                path,
+                expect_status,
+            }
+        }
+        ProbeKindName::Tcp => {
+            if health.path.is_some() || health.expect_status.is_some() {
+                let key = if health.path.is_some() {
+                    "health.path"
+                } else {
+                    "health.expect_status"
+                };
+                return Err(ConfigError::invalid(key, "only applies to kind: http"));
+            }
+            ProbeKind::Tcp
+        }
+    };
+    let interval = positive(
+        "health.interval",
+        health.interval.map(|d| d.0),
+        Duration::from_secs(1),
+    )?;
+    let timeout = positive(
+        "health.timeout",
+        health.timeout.map(|d| d.0),
+        Duration::from_millis(500),
+    )?;
+    let rise = at_least_one("health.rise", health.rise.unwrap_or(2))?;
+    let fall = at_least_one("health.fall", health.fall.unwrap_or(2))?;
+    let passive = PassiveConfig {
+        failures: health.passive.failures.unwrap_or(3),
+        eject: positive(
+            "health.passive.eject",
+            health.passive.eject.map(|d| d.0),
+            Duration::from_secs(10),
+        )?,
+    };
+    Ok(HealthConfig {
+        kind,
+        interval,
+        timeout,
+        rise,
+        fall,
+        passive,
+    })
+}
+
+fn validate_timeouts(t: &TimeoutsSection) -> Result<Timeouts, ConfigError> {
+    Ok(Timeouts {
+        connect: positive(
+            "timeouts.connect",
+            t.connect.map(|d| d.0),
+            Duration::from_secs(1),
+        )?,
+        read: positive(
+            "timeouts.read",
+            t.read.map(|d| d.0),
+            Duration::from_secs(30),
+        )?,
+        write: positive(
+            "timeouts.write",
+            t.write.map(|d| d.0),
+            Duration::from_secs(30),
+        )?,
+        idle: positive(
+            "timeouts.idle",
+            t.idle.map(|d| d.0),
+            Duration::from_secs(60),
+        )?,
+    })
+}
+
+fn positive(
+    key: &str,
+    value: Option<Duration>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    match value {
+        Some(d) if d.is_zero() => Err(ConfigError::invalid(key, "must be longer than 0")),
+        Some(d) => Ok(d),
+        None => Ok(default),
+    }
+}
+
+fn at_least_one(key: &str, value: u32) -> Result<u32, ConfigError> {
+    if value == 0 {
+        return Err(ConfigError::invalid(key, "must be at least 1"));
+    }
+    Ok(value)
+}

@@ -1,0 +1,144 @@
+//! Which origins are alive: active probes with rise/fall thresholds.
+//!
+//! Every `interval` all origins are probed in parallel. An up origin goes down
+//! after `fall` consecutive failed probes; a down origin comes up after `rise`
+//! consecutive successes. The very first round decides each origin's state on
+//! its own (one probe), and the service reports ready only after it, so the
+//! proxy starts listening knowing which origins answer. Each transition is
+//! logged once, with the failure that caused it.
+//!
+//! Passive ejection (live traffic failures) lives in [`crate::pool`]; ejection
+//! expiry is reflected in the metrics at the next probe round.
+
+mod probe;
+
+use crate::config::HealthConfig;
+use crate::metrics::Metrics;
+use crate::pool::Pool;
+use async_trait::async_trait;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use pingora_core::services::ServiceReadyNotifier;
+pub use probe::{probe, ProbeError};
+use std::sync::{Arc, Mutex};
+use tokio::task::JoinSet;
+
+/// Runs the active probes as a Pingora background service.
+pub struct HealthService {
+    pool: Arc<Pool>,
+    metrics: Arc<Metrics>,
+    config: Arc<HealthConfig>,
+    /// Per origin: (currently up, streak of results disagreeing with that).
+    trackers: Mutex<Vec<Tracker>>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Tracker {
+    up: bool,
+    streak: u32,
+}
+
+impl HealthService {
+    pub fn new(pool: Arc<Pool>, metrics: Arc<Metrics>, config: HealthConfig) -> Self {
+        let trackers = Mutex::new(vec![Tracker::default(); pool.len()]);
+        HealthService {
+            pool,
+            metrics,
+            config: Arc::new(config),
+            trackers,
+        }
+    }
+
+    /// Probes every origin once, in parallel, and applies the results.
+    async fn round(&self, first: bool) {
+        let mut probes = JoinSet::new();
+        for (index, origin) in self.pool.origins().iter().enumerate() {
+            let config = self.config.clone();
+            let address = origin.address;
+            probes
+                .spawn(async move { (index, probe(&config.kind, address, config.timeout).await) });
+        }
+        let mut results = Vec::with_capacity(self.pool.len());
+        while let Some(joined) = probes.join_next().await {
+            match joined {
+                Ok(result) => results.push(result),
+                Err(e) => log::error!("health: probe task failed: {e}"),
+            }
+        }
+        for (index, result) in results {
+            self.apply(index, result, first);
+        }
+        self.metrics.publish_pool(&self.pool);
+    }
+
+    fn apply(&self, index: usize, result: Result<(), ProbeError>, first: bool) {
+        let origin = &self.pool.origins()[index];
+        let metrics = &self.metrics.origins[index];
+        match &result {
+            Ok(()) => metrics.probe_success.inc(),
+            Err(_) => metrics.probe_failure.inc(),
+        }
+        let mut trackers = self.trackers.lock().unwrap_or_else(|e| e.into_inner());
+        let tracker = &mut trackers[index];
+        let ok = result.is_ok();
+        let threshold = if tracker.up {
+            self.config.fall
+        } else {
+            self.config.rise
+        };
+        if first {
+            tracker.up = ok;
+            tracker.streak = 0;
+        } else if ok == tracker.up {
+            tracker.streak = 0;
+            return;
+        } else {
+            tracker.streak += 1;
+            if tracker.streak < threshold {
+                return;
+            }
+            tracker.up = ok;
+            tracker.streak = 0;
+        }
+        self.pool.set_probe_up(index, ok);
+        match (result, first) {
+            (Ok(()), true) => log::info!("origin {} ({}) is up", origin.name, origin.address),
+            (Ok(()), false) => log::warn!(
+                "origin {} ({}) is up again after {threshold} good probes",
+                origin.name,
+                origin.address
+            ),
+            (Err(e), true) => log::warn!(
+                "origin {} ({}) is down at start: {e}",
+                origin.name,
+                origin.address
+            ),
+            (Err(e), false) => log::warn!(
+                "origin {} ({}) is down after {threshold} failed probes: {e}",
+                origin.name,
+                origin.address
+            ),
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for HealthService {
+    async fn start_with_ready_notifier(
+        &self,
+        mut shutdown: ShutdownWatch,
+        ready: ServiceReadyNotifier,
+    ) {
+        self.round(true).await;
+        ready.notify_ready();
+        let mut ticker = tokio::time::interval(self.config.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await; // the first tick is immediate: that round just ran
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => self.round(false).await,
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! hothot: an HTTP reverse proxy for hot-hot (active-active) origin pools.
+//!
+//! Requests are spread over the origins in proportion to their declared
+//! capacities ([`selection`]), origins are probed actively and passively
+//! ([`health`], [`pool`]), and everything is exported to Prometheus
+//! ([`metrics`]). [`server::spawn`] starts a proxy in-process; `hothot -c FILE`
+//! ([`cli`]) runs one as a program.
+
+pub mod cli;
+pub mod config;
+pub mod health;
+pub mod metrics;
+pub mod pool;
+pub mod proxy;
+pub mod selection;
+pub mod server;
+
+pub use config::{Config, ConfigError};
+pub use server::{spawn, RunningProxy, StartError};

@@ -1,0 +1,200 @@
+//! Prometheus metrics: every series hothot exports, created once at start-up.
+//!
+//! Handles are resolved per origin when the proxy starts and passed to the
+//! code that updates them, so the request path never hashes label values or
+//! takes the label map's lock (`with_label_values` does both on every call).
+//! The registry is our own, not the process-wide default one.
+
+mod requests;
+mod service;
+
+use crate::pool::Pool;
+use prometheus::{
+    Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
+};
+pub use requests::RequestCounters;
+pub use service::MetricsApp;
+
+/// Request latency buckets, in seconds: from half a millisecond to ten seconds.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// All of hothot's metrics.
+pub struct Metrics {
+    registry: Registry,
+    /// `hothot_requests_in_flight`: client requests being handled now.
+    pub in_flight: IntGauge,
+    /// `hothot_no_origin_total`: requests answered 503 because no origin was serving.
+    pub no_origin: IntCounter,
+    /// Indexed like the pool's origins.
+    pub origins: Vec<OriginMetrics>,
+}
+
+/// The series of one origin, labels already resolved.
+pub struct OriginMetrics {
+    /// `hothot_requests_total{origin,method,code}`.
+    pub requests: RequestCounters,
+    /// `hothot_request_duration_seconds{origin}`: from request start to the last byte sent.
+    pub duration: Histogram,
+    /// `hothot_retries_total{origin}`: attempts on this origin that failed and were retried elsewhere.
+    pub retries: IntCounter,
+    /// `hothot_health_checks_total{origin,result="success"}`.
+    pub probe_success: IntCounter,
+    /// `hothot_health_checks_total{origin,result="failure"}`.
+    pub probe_failure: IntCounter,
+    /// `hothot_passive_ejections_total{origin}`.
+    pub ejections: IntCounter,
+    up: IntGauge,
+    capacity: IntGauge,
+    weight: Gauge,
+}
+
+impl Metrics {
+    pub fn new(pool: &Pool) -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let in_flight = IntGauge::new(
+            "hothot_requests_in_flight",
+            "Client requests being handled now",
+        )?;
+        let no_origin = IntCounter::new(
+            "hothot_no_origin_total",
+            "Requests answered 503 because no origin was serving",
+        )?;
+        registry.register(Box::new(in_flight.clone()))?;
+        registry.register(Box::new(no_origin.clone()))?;
+
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "hothot_requests_total",
+                "Requests proxied, by origin, method and status",
+            ),
+            &["origin", "method", "code"],
+        )?;
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "hothot_request_duration_seconds",
+                "Time to answer a request, by origin",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["origin"],
+        )?;
+        let up = IntGaugeVec::new(
+            Opts::new(
+                "hothot_origin_up",
+                "1 when the origin takes new traffic (probed up, not ejected)",
+            ),
+            &["origin"],
+        )?;
+        let capacity = IntGaugeVec::new(
+            Opts::new(
+                "hothot_origin_capacity",
+                "Declared capacity of the origin, requests per second",
+            ),
+            &["origin"],
+        )?;
+        let weight = GaugeVec::new(
+            Opts::new(
+                "hothot_origin_weight",
+                "Current share (0..1) of new traffic sent to the origin",
+            ),
+            &["origin"],
+        )?;
+        let checks = IntCounterVec::new(
+            Opts::new(
+                "hothot_health_checks_total",
+                "Active health probes, by origin and result",
+            ),
+            &["origin", "result"],
+        )?;
+        let retries = IntCounterVec::new(
+            Opts::new(
+                "hothot_retries_total",
+                "Failed attempts on the origin that were retried on another",
+            ),
+            &["origin"],
+        )?;
+        let ejections = IntCounterVec::new(
+            Opts::new(
+                "hothot_passive_ejections_total",
+                "Times live-traffic failures ejected the origin",
+            ),
+            &["origin"],
+        )?;
+        for collector in [&requests, &checks, &retries, &ejections] {
+            registry.register(Box::new(collector.clone()))?;
+        }
+        registry.register(Box::new(duration.clone()))?;
+        registry.register(Box::new(up.clone()))?;
+        registry.register(Box::new(capacity.clone()))?;
+        registry.register(Box::new(weight.clone()))?;
+
+        let origins = pool
+            .origins()
+            .iter()
+            .map(|origin| {
+                let name = origin.name.as_str();
+                let metrics = OriginMetrics {
+                    requests: RequestCounters::new(&requests, name),
+                    duration: duration.with_label_values(&[name]),
+                    retries: retries.with_label_values(&[name]),
+                    probe_success: checks.with_label_values(&[name, "success"]),
+                    probe_failure: checks.with_label_values(&[name, "failure"]),
+                    ejections: ejections.with_label_values(&[name]),
+                    up: up.with_label_values(&[name]),
+                    capacity: capacity.with_label_values(&[name]),
+                    weight: weight.with_label_values(&[name]),
+                };
+                metrics.capacity.set(i64::from(origin.capacity));
+                metrics
+            })
+            .collect();
+        let metrics = Metrics {
+            registry,
+            in_flight,
+            no_origin,
+            origins,
+        };
+        metrics.publish_pool(pool);
+        Ok(metrics)
+    }
+
+    /// Sets `hothot_origin_up` and `hothot_origin_weight` from the pool's current state.
+    pub fn publish_pool(&self, pool: &Pool) {
+        for (i, (metrics, share)) in self.origins.iter().zip(pool.shares()).enumerate() {
+            metrics.up.set(i64::from(pool.is_serving(i)));
+            metrics.weight.set(share);
+        }
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The Prometheus text exposition of every series.
+    pub fn render(&self) -> Vec<u8> {
+        use prometheus::Encoder;
+        let mut out = Vec::new();
+        if let Err(e) = prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            log::error!("metrics: encoding failed: {e}");
+        }
+        out
+    }
+}
+
+/// Keeps `hothot_requests_in_flight` right however a request ends.
+pub struct InFlight(IntGauge);
+
+impl InFlight {
+    pub fn start(gauge: &IntGauge) -> Self {
+        gauge.inc();
+        InFlight(gauge.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}

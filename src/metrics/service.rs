@@ -1,0 +1,49 @@
+//! Serves `GET /metrics` in the Prometheus text format on its own listener.
+
+use super::Metrics;
+use async_trait::async_trait;
+use http::{Response, StatusCode};
+use pingora_core::apps::http_app::ServeHttp;
+use pingora_core::protocols::http::ServerSession;
+use std::sync::Arc;
+
+pub struct MetricsApp {
+    metrics: Arc<Metrics>,
+}
+
+impl MetricsApp {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        MetricsApp { metrics }
+    }
+}
+
+#[async_trait]
+impl ServeHttp for MetricsApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let (status, content_type, body) = if session.req_header().uri.path() == "/metrics" {
+            (
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                self.metrics.render(),
+            )
+        } else {
+            (
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                b"not found: try /metrics\n".to_vec(),
+            )
+        };
+        let mut response = Response::new(body);
+        *response.status_mut() = status;
+        if let Ok(value) = http::HeaderValue::from_str(content_type) {
+            response
+                .headers_mut()
+                .insert(http::header::CONTENT_TYPE, value);
+        }
+        let length = response.body().len();
+        response
+            .headers_mut()
+            .insert(http::header::CONTENT_LENGTH, length.into());
+        response
+    }
+}

@@ -1,0 +1,219 @@
+//! The origin pool: which origins exist and which of them may take new traffic.
+//!
+//! An origin serves when its active probes say it is up, its capacity is above
+//! zero and live traffic has not ejected it. Origins start *down*: the health
+//! service runs a first probe round before the proxy starts listening, so an
+//! origin that is dead at start-up never receives a request.
+
+use crate::config::{OriginConfig, PassiveConfig};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// One origin and its live state. All state is atomics: it is read on every pick.
+#[derive(Debug)]
+pub struct Origin {
+    pub name: String,
+    pub address: SocketAddr,
+    /// Declared requests/s; 0 means drained.
+    pub capacity: u32,
+    probe_up: AtomicBool,
+    /// Milliseconds since the pool's epoch until which the origin is ejected; 0 when not ejected.
+    ejected_until_ms: AtomicU64,
+    consecutive_failures: AtomicU32,
+}
+
+/// What a live-traffic failure did to its origin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureVerdict {
+    Counted,
+    /// This failure crossed `passive.failures`: the origin is now ejected.
+    Ejected,
+}
+
+#[derive(Debug)]
+pub struct Pool {
+    origins: Vec<Origin>,
+    passive: PassiveConfig,
+    epoch: Instant,
+}
+
+impl Pool {
+    pub fn new(origins: &[OriginConfig], passive: PassiveConfig) -> Self {
+        let origins = origins
+            .iter()
+            .map(|o| Origin {
+                name: o.name.clone(),
+                address: o.address,
+                capacity: o.capacity,
+                probe_up: AtomicBool::new(false),
+                ejected_until_ms: AtomicU64::new(0),
+                consecutive_failures: AtomicU32::new(0),
+            })
+            .collect();
+        Pool {
+            origins,
+            passive,
+            epoch: Instant::now(),
+        }
+    }
+
+    pub fn origins(&self) -> &[Origin] {
+        &self.origins
+    }
+
+    pub fn len(&self) -> usize {
+        self.origins.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.origins.is_empty()
+    }
+
+    pub fn index_of(&self, address: SocketAddr) -> Option<usize> {
+        self.origins.iter().position(|o| o.address == address)
+    }
+
+    /// May this origin take new traffic right now?
+    pub fn is_serving(&self, index: usize) -> bool {
+        let origin = &self.origins[index];
+        origin.capacity > 0 && origin.probe_up.load(Ordering::Acquire) && !self.is_ejected(index)
+    }
+
+    pub fn is_probe_up(&self, index: usize) -> bool {
+        self.origins[index].probe_up.load(Ordering::Acquire)
+    }
+
+    pub fn is_ejected(&self, index: usize) -> bool {
+        let until = self.origins[index].ejected_until_ms.load(Ordering::Acquire);
+        until != 0 && self.now_ms() < until
+    }
+
+    /// Records the active probes' verdict (after rise/fall were applied).
+    pub fn set_probe_up(&self, index: usize, up: bool) {
+        self.origins[index].probe_up.store(up, Ordering::Release);
+        if up {
+            self.origins[index]
+                .consecutive_failures
+                .store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// A live request to this origin succeeded: its failure streak ends.
+    pub fn record_success(&self, index: usize) {
+        let failures = &self.origins[index].consecutive_failures;
+        // Avoid a write (and cache-line traffic) on the common path.
+        if failures.load(Ordering::Relaxed) != 0 {
+            failures.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// A live request to this origin failed (connect error, upstream error or 5xx).
+    pub fn record_failure(&self, index: usize) -> FailureVerdict {
+        if self.passive.failures == 0 {
+            return FailureVerdict::Counted;
+        }
+        let origin = &self.origins[index];
+        let streak = origin.consecutive_failures.fetch_add(1, Ordering::AcqRel) + 1;
+        if streak < self.passive.failures || self.is_ejected(index) {
+            return FailureVerdict::Counted;
+        }
+        origin.consecutive_failures.store(0, Ordering::Relaxed);
+        let until = self.now_ms() + duration_ms(self.passive.eject);
+        origin
+            .ejected_until_ms
+            .store(until.max(1), Ordering::Release);
+        FailureVerdict::Ejected
+    }
+
+    /// Each origin's share (0..1) of new traffic: its capacity over the total
+    /// capacity of the origins serving now; 0 for an origin not serving.
+    pub fn shares(&self) -> Vec<f64> {
+        let serving: Vec<bool> = (0..self.len()).map(|i| self.is_serving(i)).collect();
+        let total: u64 = self
+            .origins
+            .iter()
+            .zip(&serving)
+            .filter(|(_, s)| **s)
+            .map(|(o, _)| u64::from(o.capacity))
+            .sum();
+        self.origins
+            .iter()
+            .zip(&serving)
+            .map(|(o, s)| {
+                if *s && total > 0 {
+                    f64::from(o.capacity) / total as f64
+                } else {
+                    0.0
+                }
+            })
+            .collect()
+    }
+
+    fn now_ms(&self) -> u64 {
+        duration_ms(self.epoch.elapsed())
+    }
+}
+
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(capacities: &[u32], failures: u32) -> Pool {
+        let origins: Vec<OriginConfig> = capacities
+            .iter()
+            .enumerate()
+            .map(|(i, c)| OriginConfig {
+                name: format!("o{i}"),
+                address: format!("127.0.0.1:{}", 9000 + i).parse().unwrap(),
+                capacity: *c,
+            })
+            .collect();
+        Pool::new(
+            &origins,
+            PassiveConfig {
+                failures,
+                eject: Duration::from_secs(60),
+            },
+        )
+    }
+
+    #[test]
+    fn origins_start_down_and_drained_ones_never_serve() {
+        let p = pool(&[10, 0], 3);
+        assert!(!p.is_serving(0));
+        p.set_probe_up(0, true);
+        p.set_probe_up(1, true);
+        assert!(p.is_serving(0));
+        assert!(!p.is_serving(1));
+        assert_eq!(p.shares(), vec![1.0, 0.0]);
+    }
+
+    #[test]
+    fn consecutive_failures_eject_and_success_resets_the_streak() {
+        let p = pool(&[10, 10], 3);
+        p.set_probe_up(0, true);
+        assert_eq!(p.record_failure(0), FailureVerdict::Counted);
+        assert_eq!(p.record_failure(0), FailureVerdict::Counted);
+        p.record_success(0);
+        assert_eq!(p.record_failure(0), FailureVerdict::Counted);
+        assert_eq!(p.record_failure(0), FailureVerdict::Counted);
+        assert_eq!(p.record_failure(0), FailureVerdict::Ejected);
+        assert!(!p.is_serving(0));
+        assert!(p.is_ejected(0));
+    }
+
+    #[test]
+    fn passive_ejection_can_be_turned_off() {
+        let p = pool(&[10], 0);
+        p.set_probe_up(0, true);
+        for _ in 0..100 {
+            assert_eq!(p.record_failure(0), FailureVerdict::Counted);
+        }
+        assert!(p.is_serving(0));
+    }
+}

@@ -1,0 +1,111 @@
+//! Standard proxy headers: `X-Forwarded-*` towards origins, hop-by-hop
+//! headers stripped from responses.
+//!
+//! Pingora 0.9 already strips hop-by-hop headers (and those named in
+//! `Connection`) from requests before they reach an origin; responses are
+//! ours to clean.
+
+use pingora_error::Result;
+use pingora_http::{RequestHeader, ResponseHeader};
+use std::net::IpAddr;
+
+/// Hop-by-hop response headers (RFC 9110 §7.6.1) that must not reach the client.
+/// `Transfer-Encoding` is left to Pingora, which re-frames the body itself.
+const HOP_BY_HOP: [&str; 6] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// Adds `X-Forwarded-For` (appending to what earlier proxies wrote),
+/// `X-Forwarded-Proto` and `X-Forwarded-Host`.
+pub fn add_forwarded(
+    request: &mut RequestHeader,
+    client: Option<IpAddr>,
+    proto: &str,
+) -> Result<()> {
+    if let Some(ip) = client {
+        let forwarded_for = match request
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(previous) if !previous.trim().is_empty() => format!("{previous}, {ip}"),
+            _ => ip.to_string(),
+        };
+        request.insert_header("x-forwarded-for", forwarded_for)?;
+    }
+    request.insert_header("x-forwarded-proto", proto)?;
+    let host = request
+        .headers
+        .get(http::header::HOST)
+        .cloned()
+        .or_else(|| {
+            request
+                .uri
+                .authority()
+                .and_then(|a| a.as_str().parse().ok())
+        });
+    if let Some(host) = host {
+        request.insert_header("x-forwarded-host", host)?;
+    }
+    Ok(())
+}
+
+/// Removes hop-by-hop headers, and the headers the origin's `Connection`
+/// header nominated, from a response. A 101 upgrade keeps its own.
+pub fn strip_hop_by_hop(response: &mut ResponseHeader) {
+    if response.status == http::StatusCode::SWITCHING_PROTOCOLS {
+        return;
+    }
+    let nominated: Vec<String> = response
+        .headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|name| name.trim().to_ascii_lowercase())
+        .filter(|name| !name.is_empty() && name != "close" && name != "keep-alive")
+        .collect();
+    for name in HOP_BY_HOP
+        .iter()
+        .copied()
+        .chain(nominated.iter().map(String::as_str))
+    {
+        response.remove_header(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_for_appends_and_host_is_copied() {
+        let mut req = RequestHeader::build("GET", b"/x", None).unwrap();
+        req.insert_header("host", "example.test").unwrap();
+        req.insert_header("x-forwarded-for", "10.0.0.1").unwrap();
+        add_forwarded(&mut req, Some("127.0.0.1".parse().unwrap()), "http").unwrap();
+        assert_eq!(req.headers["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+        assert_eq!(req.headers["x-forwarded-proto"], "http");
+        assert_eq!(req.headers["x-forwarded-host"], "example.test");
+    }
+
+    #[test]
+    fn hop_by_hop_and_nominated_response_headers_are_removed() {
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        resp.insert_header("connection", "keep-alive, x-secret")
+            .unwrap();
+        resp.insert_header("keep-alive", "timeout=5").unwrap();
+        resp.insert_header("x-secret", "1").unwrap();
+        resp.insert_header("content-type", "text/plain").unwrap();
+        strip_hop_by_hop(&mut resp);
+        assert!(resp.headers.get("connection").is_none());
+        assert!(resp.headers.get("keep-alive").is_none());
+        assert!(resp.headers.get("x-secret").is_none());
+        assert_eq!(resp.headers["content-type"], "text/plain");
+    }
+}

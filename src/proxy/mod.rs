@@ -1,0 +1,312 @@
+//! The proxy phases: pick an origin by capacity, forward with the standard
+//! headers and timeouts, feed passive health, retry where it is safe, count.
+//!
+//! Retry policy: a connect failure is retried on another origin for every
+//! method, since nothing was sent. Any other upstream failure is retried only
+//! for GET, HEAD, OPTIONS and TRACE requests without a body, and only before
+//! the origin's response header arrived. At most `retries` extra attempts.
+
+mod headers;
+
+use crate::config::Timeouts;
+use crate::metrics::{InFlight, Metrics};
+use crate::pool::{FailureVerdict, Pool};
+use crate::selection::{exclusion_key, CapacityWeighted};
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorSource, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_load_balancing::LoadBalancer;
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Status hothot answers with when the client went away before any response
+/// (nginx's convention); used only for counting.
+const CLIENT_CLOSED: u16 = 499;
+
+pub struct HotHotProxy {
+    pool: Arc<Pool>,
+    balancer: Arc<LoadBalancer<CapacityWeighted>>,
+    metrics: Arc<Metrics>,
+    timeouts: Timeouts,
+    retries: u32,
+}
+
+/// Per-request state; it lives across retries.
+pub struct RequestCtx {
+    _in_flight: InFlight,
+    started: Instant,
+    /// Origins attempted so far, in order; the last one is the current attempt.
+    tried: Vec<usize>,
+    /// The current attempt's origin sent its response header.
+    response_started: bool,
+    /// The status hothot itself answered with after a failure.
+    error_status: Option<u16>,
+}
+
+impl HotHotProxy {
+    pub fn new(
+        pool: Arc<Pool>,
+        balancer: Arc<LoadBalancer<CapacityWeighted>>,
+        metrics: Arc<Metrics>,
+        timeouts: Timeouts,
+        retries: u32,
+    ) -> Self {
+        HotHotProxy {
+            pool,
+            balancer,
+            metrics,
+            timeouts,
+            retries,
+        }
+    }
+
+    fn peer_for(&self, index: usize) -> HttpPeer {
+        let mut peer = HttpPeer::new(self.pool.origins()[index].address, false, String::new());
+        let options = &mut peer.options;
+        options.connection_timeout = Some(self.timeouts.connect);
+        options.read_timeout = Some(self.timeouts.read);
+        options.write_timeout = Some(self.timeouts.write);
+        options.idle_timeout = Some(self.timeouts.idle);
+        peer
+    }
+
+    /// Passive health: a live failure of `index`, which may eject it.
+    fn note_failure(&self, index: usize) {
+        if self.pool.record_failure(index) == FailureVerdict::Ejected {
+            let origin = &self.pool.origins()[index];
+            log::warn!(
+                "origin {} ({}) ejected after consecutive live-traffic failures",
+                origin.name,
+                origin.address
+            );
+            self.metrics.origins[index].ejections.inc();
+            self.metrics.publish_pool(&self.pool);
+        }
+    }
+
+    /// Another attempt is allowed and some untried origin is serving.
+    fn can_retry(&self, ctx: &RequestCtx) -> bool {
+        let attempts = u32::try_from(ctx.tried.len()).unwrap_or(u32::MAX);
+        attempts <= self.retries
+            && (0..self.pool.len()).any(|i| !ctx.tried.contains(&i) && self.pool.is_serving(i))
+    }
+
+    fn retry_on_another(&self, ctx: &RequestCtx, e: &mut Error) {
+        let retry = self.can_retry(ctx);
+        e.set_retry(retry);
+        if let (true, Some(&index)) = (retry, ctx.tried.last()) {
+            self.metrics.origins[index].retries.inc();
+        }
+    }
+}
+
+/// Replaying is harmless only for safe methods that carry no body.
+fn is_replayable(request: &RequestHeader) -> bool {
+    let safe = matches!(
+        request.method.as_str(),
+        "GET" | "HEAD" | "OPTIONS" | "TRACE"
+    );
+    let has_body = request
+        .headers
+        .contains_key(http::header::TRANSFER_ENCODING)
+        || request
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0");
+    safe && !has_body
+}
+
+fn status_for(e: &Error) -> u16 {
+    match (e.etype(), e.esource()) {
+        (ErrorType::HTTPStatus(code), _) => *code,
+        (
+            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout,
+            ErrorSource::Upstream,
+        ) => 504,
+        (_, ErrorSource::Upstream) => 502,
+        (
+            ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed,
+            ErrorSource::Downstream,
+        ) => 0,
+        (_, ErrorSource::Downstream) => 400,
+        _ => 500,
+    }
+}
+
+fn error_body(status: u16) -> &'static str {
+    match status {
+        400 => "bad request\n",
+        502 => "bad gateway: the origin failed to answer\n",
+        503 => "service unavailable: no healthy origin\n",
+        504 => "gateway timeout: the origin did not answer in time\n",
+        _ => "proxy error\n",
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for HotHotProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            _in_flight: InFlight::start(&self.metrics.in_flight),
+            started: Instant::now(),
+            tried: Vec::new(),
+            response_started: false,
+            error_status: None,
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let key = exclusion_key(&ctx.tried);
+        let picked = self
+            .balancer
+            .select_with(&key, self.pool.len(), |_, _| true)
+            .and_then(|backend| backend.as_inet().and_then(|addr| self.pool.index_of(*addr)));
+        let Some(index) = picked else {
+            if ctx.tried.is_empty() {
+                self.metrics.no_origin.inc();
+                return Err(Error::explain(
+                    ErrorType::HTTPStatus(503),
+                    "no origin is serving",
+                ));
+            }
+            return Err(Error::create(
+                ErrorType::ConnectNoRoute,
+                ErrorSource::Upstream,
+                Some("no other origin left to retry on".into()),
+                None,
+            ));
+        };
+        ctx.tried.push(index);
+        ctx.response_started = false;
+        Ok(Box::new(self.peer_for(index)))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        request: &mut RequestHeader,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let client = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        headers::add_forwarded(request, client, "http")
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if response.status.is_informational() {
+            return Ok(());
+        }
+        ctx.response_started = true;
+        if let Some(&index) = ctx.tried.last() {
+            if response.status.is_server_error() {
+                self.note_failure(index);
+            } else {
+                self.pool.record_success(index);
+            }
+        }
+        headers::strip_hop_by_hop(response);
+        Ok(())
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if let Some(&index) = ctx.tried.last() {
+            self.note_failure(index);
+        }
+        self.retry_on_another(ctx, &mut e);
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        _client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("origin {peer}"));
+        if *e.esource() != ErrorSource::Upstream {
+            e.set_retry(false);
+            return e;
+        }
+        if let Some(&index) = ctx.tried.last() {
+            self.note_failure(index);
+        }
+        if ctx.response_started || !is_replayable(session.req_header()) {
+            e.set_retry(false);
+        } else {
+            self.retry_on_another(ctx, &mut e);
+        }
+        e
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let status = status_for(e);
+        ctx.error_status = Some(if status == 0 { CLIENT_CLOSED } else { status });
+        if status > 0 {
+            let body = Bytes::from_static(error_body(status).as_bytes());
+            if let Err(write_error) = respond_plain(session, status, body).await {
+                log::debug!("could not send the {status} answer: {write_error}");
+            }
+        }
+        FailToProxy {
+            error_code: status,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        let Some(&index) = ctx.tried.last() else {
+            return;
+        };
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .or(ctx.error_status)
+            .unwrap_or(CLIENT_CLOSED);
+        let metrics = &self.metrics.origins[index];
+        metrics
+            .requests
+            .inc(session.req_header().method.as_str(), status);
+        metrics
+            .duration
+            .observe(ctx.started.elapsed().as_secs_f64());
+    }
+}
+
+async fn respond_plain(session: &mut Session, status: u16, body: Bytes) -> Result<()> {
+    let mut header = ResponseHeader::build(status, Some(3))?;
+    header.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
+    header.insert_header(http::header::CONTENT_LENGTH, body.len())?;
+    session
+        .as_downstream_mut()
+        .write_error_response(header, body)
+        .await
+}

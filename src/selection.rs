@@ -1,0 +1,273 @@
+//! Which origin gets this request: smooth weighted round robin over capacities.
+//!
+//! Each pick adds every candidate's weight to its running score, takes the
+//! highest score and lowers it by the candidates' total weight (nginx's smooth
+//! weighted round robin). With weights 5/4/3 the order is `a b c a b a c b a b
+//! c a`: no long runs, and every window of Σw/gcd picks holds each origin
+//! exactly its share. The scores restart from zero whenever the set of serving
+//! origins changes, so a new period starts from the first request after an
+//! origin leaves or returns, and the remaining origins share in proportion to
+//! their own capacities.
+//!
+//! Retries exclude the origins already tried and pick among the rest with
+//! scores of their own: sharing the first picks' scores would both disturb the
+//! exact first-pick sequence and skew the retries (measured: 66.6% instead of
+//! 62.5% for the 1000 of 1000+600 when the 800 refused connections).
+
+use crate::pool::Pool;
+use pingora_load_balancing::selection::{BackendIter, BackendSelection};
+use pingora_load_balancing::Backend;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+/// The smooth weighted round robin state, shared by all requests.
+#[derive(Debug)]
+pub struct SmoothWeighted {
+    weights: Vec<i64>,
+    /// Scores of first picks (no origin excluded).
+    first: Mutex<Scores>,
+    /// Scores of retry picks (some origin excluded).
+    retry: Mutex<Scores>,
+}
+
+#[derive(Debug)]
+struct Scores {
+    current: Vec<i64>,
+    /// The serving set the scores were built for; a change restarts them.
+    serving: Vec<bool>,
+}
+
+impl SmoothWeighted {
+    pub fn new(weights: &[u32]) -> Self {
+        let scores = || {
+            Mutex::new(Scores {
+                current: vec![0; weights.len()],
+                serving: vec![false; weights.len()],
+            })
+        };
+        SmoothWeighted {
+            weights: weights.iter().map(|w| i64::from(*w)).collect(),
+            first: scores(),
+            retry: scores(),
+        }
+    }
+
+    /// Picks among the origins that are `serving` and not `excluded`. Zero-weight
+    /// origins never win. `None` when no candidate is left.
+    pub fn pick(&self, serving: &[bool], excluded: &[bool]) -> Option<usize> {
+        // A poisoned lock only means another thread panicked mid-pick; the
+        // scores are still integers, so carry on rather than fail requests.
+        let state = if excluded.contains(&true) {
+            &self.retry
+        } else {
+            &self.first
+        };
+        let mut scores = state.lock().unwrap_or_else(|e| e.into_inner());
+        if scores.serving != serving {
+            scores.serving.clear();
+            scores.serving.extend_from_slice(serving);
+            scores.current.iter_mut().for_each(|c| *c = 0);
+        }
+        let mut total = 0;
+        let mut best: Option<(usize, i64)> = None;
+        let candidates = self
+            .weights
+            .iter()
+            .zip(serving)
+            .zip(&mut scores.current)
+            .enumerate();
+        for (i, ((&weight, &serves), score)) in candidates {
+            if weight == 0 || !serves || excluded.get(i).copied().unwrap_or(false) {
+                continue;
+            }
+            *score += weight;
+            total += weight;
+            if best.is_none_or(|(_, top)| *score > top) {
+                best = Some((i, *score));
+            }
+        }
+        let (best, _) = best?;
+        scores.current[best] -= total;
+        Some(best)
+    }
+}
+
+/// Encodes the origins already tried for a request as the selection key.
+pub fn exclusion_key(tried: &[usize]) -> Vec<u8> {
+    tried
+        .iter()
+        .flat_map(|i| u32::try_from(*i).unwrap_or(u32::MAX).to_le_bytes())
+        .collect()
+}
+
+fn excluded_from_key(key: &[u8], len: usize) -> Vec<bool> {
+    let mut excluded = vec![false; len];
+    for chunk in key.chunks_exact(4) {
+        let index = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]) as usize;
+        if let Some(slot) = excluded.get_mut(index) {
+            *slot = true;
+        }
+    }
+    excluded
+}
+
+/// Pingora [`BackendSelection`] that picks by capacity among serving origins.
+///
+/// Built with the [`Pool`] as config, backends map to origins by address and
+/// health comes from the pool. Built without it, every backend serves and its
+/// `weight` is its capacity. The selection key lists origins to skip (see
+/// [`exclusion_key`]); an empty key skips none.
+pub struct CapacityWeighted {
+    /// Indexed like the pool's origins.
+    backends: Vec<Backend>,
+    pool: Option<Arc<Pool>>,
+    swrr: SmoothWeighted,
+}
+
+impl CapacityWeighted {
+    fn serving(&self) -> Vec<bool> {
+        match &self.pool {
+            Some(pool) => (0..self.backends.len())
+                .map(|i| pool.is_serving(i))
+                .collect(),
+            None => vec![true; self.backends.len()],
+        }
+    }
+}
+
+impl BackendSelection for CapacityWeighted {
+    type Iter = CapacityIter;
+    type Config = Arc<Pool>;
+
+    fn build(backends: &BTreeSet<Backend>) -> Self {
+        let backends: Vec<Backend> = backends.iter().cloned().collect();
+        let weights: Vec<u32> = backends
+            .iter()
+            .map(|b| u32::try_from(b.weight).unwrap_or(u32::MAX))
+            .collect();
+        CapacityWeighted {
+            swrr: SmoothWeighted::new(&weights),
+            backends,
+            pool: None,
+        }
+    }
+
+    fn build_with_config(backends: &BTreeSet<Backend>, pool: &Arc<Pool>) -> Self {
+        // Keep the pool's order so that indexes agree; a backend the pool does
+        // not know cannot be routed to.
+        let ordered: Vec<Backend> = pool
+            .origins()
+            .iter()
+            .filter_map(|o| {
+                backends
+                    .iter()
+                    .find(|b| b.as_inet().is_some_and(|a| *a == o.address))
+                    .cloned()
+            })
+            .collect();
+        let weights: Vec<u32> = pool.origins().iter().map(|o| o.capacity).collect();
+        if ordered.len() != pool.len() {
+            log::error!(
+                "selection: {} backends for {} origins",
+                ordered.len(),
+                pool.len()
+            );
+            return Self::build(backends);
+        }
+        CapacityWeighted {
+            swrr: SmoothWeighted::new(&weights),
+            backends: ordered,
+            pool: Some(pool.clone()),
+        }
+    }
+
+    fn iter(self: &Arc<Self>, key: &[u8]) -> CapacityIter {
+        CapacityIter {
+            excluded: excluded_from_key(key, self.backends.len()),
+            selection: self.clone(),
+        }
+    }
+}
+
+/// Yields serving origins by capacity, each at most once.
+pub struct CapacityIter {
+    selection: Arc<CapacityWeighted>,
+    excluded: Vec<bool>,
+}
+
+impl BackendIter for CapacityIter {
+    fn next(&mut self) -> Option<&Backend> {
+        let serving = self.selection.serving();
+        let index = self.selection.swrr.pick(&serving, &self.excluded)?;
+        self.excluded[index] = true;
+        self.selection.backends.get(index)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sequence(swrr: &SmoothWeighted, serving: &[bool], n: usize) -> Vec<usize> {
+        let none = vec![false; serving.len()];
+        (0..n).map(|_| swrr.pick(serving, &none).unwrap()).collect()
+    }
+
+    #[test]
+    fn every_window_of_one_period_is_exact() {
+        let swrr = SmoothWeighted::new(&[1000, 800, 600]);
+        let picks = sequence(&swrr, &[true; 3], 240);
+        // Σ/gcd = 2400/200 = 12 and the shares are 5/4/3, in every window.
+        for window in picks.windows(12) {
+            let count = |o| window.iter().filter(|p| **p == o).count();
+            assert_eq!((count(0), count(1), count(2)), (5, 4, 3), "{window:?}");
+        }
+    }
+
+    #[test]
+    fn no_bursts() {
+        let swrr = SmoothWeighted::new(&[1000, 800, 600]);
+        let picks = sequence(&swrr, &[true; 3], 1200);
+        let longest = picks
+            .chunk_by(|a, b| a == b)
+            .map(|run| run.len())
+            .max()
+            .unwrap();
+        assert!(longest <= 2, "longest run {longest}");
+    }
+
+    #[test]
+    fn down_origins_leave_the_rest_proportional() {
+        let swrr = SmoothWeighted::new(&[1000, 800, 600]);
+        sequence(&swrr, &[true; 3], 5);
+        let picks = sequence(&swrr, &[false, true, true], 700);
+        assert_eq!(picks.iter().filter(|p| **p == 1).count(), 400);
+        assert_eq!(picks.iter().filter(|p| **p == 2).count(), 300);
+    }
+
+    #[test]
+    fn zero_capacity_is_drained_and_nothing_left_is_none() {
+        let swrr = SmoothWeighted::new(&[0, 5]);
+        assert!(sequence(&swrr, &[true, true], 20).iter().all(|p| *p == 1));
+        assert_eq!(swrr.pick(&[true, true], &[false, true]), None);
+        assert_eq!(swrr.pick(&[false, false], &[false, false]), None);
+    }
+
+    #[test]
+    fn retries_pick_among_the_rest_by_capacity() {
+        let swrr = SmoothWeighted::new(&[1000, 800, 600]);
+        let excluded = [true, false, false];
+        let picks: Vec<usize> = (0..700)
+            .map(|_| swrr.pick(&[true; 3], &excluded).unwrap())
+            .collect();
+        assert_eq!(picks.iter().filter(|p| **p == 1).count(), 400);
+        assert_eq!(picks.iter().filter(|p| **p == 2).count(), 300);
+    }
+
+    #[test]
+    fn exclusion_keys_round_trip() {
+        let key = exclusion_key(&[2, 0]);
+        assert_eq!(excluded_from_key(&key, 3), vec![true, false, true]);
+        assert_eq!(excluded_from_key(&[], 2), vec![false, false]);
+    }
+}

@@ -1,0 +1,186 @@
+//! Assembles the Pingora server: the health service first, then the proxy
+//! and the metrics listener, which wait for its first probe round.
+
+use crate::config::Config;
+use crate::health::HealthService;
+use crate::metrics::{Metrics, MetricsApp};
+use crate::pool::Pool;
+use crate::proxy::HotHotProxy;
+use crate::selection::CapacityWeighted;
+use async_trait::async_trait;
+use futures::FutureExt;
+use pingora_core::server::configuration::{Opt, ServerConf};
+use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use pingora_core::services::background::background_service;
+use pingora_core::services::listening::Service;
+use pingora_load_balancing::discovery::Static;
+use pingora_load_balancing::{Backend, Backends, LoadBalancer};
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+/// Why hothot could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot register metrics: {0}")]
+    Metrics(#[source] prometheus::Error),
+    #[error("origin {name}: {source}")]
+    Origin {
+        name: String,
+        #[source]
+        source: Box<pingora_error::Error>,
+    },
+    #[error("cannot start the server thread: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
+/// Pingora's `grace_period_seconds` default is 300: too long for a proxy whose
+/// peers health-check it every few seconds.
+const DEFAULT_GRACE_PERIOD_SECONDS: u64 = 5;
+const DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT_SECONDS: u64 = 5;
+
+fn server_conf(config: &Config) -> ServerConf {
+    let s = &config.server;
+    let mut conf = ServerConf::default();
+    conf.threads = s.threads.unwrap_or(conf.threads);
+    conf.work_stealing = s.work_stealing.unwrap_or(conf.work_stealing);
+    conf.daemon = s.daemon.unwrap_or(false);
+    conf.error_log = s.error_log.clone();
+    conf.pid_file = s.pid_file.clone().unwrap_or(conf.pid_file);
+    conf.upgrade_sock = s.upgrade_sock.clone().unwrap_or(conf.upgrade_sock);
+    conf.user = s.user.clone();
+    conf.group = s.group.clone();
+    conf.grace_period_seconds = Some(
+        s.grace_period_seconds
+            .unwrap_or(DEFAULT_GRACE_PERIOD_SECONDS),
+    );
+    conf.graceful_shutdown_timeout_seconds = Some(
+        s.graceful_shutdown_timeout_seconds
+            .unwrap_or(DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT_SECONDS),
+    );
+    conf.upstream_keepalive_pool_size = s
+        .upstream_keepalive_pool_size
+        .unwrap_or(conf.upstream_keepalive_pool_size);
+    conf.listener_tasks_per_fd = s
+        .listener_tasks_per_fd
+        .unwrap_or(conf.listener_tasks_per_fd);
+    // Pingora counts attempts, not retries, in `max_retries`.
+    conf.max_retries = config.retries as usize + 1;
+    conf
+}
+
+fn balancer(pool: &Arc<Pool>) -> Result<LoadBalancer<CapacityWeighted>, StartError> {
+    let mut backends = BTreeSet::new();
+    for origin in pool.origins() {
+        // The weight stays 1: Pingora keys health by (address, weight), and
+        // capacities live in the pool where selection reads them.
+        let backend =
+            Backend::new(&origin.address.to_string()).map_err(|source| StartError::Origin {
+                name: origin.name.clone(),
+                source,
+            })?;
+        backends.insert(backend);
+    }
+    let balancer = LoadBalancer::from_backends_with_config(
+        Backends::new(Static::new(backends)),
+        Some(pool.clone()),
+    );
+    // Static discovery never waits; this only publishes the backends to the selector.
+    if let Some(Err(e)) = balancer.update().now_or_never() {
+        log::error!("load balancer update failed: {e}");
+    }
+    Ok(balancer)
+}
+
+/// Builds a ready-to-run server for `config`.
+pub fn build(config: &Config, opt: Option<Opt>) -> Result<Server, StartError> {
+    let conf = server_conf(config);
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+
+    let pool = Arc::new(Pool::new(&config.origins, config.health.passive));
+    let metrics = Arc::new(Metrics::new(&pool).map_err(StartError::Metrics)?);
+
+    let health = HealthService::new(pool.clone(), metrics.clone(), config.health.clone());
+    let health_handle = server.add_service(background_service("health checks", health));
+
+    let proxy = HotHotProxy::new(
+        pool.clone(),
+        Arc::new(balancer(&pool)?),
+        metrics.clone(),
+        config.timeouts,
+        config.retries,
+    );
+    let mut proxy_service = pingora_proxy::http_proxy_service(&server.configuration, proxy);
+    for address in &config.listen {
+        proxy_service.add_tcp(&address.to_string());
+    }
+    let proxy_handle = server.add_service(proxy_service);
+    proxy_handle.add_dependency(&health_handle);
+
+    let mut metrics_service = Service::new("metrics".to_owned(), MetricsApp::new(metrics));
+    metrics_service.add_tcp(&config.metrics_listen.to_string());
+    server.add_service(metrics_service);
+    Ok(server)
+}
+
+/// A proxy running on a thread of this process, as tests and embedders use it.
+pub struct RunningProxy {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl RunningProxy {
+    /// Stops the proxy (fast shutdown) and waits for it to finish.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for RunningProxy {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+struct StopSignal(Mutex<Option<tokio::sync::oneshot::Receiver<()>>>);
+
+#[async_trait]
+impl ShutdownSignalWatch for StopSignal {
+    async fn recv(&self) -> ShutdownSignal {
+        let receiver = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(receiver) = receiver {
+            // A dropped sender means the handle is gone: stop as well.
+            let _ = receiver.await;
+        }
+        ShutdownSignal::FastShutdown
+    }
+}
+
+/// Starts the proxy on a background thread of this process.
+pub fn spawn(config: &Config) -> Result<RunningProxy, StartError> {
+    let server = build(config, None)?;
+    let (stop, receiver) = tokio::sync::oneshot::channel();
+    let signal = StopSignal(Mutex::new(Some(receiver)));
+    let thread = std::thread::Builder::new()
+        .name("hothot-server".to_owned())
+        .spawn(move || {
+            server.run(RunArgs {
+                shutdown_signal: Box::new(signal),
+            })
+        })
+        .map_err(StartError::Thread)?;
+    Ok(RunningProxy {
+        stop: Some(stop),
+        thread: Some(thread),
+    })
+}

@@ -1,0 +1,161 @@
+//! The shared test harness: real origins, a real proxy, a real HTTP client.
+#![allow(dead_code)]
+
+pub mod origin;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+pub use origin::TestOrigin;
+
+/// Health settings fast enough for tests: probes every 100ms.
+pub const FAST_HEALTH: &str = "health:
+  kind: http
+  path: /health
+  interval: 100ms
+  timeout: 200ms
+  rise: 2
+  fall: 2
+  passive: {failures: 3, eject: 1s}
+";
+
+/// An ephemeral port that was free a moment ago (Pingora binds by address,
+/// so the proxy cannot be handed port 0 and report back).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Proxy {
+    pub port: u16,
+    pub metrics_port: u16,
+    pub running: hothot::RunningProxy,
+}
+
+impl Proxy {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub async fn metrics(&self) -> String {
+        get(&format!("http://127.0.0.1:{}/metrics", self.metrics_port))
+            .await
+            .body
+    }
+}
+
+/// The YAML of a proxy in front of `origins` (name, address, capacity) with `extra` appended.
+pub fn config_yaml(
+    port: u16,
+    metrics_port: u16,
+    origins: &[(&str, SocketAddr, u32)],
+    extra: &str,
+) -> String {
+    let mut yaml = format!(
+        "server: {{threads: 2}}\nlisten: [\"127.0.0.1:{port}\"]\nmetrics: {{listen: \"127.0.0.1:{metrics_port}\"}}\norigins:\n"
+    );
+    for (name, addr, capacity) in origins {
+        yaml.push_str(&format!(
+            "  - {{name: {name}, address: \"{addr}\", capacity: {capacity}}}\n"
+        ));
+    }
+    yaml.push_str(extra);
+    yaml
+}
+
+/// Starts hothot in-process and waits until it accepts connections.
+pub async fn start_proxy(origins: &[(&str, SocketAddr, u32)], extra: &str) -> Proxy {
+    let (port, metrics_port) = (free_port(), free_port());
+    let config = hothot::config::parse(&config_yaml(port, metrics_port, origins, extra))
+        .expect("valid config");
+    let running = hothot::spawn(&config).expect("proxy starts");
+    wait_for_port(port).await;
+    wait_for_port(metrics_port).await;
+    Proxy {
+        port,
+        metrics_port,
+        running,
+    }
+}
+
+pub async fn wait_for_port(port: u16) {
+    let open = wait_until(Duration::from_secs(10), || async move {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+    })
+    .await;
+    assert!(open, "nothing listens on port {port}");
+}
+
+/// Polls `check` every 20ms until it holds or `limit` passes; returns whether it held.
+pub async fn wait_until<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub struct Answer {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: String,
+}
+
+pub fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+pub async fn send(request: http::Request<Full<Bytes>>) -> Answer {
+    try_send(request).await.expect("request completes")
+}
+
+pub async fn try_send(request: http::Request<Full<Bytes>>) -> Result<Answer, String> {
+    let response = client()
+        .request(request)
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("{e:?}"))?
+        .to_bytes();
+    Ok(Answer {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
+pub async fn get(url: &str) -> Answer {
+    send(http::Request::get(url).body(Full::default()).unwrap()).await
+}
+
+/// The value of one series in Prometheus text, e.g. `hothot_origin_up{origin="a"}`.
+pub fn metric_value(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|line| line.starts_with(series) && line[series.len()..].starts_with(' '))
+        .and_then(|line| line[series.len()..].trim().parse().ok())
+}

@@ -1,0 +1,162 @@
+//! A real HTTP origin for tests: hyper on 127.0.0.1, an ephemeral port,
+//! stoppable and restartable on the same port.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::net::TcpSocket;
+use tokio::task::JoinSet;
+
+/// A request as the origin received it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path_and_query: String,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+pub struct Shared {
+    pub name: String,
+    /// Status of `/health`.
+    pub health_status: AtomicU16,
+    /// Status of every other request.
+    pub status: AtomicU16,
+    /// Requests other than `/health`.
+    pub served: AtomicUsize,
+    /// TCP connections accepted (to see keep-alive reuse).
+    pub connections: AtomicUsize,
+    pub seen: Mutex<Vec<Seen>>,
+}
+
+pub struct TestOrigin {
+    pub addr: SocketAddr,
+    pub shared: Arc<Shared>,
+    tasks: Option<JoinSet<()>>,
+}
+
+impl TestOrigin {
+    pub async fn start(name: &str) -> TestOrigin {
+        let shared = Arc::new(Shared {
+            name: name.to_owned(),
+            health_status: AtomicU16::new(200),
+            status: AtomicU16::new(200),
+            served: AtomicUsize::new(0),
+            connections: AtomicUsize::new(0),
+            seen: Mutex::new(Vec::new()),
+        });
+        let addr = "127.0.0.1:0".parse().unwrap();
+        let (addr, tasks) = serve(addr, shared.clone()).await;
+        TestOrigin {
+            addr,
+            shared,
+            tasks: Some(tasks),
+        }
+    }
+
+    pub fn served(&self) -> usize {
+        self.shared.served.load(Ordering::SeqCst)
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.shared.seen.lock().unwrap().clone()
+    }
+
+    pub fn set_health(&self, status: u16) {
+        self.shared.health_status.store(status, Ordering::SeqCst);
+    }
+
+    pub fn set_status(&self, status: u16) {
+        self.shared.status.store(status, Ordering::SeqCst);
+    }
+
+    /// Closes the listener and every open connection: the origin is dead.
+    pub fn stop(&mut self) {
+        if let Some(mut tasks) = self.tasks.take() {
+            tasks.abort_all();
+        }
+    }
+
+    /// Serves again on the same port.
+    pub async fn restart(&mut self) {
+        self.stop();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let (_, tasks) = serve(self.addr, self.shared.clone()).await;
+        self.tasks = Some(tasks);
+    }
+}
+
+impl Drop for TestOrigin {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn serve(addr: SocketAddr, shared: Arc<Shared>) -> (SocketAddr, JoinSet<()>) {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_reuseaddr(true).unwrap();
+    socket.bind(addr).unwrap();
+    let listener = socket.listen(1024).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut tasks = JoinSet::new();
+    tasks.spawn(async move {
+        // Owned by this task: aborting it drops the set, which aborts every connection.
+        let mut connections = JoinSet::new();
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            shared.connections.fetch_add(1, Ordering::SeqCst);
+            let shared = shared.clone();
+            connections.spawn(async move {
+                let service = service_fn(move |req| handle(req, shared.clone()));
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, tasks)
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    shared: Arc<Shared>,
+) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    if req.uri().path() == "/health" {
+        let status = shared.health_status.load(Ordering::SeqCst);
+        return Ok(Response::builder()
+            .status(status)
+            .body(Full::new(Bytes::from_static(b"ok")))
+            .unwrap());
+    }
+    let method = req.method().to_string();
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
+    let headers = req.headers().clone();
+    let body = req.into_body().collect().await?.to_bytes();
+    shared.seen.lock().unwrap().push(Seen {
+        method,
+        path_and_query,
+        headers,
+        body,
+    });
+    shared.served.fetch_add(1, Ordering::SeqCst);
+    let status = shared.status.load(Ordering::SeqCst);
+    Ok(Response::builder()
+        .status(status)
+        .header("x-origin", shared.name.as_str())
+        .header("keep-alive", "timeout=30")
+        .body(Full::new(Bytes::from(shared.name.clone())))
+        .unwrap())
+}

@@ -1,0 +1,150 @@
+//! Origins leaving and rejoining the pool: active probes (rise/fall), passive
+//! ejection from live traffic, origins dead at start-up.
+
+mod common;
+
+use common::*;
+use std::time::{Duration, Instant};
+
+/// Probes every 100ms, fall 2, rise 2; passive ejection off so that only the
+/// active probes decide.
+const ACTIVE_ONLY: &str =
+    "health: {interval: 100ms, timeout: 100ms, rise: 2, fall: 2, passive: {failures: 0}}\n";
+
+async fn origin_up(proxy: &Proxy, name: &str) -> Option<f64> {
+    metric_value(
+        &proxy.metrics().await,
+        &format!("hothot_origin_up{{origin=\"{name}\"}}"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_origin_is_taken_out_and_comes_back_after_rise() {
+    let (a, mut b) = (TestOrigin::start("a").await, TestOrigin::start("b").await);
+    let proxy = start_proxy(&[("a", a.addr, 1), ("b", b.addr, 1)], ACTIVE_ONLY).await;
+    assert_eq!(origin_up(&proxy, "b").await, Some(1.0));
+
+    b.stop();
+    let stopped = Instant::now();
+    // fall (2) x interval (100ms), plus one probe timeout and scheduling slack.
+    let limit = Duration::from_millis(2 * 100 + 100) + Duration::from_secs(2);
+    let ejected = wait_until(limit, || async {
+        origin_up(&proxy, "b").await == Some(0.0)
+    })
+    .await;
+    println!(
+        "b ejected {:?} after it stopped (fall 2 x interval 100ms)",
+        stopped.elapsed()
+    );
+    assert!(ejected, "b still up {:?} after it died", stopped.elapsed());
+    let before = b.served();
+    for _ in 0..50 {
+        assert_eq!(get(&proxy.url("/")).await.body, "a");
+    }
+    assert_eq!(b.served(), before);
+
+    b.restart().await;
+    let restarted = Instant::now();
+    let back = wait_until(Duration::from_secs(3), || async {
+        origin_up(&proxy, "b").await == Some(1.0)
+    })
+    .await;
+    println!(
+        "b back {:?} after it restarted (rise 2 x interval 100ms)",
+        restarted.elapsed()
+    );
+    assert!(back, "b did not come back");
+    let answers: Vec<String> = futures_seq(&proxy, 20).await;
+    assert_eq!(answers.iter().filter(|o| *o == "b").count(), 10);
+}
+
+async fn futures_seq(proxy: &Proxy, n: usize) -> Vec<String> {
+    let mut answers = Vec::new();
+    for _ in 0..n {
+        answers.push(get(&proxy.url("/")).await.body);
+    }
+    answers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_failed_probe_is_not_enough_to_fall() {
+    let (a, b) = (TestOrigin::start("a").await, TestOrigin::start("b").await);
+    let slow =
+        "health: {interval: 300ms, timeout: 100ms, rise: 2, fall: 3, passive: {failures: 0}}\n";
+    let proxy = start_proxy(&[("a", a.addr, 1), ("b", b.addr, 1)], slow).await;
+    b.set_health(500);
+    // About two failed probes: below fall = 3.
+    tokio::time::sleep(Duration::from_millis(650)).await;
+    b.set_health(200);
+    let checks = proxy.metrics().await;
+    let failures = metric_value(
+        &checks,
+        "hothot_health_checks_total{origin=\"b\",result=\"failure\"}",
+    )
+    .unwrap_or(0.0);
+    assert!(failures >= 1.0, "no failed probe was counted");
+    assert_eq!(origin_up(&proxy, "b").await, Some(1.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_down_at_start_never_gets_a_request() {
+    let (a, b) = (TestOrigin::start("a").await, TestOrigin::start("b").await);
+    b.set_health(503);
+    let proxy = start_proxy(&[("a", a.addr, 1), ("b", b.addr, 1000)], ACTIVE_ONLY).await;
+    for _ in 0..100 {
+        assert_eq!(get(&proxy.url("/")).await.status, 200);
+    }
+    assert_eq!(
+        b.served(),
+        0,
+        "b was down at start-up and still got traffic"
+    );
+    assert_eq!(a.served(), 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_probes_see_a_closed_port() {
+    let (a, mut b) = (TestOrigin::start("a").await, TestOrigin::start("b").await);
+    let tcp = "health: {kind: tcp, interval: 100ms, timeout: 100ms, rise: 1, fall: 1, passive: {failures: 0}}\n";
+    let proxy = start_proxy(&[("a", a.addr, 1), ("b", b.addr, 1)], tcp).await;
+    b.set_health(500); // a TCP probe does not look at HTTP
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(origin_up(&proxy, "b").await, Some(1.0));
+    b.stop();
+    assert!(
+        wait_until(Duration::from_secs(3), || async {
+            origin_up(&proxy, "b").await == Some(0.0)
+        })
+        .await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_5xx_answers_eject_an_origin_then_probes_decide() {
+    let (a, b) = (TestOrigin::start("a").await, TestOrigin::start("b").await);
+    let passive =
+        "health: {interval: 100ms, timeout: 100ms, passive: {failures: 3, eject: 500ms}}\n";
+    let proxy = start_proxy(&[("a", a.addr, 1), ("b", b.addr, 1)], passive).await;
+    b.set_status(500); // probes still pass: only live traffic sees the failures
+    let answers = futures_seq(&proxy, 40).await;
+    let from_b = answers.iter().filter(|o| *o == "b").count();
+    assert_eq!(
+        from_b, 3,
+        "b should be ejected after its third 500: {answers:?}"
+    );
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        metric_value(&metrics, "hothot_passive_ejections_total{origin=\"b\"}"),
+        Some(1.0)
+    );
+    // After the ejection the probes (which pass) let b back in.
+    b.set_status(200);
+    assert!(
+        wait_until(Duration::from_secs(3), || async {
+            origin_up(&proxy, "b").await == Some(1.0)
+        })
+        .await
+    );
+    let answers = futures_seq(&proxy, 10).await;
+    assert_eq!(answers.iter().filter(|o| *o == "b").count(), 5);
+}
