@@ -12,6 +12,7 @@ pub mod health;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;
+pub mod replication;
 pub mod selection;
 pub mod server;
 

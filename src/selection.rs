@@ -52,29 +52,38 @@ impl SmoothWeighted {
         }
     }
 
-    /// Picks among the origins that are `serving` and not `excluded`. Zero-weight
-    /// origins never win. `None` when no candidate is left.
-    pub fn pick(&self, serving: &[bool], excluded: &[bool]) -> Option<usize> {
-        // A poisoned lock only means another thread panicked mid-pick; the
-        // scores are still integers, so carry on rather than fail requests.
+    /// Picks among the origins that are `serving` and not `excluded` (a short
+    /// or empty `excluded` excludes nothing). Zero-weight origins never win.
+    /// `None` when no candidate is left.
+    pub fn pick(&self, serving: impl Fn(usize) -> bool, excluded: &[bool]) -> Option<usize> {
         let state = if excluded.contains(&true) {
             &self.retry
         } else {
             &self.first
         };
+        // A poisoned lock only means another thread panicked mid-pick; the
+        // scores are still integers, so carry on rather than fail requests.
         let mut scores = state.lock().unwrap_or_else(|e| e.into_inner());
-        if scores.serving != serving {
-            scores.serving.clear();
-            scores.serving.extend_from_slice(serving);
-            scores.current.iter_mut().for_each(|c| *c = 0);
+        let Scores {
+            current,
+            serving: last_serving,
+        } = &mut *scores;
+        let mut changed = false;
+        for (i, last) in last_serving.iter_mut().enumerate() {
+            let now = serving(i);
+            changed |= now != *last;
+            *last = now;
+        }
+        if changed {
+            current.iter_mut().for_each(|c| *c = 0);
         }
         let mut total = 0;
         let mut best: Option<(usize, i64)> = None;
         let candidates = self
             .weights
             .iter()
-            .zip(serving)
-            .zip(&mut scores.current)
+            .zip(last_serving.iter())
+            .zip(current.iter_mut())
             .enumerate();
         for (i, ((&weight, &serves), score)) in candidates {
             if weight == 0 || !serves || excluded.get(i).copied().unwrap_or(false) {
@@ -87,7 +96,7 @@ impl SmoothWeighted {
             }
         }
         let (best, _) = best?;
-        scores.current[best] -= total;
+        current[best] -= total;
         Some(best)
     }
 }
@@ -101,6 +110,9 @@ pub fn exclusion_key(tried: &[usize]) -> Vec<u8> {
 }
 
 fn excluded_from_key(key: &[u8], len: usize) -> Vec<bool> {
+    if key.is_empty() {
+        return Vec::new(); // no allocation on first picks
+    }
     let mut excluded = vec![false; len];
     for chunk in key.chunks_exact(4) {
         let index = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]) as usize;
@@ -125,13 +137,8 @@ pub struct CapacityWeighted {
 }
 
 impl CapacityWeighted {
-    fn serving(&self) -> Vec<bool> {
-        match &self.pool {
-            Some(pool) => (0..self.backends.len())
-                .map(|i| pool.is_serving(i))
-                .collect(),
-            None => vec![true; self.backends.len()],
-        }
+    fn is_serving(&self, index: usize) -> bool {
+        self.pool.as_ref().is_none_or(|pool| pool.is_serving(index))
     }
 }
 
@@ -167,11 +174,14 @@ impl BackendSelection for CapacityWeighted {
             .collect();
         let weights: Vec<u32> = pool.origins().iter().map(|o| o.capacity).collect();
         if ordered.len() != pool.len() {
-            log::error!(
-                "selection: {} backends for {} origins",
-                ordered.len(),
-                pool.len()
-            );
+            // Pingora builds a first selector before discovery has run.
+            if !backends.is_empty() {
+                log::error!(
+                    "selection: {} backends for {} origins",
+                    ordered.len(),
+                    pool.len()
+                );
+            }
             return Self::build(backends);
         }
         CapacityWeighted {
@@ -197,8 +207,13 @@ pub struct CapacityIter {
 
 impl BackendIter for CapacityIter {
     fn next(&mut self) -> Option<&Backend> {
-        let serving = self.selection.serving();
-        let index = self.selection.swrr.pick(&serving, &self.excluded)?;
+        let selection = &self.selection;
+        let index = selection
+            .swrr
+            .pick(|i| selection.is_serving(i), &self.excluded)?;
+        if self.excluded.is_empty() {
+            self.excluded = vec![false; selection.backends.len()];
+        }
         self.excluded[index] = true;
         self.selection.backends.get(index)
     }
@@ -210,7 +225,9 @@ mod tests {
 
     fn sequence(swrr: &SmoothWeighted, serving: &[bool], n: usize) -> Vec<usize> {
         let none = vec![false; serving.len()];
-        (0..n).map(|_| swrr.pick(serving, &none).unwrap()).collect()
+        (0..n)
+            .map(|_| swrr.pick(|i| serving[i], &none).unwrap())
+            .collect()
     }
 
     #[test]
@@ -249,8 +266,8 @@ mod tests {
     fn zero_capacity_is_drained_and_nothing_left_is_none() {
         let swrr = SmoothWeighted::new(&[0, 5]);
         assert!(sequence(&swrr, &[true, true], 20).iter().all(|p| *p == 1));
-        assert_eq!(swrr.pick(&[true, true], &[false, true]), None);
-        assert_eq!(swrr.pick(&[false, false], &[false, false]), None);
+        assert_eq!(swrr.pick(|_| true, &[false, true]), None);
+        assert_eq!(swrr.pick(|_| false, &[]), None);
     }
 
     #[test]
@@ -258,7 +275,7 @@ mod tests {
         let swrr = SmoothWeighted::new(&[1000, 800, 600]);
         let excluded = [true, false, false];
         let picks: Vec<usize> = (0..700)
-            .map(|_| swrr.pick(&[true; 3], &excluded).unwrap())
+            .map(|_| swrr.pick(|_| true, &excluded).unwrap())
             .collect();
         assert_eq!(picks.iter().filter(|p| **p == 1).count(), 400);
         assert_eq!(picks.iter().filter(|p| **p == 2).count(), 300);
@@ -268,6 +285,6 @@ mod tests {
     fn exclusion_keys_round_trip() {
         let key = exclusion_key(&[2, 0]);
         assert_eq!(excluded_from_key(&key, 3), vec![true, false, true]);
-        assert_eq!(excluded_from_key(&[], 2), vec![false, false]);
+        assert!(excluded_from_key(&[], 2).is_empty());
     }
 }

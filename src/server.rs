@@ -6,6 +6,7 @@ use crate::health::HealthService;
 use crate::metrics::{Metrics, MetricsApp};
 use crate::pool::Pool;
 use crate::proxy::HotHotProxy;
+use crate::replication::Replicator;
 use crate::selection::CapacityWeighted;
 use async_trait::async_trait;
 use futures::FutureExt;
@@ -104,10 +105,19 @@ pub fn build(config: &Config, opt: Option<Opt>) -> Result<Server, StartError> {
     let health = HealthService::new(pool.clone(), metrics.clone(), config.health.clone());
     let health_handle = server.add_service(background_service("health checks", health));
 
+    let replicator = Arc::new(Replicator::new(
+        config.replication.clone(),
+        pool.len(),
+        metrics.clone(),
+    ));
+    let replication = replicator.service(&pool, config.timeouts);
+    server.add_service(background_service("replication", replication));
+
     let proxy = HotHotProxy::new(
         pool.clone(),
         Arc::new(balancer(&pool)?),
         metrics.clone(),
+        replicator,
         config.timeouts,
         config.retries,
     );

@@ -4,6 +4,7 @@
 //! it instead of a setting silently ignored. These types are only read by
 //! [`super::validate`], which turns them into the plain types the proxy uses.
 
+use super::replication::ReplicationSection;
 use super::units::HumanDuration;
 use serde::Deserialize;
 
@@ -22,6 +23,8 @@ pub struct FileConfig {
     pub timeouts: TimeoutsSection,
     #[serde(default = "default_retries")]
     pub retries: u32,
+    #[serde(default)]
+    pub replication: ReplicationSection,
 }
 
 fn default_retries() -> u32 {

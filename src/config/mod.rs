@@ -6,6 +6,7 @@
 //! [`ConfigError`] naming the offending key (`origins[1].capacity`).
 
 pub mod file;
+pub mod replication;
 pub mod units;
 mod validate;
 
@@ -13,6 +14,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use replication::{Cidr, OnTimeout, Oversize, ReplicateOn, ReplicationConfig, ReplicationMode};
 pub use validate::validate;
 
 /// Why a config file was refused.
@@ -54,6 +56,7 @@ pub struct Config {
     pub timeouts: Timeouts,
     /// Extra attempts on another origin. Default 2.
     pub retries: u32,
+    pub replication: ReplicationConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -32,14 +32,17 @@ pub fn validate(file: FileConfig) -> Result<Config, ConfigError> {
     if file.server.threads == Some(0) {
         return Err(ConfigError::invalid("server.threads", "must be at least 1"));
     }
+    let origins = validate_origins(&file.origins)?;
+    let replication = super::replication::validate(file.replication, origins.len())?;
     Ok(Config {
         server: file.server,
         listen,
         metrics_listen,
-        origins: validate_origins(&file.origins)?,
+        origins,
         health: validate_health(file.health)?,
         timeouts: validate_timeouts(&file.timeouts)?,
         retries: file.retries,
+        replication,
     })
 }
 

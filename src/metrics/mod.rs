@@ -5,6 +5,7 @@
 //! takes the label map's lock (`with_label_values` does both on every call).
 //! The registry is our own, not the process-wide default one.
 
+mod replication;
 mod requests;
 mod service;
 
@@ -13,6 +14,7 @@ use prometheus::{
     Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry,
 };
+pub use replication::{PeerMetrics, ReplicationMetrics};
 pub use requests::RequestCounters;
 pub use service::MetricsApp;
 
@@ -30,6 +32,7 @@ pub struct Metrics {
     pub no_origin: IntCounter,
     /// Indexed like the pool's origins.
     pub origins: Vec<OriginMetrics>,
+    pub replication: ReplicationMetrics,
 }
 
 /// The series of one origin, labels already resolved.
@@ -150,11 +153,14 @@ impl Metrics {
                 metrics
             })
             .collect();
+        let names: Vec<&str> = pool.origins().iter().map(|o| o.name.as_str()).collect();
+        let replication = ReplicationMetrics::new(&registry, &names)?;
         let metrics = Metrics {
             registry,
             in_flight,
             no_origin,
             origins,
+            replication,
         };
         metrics.publish_pool(pool);
         Ok(metrics)

@@ -7,10 +7,12 @@
 //! the origin's response header arrived. At most `retries` extra attempts.
 
 mod headers;
+mod write;
 
 use crate::config::Timeouts;
 use crate::metrics::{InFlight, Metrics};
 use crate::pool::{FailureVerdict, Pool};
+use crate::replication::Replicator;
 use crate::selection::{exclusion_key, CapacityWeighted};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -21,6 +23,7 @@ use pingora_load_balancing::LoadBalancer;
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use std::sync::Arc;
 use std::time::Instant;
+use write::{Admission, WriteCapture};
 
 /// Status hothot answers with when the client went away before any response
 /// (nginx's convention); used only for counting.
@@ -30,6 +33,7 @@ pub struct HotHotProxy {
     pool: Arc<Pool>,
     balancer: Arc<LoadBalancer<CapacityWeighted>>,
     metrics: Arc<Metrics>,
+    replicator: Arc<Replicator>,
     timeouts: Timeouts,
     retries: u32,
 }
@@ -44,6 +48,8 @@ pub struct RequestCtx {
     response_started: bool,
     /// The status hothot itself answered with after a failure.
     error_status: Option<u16>,
+    /// Set for a write that will be replicated.
+    write: Option<Box<WriteCapture>>,
 }
 
 impl HotHotProxy {
@@ -51,6 +57,7 @@ impl HotHotProxy {
         pool: Arc<Pool>,
         balancer: Arc<LoadBalancer<CapacityWeighted>>,
         metrics: Arc<Metrics>,
+        replicator: Arc<Replicator>,
         timeouts: Timeouts,
         retries: u32,
     ) -> Self {
@@ -58,6 +65,7 @@ impl HotHotProxy {
             pool,
             balancer,
             metrics,
+            replicator,
             timeouts,
             retries,
         }
@@ -136,9 +144,13 @@ fn status_for(e: &Error) -> u16 {
     }
 }
 
-fn error_body(status: u16) -> &'static str {
+fn error_body(status: u16, ctx: &RequestCtx) -> &'static str {
+    if status == 504 && ctx.write.as_ref().is_some_and(|w| w.quorum_timed_out) {
+        return write::QUORUM_TIMEOUT_MESSAGE;
+    }
     match status {
         400 => "bad request\n",
+        413 => write::OVERSIZE_MESSAGE,
         502 => "bad gateway: the origin failed to answer\n",
         503 => "service unavailable: no healthy origin\n",
         504 => "gateway timeout: the origin did not answer in time\n",
@@ -157,6 +169,50 @@ impl ProxyHttp for HotHotProxy {
             tried: Vec::new(),
             response_started: false,
             error_status: None,
+            write: None,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let client = client_ip(session);
+        match write::admit(&self.replicator, session.req_header_mut(), client) {
+            Admission::Pass => Ok(false),
+            Admission::Capture(capture) => {
+                ctx.write = Some(capture);
+                Ok(false)
+            }
+            Admission::Refuse(status, message) => {
+                ctx.error_status = Some(status);
+                respond_plain(session, status, Bytes::from_static(message.as_bytes())).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        match ctx.write.as_mut() {
+            Some(capture) => capture.append(&self.replicator, body.as_ref(), end_of_stream),
+            None => Ok(()),
+        }
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        match (ctx.write.as_mut(), ctx.tried.last(), ctx.response_started) {
+            (Some(capture), Some(&primary), true) => {
+                capture.finish(&self.replicator, primary, response).await
+            }
+            _ => Ok(()),
         }
     }
 
@@ -194,13 +250,13 @@ impl ProxyHttp for HotHotProxy {
         &self,
         session: &mut Session,
         request: &mut RequestHeader,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let client = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
-        headers::add_forwarded(request, client, "http")
+        headers::add_forwarded(request, client_ip(session), "http")?;
+        match ctx.write.as_mut() {
+            Some(capture) => capture.prepare(request),
+            None => Ok(()),
+        }
     }
 
     async fn upstream_response_filter(
@@ -262,6 +318,19 @@ impl ProxyHttp for HotHotProxy {
         e
     }
 
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, e: &Error) -> bool {
+        // A client that leaves early is routine (counted as 499), not an error.
+        let client_left = *e.esource() == ErrorSource::Downstream
+            && matches!(
+                e.etype(),
+                ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+            );
+        if client_left {
+            log::debug!("client left early: {e}");
+        }
+        client_left
+    }
+
     async fn fail_to_proxy(
         &self,
         session: &mut Session,
@@ -271,7 +340,7 @@ impl ProxyHttp for HotHotProxy {
         let status = status_for(e);
         ctx.error_status = Some(if status == 0 { CLIENT_CLOSED } else { status });
         if status > 0 {
-            let body = Bytes::from_static(error_body(status).as_bytes());
+            let body = Bytes::from_static(error_body(status, ctx).as_bytes());
             if let Err(write_error) = respond_plain(session, status, body).await {
                 log::debug!("could not send the {status} answer: {write_error}");
             }
@@ -299,6 +368,13 @@ impl ProxyHttp for HotHotProxy {
             .duration
             .observe(ctx.started.elapsed().as_secs_f64());
     }
+}
+
+fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
 }
 
 async fn respond_plain(session: &mut Session, status: u16, body: Bytes) -> Result<()> {

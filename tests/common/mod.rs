@@ -148,6 +148,15 @@ pub async fn try_send(request: http::Request<Full<Bytes>>) -> Result<Answer, Str
     })
 }
 
+pub async fn put(url: &str, body: &str) -> Answer {
+    send(
+        http::Request::put(url)
+            .body(Full::new(Bytes::from(body.to_owned())))
+            .unwrap(),
+    )
+    .await
+}
+
 pub async fn get(url: &str) -> Answer {
     send(http::Request::get(url).body(Full::default()).unwrap()).await
 }

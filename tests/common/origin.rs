@@ -34,6 +34,8 @@ pub struct Shared {
     /// TCP connections accepted (to see keep-alive reuse).
     pub connections: AtomicUsize,
     pub seen: Mutex<Vec<Seen>>,
+    /// `/kv/{key}`: (version, value), applied last-writer-wins by `X-Hothot-Version`.
+    pub kv: Mutex<std::collections::HashMap<String, (u64, Bytes)>>,
 }
 
 pub struct TestOrigin {
@@ -51,6 +53,7 @@ impl TestOrigin {
             served: AtomicUsize::new(0),
             connections: AtomicUsize::new(0),
             seen: Mutex::new(Vec::new()),
+            kv: Mutex::default(),
         });
         let addr = "127.0.0.1:0".parse().unwrap();
         let (addr, tasks) = serve(addr, shared.clone()).await;
@@ -67,6 +70,21 @@ impl TestOrigin {
 
     pub fn seen(&self) -> Vec<Seen> {
         self.shared.seen.lock().unwrap().clone()
+    }
+
+    /// The value this origin holds for `/kv/{key}`.
+    pub fn value(&self, key: &str) -> Option<String> {
+        let kv = self.shared.kv.lock().unwrap();
+        kv.get(key)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    }
+
+    /// Requests that arrived as replicated copies, in arrival order.
+    pub fn copies(&self) -> Vec<Seen> {
+        self.seen()
+            .into_iter()
+            .filter(|s| s.headers.contains_key("x-hothot-replicated-from"))
+            .collect()
     }
 
     pub fn set_health(&self, status: u16) {
@@ -138,6 +156,7 @@ async fn handle(
             .unwrap());
     }
     let method = req.method().to_string();
+    let path = req.uri().path().to_owned();
     let path_and_query = req
         .uri()
         .path_and_query()
@@ -146,17 +165,45 @@ async fn handle(
     let headers = req.headers().clone();
     let body = req.into_body().collect().await?.to_bytes();
     shared.seen.lock().unwrap().push(Seen {
-        method,
+        method: method.clone(),
         path_and_query,
-        headers,
-        body,
+        headers: headers.clone(),
+        body: body.clone(),
     });
     shared.served.fetch_add(1, Ordering::SeqCst);
     let status = shared.status.load(Ordering::SeqCst);
+    let mut answer = Bytes::from(shared.name.clone());
+    if let (Some(key), true) = (path.strip_prefix("/kv/"), (200..300).contains(&status)) {
+        let mut kv = shared.kv.lock().unwrap();
+        if method == "GET" {
+            let value = kv.get(key).map(|(_, v)| v.clone());
+            drop(kv);
+            let (status, body) = value.map_or((404, Bytes::new()), |v| (200, v));
+            return Ok(Response::builder()
+                .status(status)
+                .header("x-origin", shared.name.as_str())
+                .body(Full::new(body))
+                .unwrap());
+        }
+        let version: u64 = headers
+            .get("x-hothot-version")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let is_write = matches!(method.as_str(), "PUT" | "POST" | "PATCH" | "DELETE");
+        let newer = kv.get(key).is_none_or(|(held, _)| version >= *held);
+        match (is_write, newer) {
+            (true, true) => {
+                kv.insert(key.to_owned(), (version, body.clone()));
+            }
+            (true, false) => answer = Bytes::from_static(b"older version ignored"),
+            (false, _) => {}
+        }
+    }
     Ok(Response::builder()
         .status(status)
         .header("x-origin", shared.name.as_str())
         .header("keep-alive", "timeout=30")
-        .body(Full::new(Bytes::from(shared.name.clone())))
+        .body(Full::new(answer))
         .unwrap())
 }

@@ -1,0 +1,99 @@
+//! Replication series, resolved per peer once at start-up.
+
+use prometheus::{
+    Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+};
+use prometheus::{IntGauge, IntGaugeVec, Opts, Registry};
+
+/// From a primary's answer to a peer's acknowledgement, in seconds.
+const SYNC_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
+];
+
+pub struct ReplicationMetrics {
+    /// Indexed like the pool's origins (each origin is a peer of the others).
+    pub peers: Vec<PeerMetrics>,
+    /// `hothot_replication_quorum_timeouts_total`.
+    pub quorum_timeouts: IntCounter,
+}
+
+/// `hothot_replication_*{peer}` for one peer.
+pub struct PeerMetrics {
+    /// A copy the peer acknowledged with 2xx.
+    pub delivered: IntCounter,
+    /// An attempt that failed (connection, timeout, 5xx) and will be retried.
+    pub retried: IntCounter,
+    /// A copy the peer refused with 4xx: permanent, not retried.
+    pub failed: IntCounter,
+    /// A write refused before reaching any origin (backlog full, or oversize with `reject`).
+    pub rejected: IntCounter,
+    /// A write not replicated on purpose (oversize with `pass`, primary not 2xx with `success`).
+    pub skipped: IntCounter,
+    /// `hothot_replication_pending`: undelivered writes.
+    pub pending: IntGauge,
+    /// `hothot_replication_lag_seconds`: age of the oldest undelivered write.
+    pub lag: Gauge,
+    /// `hothot_replication_sync_seconds`.
+    pub sync: Histogram,
+}
+
+impl ReplicationMetrics {
+    pub fn new(registry: &Registry, peer_names: &[&str]) -> Result<Self, prometheus::Error> {
+        let total = IntCounterVec::new(
+            Opts::new(
+                "hothot_replication_total",
+                "Replicated copies, by peer and outcome",
+            ),
+            &["peer", "outcome"],
+        )?;
+        let pending = IntGaugeVec::new(
+            Opts::new(
+                "hothot_replication_pending",
+                "Writes not yet delivered to the peer",
+            ),
+            &["peer"],
+        )?;
+        let lag = GaugeVec::new(
+            Opts::new(
+                "hothot_replication_lag_seconds",
+                "Age of the oldest write not yet delivered to the peer (its delay window)",
+            ),
+            &["peer"],
+        )?;
+        let sync = HistogramVec::new(
+            HistogramOpts::new(
+                "hothot_replication_sync_seconds",
+                "Time from the primary's answer to the peer's acknowledgement",
+            )
+            .buckets(SYNC_BUCKETS.to_vec()),
+            &["peer"],
+        )?;
+        let quorum_timeouts = IntCounter::new(
+            "hothot_replication_quorum_timeouts_total",
+            "Sync writes whose quorum did not acknowledge within replication.timeout",
+        )?;
+        registry.register(Box::new(total.clone()))?;
+        registry.register(Box::new(pending.clone()))?;
+        registry.register(Box::new(lag.clone()))?;
+        registry.register(Box::new(sync.clone()))?;
+        registry.register(Box::new(quorum_timeouts.clone()))?;
+        let peers = peer_names
+            .iter()
+            .map(|peer| PeerMetrics {
+                delivered: total.with_label_values(&[peer, "delivered"]),
+                retried: total.with_label_values(&[peer, "retried"]),
+                failed: total.with_label_values(&[peer, "failed"]),
+                rejected: total.with_label_values(&[peer, "rejected"]),
+                skipped: total.with_label_values(&[peer, "skipped"]),
+                pending: pending.with_label_values(&[peer]),
+                lag: lag.with_label_values(&[peer]),
+                sync: sync.with_label_values(&[peer]),
+            })
+            .collect();
+        Ok(ReplicationMetrics {
+            peers,
+            quorum_timeouts,
+        })
+    }
+}

@@ -1,0 +1,200 @@
+//! The proxy phases of a write: admit it, stamp it, capture its body while it
+//! streams to the primary, and hand it to the replicator once the primary has
+//! answered (waiting for the quorum in `sync` mode).
+
+use crate::config::{OnTimeout, Oversize, ReplicateOn, ReplicationMode};
+use crate::replication::{
+    Replicator, Write, IDEMPOTENCY_KEY, REPLICATED_FROM, REPLICATION_STATUS, VERSION,
+};
+use bytes::{Bytes, BytesMut};
+use pingora_error::{Error, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use std::net::IpAddr;
+
+/// A write on its way to its primary.
+pub struct WriteCapture {
+    pub version: u64,
+    idempotency_key: String,
+    /// The request as sent to the primary, for the peers' copies.
+    header: Option<RequestHeader>,
+    body: BytesMut,
+    complete: bool,
+    /// The body outgrew `max_body` under `oversize: pass`: not replicated.
+    oversize: bool,
+    /// Set when a sync write's quorum did not answer in time.
+    pub quorum_timed_out: bool,
+}
+
+/// What `admit` decided for a request.
+pub enum Admission {
+    /// Not a write to replicate.
+    Pass,
+    /// A write to capture and replicate.
+    Capture(Box<WriteCapture>),
+    /// Refused before reaching any origin, with this status and message.
+    Refuse(u16, &'static str),
+}
+
+pub const OVERSIZE_MESSAGE: &str = "payload too large: the body exceeds replication.max_body\n";
+pub const BACKLOG_FULL_MESSAGE: &str =
+    "service unavailable: the replication backlog is full, retry later\n";
+pub const QUORUM_TIMEOUT_MESSAGE: &str =
+    "gateway timeout: the replication quorum did not acknowledge in time; the write stays queued for the peers\n";
+
+/// Decides what happens to a request before it reaches any origin.
+pub fn admit(
+    replicator: &Replicator,
+    request: &mut RequestHeader,
+    client: Option<IpAddr>,
+) -> Admission {
+    if request.headers.contains_key(REPLICATED_FROM) {
+        if replicator.trusts(client) {
+            return Admission::Pass; // already a copy: replicating it again would loop
+        }
+        request.remove_header(REPLICATED_FROM);
+    }
+    if !replicator.replicates(&request.method) {
+        return Admission::Pass;
+    }
+    let config = replicator.config();
+    let declared = request
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > config.max_body as u64) {
+        return match config.oversize {
+            Oversize::Reject => {
+                replicator.count_rejected();
+                Admission::Refuse(413, OVERSIZE_MESSAGE)
+            }
+            Oversize::Pass => {
+                replicator.count_skipped(None);
+                Admission::Pass
+            }
+        };
+    }
+    if !replicator.admit() {
+        return Admission::Refuse(503, BACKLOG_FULL_MESSAGE);
+    }
+    let version = replicator.next_version();
+    let idempotency_key = request
+        .headers
+        .get(IDEMPOTENCY_KEY)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .map_or_else(
+            || replicator.generated_idempotency_key(version),
+            str::to_owned,
+        );
+    Admission::Capture(Box::new(WriteCapture {
+        version,
+        idempotency_key,
+        header: None,
+        body: BytesMut::new(),
+        complete: false,
+        oversize: false,
+        quorum_timed_out: false,
+    }))
+}
+
+impl WriteCapture {
+    /// Stamps the request to the primary and keeps a copy for the peers.
+    /// Called once per attempt: a retried write starts its body afresh.
+    pub fn prepare(&mut self, request: &mut RequestHeader) -> Result<()> {
+        request.insert_header(VERSION, self.version.to_string())?;
+        request.insert_header(IDEMPOTENCY_KEY, self.idempotency_key.as_str())?;
+        // A request without a body gets no body callback that could end it.
+        let has_body = request
+            .headers
+            .contains_key(http::header::TRANSFER_ENCODING)
+            || request
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .is_some_and(|v| v.as_bytes() != b"0");
+        self.header = Some(request.clone());
+        self.body.clear();
+        self.complete = !has_body;
+        self.oversize = false;
+        Ok(())
+    }
+
+    /// Keeps a chunk of the body as it streams to the primary.
+    pub fn append(
+        &mut self,
+        replicator: &Replicator,
+        chunk: Option<&Bytes>,
+        end: bool,
+    ) -> Result<()> {
+        if let Some(chunk) = chunk {
+            if !self.oversize {
+                let config = replicator.config();
+                if self.body.len() + chunk.len() > config.max_body {
+                    if config.oversize == Oversize::Reject {
+                        replicator.count_rejected();
+                        return Err(Error::explain(
+                            ErrorType::HTTPStatus(413),
+                            "body exceeds replication.max_body",
+                        ));
+                    }
+                    self.oversize = true;
+                    self.body = BytesMut::new();
+                } else {
+                    self.body.extend_from_slice(chunk);
+                }
+            }
+        }
+        self.complete |= end;
+        Ok(())
+    }
+
+    /// The primary answered: replicate (and in sync mode wait), or count why not.
+    pub async fn finish(
+        &mut self,
+        replicator: &Replicator,
+        primary: usize,
+        response: &mut ResponseHeader,
+    ) -> Result<()> {
+        let config = replicator.config();
+        let success = response.status.is_success();
+        if self.oversize || (config.replicate_on == ReplicateOn::Success && !success) {
+            replicator.count_skipped(Some(primary));
+            return Ok(());
+        }
+        let Some(header) = self.header.take() else {
+            return Ok(());
+        };
+        if !self.complete {
+            // The primary answered before the body ended; the copy would be truncated.
+            log::warn!(
+                "write {} {}: primary answered before the request body ended; not replicated",
+                header.method,
+                header.uri
+            );
+            replicator.count_skipped(Some(primary));
+            return Ok(());
+        }
+        let body = std::mem::take(&mut self.body).freeze();
+        let write = replicator.submit(Write::new(
+            self.version,
+            self.idempotency_key.clone(),
+            primary,
+            header,
+            body,
+        ));
+        response.insert_header(VERSION, self.version.to_string())?;
+        if config.mode != ReplicationMode::Sync || replicator.wait_for_quorum(&write).await {
+            return Ok(());
+        }
+        match config.on_timeout {
+            OnTimeout::Degrade => response.insert_header(REPLICATION_STATUS, "partial"),
+            OnTimeout::Fail => {
+                self.quorum_timed_out = true;
+                Err(Error::explain(
+                    ErrorType::HTTPStatus(504),
+                    "replication quorum timed out",
+                ))
+            }
+        }
+    }
+}
