@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Write benchmark: PUTs through hothot to three replica origins (capacities
+# 1000/800/600) with replication off, async and sync (quorum 1); then the time
+# a peer takes to drain a backlog of BACKLOG writes after it comes back.
+# Loopback only; every process is stopped at the end.
+#
+#   scripts/bench-writes.sh [DURATION=10s] [CONNECTIONS=32] [BACKLOG=10000]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${1:-10s}
+CONNECTIONS=${2:-32}
+BACKLOG=${3:-10000}
+EXTRA_YAML=${EXTRA_YAML:-}     # appended under `replication:`, e.g. journal settings
+MODES=${MODES:-off async sync}
+scripts/install-build-deps.sh
+for tool in wrk curl; do command -v "$tool" >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk curl; }; done
+cargo build --release --bin hothot --example replica ${CARGO_FEATURES:+--features "$CARGO_FEATURES"} >&2
+
+work=$(mktemp -d)
+pids=()
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
+metric() { curl -s "http://127.0.0.1:$METRICS/metrics" | awk -v s="$1" '$1==s {print $2}'; }
+
+declare -A PORT REPLICA_PID
+start_replica() {
+  target/release/examples/replica --name "$1" --listen "127.0.0.1:${PORT[$1]}" 2>/dev/null &
+  REPLICA_PID[$1]=$!; pids+=($!)
+  wait_port "${PORT[$1]}"
+}
+for name in a b c; do PORT[$name]=$(free_port); start_replica "$name"; done
+
+start_hothot() { # mode
+  PROXY=$(free_port); METRICS=$(free_port)
+  cat >"$work/hothot.yaml" <<YAML
+server: {threads: 2}
+listen: ["127.0.0.1:$PROXY"]
+metrics: {listen: "127.0.0.1:$METRICS"}
+origins:
+  - {name: a, address: "127.0.0.1:${PORT[a]}", capacity: 1000}
+  - {name: b, address: "127.0.0.1:${PORT[b]}", capacity: 800}
+  - {name: c, address: "127.0.0.1:${PORT[c]}", capacity: 600}
+health: {interval: 200ms, timeout: 200ms, rise: 1, fall: 1}
+replication:
+  mode: $1
+  quorum: 1
+  timeout: 2s
+  retry: {initial: 10ms, max: 200ms}
+$EXTRA_YAML
+YAML
+  (cd "$work" && RUST_LOG=warn exec "$OLDPWD/target/release/hothot" -c "$work/hothot.yaml") &
+  HOTHOT=$!; pids+=($!)
+  wait_port "$PROXY"
+}
+stop_hothot() { kill -INT "$HOTHOT" 2>/dev/null || true; wait "$HOTHOT" 2>/dev/null || true; }
+pending_total() { local t=0 v; for p in a b c; do v=$(metric "hothot_replication_pending{peer=\"$p\"}"); t=$((t + ${v:-0})); done; echo $t; }
+
+# One peer round trip: a single connection writing straight to a replica.
+wrk -t1 -c1 -d3s --latency -s scripts/put.lua "http://127.0.0.1:${PORT[a]}/" >"$work/rtt.txt"
+rtt=$(awk '$1=="50%" {print $2}' "$work/rtt.txt")
+
+results=()
+for mode in $MODES; do
+  start_hothot "$mode"
+  wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency -s scripts/put.lua "http://127.0.0.1:$PROXY/" >"$work/$mode.txt"
+  rps=$(awk '/Requests\/sec/ {print $2}' "$work/$mode.txt")
+  p50=$(awk '$1=="50%" {print $2}' "$work/$mode.txt")
+  p99=$(awk '$1=="99%" {print $2}' "$work/$mode.txt")
+  errors=$(awk '/Non-2xx/ {print $5}' "$work/$mode.txt")
+  left=$(pending_total)
+  results+=("$(printf '%-6s %12s %10s %10s %10s %14s' "$mode" "$rps" "$p50" "$p99" "${errors:-0}" "$left")")
+  for _ in $(seq 600); do [ "$(pending_total)" -eq 0 ] && break; sleep 0.1; done
+  stop_hothot
+done
+
+# Backlog drain: c is down while BACKLOG writes arrive, then comes back.
+start_hothot async
+kill "${REPLICA_PID[c]}"; wait "${REPLICA_PID[c]}" 2>/dev/null || true
+sleep 0.5
+python3 scripts/write_burst.py --port "$PROXY" --count "$BACKLOG"
+backlog=$(metric 'hothot_replication_pending{peer="c"}')
+start=$(date +%s.%N)
+start_replica c
+until [ "$(metric 'hothot_replication_pending{peer="c"}')" = "0" ]; do sleep 0.01; done
+drain=$(echo "$(date +%s.%N) - $start" | bc)
+stop_hothot
+
+echo
+echo "PUT throughput through hothot to 3 replicas, wrk -t2 -c$CONNECTIONS -d$DURATION ${EXTRA_YAML:+($EXTRA_YAML)}"
+printf '%-6s %12s %10s %10s %10s %14s\n' mode requests/s p50 p99 non-2xx "pending at end"
+printf '%s\n' "${results[@]}"
+echo "peer round trip (one connection, PUT straight to a replica, p50): $rtt"
+printf 'backlog of %s writes to a recovered peer drained in %.2f s\n' "$backlog" "$drain"
