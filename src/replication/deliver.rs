@@ -1,29 +1,31 @@
-//! Delivery to one peer: send the head of its backlog until the peer
-//! acknowledges it, then the next. One write in flight per peer keeps the
-//! peer's order equal to the primaries' acknowledgement order.
+//! Delivery to one peer: its backlog, in order, until every copy is settled.
 //!
-//! 2xx: delivered. 4xx: the peer refuses this copy for good (counted, logged,
+//! Copies are pipelined on one keep-alive connection (up to `WINDOW` in
+//! flight) and answers come back in request order, so the peer receives the
+//! backlog in order. 2xx: delivered. 4xx: refused for good (counted, logged,
 //! dropped from the backlog). Anything else (refused connection, timeout, 5xx)
-//! is retried with exponential backoff and jitter, from `retry.initial` up to
-//! `retry.max`, for as long as it takes.
+//! drops the connection and resends from that copy on, with exponential
+//! backoff and jitter from `retry.initial` up to `retry.max`, for as long as
+//! it takes; the window restarts at one copy and doubles with each success,
+//! so a recovering peer is probed one write at a time.
+//!
+//! One caveat of pipelining: if a peer fails a copy while it accepts later
+//! copies already in the same window, those later ones are sent again after
+//! it. The peer sees them twice (same `Idempotency-Key`) and, for a key they
+//! share, last-writer-wins by `X-Hothot-Version` keeps the newest.
 
+use super::pipeline::{encode, PeerConnection, PipelineError};
 use super::queue::PeerQueue;
 use super::write::Write;
 use crate::config::Timeouts;
-use crate::metrics::PeerMetrics;
-use bytes::Bytes;
-use pingora_core::connectors::http::Connector;
-use pingora_core::upstreams::peer::HttpPeer;
+use crate::metrics::{Metrics, PeerMetrics};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How the delivery of one copy ended.
-enum Attempt {
-    Delivered,
-    Refused(u16),
-    Failed(String),
-}
+/// Most copies in flight on a peer's connection.
+const WINDOW: usize = 64;
 
 /// Exponential backoff with jitter: each delay is drawn from [d/2, d], d doubling up to `max`.
 pub struct Backoff {
@@ -59,16 +61,32 @@ impl Backoff {
     }
 }
 
+/// Why a copy must be sent again.
+#[derive(Debug, thiserror::Error)]
+enum Retry {
+    #[error("{0}")]
+    Connection(#[from] PipelineError),
+    #[error("peer answered {0}")]
+    Status(u16),
+}
+
 pub struct PeerWorker {
     pub name: String,
     pub address: SocketAddr,
     /// Names of all origins, to say which primary a copy comes from.
     pub origin_names: Arc<Vec<String>>,
     pub queue: Arc<PeerQueue>,
-    pub metrics: Arc<crate::metrics::Metrics>,
+    pub metrics: Arc<Metrics>,
     pub index: usize,
     pub timeouts: Timeouts,
     pub backoff: Backoff,
+}
+
+/// The worker's view of its connection.
+struct Pipe {
+    connection: PeerConnection,
+    /// Copies sent and not yet answered, oldest first (always the backlog's head).
+    in_flight: VecDeque<Arc<Write>>,
 }
 
 impl PeerWorker {
@@ -78,98 +96,104 @@ impl PeerWorker {
 
     /// Delivers forever; returns only when the caller drops the future.
     pub async fn run(mut self) {
-        let connector = Connector::new(None);
-        let mut failing_since: Option<u64> = None;
+        let mut pipe: Option<Pipe> = None;
+        let mut failed_attempts: u64 = 0;
+        let mut window = 1;
         loop {
-            let write = self.queue.head().await;
-            loop {
-                match self.send(&connector, &write).await {
-                    Attempt::Delivered => {
-                        self.metrics().delivered.inc();
-                        self.metrics()
-                            .sync
-                            .observe(write.accepted_at.elapsed().as_secs_f64());
-                        write.acknowledge();
-                        break;
-                    }
-                    Attempt::Refused(status) => {
-                        self.metrics().failed.inc();
-                        log::warn!(
-                            "replication to {}: write version {} ({} {}) refused with {status}; not retried",
-                            self.name,
-                            write.version,
-                            write.header.method,
-                            write.header.uri
+            if pipe.as_ref().is_none_or(|p| p.in_flight.is_empty()) {
+                self.queue.head().await;
+            }
+            match self.step(&mut pipe, window).await {
+                Ok(settled) => {
+                    if failed_attempts > 0 {
+                        log::info!(
+                            "replication to {}: delivering again after {failed_attempts} failed attempts",
+                            self.name
                         );
-                        break;
+                        failed_attempts = 0;
+                        self.backoff.reset();
                     }
-                    Attempt::Failed(reason) => {
-                        self.metrics().retried.inc();
-                        let retries = failing_since.get_or_insert(0);
-                        if *retries == 0 {
-                            log::warn!(
-                                "replication to {}: {reason}; retrying with backoff",
-                                self.name
-                            );
-                        }
-                        *retries += 1;
-                        tokio::time::sleep(self.backoff.next_delay()).await;
+                    if settled {
+                        window = (window * 2).min(WINDOW);
                     }
                 }
+                Err(retry) => {
+                    self.metrics().retried.inc();
+                    if failed_attempts == 0 {
+                        log::warn!(
+                            "replication to {}: {retry}; retrying with backoff",
+                            self.name
+                        );
+                    }
+                    failed_attempts += 1;
+                    pipe = None;
+                    window = 1;
+                    tokio::time::sleep(self.backoff.next_delay()).await;
+                }
             }
-            self.queue.pop();
-            self.metrics().pending.dec();
-            if let Some(retries) = failing_since.take() {
-                log::info!(
-                    "replication to {}: delivering again after {retries} failed attempts",
-                    self.name
+        }
+    }
+
+    /// Tops the pipeline up, then settles its oldest copy. `Ok(true)` when a
+    /// copy was settled, `Ok(false)` when the connection must be reopened.
+    async fn step(&self, pipe: &mut Option<Pipe>, window: usize) -> Result<bool, Retry> {
+        if pipe.is_none() {
+            let connection = PeerConnection::connect(self.address, self.timeouts.connect).await?;
+            *pipe = Some(Pipe {
+                connection,
+                in_flight: VecDeque::new(),
+            });
+        }
+        let Some(p) = pipe.as_mut() else {
+            return Ok(false);
+        };
+        let room = window.saturating_sub(p.in_flight.len());
+        let more = self.queue.peek(p.in_flight.len(), room);
+        if !more.is_empty() {
+            let mut bytes = Vec::new();
+            for write in &more {
+                let primary = self
+                    .origin_names
+                    .get(write.primary)
+                    .map_or("", String::as_str);
+                encode(write, primary, &mut bytes);
+            }
+            p.connection.send(&bytes, self.timeouts.write).await?;
+            p.in_flight.extend(more);
+        }
+        let Some(write) = p.in_flight.front().cloned() else {
+            return Ok(false);
+        };
+        let answer = p.connection.read_answer(self.timeouts.read).await?;
+        match answer.status {
+            200..=299 => {
+                self.metrics().delivered.inc();
+                self.metrics()
+                    .sync
+                    .observe(write.accepted_at.elapsed().as_secs_f64());
+                write.acknowledge();
+            }
+            400..=499 => {
+                self.metrics().failed.inc();
+                log::warn!(
+                    "replication to {}: write version {} ({} {}) refused with {}; not retried",
+                    self.name,
+                    write.version,
+                    write.header.method,
+                    write.header.uri,
+                    answer.status
                 );
             }
-            self.backoff.reset();
+            status => return Err(Retry::Status(status)),
         }
-    }
-
-    async fn send(&self, connector: &Connector, write: &Write) -> Attempt {
-        match self.try_send(connector, write).await {
-            Ok(status) if (200..300).contains(&status) => Attempt::Delivered,
-            Ok(status) if (400..500).contains(&status) => Attempt::Refused(status),
-            Ok(status) => Attempt::Failed(format!("peer answered {status}")),
-            Err(e) => Attempt::Failed(e.to_string()),
+        p.in_flight.pop_front();
+        self.queue.pop();
+        self.metrics().pending.dec();
+        if !answer.keep_alive {
+            // Copies sent after this answer are lost with the connection: resend them.
+            *pipe = None;
         }
-    }
-
-    async fn try_send(&self, connector: &Connector, write: &Write) -> pingora_error::Result<u16> {
-        let mut peer = HttpPeer::new(self.address, false, String::new());
-        peer.options.connection_timeout = Some(self.timeouts.connect);
-        peer.options.read_timeout = Some(self.timeouts.read);
-        peer.options.write_timeout = Some(self.timeouts.write);
-        peer.options.idle_timeout = Some(self.timeouts.idle);
-        let (mut session, _reused) = connector.get_http_session(&peer).await?;
-        session.set_read_timeout(Some(self.timeouts.read));
-        session.set_write_timeout(Some(self.timeouts.write));
-        let mut header = write.header.clone();
-        let primary = self
-            .origin_names
-            .get(write.primary)
-            .map_or("", String::as_str);
-        header.insert_header(super::REPLICATED_FROM, primary)?;
-        header.remove_header(&http::header::TRANSFER_ENCODING);
-        header.insert_header(http::header::CONTENT_LENGTH, write.body.len())?;
-        session.write_request_header(Box::new(header)).await?;
-        if !write.body.is_empty() {
-            session.write_request_body(write.body.clone(), true).await?;
-        }
-        session.finish_request_body().await?;
-        session.read_response_header().await?;
-        let status = session.response_header().map_or(0, |h| h.status.as_u16());
-        // Read the answer to its end so that the connection can be reused.
-        while let Some(_chunk) = session.read_response_body().await? {
-            let _: Bytes = _chunk;
-        }
-        connector
-            .release_http_session(session, &peer, Some(self.timeouts.idle))
-            .await;
-        Ok(status)
+        Ok(true)
     }
 }
 

@@ -7,6 +7,7 @@
 //! ([`deliver`]); `sync` clients wait on the write's acknowledgements.
 
 mod deliver;
+mod pipeline;
 mod queue;
 mod version;
 mod write;

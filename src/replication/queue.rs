@@ -57,6 +57,11 @@ impl PeerQueue {
         }
     }
 
+    /// Up to `max` writes after the first `skip` ones, for pipelining.
+    pub fn peek(&self, skip: usize, max: usize) -> Vec<Arc<Write>> {
+        self.lock().iter().skip(skip).take(max).cloned().collect()
+    }
+
     /// Removes the head once it is settled.
     pub fn pop(&self) {
         self.lock().pop_front();
