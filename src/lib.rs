@@ -9,6 +9,7 @@
 pub mod cli;
 pub mod config;
 pub mod health;
+pub mod journal;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;

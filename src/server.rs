@@ -33,6 +33,8 @@ pub enum StartError {
     },
     #[error("cannot start the server thread: {0}")]
     Thread(#[source] std::io::Error),
+    #[error("replication journal: {0}")]
+    Journal(#[source] crate::journal::JournalError),
 }
 
 /// Pingora's `grace_period_seconds` default is 300: too long for a proxy whose
@@ -105,13 +107,11 @@ pub fn build(config: &Config, opt: Option<Opt>) -> Result<Server, StartError> {
     let health = HealthService::new(pool.clone(), metrics.clone(), config.health.clone());
     let health_handle = server.add_service(background_service("health checks", health));
 
-    let replicator = Arc::new(Replicator::new(
-        config.replication.clone(),
-        pool.len(),
-        metrics.clone(),
-    ));
+    let replicator = Replicator::open(config.replication.clone(), &pool, metrics.clone())
+        .map_err(StartError::Journal)?;
+    let replicator = Arc::new(replicator);
     let replication = replicator.service(&pool, config.timeouts);
-    server.add_service(background_service("replication", replication));
+    let replication_handle = server.add_service(background_service("replication", replication));
 
     let proxy = HotHotProxy::new(
         pool.clone(),
@@ -127,6 +127,7 @@ pub fn build(config: &Config, opt: Option<Opt>) -> Result<Server, StartError> {
     }
     let proxy_handle = server.add_service(proxy_service);
     proxy_handle.add_dependency(&health_handle);
+    proxy_handle.add_dependency(&replication_handle);
 
     let mut metrics_service = Service::new("metrics".to_owned(), MetricsApp::new(metrics));
     metrics_service.add_tcp(&config.metrics_listen.to_string());

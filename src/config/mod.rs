@@ -14,7 +14,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use replication::{Cidr, OnTimeout, Oversize, ReplicateOn, ReplicationConfig, ReplicationMode};
+pub use replication::{
+    Cidr, FsyncPolicy, JournalConfig, OnTimeout, Oversize, ReplicateOn, ReplicationConfig,
+    ReplicationMode,
+};
 pub use validate::validate;
 
 /// Why a config file was refused.

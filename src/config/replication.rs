@@ -43,6 +43,39 @@ pub enum Oversize {
     Pass,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncPolicy {
+    /// Group-commit fdatasync before the client is answered.
+    Always,
+    /// fdatasync every `fsync_interval`; a power loss can lose that window.
+    Interval,
+    /// Never fdatasync on the write path; the OS flushes (process crashes lose nothing).
+    Off,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JournalSection {
+    pub dir: Option<std::path::PathBuf>,
+    pub fsync: Option<FsyncPolicy>,
+    pub fsync_interval: Option<HumanDuration>,
+    pub max_bytes: Option<ByteSize>,
+}
+
+/// Validated journal settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalConfig {
+    /// Default `./data/journal` (relative to the working directory).
+    pub dir: std::path::PathBuf,
+    /// Default `always`.
+    pub fsync: FsyncPolicy,
+    /// Default 10ms.
+    pub fsync_interval: Duration,
+    /// Default 1GiB.
+    pub max_bytes: u64,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReplicationSection {
@@ -57,6 +90,9 @@ pub struct ReplicationSection {
     pub retry: Option<RetrySection>,
     pub max_pending: Option<usize>,
     pub trusted_sources: Option<Vec<String>>,
+    pub journal: Option<JournalSection>,
+    pub max_lag: Option<HumanDuration>,
+    pub read_your_writes: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -93,6 +129,11 @@ pub struct ReplicationConfig {
     pub max_pending: usize,
     /// Clients whose `X-Hothot-Replicated-From` is honoured. Default none.
     pub trusted_sources: Vec<Cidr>,
+    pub journal: JournalConfig,
+    /// A peer whose oldest undelivered write is older than this gets no reads. Default 5s.
+    pub max_lag: Duration,
+    /// Reads after a client's own write go only to origins that have it. Default true.
+    pub read_your_writes: bool,
 }
 
 /// An address range such as `10.0.0.0/8`; a bare address is a range of one.
@@ -231,7 +272,18 @@ pub fn validate(
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let journal = validate_journal(section.journal.unwrap_or_default())?;
+    let max_lag = section.max_lag.map_or(Duration::from_secs(5), |d| d.0);
+    if max_lag.is_zero() {
+        return Err(ConfigError::invalid(
+            "replication.max_lag",
+            "must be longer than 0",
+        ));
+    }
     Ok(ReplicationConfig {
+        journal,
+        max_lag,
+        read_your_writes: section.read_your_writes.unwrap_or(true),
         mode,
         methods,
         replicate_on: section.replicate_on.unwrap_or(ReplicateOn::Success),
@@ -244,6 +296,38 @@ pub fn validate(
         retry_max,
         max_pending,
         trusted_sources,
+    })
+}
+
+fn validate_journal(section: JournalSection) -> Result<JournalConfig, ConfigError> {
+    let dir = section.dir.unwrap_or_else(|| "./data/journal".into());
+    if dir.as_os_str().is_empty() {
+        return Err(ConfigError::invalid(
+            "replication.journal.dir",
+            "must not be empty",
+        ));
+    }
+    let fsync_interval = section
+        .fsync_interval
+        .map_or(Duration::from_millis(10), |d| d.0);
+    if fsync_interval.is_zero() {
+        return Err(ConfigError::invalid(
+            "replication.journal.fsync_interval",
+            "must be longer than 0",
+        ));
+    }
+    let max_bytes = section.max_bytes.map_or(1 << 30, |b| b.0);
+    if max_bytes < 1 << 20 {
+        return Err(ConfigError::invalid(
+            "replication.journal.max_bytes",
+            "must be at least 1MiB",
+        ));
+    }
+    Ok(JournalConfig {
+        dir,
+        fsync: section.fsync.unwrap_or(FsyncPolicy::Always),
+        fsync_interval,
+        max_bytes,
     })
 }
 

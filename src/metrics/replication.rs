@@ -16,6 +16,10 @@ pub struct ReplicationMetrics {
     pub peers: Vec<PeerMetrics>,
     /// `hothot_replication_quorum_timeouts_total`.
     pub quorum_timeouts: IntCounter,
+    /// `hothot_replication_dropped_total{peer}`: backlog of a peer removed from the pool.
+    pub dropped: IntCounterVec,
+    /// `hothot_journal_bytes`: bytes the journal holds on disk.
+    pub journal_bytes: IntGauge,
 }
 
 /// `hothot_replication_*{peer}` for one peer.
@@ -91,9 +95,24 @@ impl ReplicationMetrics {
                 sync: sync.with_label_values(&[peer]),
             })
             .collect();
+        let dropped = IntCounterVec::new(
+            Opts::new(
+                "hothot_replication_dropped_total",
+                "Pending writes dropped at start-up because their peer left the pool",
+            ),
+            &["peer"],
+        )?;
+        let journal_bytes = IntGauge::new(
+            "hothot_journal_bytes",
+            "Bytes the replication journal holds on disk",
+        )?;
+        registry.register(Box::new(dropped.clone()))?;
+        registry.register(Box::new(journal_bytes.clone()))?;
         Ok(ReplicationMetrics {
             peers,
             quorum_timeouts,
+            dropped,
+            journal_bytes,
         })
     }
 }

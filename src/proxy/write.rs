@@ -4,7 +4,7 @@
 
 use crate::config::{OnTimeout, Oversize, ReplicateOn, ReplicationMode};
 use crate::replication::{
-    Replicator, Write, IDEMPOTENCY_KEY, REPLICATED_FROM, REPLICATION_STATUS, VERSION,
+    Full, NewWrite, Replicator, IDEMPOTENCY_KEY, REPLICATED_FROM, REPLICATION_STATUS, VERSION,
 };
 use bytes::{Bytes, BytesMut};
 use pingora_error::{Error, ErrorType, Result};
@@ -38,6 +38,8 @@ pub enum Admission {
 pub const OVERSIZE_MESSAGE: &str = "payload too large: the body exceeds replication.max_body\n";
 pub const BACKLOG_FULL_MESSAGE: &str =
     "service unavailable: the replication backlog is full, retry later\n";
+pub const JOURNAL_FULL_MESSAGE: &str =
+    "service unavailable: the replication journal is full (journal.max_bytes), retry later\n";
 pub const QUORUM_TIMEOUT_MESSAGE: &str =
     "gateway timeout: the replication quorum did not acknowledge in time; the write stays queued for the peers\n";
 
@@ -74,8 +76,10 @@ pub fn admit(
             }
         };
     }
-    if !replicator.admit() {
-        return Admission::Refuse(503, BACKLOG_FULL_MESSAGE);
+    match replicator.admit() {
+        Ok(()) => {}
+        Err(Full::Backlog) => return Admission::Refuse(503, BACKLOG_FULL_MESSAGE),
+        Err(Full::Journal) => return Admission::Refuse(503, JOURNAL_FULL_MESSAGE),
     }
     let version = replicator.next_version();
     let idempotency_key = request
@@ -175,13 +179,15 @@ impl WriteCapture {
             return Ok(());
         }
         let body = std::mem::take(&mut self.body).freeze();
-        let write = replicator.submit(Write::new(
-            self.version,
-            self.idempotency_key.clone(),
-            primary,
-            header,
-            body,
-        ));
+        let write = replicator
+            .submit(NewWrite {
+                version: self.version,
+                idempotency_key: self.idempotency_key.clone(),
+                primary,
+                header,
+                body,
+            })
+            .await;
         response.insert_header(VERSION, self.version.to_string())?;
         if config.mode != ReplicationMode::Sync || replicator.wait_for_quorum(&write).await {
             return Ok(());

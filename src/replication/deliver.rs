@@ -17,8 +17,9 @@
 use super::pipeline::{encode, PeerConnection, PipelineError};
 use super::queue::PeerQueue;
 use super::write::Write;
+use super::Replicator;
 use crate::config::Timeouts;
-use crate::metrics::{Metrics, PeerMetrics};
+use crate::metrics::PeerMetrics;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -71,13 +72,10 @@ enum Retry {
 }
 
 pub struct PeerWorker {
-    pub name: String,
-    pub address: SocketAddr,
-    /// Names of all origins, to say which primary a copy comes from.
-    pub origin_names: Arc<Vec<String>>,
-    pub queue: Arc<PeerQueue>,
-    pub metrics: Arc<Metrics>,
+    pub replicator: Arc<Replicator>,
+    /// The peer's index in the pool.
     pub index: usize,
+    pub address: SocketAddr,
     pub timeouts: Timeouts,
     pub backoff: Backoff,
 }
@@ -91,7 +89,15 @@ struct Pipe {
 
 impl PeerWorker {
     fn metrics(&self) -> &PeerMetrics {
-        &self.metrics.replication.peers[self.index]
+        &self.replicator.metrics.replication.peers[self.index]
+    }
+
+    fn queue(&self) -> &PeerQueue {
+        &self.replicator.queues[self.index]
+    }
+
+    fn name(&self) -> &str {
+        &self.replicator.names[self.index]
     }
 
     /// Delivers forever; returns only when the caller drops the future.
@@ -101,14 +107,14 @@ impl PeerWorker {
         let mut window = 1;
         loop {
             if pipe.as_ref().is_none_or(|p| p.in_flight.is_empty()) {
-                self.queue.head().await;
+                self.queue().head().await;
             }
             match self.step(&mut pipe, window).await {
                 Ok(settled) => {
                     if failed_attempts > 0 {
                         log::info!(
                             "replication to {}: delivering again after {failed_attempts} failed attempts",
-                            self.name
+                            self.name()
                         );
                         failed_attempts = 0;
                         self.backoff.reset();
@@ -122,7 +128,7 @@ impl PeerWorker {
                     if failed_attempts == 0 {
                         log::warn!(
                             "replication to {}: {retry}; retrying with backoff",
-                            self.name
+                            self.name()
                         );
                     }
                     failed_attempts += 1;
@@ -148,15 +154,11 @@ impl PeerWorker {
             return Ok(false);
         };
         let room = window.saturating_sub(p.in_flight.len());
-        let more = self.queue.peek(p.in_flight.len(), room);
+        let more = self.queue().peek(p.in_flight.len(), room);
         if !more.is_empty() {
             let mut bytes = Vec::new();
             for write in &more {
-                let primary = self
-                    .origin_names
-                    .get(write.primary)
-                    .map_or("", String::as_str);
-                encode(write, primary, &mut bytes);
+                encode(write, &mut bytes);
             }
             p.connection.send(&bytes, self.timeouts.write).await?;
             p.in_flight.extend(more);
@@ -177,7 +179,7 @@ impl PeerWorker {
                 self.metrics().failed.inc();
                 log::warn!(
                     "replication to {}: write version {} ({} {}) refused with {}; not retried",
-                    self.name,
+                    self.name(),
                     write.version,
                     write.header.method,
                     write.header.uri,
@@ -187,8 +189,7 @@ impl PeerWorker {
             status => return Err(Retry::Status(status)),
         }
         p.in_flight.pop_front();
-        self.queue.pop();
-        self.metrics().pending.dec();
+        self.replicator.settled(self.index, &write);
         if !answer.keep_alive {
             // Copies sent after this answer are lost with the connection: resend them.
             *pipe = None;

@@ -13,6 +13,7 @@ mod version;
 mod write;
 
 use crate::config::{ReplicationConfig, ReplicationMode, Timeouts};
+use crate::journal::{Journal, JournalError, Recovered};
 use crate::metrics::Metrics;
 use crate::pool::Pool;
 use async_trait::async_trait;
@@ -20,11 +21,13 @@ use deliver::{Backoff, PeerWorker};
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use queue::PeerQueue;
+use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 pub use version::VersionClock;
-pub use write::Write;
+pub use write::{NewWrite, Write};
 
 /// Set on every copy sent to a peer; names the primary.
 pub const REPLICATED_FROM: &str = "x-hothot-replicated-from";
@@ -34,28 +37,66 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// `partial` on a sync answer whose quorum timed out under `on_timeout: degrade`.
 pub const REPLICATION_STATUS: &str = "x-hothot-replication";
 
-/// How often the lag gauges are refreshed.
-const LAG_REFRESH: Duration = Duration::from_millis(100);
+/// How often lag gauges are refreshed and the journal trimmed.
+const HOUSEKEEPING: Duration = Duration::from_millis(100);
+
+/// Why a write was refused before reaching any origin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Full {
+    /// Some peer's backlog holds `max_pending` writes.
+    Backlog,
+    /// The journal holds `journal.max_bytes`.
+    Journal,
+}
 
 pub struct Replicator {
     config: ReplicationConfig,
     clock: VersionClock,
+    /// Origin names, indexed like the pool.
+    names: Vec<String>,
     /// One backlog per origin, indexed like the pool: the writes other primaries sent it.
     queues: Vec<Arc<PeerQueue>>,
+    /// `None` when replication is off.
+    journal: Option<Journal>,
+    /// The next sequence number. Held while a write is journaled and queued,
+    /// so that the journal and every backlog see writes in the same order.
+    next_seq: Mutex<u64>,
+    journal_full: AtomicBool,
     metrics: Arc<Metrics>,
 }
 
 impl Replicator {
-    pub fn new(config: ReplicationConfig, origins: usize, metrics: Arc<Metrics>) -> Self {
-        let queues = (0..origins)
+    /// Opens the journal (unless replication is off) and queues what it
+    /// still holds for each peer, in the original order.
+    pub fn open(
+        config: ReplicationConfig,
+        pool: &Pool,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, JournalError> {
+        let names: Vec<String> = pool.origins().iter().map(|o| o.name.clone()).collect();
+        let queues: Vec<Arc<PeerQueue>> = names
+            .iter()
             .map(|_| Arc::new(PeerQueue::new(config.max_pending)))
             .collect();
-        Replicator {
+        let clock = VersionClock::new();
+        let mut next_seq = 1;
+        let journal = if config.mode == ReplicationMode::Off {
+            None
+        } else {
+            let (journal, recovered) = Journal::open(&config.journal)?;
+            next_seq = recover(recovered, &names, &queues, &clock, &metrics);
+            Some(journal)
+        };
+        Ok(Replicator {
             config,
-            clock: VersionClock::new(),
+            clock,
+            names,
             queues,
+            journal,
+            next_seq: Mutex::new(next_seq),
+            journal_full: AtomicBool::new(false),
             metrics,
-        }
+        })
     }
 
     pub fn config(&self) -> &ReplicationConfig {
@@ -77,8 +118,9 @@ impl Replicator {
         })
     }
 
-    /// Every peer has room for one more write; otherwise the full ones count a rejection.
-    pub fn admit(&self) -> bool {
+    /// Room for one more write in every peer's backlog and in the journal?
+    /// A refusal is counted and says which is full.
+    pub fn admit(&self) -> Result<(), Full> {
         let mut admitted = true;
         for (index, queue) in self.queues.iter().enumerate() {
             if !queue.has_room() {
@@ -86,7 +128,23 @@ impl Replicator {
                 admitted = false;
             }
         }
-        admitted
+        let journal_full = self.journal.as_ref().is_some_and(|j| !j.has_room());
+        if self.journal_full.swap(journal_full, Ordering::Relaxed) != journal_full {
+            match journal_full {
+                true => log::error!(
+                    "journal full (max_bytes): refusing new writes until peers catch up"
+                ),
+                false => log::info!("journal has room again: accepting writes"),
+            }
+        }
+        if journal_full && admitted {
+            self.count_rejected();
+        }
+        match (admitted, journal_full) {
+            (true, false) => Ok(()),
+            (_, true) => Err(Full::Journal),
+            (false, false) => Err(Full::Backlog),
+        }
     }
 
     /// Counts a write refused before reaching any origin, on every peer.
@@ -115,16 +173,48 @@ impl Replicator {
         self.clock.idempotency_key(version)
     }
 
-    /// Queues a write for every peer of its primary.
-    pub fn submit(&self, write: Write) -> Arc<Write> {
-        let write = Arc::new(write);
-        for (index, queue) in self.queues.iter().enumerate() {
-            if index != write.primary {
-                queue.push(write.clone());
+    /// Journals a write and queues it for every peer of its primary; returns
+    /// once the journal has stored it per the fsync policy.
+    pub async fn submit(&self, new: NewWrite) -> Arc<Write> {
+        let primary = new.primary;
+        let (write, stored) = {
+            let mut next_seq = self.next_seq.lock().unwrap_or_else(|e| e.into_inner());
+            let seq = *next_seq;
+            *next_seq += 1;
+            let name = self.names.get(primary).cloned().unwrap_or_default();
+            let write = Arc::new(Write::new(seq, new, name));
+            let peers = (0..self.queues.len()).filter(|i| *i != primary);
+            let stored = self.journal.as_ref().map(|journal| {
+                journal.append(
+                    &write.to_record(peers.clone().map(|i| self.names[i].clone()).collect()),
+                )
+            });
+            for index in peers {
+                self.queues[index].push(write.clone());
                 self.metrics.replication.peers[index].pending.inc();
+            }
+            (write, stored)
+        };
+        if let Some(stored) = stored {
+            match stored.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => log::error!("journal: write #{} not stored: {e}", write.seq),
+                Err(_) => log::error!(
+                    "journal: write #{} not stored: the writer stopped",
+                    write.seq
+                ),
             }
         }
         write
+    }
+
+    /// The peer at `index` settled its backlog's head (delivered or refused for good).
+    pub fn settled(&self, index: usize, write: &Write) {
+        self.queues[index].pop();
+        self.metrics.replication.peers[index].pending.dec();
+        if let Some(journal) = &self.journal {
+            journal.ack(&self.names[index], write.seq);
+        }
     }
 
     /// Waits until `quorum` peers acknowledged `write`, at most `timeout`.
@@ -139,21 +229,108 @@ impl Replicator {
         acknowledged.is_ok()
     }
 
+    /// Refreshes the lag gauges and lets the journal drop what every peer has.
+    fn housekeeping(&self) {
+        let mut below = u64::MAX;
+        for (queue, metrics) in self.queues.iter().zip(&self.metrics.replication.peers) {
+            metrics.lag.set(queue.oldest_age().as_secs_f64());
+            if let Some(seq) = queue.head_seq() {
+                below = below.min(seq);
+            }
+        }
+        if let Some(journal) = &self.journal {
+            if below == u64::MAX {
+                below = *self.next_seq.lock().unwrap_or_else(|e| e.into_inner());
+            }
+            journal.trim(below);
+            self.metrics
+                .replication
+                .journal_bytes
+                .set(journal.bytes() as i64);
+        }
+    }
+
     /// The background service delivering every backlog.
     pub fn service(self: &Arc<Self>, pool: &Pool, timeouts: Timeouts) -> ReplicationService {
         ReplicationService {
             replicator: self.clone(),
-            names: Arc::new(pool.origins().iter().map(|o| o.name.clone()).collect()),
             addresses: pool.origins().iter().map(|o| o.address).collect(),
             timeouts,
         }
     }
 }
 
-/// Runs one delivery worker per peer, and refreshes the lag gauges.
+/// Queues the journal's pending writes; returns the next sequence number.
+fn recover(
+    recovered: Recovered,
+    names: &[String],
+    queues: &[Arc<PeerQueue>],
+    clock: &VersionClock,
+    metrics: &Metrics,
+) -> u64 {
+    let mut next_seq = 1;
+    let mut queued = vec![0u64; names.len()];
+    let mut dropped: BTreeMap<String, u64> = BTreeMap::new();
+    let total = recovered.writes.len();
+    for record in recovered.writes {
+        next_seq = next_seq.max(record.seq + 1);
+        clock.observe(record.version);
+        let pending: Vec<String> = record
+            .targets
+            .iter()
+            .filter(|t| {
+                recovered
+                    .cursors
+                    .get(*t)
+                    .is_none_or(|settled| record.seq > *settled)
+            })
+            .cloned()
+            .collect();
+        if pending.is_empty() {
+            continue;
+        }
+        let seq = record.seq;
+        let Some(write) = Write::from_record(record).map(Arc::new) else {
+            log::error!("journal: write #{seq} no longer parses as a request; skipped");
+            continue;
+        };
+        for target in pending {
+            match names.iter().position(|n| *n == target) {
+                Some(index) => {
+                    queues[index].push(write.clone());
+                    metrics.replication.peers[index].pending.inc();
+                    queued[index] += 1;
+                }
+                None => *dropped.entry(target).or_default() += 1,
+            }
+        }
+    }
+    for (peer, count) in &dropped {
+        log::warn!(
+            "journal: peer {peer} is no longer in the pool: dropping its backlog of {count} writes"
+        );
+        metrics
+            .replication
+            .dropped
+            .with_label_values(&[peer])
+            .inc_by(*count);
+    }
+    let summary: Vec<String> = names
+        .iter()
+        .zip(&queued)
+        .map(|(n, q)| format!("{n}: {q}"))
+        .collect();
+    log::info!(
+        "journal: read {total} writes in {:?}; pending per peer: {}",
+        recovered.elapsed,
+        summary.join(", ")
+    );
+    next_seq
+}
+
+/// Runs one delivery worker per peer, and the housekeeping ticker.
 pub struct ReplicationService {
     replicator: Arc<Replicator>,
-    names: Arc<Vec<String>>,
     addresses: Vec<std::net::SocketAddr>,
     timeouts: Timeouts,
 }
@@ -162,15 +339,18 @@ pub struct ReplicationService {
 impl BackgroundService for ReplicationService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let replicator = &self.replicator;
+        if let Some(journal) = &replicator.journal {
+            if let Err(e) = journal.start() {
+                log::error!("journal: cannot start its writer thread: {e}");
+                std::process::exit(1);
+            }
+        }
         let mut workers = tokio::task::JoinSet::new();
-        for (index, queue) in replicator.queues.iter().enumerate() {
+        for (index, address) in self.addresses.iter().enumerate() {
             let worker = PeerWorker {
-                name: self.names[index].clone(),
-                address: self.addresses[index],
-                origin_names: self.names.clone(),
-                queue: queue.clone(),
-                metrics: replicator.metrics.clone(),
+                replicator: replicator.clone(),
                 index,
+                address: *address,
                 timeouts: self.timeouts,
                 backoff: Backoff::new(
                     replicator.config.retry_initial,
@@ -180,21 +360,24 @@ impl BackgroundService for ReplicationService {
             };
             workers.spawn(worker.run());
         }
-        let mut ticker = tokio::time::interval(LAG_REFRESH);
+        let mut ticker = tokio::time::interval(HOUSEKEEPING);
         loop {
             tokio::select! {
-                _ = ticker.tick() => {
-                    for (queue, metrics) in replicator.queues.iter().zip(&replicator.metrics.replication.peers) {
-                        metrics.lag.set(queue.oldest_age().as_secs_f64());
-                    }
-                }
+                _ = ticker.tick() => replicator.housekeeping(),
                 _ = shutdown.changed() => break,
             }
         }
-        let undelivered: usize = replicator.queues.iter().map(|q| q.len()).sum();
-        if undelivered > 0 {
-            log::warn!("replication: stopping with {undelivered} undelivered copies");
-        }
         workers.abort_all();
+        let undelivered: usize = replicator.queues.iter().map(|q| q.len()).sum();
+        match &replicator.journal {
+            Some(journal) => {
+                journal.close();
+                log::info!("replication: stopped; {undelivered} copies stay in the journal for the next start");
+            }
+            None if undelivered > 0 => {
+                log::warn!("replication: stopping with {undelivered} undelivered copies")
+            }
+            None => {}
+        }
     }
 }

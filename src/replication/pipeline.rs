@@ -110,7 +110,7 @@ impl PeerConnection {
 }
 
 /// Appends the copy of `write` for a peer to `out`.
-pub fn encode(write: &Write, primary_name: &str, out: &mut Vec<u8>) {
+pub fn encode(write: &Write, out: &mut Vec<u8>) {
     let header = &write.header;
     let target = header.uri.path_and_query().map_or("/", |p| p.as_str());
     out.extend_from_slice(header.method.as_str().as_bytes());
@@ -131,7 +131,7 @@ pub fn encode(write: &Write, primary_name: &str, out: &mut Vec<u8>) {
     }
     out.extend_from_slice(super::REPLICATED_FROM.as_bytes());
     out.extend_from_slice(b": ");
-    out.extend_from_slice(primary_name.as_bytes());
+    out.extend_from_slice(write.primary.as_bytes());
     out.extend_from_slice(format!("\r\ncontent-length: {}\r\n\r\n", write.body.len()).as_bytes());
     out.extend_from_slice(&write.body);
 }

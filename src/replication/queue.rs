@@ -67,6 +67,11 @@ impl PeerQueue {
         self.lock().pop_front();
     }
 
+    /// Sequence number of the oldest undelivered write.
+    pub fn head_seq(&self) -> Option<u64> {
+        self.lock().front().map(|w| w.seq)
+    }
+
     /// How long the oldest undelivered write has waited (the peer's lag).
     pub fn oldest_age(&self) -> Duration {
         self.lock()

@@ -1,16 +1,19 @@
 //! A write accepted by its primary, as every peer will receive it.
 
+use crate::journal::record::WriteRecord;
 use bytes::Bytes;
 use pingora_http::RequestHeader;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::Semaphore;
 
 pub struct Write {
+    /// Position in the journal and in every peer's backlog.
+    pub seq: u64,
     /// Stamped once per write; identical on the primary and every peer.
     pub version: u64,
     pub idempotency_key: String,
-    /// Index of the origin that served it.
-    pub primary: usize,
+    /// Name of the origin that served it.
+    pub primary: String,
     /// Method, path, query and headers as sent to the primary (hop-by-hop
     /// headers already removed, version and idempotency key already set).
     pub header: RequestHeader,
@@ -21,23 +24,73 @@ pub struct Write {
     acks: Semaphore,
 }
 
+/// The parts of a write known before it has a sequence number.
+pub struct NewWrite {
+    pub version: u64,
+    pub idempotency_key: String,
+    pub primary: usize,
+    pub header: RequestHeader,
+    pub body: Bytes,
+}
+
 impl Write {
-    pub fn new(
-        version: u64,
-        idempotency_key: String,
-        primary: usize,
-        header: RequestHeader,
-        body: Bytes,
-    ) -> Self {
+    pub fn new(seq: u64, new: NewWrite, primary: String) -> Self {
         Write {
-            version,
-            idempotency_key,
+            seq,
+            version: new.version,
+            idempotency_key: new.idempotency_key,
             primary,
-            header,
-            body,
+            header: new.header,
+            body: new.body,
             accepted_at: Instant::now(),
             acks: Semaphore::new(0),
         }
+    }
+
+    /// The journal's form of this write, addressed to `targets`.
+    pub fn to_record(&self, targets: Vec<String>) -> WriteRecord {
+        let age = self.accepted_at.elapsed();
+        WriteRecord {
+            seq: self.seq,
+            version: self.version,
+            accepted_unix_ms: unix_ms(SystemTime::now()).saturating_sub(age.as_millis() as u64),
+            primary: self.primary.clone(),
+            targets,
+            idempotency_key: self.idempotency_key.clone(),
+            method: self.header.method.to_string(),
+            uri: self.header.uri.to_string(),
+            headers: self
+                .header
+                .headers
+                .iter()
+                .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
+                .collect(),
+            body: self.body.clone(),
+        }
+    }
+
+    /// A write read back from the journal. `None` if its request no longer parses.
+    pub fn from_record(record: WriteRecord) -> Option<Self> {
+        let mut header =
+            RequestHeader::build(record.method.as_str(), record.uri.as_bytes(), None).ok()?;
+        for (name, value) in record.headers {
+            let value = http::HeaderValue::from_bytes(&value).ok()?;
+            header.append_header(name, value).ok()?;
+        }
+        let age = unix_ms(SystemTime::now()).saturating_sub(record.accepted_unix_ms);
+        let accepted_at = Instant::now()
+            .checked_sub(Duration::from_millis(age))
+            .unwrap_or_else(Instant::now);
+        Some(Write {
+            seq: record.seq,
+            version: record.version,
+            idempotency_key: record.idempotency_key,
+            primary: record.primary,
+            header,
+            body: record.body,
+            accepted_at,
+            acks: Semaphore::new(0),
+        })
     }
 
     pub fn acknowledge(&self) {
@@ -52,4 +105,9 @@ impl Write {
             self.acks.add_permits(quorum as usize);
         }
     }
+}
+
+fn unix_ms(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

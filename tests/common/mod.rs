@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod origin;
+pub mod process;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -38,6 +39,23 @@ pub struct Proxy {
     pub port: u16,
     pub metrics_port: u16,
     pub running: hothot::RunningProxy,
+    pub journal: std::path::PathBuf,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.journal);
+    }
+}
+
+/// A fresh directory under the system's temp dir, unique to this process and call.
+pub fn temp_dir(label: &str) -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!("hothot-test-{label}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
 }
 
 impl Proxy {
@@ -74,8 +92,11 @@ pub fn config_yaml(
 /// Starts hothot in-process and waits until it accepts connections.
 pub async fn start_proxy(origins: &[(&str, SocketAddr, u32)], extra: &str) -> Proxy {
     let (port, metrics_port) = (free_port(), free_port());
-    let config = hothot::config::parse(&config_yaml(port, metrics_port, origins, extra))
+    let mut config = hothot::config::parse(&config_yaml(port, metrics_port, origins, extra))
         .expect("valid config");
+    // Every in-process proxy gets a journal of its own.
+    let journal = temp_dir("journal");
+    config.replication.journal.dir = journal.clone();
     let running = hothot::spawn(&config).expect("proxy starts");
     wait_for_port(port).await;
     wait_for_port(metrics_port).await;
@@ -83,6 +104,7 @@ pub async fn start_proxy(origins: &[(&str, SocketAddr, u32)], extra: &str) -> Pr
         port,
         metrics_port,
         running,
+        journal,
     }
 }
 

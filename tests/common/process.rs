@@ -1,0 +1,119 @@
+//! hothot as a separate process, for tests where a crash is part of the story.
+
+use super::{free_port, wait_for_port};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub struct ProxyProcess {
+    child: Option<Child>,
+    pub port: u16,
+    pub metrics_port: u16,
+    pub dir: PathBuf,
+    starts: usize,
+}
+
+impl ProxyProcess {
+    /// Writes `origins_and_more` (everything after `listen`/`metrics`) into a
+    /// config in `dir`, with the journal in `dir/journal`, and starts hothot.
+    pub async fn start(dir: &Path, origins_and_more: &str) -> ProxyProcess {
+        std::fs::create_dir_all(dir).unwrap();
+        let (port, metrics_port) = (free_port(), free_port());
+        let config = format!(
+            "server: {{threads: 2, grace_period_seconds: 0, graceful_shutdown_timeout_seconds: 2}}\n\
+             listen: [\"127.0.0.1:{port}\"]\nmetrics: {{listen: \"127.0.0.1:{metrics_port}\"}}\n{origins_and_more}"
+        );
+        std::fs::write(dir.join("hothot.yaml"), config).unwrap();
+        let mut process = ProxyProcess {
+            child: None,
+            port,
+            metrics_port,
+            dir: dir.to_owned(),
+            starts: 0,
+        };
+        process.spawn().await;
+        process
+    }
+
+    /// Starts hothot again on the same config, ports and journal.
+    pub async fn spawn(&mut self) {
+        self.starts += 1;
+        let log =
+            std::fs::File::create(self.dir.join(format!("hothot-{}.log", self.starts))).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_hothot"))
+            .arg("-c")
+            .arg(self.dir.join("hothot.yaml"))
+            .current_dir(&self.dir)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("hothot starts");
+        self.child = Some(child);
+        wait_for_port(self.port).await;
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM, then wait for the graceful exit.
+    pub async fn terminate(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let status = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(status.success());
+            for _ in 0..200 {
+                if child.try_wait().unwrap().is_some() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            child.kill().unwrap();
+            panic!("hothot did not exit within 10s of SIGTERM");
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub async fn metrics(&self) -> String {
+        super::get(&format!("http://127.0.0.1:{}/metrics", self.metrics_port))
+            .await
+            .body
+    }
+
+    /// Everything the process logged, over all its starts.
+    pub fn log(&self) -> String {
+        (1..=self.starts)
+            .map(|n| {
+                std::fs::read_to_string(self.dir.join(format!("hothot-{n}.log")))
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+
+    pub fn journal_dir(&self) -> PathBuf {
+        self.dir.join("journal")
+    }
+}
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        self.kill();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
