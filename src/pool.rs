@@ -18,6 +18,8 @@ pub struct Origin {
     /// Declared requests/s; 0 means drained.
     pub capacity: u32,
     probe_up: AtomicBool,
+    /// Too far behind on replicated writes to serve reads (see `replication.max_lag`).
+    lagging: AtomicBool,
     /// Milliseconds since the pool's epoch until which the origin is ejected; 0 when not ejected.
     ejected_until_ms: AtomicU64,
     consecutive_failures: AtomicU32,
@@ -47,6 +49,7 @@ impl Pool {
                 address: o.address,
                 capacity: o.capacity,
                 probe_up: AtomicBool::new(false),
+                lagging: AtomicBool::new(false),
                 ejected_until_ms: AtomicU64::new(0),
                 consecutive_failures: AtomicU32::new(0),
             })
@@ -78,6 +81,20 @@ impl Pool {
     pub fn is_serving(&self, index: usize) -> bool {
         let origin = &self.origins[index];
         origin.capacity > 0 && origin.probe_up.load(Ordering::Acquire) && !self.is_ejected(index)
+    }
+
+    /// May this origin take new reads? Serving, and not lagging behind on writes.
+    pub fn is_serving_reads(&self, index: usize) -> bool {
+        self.is_serving(index) && !self.origins[index].lagging.load(Ordering::Acquire)
+    }
+
+    pub fn is_lagging(&self, index: usize) -> bool {
+        self.origins[index].lagging.load(Ordering::Acquire)
+    }
+
+    /// Marks an origin as lagging (or caught up); true when that changed it.
+    pub fn set_lagging(&self, index: usize, lagging: bool) -> bool {
+        self.origins[index].lagging.swap(lagging, Ordering::AcqRel) != lagging
     }
 
     pub fn is_probe_up(&self, index: usize) -> bool {

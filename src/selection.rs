@@ -101,44 +101,80 @@ impl SmoothWeighted {
     }
 }
 
-/// Encodes the origins already tried for a request as the selection key.
-pub fn exclusion_key(tried: &[usize]) -> Vec<u8> {
-    tried
-        .iter()
-        .flat_map(|i| u32::try_from(*i).unwrap_or(u32::MAX).to_le_bytes())
-        .collect()
+/// What a request does, which decides the origins it may go to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Traffic {
+    /// Writes (and everything when replication is off): any serving origin.
+    Write,
+    /// Reads: serving origins that are not lagging behind on replication.
+    Read,
 }
 
-fn excluded_from_key(key: &[u8], len: usize) -> Vec<bool> {
-    if key.is_empty() {
-        return Vec::new(); // no allocation on first picks
+/// Encodes a selection key: the traffic kind, then origins to skip (already
+/// tried, or lacking a write the client has seen).
+pub fn selection_key(traffic: Traffic, skip: impl IntoIterator<Item = usize>) -> Vec<u8> {
+    let mut key = vec![match traffic {
+        Traffic::Write => 0,
+        Traffic::Read => 1,
+    }];
+    for index in skip {
+        key.extend_from_slice(&u32::try_from(index).unwrap_or(u32::MAX).to_le_bytes());
+    }
+    key
+}
+
+/// The traffic kind and the skipped origins of a key; an empty key is a
+/// write that skips nothing.
+fn decode_key(key: &[u8], len: usize) -> (Traffic, Vec<bool>) {
+    let traffic = match key.first() {
+        Some(1) => Traffic::Read,
+        _ => Traffic::Write,
+    };
+    let skipped = key.get(1..).unwrap_or_default();
+    if skipped.is_empty() {
+        return (traffic, Vec::new()); // no allocation on first picks
     }
     let mut excluded = vec![false; len];
-    for chunk in key.chunks_exact(4) {
+    for chunk in skipped.chunks_exact(4) {
         let index = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]) as usize;
         if let Some(slot) = excluded.get_mut(index) {
             *slot = true;
         }
     }
-    excluded
+    (traffic, excluded)
 }
 
 /// Pingora [`BackendSelection`] that picks by capacity among serving origins.
 ///
 /// Built with the [`Pool`] as config, backends map to origins by address and
 /// health comes from the pool. Built without it, every backend serves and its
-/// `weight` is its capacity. The selection key lists origins to skip (see
-/// [`exclusion_key`]); an empty key skips none.
+/// `weight` is its capacity. The selection key (see [`selection_key`]) says
+/// whether the request reads or writes, and which origins to skip. Reads and
+/// writes keep separate scores, since they may go to different sets.
 pub struct CapacityWeighted {
     /// Indexed like the pool's origins.
     backends: Vec<Backend>,
     pool: Option<Arc<Pool>>,
-    swrr: SmoothWeighted,
+    writes: SmoothWeighted,
+    reads: SmoothWeighted,
 }
 
 impl CapacityWeighted {
-    fn is_serving(&self, index: usize) -> bool {
-        self.pool.as_ref().is_none_or(|pool| pool.is_serving(index))
+    fn new(backends: Vec<Backend>, pool: Option<Arc<Pool>>, weights: &[u32]) -> Self {
+        CapacityWeighted {
+            backends,
+            pool,
+            writes: SmoothWeighted::new(weights),
+            reads: SmoothWeighted::new(weights),
+        }
+    }
+
+    fn takes(&self, traffic: Traffic, index: usize) -> bool {
+        match (&self.pool, traffic) {
+            (None, _) => true,
+            (Some(pool), Traffic::Write) => pool.is_serving(index),
+            (Some(pool), Traffic::Read) => pool.is_serving_reads(index),
+        }
     }
 }
 
@@ -152,11 +188,7 @@ impl BackendSelection for CapacityWeighted {
             .iter()
             .map(|b| u32::try_from(b.weight).unwrap_or(u32::MAX))
             .collect();
-        CapacityWeighted {
-            swrr: SmoothWeighted::new(&weights),
-            backends,
-            pool: None,
-        }
+        CapacityWeighted::new(backends, None, &weights)
     }
 
     fn build_with_config(backends: &BTreeSet<Backend>, pool: &Arc<Pool>) -> Self {
@@ -184,16 +216,14 @@ impl BackendSelection for CapacityWeighted {
             }
             return Self::build(backends);
         }
-        CapacityWeighted {
-            swrr: SmoothWeighted::new(&weights),
-            backends: ordered,
-            pool: Some(pool.clone()),
-        }
+        CapacityWeighted::new(ordered, Some(pool.clone()), &weights)
     }
 
     fn iter(self: &Arc<Self>, key: &[u8]) -> CapacityIter {
+        let (traffic, excluded) = decode_key(key, self.backends.len());
         CapacityIter {
-            excluded: excluded_from_key(key, self.backends.len()),
+            traffic,
+            excluded,
             selection: self.clone(),
         }
     }
@@ -202,15 +232,19 @@ impl BackendSelection for CapacityWeighted {
 /// Yields serving origins by capacity, each at most once.
 pub struct CapacityIter {
     selection: Arc<CapacityWeighted>,
+    traffic: Traffic,
     excluded: Vec<bool>,
 }
 
 impl BackendIter for CapacityIter {
     fn next(&mut self) -> Option<&Backend> {
         let selection = &self.selection;
-        let index = selection
-            .swrr
-            .pick(|i| selection.is_serving(i), &self.excluded)?;
+        let traffic = self.traffic;
+        let swrr = match traffic {
+            Traffic::Write => &selection.writes,
+            Traffic::Read => &selection.reads,
+        };
+        let index = swrr.pick(|i| selection.takes(traffic, i), &self.excluded)?;
         if self.excluded.is_empty() {
             self.excluded = vec![false; selection.backends.len()];
         }
@@ -282,9 +316,14 @@ mod tests {
     }
 
     #[test]
-    fn exclusion_keys_round_trip() {
-        let key = exclusion_key(&[2, 0]);
-        assert_eq!(excluded_from_key(&key, 3), vec![true, false, true]);
-        assert!(excluded_from_key(&[], 2).is_empty());
+    fn selection_keys_round_trip() {
+        let key = selection_key(Traffic::Read, [2, 0]);
+        assert_eq!(
+            decode_key(&key, 3),
+            (Traffic::Read, vec![true, false, true])
+        );
+        let key = selection_key(Traffic::Write, []);
+        assert_eq!(decode_key(&key, 2), (Traffic::Write, Vec::new()));
+        assert_eq!(decode_key(&[], 2), (Traffic::Write, Vec::new()));
     }
 }

@@ -107,10 +107,10 @@ pub fn build(config: &Config, opt: Option<Opt>) -> Result<Server, StartError> {
     let health = HealthService::new(pool.clone(), metrics.clone(), config.health.clone());
     let health_handle = server.add_service(background_service("health checks", health));
 
-    let replicator = Replicator::open(config.replication.clone(), &pool, metrics.clone())
+    let replicator = Replicator::open(config.replication.clone(), pool.clone(), metrics.clone())
         .map_err(StartError::Journal)?;
     let replicator = Arc::new(replicator);
-    let replication = replicator.service(&pool, config.timeouts);
+    let replication = replicator.service(config.timeouts);
     let replication_handle = server.add_service(background_service("replication", replication));
 
     let proxy = HotHotProxy::new(

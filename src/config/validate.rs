@@ -73,6 +73,16 @@ fn validate_origins(origins: &[OriginSection]) -> Result<Vec<OriginConfig>, Conf
                 "must not be empty",
             ));
         }
+        // Names travel in headers and the read-your-writes cookie.
+        if !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return Err(ConfigError::invalid(
+                format!("origins[{i}].name"),
+                format!("{name:?} may only hold letters, digits, '-', '_' and '.'"),
+            ));
+        }
         if let Some(first) = names.insert(name, i) {
             return Err(ConfigError::invalid(
                 format!("origins[{i}].name"),

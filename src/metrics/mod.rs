@@ -50,6 +50,7 @@ pub struct OriginMetrics {
     /// `hothot_passive_ejections_total{origin}`.
     pub ejections: IntCounter,
     up: IntGauge,
+    serving_reads: IntGauge,
     capacity: IntGauge,
     weight: Gauge,
 }
@@ -87,6 +88,13 @@ impl Metrics {
             Opts::new(
                 "hothot_origin_up",
                 "1 when the origin takes new traffic (probed up, not ejected)",
+            ),
+            &["origin"],
+        )?;
+        let serving_reads = IntGaugeVec::new(
+            Opts::new(
+                "hothot_origin_serving_reads",
+                "1 when the origin takes reads: serving and not lagging more than replication.max_lag",
             ),
             &["origin"],
         )?;
@@ -130,6 +138,7 @@ impl Metrics {
         }
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(up.clone()))?;
+        registry.register(Box::new(serving_reads.clone()))?;
         registry.register(Box::new(capacity.clone()))?;
         registry.register(Box::new(weight.clone()))?;
 
@@ -146,6 +155,7 @@ impl Metrics {
                     probe_failure: checks.with_label_values(&[name, "failure"]),
                     ejections: ejections.with_label_values(&[name]),
                     up: up.with_label_values(&[name]),
+                    serving_reads: serving_reads.with_label_values(&[name]),
                     capacity: capacity.with_label_values(&[name]),
                     weight: weight.with_label_values(&[name]),
                 };
@@ -170,6 +180,9 @@ impl Metrics {
     pub fn publish_pool(&self, pool: &Pool) {
         for (i, (metrics, share)) in self.origins.iter().zip(pool.shares()).enumerate() {
             metrics.up.set(i64::from(pool.is_serving(i)));
+            metrics
+                .serving_reads
+                .set(i64::from(pool.is_serving_reads(i)));
             metrics.weight.set(share);
         }
     }

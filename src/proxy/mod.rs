@@ -7,13 +7,14 @@
 //! the origin's response header arrived. At most `retries` extra attempts.
 
 mod headers;
+mod route;
 mod write;
 
 use crate::config::Timeouts;
 use crate::metrics::{InFlight, Metrics};
 use crate::pool::{FailureVerdict, Pool};
 use crate::replication::Replicator;
-use crate::selection::{exclusion_key, CapacityWeighted};
+use crate::selection::{CapacityWeighted, Traffic};
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -21,6 +22,7 @@ use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_load_balancing::LoadBalancer;
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use route::{Route, SeenWrite};
 use std::sync::Arc;
 use std::time::Instant;
 use write::{Admission, WriteCapture};
@@ -50,6 +52,9 @@ pub struct RequestCtx {
     error_status: Option<u16>,
     /// Set for a write that will be replicated.
     write: Option<Box<WriteCapture>>,
+    traffic: Traffic,
+    /// The client's last replicated write (read-your-writes cookie), on reads.
+    seen: Option<SeenWrite>,
 }
 
 impl HotHotProxy {
@@ -170,11 +175,18 @@ impl ProxyHttp for HotHotProxy {
             response_started: false,
             error_status: None,
             write: None,
+            traffic: Traffic::Read,
+            seen: None,
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let client = client_ip(session);
+        if self.replicator.replicates(&session.req_header().method) {
+            ctx.traffic = Traffic::Write;
+        } else if self.replicator.config().read_your_writes {
+            ctx.seen = route::seen_write(session.req_header(), &self.pool);
+        }
         match write::admit(&self.replicator, session.req_header_mut(), client) {
             Admission::Pass => Ok(false),
             Admission::Capture(capture) => {
@@ -221,25 +233,31 @@ impl ProxyHttp for HotHotProxy {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let key = exclusion_key(&ctx.tried);
-        let picked = self
-            .balancer
-            .select_with(&key, self.pool.len(), |_, _| true)
-            .and_then(|backend| backend.as_inet().and_then(|addr| self.pool.index_of(*addr)));
-        let Some(index) = picked else {
-            if ctx.tried.is_empty() {
+        let route = route::choose(
+            &self.balancer,
+            &self.pool,
+            &self.replicator,
+            ctx.traffic,
+            &ctx.tried,
+            ctx.seen,
+        );
+        let index = match route {
+            Route::Origin(index) => index,
+            Route::NoOrigin => {
                 self.metrics.no_origin.inc();
                 return Err(Error::explain(
                     ErrorType::HTTPStatus(503),
                     "no origin is serving",
                 ));
             }
-            return Err(Error::create(
-                ErrorType::ConnectNoRoute,
-                ErrorSource::Upstream,
-                Some("no other origin left to retry on".into()),
-                None,
-            ));
+            Route::NoOtherOrigin => {
+                return Err(Error::create(
+                    ErrorType::ConnectNoRoute,
+                    ErrorSource::Upstream,
+                    Some("no other origin left to retry on".into()),
+                    None,
+                ))
+            }
         };
         ctx.tried.push(index);
         ctx.response_started = false;

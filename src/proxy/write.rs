@@ -189,6 +189,10 @@ impl WriteCapture {
             })
             .await;
         response.insert_header(VERSION, self.version.to_string())?;
+        if config.read_your_writes {
+            let cookie = super::route::cookie(self.version, replicator.origin_name(primary));
+            response.append_header(http::header::SET_COOKIE, cookie)?;
+        }
         if config.mode != ReplicationMode::Sync || replicator.wait_for_quorum(&write).await {
             return Ok(());
         }

@@ -62,6 +62,7 @@ pub struct Replicator {
     /// so that the journal and every backlog see writes in the same order.
     next_seq: Mutex<u64>,
     journal_full: AtomicBool,
+    pool: Arc<Pool>,
     metrics: Arc<Metrics>,
 }
 
@@ -70,7 +71,7 @@ impl Replicator {
     /// still holds for each peer, in the original order.
     pub fn open(
         config: ReplicationConfig,
-        pool: &Pool,
+        pool: Arc<Pool>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, JournalError> {
         let names: Vec<String> = pool.origins().iter().map(|o| o.name.clone()).collect();
@@ -95,6 +96,7 @@ impl Replicator {
             journal,
             next_seq: Mutex::new(next_seq),
             journal_full: AtomicBool::new(false),
+            pool,
             metrics,
         })
     }
@@ -229,14 +231,51 @@ impl Replicator {
         acknowledged.is_ok()
     }
 
-    /// Refreshes the lag gauges and lets the journal drop what every peer has.
+    /// Name of the origin at `index`.
+    pub fn origin_name(&self, index: usize) -> &str {
+        self.names.get(index).map_or("", String::as_str)
+    }
+
+    /// Does the origin at `index` hold the write stamped `version` (and
+    /// everything before it)? True for its primary, and for a peer with no
+    /// pending write at or below that version.
+    pub fn has_applied(&self, index: usize, version: u64, primary: Option<usize>) -> bool {
+        primary == Some(index) || self.queues.get(index).is_some_and(|q| q.is_past(version))
+    }
+
+    /// Refreshes the lag gauges, takes lagging peers out of read rotation (and
+    /// drained ones back), and lets the journal drop what every peer has.
     fn housekeeping(&self) {
         let mut below = u64::MAX;
-        for (queue, metrics) in self.queues.iter().zip(&self.metrics.replication.peers) {
-            metrics.lag.set(queue.oldest_age().as_secs_f64());
+        let mut changed = false;
+        for (index, (queue, metrics)) in self
+            .queues
+            .iter()
+            .zip(&self.metrics.replication.peers)
+            .enumerate()
+        {
+            let lag = queue.oldest_age();
+            metrics.lag.set(lag.as_secs_f64());
             if let Some(seq) = queue.head_seq() {
                 below = below.min(seq);
             }
+            let name = self.origin_name(index);
+            if lag > self.config.max_lag && self.pool.set_lagging(index, true) {
+                changed = true;
+                log::warn!(
+                    "origin {name} lags {lag:.1?} behind on replicated writes (max_lag {:?}): no reads until it catches up",
+                    self.config.max_lag
+                );
+            } else if self.pool.is_lagging(index)
+                && queue.is_empty()
+                && self.pool.set_lagging(index, false)
+            {
+                changed = true;
+                log::info!("origin {name} caught up on replicated writes: back in read rotation");
+            }
+        }
+        if changed {
+            self.metrics.publish_pool(&self.pool);
         }
         if let Some(journal) = &self.journal {
             if below == u64::MAX {
@@ -251,10 +290,10 @@ impl Replicator {
     }
 
     /// The background service delivering every backlog.
-    pub fn service(self: &Arc<Self>, pool: &Pool, timeouts: Timeouts) -> ReplicationService {
+    pub fn service(self: &Arc<Self>, timeouts: Timeouts) -> ReplicationService {
         ReplicationService {
             replicator: self.clone(),
-            addresses: pool.origins().iter().map(|o| o.address).collect(),
+            addresses: self.pool.origins().iter().map(|o| o.address).collect(),
             timeouts,
         }
     }

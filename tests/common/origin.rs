@@ -29,6 +29,8 @@ pub struct Shared {
     pub health_status: AtomicU16,
     /// Status of every other request.
     pub status: AtomicU16,
+    /// Status of replicated copies (requests with `X-Hothot-Replicated-From`), if set.
+    pub copy_status: AtomicU16,
     /// Requests other than `/health`.
     pub served: AtomicUsize,
     /// TCP connections accepted (to see keep-alive reuse).
@@ -50,6 +52,7 @@ impl TestOrigin {
             name: name.to_owned(),
             health_status: AtomicU16::new(200),
             status: AtomicU16::new(200),
+            copy_status: AtomicU16::new(0),
             served: AtomicUsize::new(0),
             connections: AtomicUsize::new(0),
             seen: Mutex::new(Vec::new()),
@@ -89,6 +92,11 @@ impl TestOrigin {
 
     pub fn set_health(&self, status: u16) {
         self.shared.health_status.store(status, Ordering::SeqCst);
+    }
+
+    /// Answer replicated copies with `status` (0: like every other request).
+    pub fn set_copy_status(&self, status: u16) {
+        self.shared.copy_status.store(status, Ordering::SeqCst);
     }
 
     pub fn set_status(&self, status: u16) {
@@ -171,7 +179,12 @@ async fn handle(
         body: body.clone(),
     });
     shared.served.fetch_add(1, Ordering::SeqCst);
-    let status = shared.status.load(Ordering::SeqCst);
+    let copy_status = shared.copy_status.load(Ordering::SeqCst);
+    let status = if copy_status != 0 && headers.contains_key("x-hothot-replicated-from") {
+        copy_status
+    } else {
+        shared.status.load(Ordering::SeqCst)
+    };
     let mut answer = Bytes::from(shared.name.clone());
     if let (Some(key), true) = (path.strip_prefix("/kv/"), (200..300).contains(&status)) {
         let mut kv = shared.kv.lock().unwrap();

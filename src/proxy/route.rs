@@ -1,0 +1,125 @@
+//! Which origin gets this request: writes go to any serving origin, reads
+//! skip origins lagging on replication, retries skip what was tried, and a
+//! read after the client's own write skips origins that lack that write.
+//!
+//! Read-your-writes: the answer to a replicated write sets the cookie
+//! `hothot_v=<version>.<primary>`. A read carrying it goes only to the write's
+//! primary or to peers with no pending write at or below that version; when
+//! none of those is serving it goes to the primary, or gets 503 if the
+//! primary is down, and never to a stale replica.
+
+use crate::pool::Pool;
+use crate::replication::Replicator;
+use crate::selection::{selection_key, CapacityWeighted, Traffic};
+use pingora_http::RequestHeader;
+use pingora_load_balancing::LoadBalancer;
+
+pub const COOKIE: &str = "hothot_v";
+
+/// The newest replicated write a client has seen answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeenWrite {
+    pub version: u64,
+    /// Its primary, if it is still in the pool.
+    pub primary: Option<usize>,
+}
+
+/// Where a request goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Origin(usize),
+    /// No origin may take it (503).
+    NoOrigin,
+    /// A retry found no untried origin.
+    NoOtherOrigin,
+}
+
+/// The `Set-Cookie` value for the answer to a replicated write.
+pub fn cookie(version: u64, primary: &str) -> String {
+    format!("{COOKIE}={version}.{primary}; Path=/; HttpOnly; SameSite=Lax")
+}
+
+/// Reads the read-your-writes cookie of a request, if it has a valid one.
+pub fn seen_write(request: &RequestHeader, pool: &Pool) -> Option<SeenWrite> {
+    let value = request
+        .headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().strip_prefix(COOKIE)?.strip_prefix('='))
+        .next_back()?;
+    let (version, primary) = value.split_once('.')?;
+    Some(SeenWrite {
+        version: version.parse().ok()?,
+        primary: pool.origins().iter().position(|o| o.name == primary),
+    })
+}
+
+pub fn choose(
+    balancer: &LoadBalancer<CapacityWeighted>,
+    pool: &Pool,
+    replicator: &Replicator,
+    traffic: Traffic,
+    tried: &[usize],
+    seen: Option<SeenWrite>,
+) -> Route {
+    let stale = (0..pool.len())
+        .filter(|i| seen.is_some_and(|s| !replicator.has_applied(*i, s.version, s.primary)));
+    let key = selection_key(traffic, tried.iter().copied().chain(stale));
+    let picked = balancer
+        .select_with(&key, pool.len(), |_, _| true)
+        .and_then(|backend| backend.as_inet().and_then(|addr| pool.index_of(*addr)));
+    match picked {
+        Some(index) => Route::Origin(index),
+        None if tried.is_empty() => {
+            match seen.and_then(|s| s.primary).filter(|p| pool.is_serving(*p)) {
+                Some(primary) => Route::Origin(primary),
+                None => Route::NoOrigin,
+            }
+        }
+        None => Route::NoOtherOrigin,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{OriginConfig, PassiveConfig};
+
+    #[test]
+    fn the_cookie_names_version_and_primary() {
+        let origins: Vec<OriginConfig> = ["a", "b"]
+            .iter()
+            .enumerate()
+            .map(|(i, n)| OriginConfig {
+                name: n.to_string(),
+                address: format!("127.0.0.1:{}", 9000 + i).parse().unwrap(),
+                capacity: 1,
+            })
+            .collect();
+        let pool = Pool::new(
+            &origins,
+            PassiveConfig {
+                failures: 0,
+                eject: std::time::Duration::from_secs(1),
+            },
+        );
+        let mut request = RequestHeader::build("GET", b"/", None).unwrap();
+        request
+            .insert_header("cookie", "theme=dark; hothot_v=42.b; lang=en")
+            .unwrap();
+        assert_eq!(
+            seen_write(&request, &pool),
+            Some(SeenWrite {
+                version: 42,
+                primary: Some(1)
+            })
+        );
+        request
+            .insert_header("cookie", "hothot_v=nonsense")
+            .unwrap();
+        assert_eq!(seen_write(&request, &pool), None);
+        assert!(cookie(42, "b").starts_with("hothot_v=42.b; Path=/"));
+    }
+}
