@@ -108,7 +108,7 @@ fn arg(args: &[String], flag: &str) -> Option<String> {
         .cloned()
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (Some(name), Some(listen)) = (arg(&args, "--name"), arg(&args, "--listen")) else {

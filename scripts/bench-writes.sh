@@ -12,6 +12,7 @@ CONNECTIONS=${2:-32}
 BACKLOG=${3:-10000}
 EXTRA_YAML=${EXTRA_YAML:-}     # appended under `replication:`, e.g. journal settings
 MODES=${MODES:-off async sync}
+THREADS=${THREADS:-2}           # hothot worker threads
 scripts/install-build-deps.sh
 for tool in wrk curl; do command -v "$tool" >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk curl; }; done
 cargo build --release --bin hothot --example replica ${CARGO_FEATURES:+--features "$CARGO_FEATURES"} >&2
@@ -35,7 +36,7 @@ for name in a b c; do PORT[$name]=$(free_port); start_replica "$name"; done
 start_hothot() { # mode
   PROXY=$(free_port); METRICS=$(free_port)
   cat >"$work/hothot.yaml" <<YAML
-server: {threads: 2}
+server: {threads: $THREADS}
 listen: ["127.0.0.1:$PROXY"]
 metrics: {listen: "127.0.0.1:$METRICS"}
 origins:
