@@ -37,9 +37,15 @@ server: {threads: 1}
 listen: ["127.0.0.1:$PROXY"]
 metrics: {listen: "127.0.0.1:$METRICS"}
 origins: [{name: a, address: "127.0.0.1:$ORIGIN", capacity: 1000}]
+replication: {mode: off}
 YAML
-RUST_LOG=warn taskset -c 1 target/release/hothot -c "$work/hothot.yaml" &
-HOTHOT_PID=$!; pids+=($HOTHOT_PID)
+start_hothot() {
+  RUST_LOG=error taskset -c 1 target/release/hothot -c "$work/hothot.yaml" &
+  HOTHOT_PID=$!; pids+=($HOTHOT_PID)
+  wait_port "$PROXY"
+}
+stop_hothot() { kill -INT "$HOTHOT_PID" 2>/dev/null || true; wait "$HOTHOT_PID" 2>/dev/null || true; }
+start_hothot
 cat >"$work/nginx.conf" <<CONF
 worker_processes 1;
 worker_cpu_affinity 10;
@@ -73,7 +79,7 @@ read -r direct_rps direct_p50 direct_p99 < <(run_wrk direct "$ORIGIN")
 read -r hothot_rps hothot_p50 hothot_p99 < <(run_wrk hothot "$PROXY")
 read -r nginx_rps nginx_p50 nginx_p99 < <(run_wrk nginx "$NGINX")
 
-idle_memory() { # pid port mode -> KiB per connection
+idle_memory() { # pid port mode -> KiB per connection (each on a fresh process: allocators keep what they got)
   local before after holder
   before=$(rss_kib "$1")
   python3 scripts/hold_connections.py --port "$2" --count "$IDLE" $3 >"$work/hold.out" &
@@ -85,7 +91,9 @@ idle_memory() { # pid port mode -> KiB per connection
   sleep 1
   echo "scale=1; ($after - $before) / $IDLE" | bc
 }
+stop_hothot; start_hothot
 hothot_burst=$(idle_memory "$HOTHOT_PID" "$PROXY" "")
+stop_hothot; start_hothot
 hothot_seq=$(idle_memory "$HOTHOT_PID" "$PROXY" --sequential)
 nginx_burst=$(idle_memory "$NGINX_WORKER" "$NGINX" "")
 

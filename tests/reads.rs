@@ -8,13 +8,6 @@ use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-fn settings(replication: &str) -> String {
-    format!(
-        "health: {{interval: 100ms, timeout: 100ms, passive: {{failures: 0}}}}\n\
-         replication:\n  retry: {{initial: 20ms, max: 100ms}}\n{replication}"
-    )
-}
-
 async fn serving_reads(proxy: &Proxy, origin: &str) -> Option<f64> {
     metric_value(
         &proxy.metrics().await,
@@ -51,7 +44,7 @@ async fn a_lagging_peer_leaves_read_rotation_and_rejoins_when_drained() {
     let (a, b) = (TestOrigin::start("a").await, TestOrigin::start("b").await);
     let proxy = start_proxy(
         &[("a", a.addr, 1), ("b", b.addr, 1)],
-        &settings("  max_lag: 300ms\n"),
+        &replication_settings("  max_lag: 300ms\n"),
     )
     .await;
     b.set_copy_status(503); // b serves clients but refuses copies: it falls behind
@@ -87,7 +80,7 @@ async fn reads_after_a_write_only_go_to_origins_that_have_it() {
     let (mut a, b) = (TestOrigin::start("a").await, TestOrigin::start("b").await);
     let proxy = start_proxy(
         &[("a", a.addr, 1), ("b", b.addr, 1)],
-        &settings("  max_lag: 1m\n"),
+        &replication_settings("  max_lag: 1m\n"),
     )
     .await;
     b.set_copy_status(503); // b lags, but less than max_lag: still in read rotation

@@ -1,18 +1,10 @@
-//! Hot-hot write replication against real origins: copies, order, backlogs,
-//! sync quorum, oversize and chunked bodies, loops, reads, metrics.
+//! Hot-hot write replication against real origins: identical copies, order,
+//! backlogs of stopped and failing peers, sync quorum, metrics.
 
 mod common;
 
 use common::*;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// Steady health: the pool only changes when the test says so.
-fn settings(replication: &str) -> String {
-    format!(
-        "health: {{interval: 100ms, timeout: 100ms, passive: {{failures: 0}}}}\nreplication:\n  retry: {{initial: 20ms, max: 200ms}}\n{replication}"
-    )
-}
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -46,7 +38,7 @@ async fn a_write_reaches_every_origin_with_the_same_body_and_headers() {
     let (a, b, c) = three().await;
     let proxy = start_proxy(
         &[("a", a.addr, 1), ("b", b.addr, 1), ("c", c.addr, 1)],
-        &settings("  mode: async\n"),
+        &replication_settings("  mode: async\n"),
     )
     .await;
     let request = http::Request::put(proxy.url("/kv/color?source=test"))
@@ -120,7 +112,11 @@ async fn a_write_reaches_every_origin_with_the_same_body_and_headers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_idempotency_key_is_kept_on_every_copy() {
     let (a, b) = (TestOrigin::start("a").await, TestOrigin::start("b").await);
-    let proxy = start_proxy(&[("a", a.addr, 1), ("b", b.addr, 1)], &settings("")).await;
+    let proxy = start_proxy(
+        &[("a", a.addr, 1), ("b", b.addr, 1)],
+        &replication_settings(""),
+    )
+    .await;
     let request = http::Request::post(proxy.url("/orders"))
         .header("idempotency-key", "order-42")
         .body(http_body_util::Full::new(bytes::Bytes::from_static(b"{}")))
@@ -141,7 +137,7 @@ async fn fifty_ordered_updates_end_equal_everywhere_and_arrive_in_order() {
     let (a, b, c) = three().await;
     let proxy = start_proxy(
         &[("a", a.addr, 1000), ("b", b.addr, 800), ("c", c.addr, 600)],
-        &settings(""),
+        &replication_settings(""),
     )
     .await;
     for i in 1..=50 {
@@ -174,7 +170,11 @@ async fn fifty_ordered_updates_end_equal_everywhere_and_arrive_in_order() {
 async fn a_stopped_peer_gets_its_whole_backlog_in_order_after_restart() {
     let (a, mut b) = (TestOrigin::start("a").await, TestOrigin::start("b").await);
     // b is drained: every write has a as its primary, b is only a peer.
-    let proxy = start_proxy(&[("a", a.addr, 1), ("b", b.addr, 0)], &settings("")).await;
+    let proxy = start_proxy(
+        &[("a", a.addr, 1), ("b", b.addr, 0)],
+        &replication_settings(""),
+    )
+    .await;
     b.stop();
     for i in 0..200 {
         assert_eq!(
@@ -236,7 +236,11 @@ async fn a_stopped_peer_gets_its_whole_backlog_in_order_after_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_answering_503_gets_everything_once_it_recovers() {
     let (a, b) = (TestOrigin::start("a").await, TestOrigin::start("b").await);
-    let proxy = start_proxy(&[("a", a.addr, 1), ("b", b.addr, 0)], &settings("")).await;
+    let proxy = start_proxy(
+        &[("a", a.addr, 1), ("b", b.addr, 0)],
+        &replication_settings(""),
+    )
+    .await;
     b.set_status(503);
     for i in 0..30 {
         assert_eq!(put(&proxy.url("/kv/x"), &i.to_string()).await.status, 200);
@@ -256,7 +260,11 @@ async fn a_peer_answering_503_gets_everything_once_it_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_refusing_with_4xx_is_counted_and_not_retried() {
     let (a, b) = (TestOrigin::start("a").await, TestOrigin::start("b").await);
-    let proxy = start_proxy(&[("a", a.addr, 1), ("b", b.addr, 0)], &settings("")).await;
+    let proxy = start_proxy(
+        &[("a", a.addr, 1), ("b", b.addr, 0)],
+        &replication_settings(""),
+    )
+    .await;
     b.set_status(409);
     for i in 0..5 {
         assert_eq!(put(&proxy.url("/kv/x"), &i.to_string()).await.status, 200);
@@ -278,7 +286,7 @@ async fn sync_writes_are_on_the_quorum_before_the_client_hears_back() {
     let (a, b, c) = three().await;
     let proxy = start_proxy(
         &[("a", a.addr, 1), ("b", b.addr, 0), ("c", c.addr, 0)],
-        &settings("  mode: sync\n  quorum: 2\n  timeout: 5s\n"),
+        &replication_settings("  mode: sync\n  quorum: 2\n  timeout: 5s\n"),
     )
     .await;
     for i in 0..20 {
@@ -303,7 +311,7 @@ async fn sync_timeout_fails_with_504_and_still_delivers_later() {
     let (a, mut b) = (TestOrigin::start("a").await, TestOrigin::start("b").await);
     let proxy = start_proxy(
         &[("a", a.addr, 1), ("b", b.addr, 0)],
-        &settings("  mode: sync\n  quorum: 1\n  timeout: 300ms\n  on_timeout: fail\n"),
+        &replication_settings("  mode: sync\n  quorum: 1\n  timeout: 300ms\n  on_timeout: fail\n"),
     )
     .await;
     b.stop();
@@ -325,7 +333,7 @@ async fn sync_timeout_degrades_to_a_partial_answer() {
     let (a, mut b) = (TestOrigin::start("a").await, TestOrigin::start("b").await);
     let proxy = start_proxy(
         &[("a", a.addr, 1), ("b", b.addr, 0)],
-        &settings("  mode: sync\n  timeout: 200ms\n  on_timeout: degrade\n"),
+        &replication_settings("  mode: sync\n  timeout: 200ms\n  on_timeout: degrade\n"),
     )
     .await;
     b.stop();
@@ -334,215 +342,4 @@ async fn sync_timeout_degrades_to_a_partial_answer() {
     assert_eq!(answer.headers["x-hothot-replication"], "partial");
     b.restart().await;
     assert!(wait_until(WAIT, || async { b.value("d").as_deref() == Some("v") }).await);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn oversize_bodies_are_rejected_or_passed_unreplicated() {
-    let (a, b) = (TestOrigin::start("a").await, TestOrigin::start("b").await);
-    let reject = start_proxy(
-        &[("a", a.addr, 1), ("b", b.addr, 0)],
-        &settings("  max_body: 1KiB\n"),
-    )
-    .await;
-    let big = "x".repeat(2048);
-    let answer = put(&reject.url("/kv/big"), &big).await;
-    assert_eq!(answer.status, 413);
-    assert_eq!(
-        a.seen().len() + b.seen().len(),
-        0,
-        "an oversize write reached an origin"
-    );
-    // Exactly max_body is fine.
-    assert_eq!(
-        put(&reject.url("/kv/edge"), &"y".repeat(1024)).await.status,
-        200
-    );
-    assert!(wait_until(WAIT, || async { b.value("edge").is_some() }).await);
-
-    let pass = start_proxy(
-        &[("a", a.addr, 1), ("b", b.addr, 0)],
-        &settings("  max_body: 1KiB\n  oversize: pass\n"),
-    )
-    .await;
-    assert_eq!(put(&pass.url("/kv/big"), &big).await.status, 200);
-    assert_eq!(a.value("big").map(|v| v.len()), Some(2048));
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(b.value("big"), None);
-    let metrics = pass.metrics().await;
-    assert_eq!(
-        metric_value(
-            &metrics,
-            "hothot_replication_total{outcome=\"skipped\",peer=\"b\"}"
-        ),
-        Some(1.0)
-    );
-}
-
-/// Sends a chunked PUT by hand (no Content-Length) and returns the status.
-async fn chunked_put(port: u16, path: &str, chunks: &[&[u8]]) -> u16 {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    let head = format!("PUT {path} HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n");
-    stream.write_all(head.as_bytes()).await.unwrap();
-    // The proxy may answer (413) and close before the last chunk: keep going quietly.
-    for chunk in chunks {
-        let _ = stream
-            .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
-            .await;
-        let _ = stream.write_all(chunk).await;
-        let _ = stream.write_all(b"\r\n").await;
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let _ = stream.write_all(b"0\r\n\r\n").await;
-    let mut response = Vec::new();
-    let _ = stream.read_to_end(&mut response).await;
-    let text = String::from_utf8_lossy(&response);
-    text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0)
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chunked_bodies_are_replicated_and_capped_at_max_body() {
-    let (a, b) = (TestOrigin::start("a").await, TestOrigin::start("b").await);
-    let proxy = start_proxy(
-        &[("a", a.addr, 1), ("b", b.addr, 0)],
-        &settings("  max_body: 1KiB\n"),
-    )
-    .await;
-    assert_eq!(
-        chunked_put(proxy.port, "/kv/ch", &[b"hello ", b"chunked ", b"world"]).await,
-        200
-    );
-    assert!(wait_until(WAIT, || async { b.value("ch").is_some() }).await);
-    assert_eq!(b.value("ch").as_deref(), Some("hello chunked world"));
-    assert_eq!(a.value("ch").as_deref(), Some("hello chunked world"));
-
-    let part = [b'z'; 400];
-    let status = chunked_put(proxy.port, "/kv/huge", &[&part, &part, &part, &part]).await;
-    assert_eq!(status, 413);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(
-        a.value("huge"),
-        None,
-        "the primary stored a truncated write"
-    );
-    assert_eq!(b.value("huge"), None);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replicated_copies_are_not_replicated_again_and_untrusted_markers_are_stripped() {
-    let (a, b) = (TestOrigin::start("a").await, TestOrigin::start("b").await);
-    let origins = [("a", a.addr, 1), ("b", b.addr, 0)];
-    let untrusted = start_proxy(&origins, &settings("")).await;
-    let marked = |url: String| {
-        http::Request::put(url)
-            .header("x-hothot-replicated-from", "someone")
-            .body(http_body_util::Full::new(bytes::Bytes::from_static(b"m")))
-            .unwrap()
-    };
-    assert_eq!(send(marked(untrusted.url("/kv/m1"))).await.status, 200);
-    assert!(
-        wait_until(WAIT, || async { b.value("m1").is_some() }).await,
-        "an untrusted marker skipped replication"
-    );
-    let primary_copy = a.seen().pop().unwrap();
-    assert!(
-        primary_copy
-            .headers
-            .get("x-hothot-replicated-from")
-            .is_none(),
-        "untrusted marker reached the origin"
-    );
-    assert_eq!(
-        b.copies().last().unwrap().headers["x-hothot-replicated-from"],
-        "a"
-    );
-
-    let trusted = start_proxy(
-        &origins,
-        &settings("  trusted_sources: [\"127.0.0.0/8\"]\n"),
-    )
-    .await;
-    assert_eq!(send(marked(trusted.url("/kv/m2"))).await.status, 200);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(a.value("m2").as_deref(), Some("m"));
-    assert_eq!(b.value("m2"), None, "a copy was replicated again");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reads_are_never_replicated() {
-    let (a, b) = (TestOrigin::start("a").await, TestOrigin::start("b").await);
-    let proxy = start_proxy(&[("a", a.addr, 1), ("b", b.addr, 0)], &settings("")).await;
-    for method in ["GET", "HEAD", "OPTIONS"] {
-        let request = http::Request::builder()
-            .method(method)
-            .uri(proxy.url("/kv/r"))
-            .body(Default::default())
-            .unwrap();
-        send(request).await;
-    }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(a.seen().len(), 3);
-    assert_eq!(b.seen().len(), 0);
-    let refused = hothot::config::parse(&config_yaml(
-        1,
-        2,
-        &[("a", a.addr, 1)],
-        "replication: {methods: [POST, GET]}\n",
-    ));
-    assert!(refused
-        .unwrap_err()
-        .to_string()
-        .contains("replication.methods[1]"));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_backlog_refuses_new_writes_with_503() {
-    let (a, mut b) = (TestOrigin::start("a").await, TestOrigin::start("b").await);
-    let proxy = start_proxy(
-        &[("a", a.addr, 1), ("b", b.addr, 0)],
-        &settings("  max_pending: 5\n"),
-    )
-    .await;
-    b.stop();
-    for i in 0..5 {
-        assert_eq!(put(&proxy.url("/kv/q"), &i.to_string()).await.status, 200);
-    }
-    let refused = put(&proxy.url("/kv/q"), "overflow").await;
-    assert_eq!(refused.status, 503);
-    assert!(refused.body.contains("backlog"), "body: {}", refused.body);
-    assert_eq!(
-        a.value("q").as_deref(),
-        Some("4"),
-        "a refused write reached the primary"
-    );
-    let metrics = proxy.metrics().await;
-    assert_eq!(
-        metric_value(
-            &metrics,
-            "hothot_replication_total{outcome=\"rejected\",peer=\"b\"}"
-        ),
-        Some(1.0)
-    );
-    b.restart().await;
-    assert!(wait_until(WAIT, || async { b.value("q").as_deref() == Some("4") }).await);
-    assert_eq!(put(&proxy.url("/kv/q"), "after").await.status, 200);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failed_primary_writes_are_not_replicated_by_default() {
-    let (a, b) = (TestOrigin::start("a").await, TestOrigin::start("b").await);
-    let proxy = start_proxy(&[("a", a.addr, 1), ("b", b.addr, 0)], &settings("")).await;
-    a.set_status(422);
-    assert_eq!(put(&proxy.url("/kv/bad"), "v").await.status, 422);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(b.seen().len(), 0);
-    let metrics = proxy.metrics().await;
-    assert_eq!(
-        metric_value(
-            &metrics,
-            "hothot_replication_total{outcome=\"skipped\",peer=\"b\"}"
-        ),
-        Some(1.0)
-    );
 }

@@ -185,12 +185,17 @@ impl Replicator {
             *next_seq += 1;
             let name = self.names.get(primary).cloned().unwrap_or_default();
             let write = Arc::new(Write::new(seq, new, name));
-            let peers = (0..self.queues.len()).filter(|i| *i != primary);
-            let stored = self.journal.as_ref().map(|journal| {
-                journal.append(
-                    &write.to_record(peers.clone().map(|i| self.names[i].clone()).collect()),
-                )
-            });
+            let peers: Vec<usize> = (0..self.queues.len()).filter(|i| *i != primary).collect();
+            // A pool of one has nobody to replicate to, and nothing to journal.
+            let stored = self
+                .journal
+                .as_ref()
+                .filter(|_| !peers.is_empty())
+                .map(|journal| {
+                    journal.append(
+                        &write.to_record(peers.iter().map(|i| self.names[*i].clone()).collect()),
+                    )
+                });
             for index in peers {
                 self.queues[index].push(write.clone());
                 self.metrics.replication.peers[index].pending.inc();

@@ -25,6 +25,16 @@ pub const FAST_HEALTH: &str = "health:
   passive: {failures: 3, eject: 1s}
 ";
 
+/// Probes every 100ms with passive ejection off, so that the pool only changes
+/// when a test says so; fast replication retries; then `replication` (indented
+/// keys of the `replication:` section).
+pub fn replication_settings(replication: &str) -> String {
+    format!(
+        "health: {{interval: 100ms, timeout: 100ms, passive: {{failures: 0}}}}\n\
+         replication:\n  retry: {{initial: 20ms, max: 200ms}}\n{replication}"
+    )
+}
+
 /// An ephemeral port that was free a moment ago (Pingora binds by address,
 /// so the proxy cannot be handed port 0 and report back).
 pub fn free_port() -> u16 {

@@ -1,0 +1,229 @@
+//! What gets replicated and what is refused at the door: oversize and
+//! chunked bodies, loop prevention, reads, full backlogs, failed primaries.
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_bodies_are_rejected_or_passed_unreplicated() {
+    let (a, b) = (TestOrigin::start("a").await, TestOrigin::start("b").await);
+    let reject = start_proxy(
+        &[("a", a.addr, 1), ("b", b.addr, 0)],
+        &replication_settings("  max_body: 1KiB\n"),
+    )
+    .await;
+    let big = "x".repeat(2048);
+    let answer = put(&reject.url("/kv/big"), &big).await;
+    assert_eq!(answer.status, 413);
+    assert_eq!(
+        a.seen().len() + b.seen().len(),
+        0,
+        "an oversize write reached an origin"
+    );
+    // Exactly max_body is fine.
+    assert_eq!(
+        put(&reject.url("/kv/edge"), &"y".repeat(1024)).await.status,
+        200
+    );
+    assert!(wait_until(WAIT, || async { b.value("edge").is_some() }).await);
+
+    let pass = start_proxy(
+        &[("a", a.addr, 1), ("b", b.addr, 0)],
+        &replication_settings("  max_body: 1KiB\n  oversize: pass\n"),
+    )
+    .await;
+    assert_eq!(put(&pass.url("/kv/big"), &big).await.status, 200);
+    assert_eq!(a.value("big").map(|v| v.len()), Some(2048));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(b.value("big"), None);
+    let metrics = pass.metrics().await;
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "hothot_replication_total{outcome=\"skipped\",peer=\"b\"}"
+        ),
+        Some(1.0)
+    );
+}
+
+/// Sends a chunked PUT by hand (no Content-Length) and returns the status.
+async fn chunked_put(port: u16, path: &str, chunks: &[&[u8]]) -> u16 {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let head = format!("PUT {path} HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // The proxy may answer (413) and close before the last chunk: keep going quietly.
+    for chunk in chunks {
+        let _ = stream
+            .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+            .await;
+        let _ = stream.write_all(chunk).await;
+        let _ = stream.write_all(b"\r\n").await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let _ = stream.write_all(b"0\r\n\r\n").await;
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response).await;
+    let text = String::from_utf8_lossy(&response);
+    text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_bodies_are_replicated_and_capped_at_max_body() {
+    let (a, b) = (TestOrigin::start("a").await, TestOrigin::start("b").await);
+    let proxy = start_proxy(
+        &[("a", a.addr, 1), ("b", b.addr, 0)],
+        &replication_settings("  max_body: 1KiB\n"),
+    )
+    .await;
+    assert_eq!(
+        chunked_put(proxy.port, "/kv/ch", &[b"hello ", b"chunked ", b"world"]).await,
+        200
+    );
+    assert!(wait_until(WAIT, || async { b.value("ch").is_some() }).await);
+    assert_eq!(b.value("ch").as_deref(), Some("hello chunked world"));
+    assert_eq!(a.value("ch").as_deref(), Some("hello chunked world"));
+
+    let part = [b'z'; 400];
+    let status = chunked_put(proxy.port, "/kv/huge", &[&part, &part, &part, &part]).await;
+    assert_eq!(status, 413);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        a.value("huge"),
+        None,
+        "the primary stored a truncated write"
+    );
+    assert_eq!(b.value("huge"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicated_copies_are_not_replicated_again_and_untrusted_markers_are_stripped() {
+    let (a, b) = (TestOrigin::start("a").await, TestOrigin::start("b").await);
+    let origins = [("a", a.addr, 1), ("b", b.addr, 0)];
+    let untrusted = start_proxy(&origins, &replication_settings("")).await;
+    let marked = |url: String| {
+        http::Request::put(url)
+            .header("x-hothot-replicated-from", "someone")
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(b"m")))
+            .unwrap()
+    };
+    assert_eq!(send(marked(untrusted.url("/kv/m1"))).await.status, 200);
+    assert!(
+        wait_until(WAIT, || async { b.value("m1").is_some() }).await,
+        "an untrusted marker skipped replication"
+    );
+    let primary_copy = a.seen().pop().unwrap();
+    assert!(
+        primary_copy
+            .headers
+            .get("x-hothot-replicated-from")
+            .is_none(),
+        "untrusted marker reached the origin"
+    );
+    assert_eq!(
+        b.copies().last().unwrap().headers["x-hothot-replicated-from"],
+        "a"
+    );
+
+    let trusted = start_proxy(
+        &origins,
+        &replication_settings("  trusted_sources: [\"127.0.0.0/8\"]\n"),
+    )
+    .await;
+    assert_eq!(send(marked(trusted.url("/kv/m2"))).await.status, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(a.value("m2").as_deref(), Some("m"));
+    assert_eq!(b.value("m2"), None, "a copy was replicated again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_are_never_replicated() {
+    let (a, b) = (TestOrigin::start("a").await, TestOrigin::start("b").await);
+    let proxy = start_proxy(
+        &[("a", a.addr, 1), ("b", b.addr, 0)],
+        &replication_settings(""),
+    )
+    .await;
+    for method in ["GET", "HEAD", "OPTIONS"] {
+        let request = http::Request::builder()
+            .method(method)
+            .uri(proxy.url("/kv/r"))
+            .body(Default::default())
+            .unwrap();
+        send(request).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(a.seen().len(), 3);
+    assert_eq!(b.seen().len(), 0);
+    let refused = hothot::config::parse(&config_yaml(
+        1,
+        2,
+        &[("a", a.addr, 1)],
+        "replication: {methods: [POST, GET]}\n",
+    ));
+    assert!(refused
+        .unwrap_err()
+        .to_string()
+        .contains("replication.methods[1]"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_backlog_refuses_new_writes_with_503() {
+    let (a, mut b) = (TestOrigin::start("a").await, TestOrigin::start("b").await);
+    let proxy = start_proxy(
+        &[("a", a.addr, 1), ("b", b.addr, 0)],
+        &replication_settings("  max_pending: 5\n"),
+    )
+    .await;
+    b.stop();
+    for i in 0..5 {
+        assert_eq!(put(&proxy.url("/kv/q"), &i.to_string()).await.status, 200);
+    }
+    let refused = put(&proxy.url("/kv/q"), "overflow").await;
+    assert_eq!(refused.status, 503);
+    assert!(refused.body.contains("backlog"), "body: {}", refused.body);
+    assert_eq!(
+        a.value("q").as_deref(),
+        Some("4"),
+        "a refused write reached the primary"
+    );
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "hothot_replication_total{outcome=\"rejected\",peer=\"b\"}"
+        ),
+        Some(1.0)
+    );
+    b.restart().await;
+    assert!(wait_until(WAIT, || async { b.value("q").as_deref() == Some("4") }).await);
+    assert_eq!(put(&proxy.url("/kv/q"), "after").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_primary_writes_are_not_replicated_by_default() {
+    let (a, b) = (TestOrigin::start("a").await, TestOrigin::start("b").await);
+    let proxy = start_proxy(
+        &[("a", a.addr, 1), ("b", b.addr, 0)],
+        &replication_settings(""),
+    )
+    .await;
+    a.set_status(422);
+    assert_eq!(put(&proxy.url("/kv/bad"), "v").await.status, 422);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(b.seen().len(), 0);
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "hothot_replication_total{outcome=\"skipped\",peer=\"b\"}"
+        ),
+        Some(1.0)
+    );
+}
