@@ -23,7 +23,7 @@ mod segments;
 mod writer;
 
 use crate::config::JournalConfig;
-use record::{Record, WriteRecord};
+use record::{WriteRecord, WriteView};
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File};
 use std::path::PathBuf;
@@ -72,6 +72,8 @@ enum WriterThread {
 
 pub struct Journal {
     commands: Mutex<Sender<Command>>,
+    /// Newest settled sequence per peer, indexed like the `peers` given to `open`.
+    acks: Arc<Vec<AtomicU64>>,
     total_bytes: Arc<AtomicU64>,
     max_bytes: u64,
     writer: Mutex<WriterThread>,
@@ -81,7 +83,11 @@ pub struct Journal {
 
 impl Journal {
     /// Opens (creating if needed) the journal directory and replays it.
-    pub fn open(config: &JournalConfig) -> Result<(Journal, Recovered), JournalError> {
+    /// `peers` are the names acknowledgements will refer to by index.
+    pub fn open(
+        config: &JournalConfig,
+        peers: &[String],
+    ) -> Result<(Journal, Recovered), JournalError> {
         let started = Instant::now();
         let dir = config.dir.clone();
         let io_error = |source| JournalError::Directory {
@@ -101,7 +107,15 @@ impl Journal {
         let total: u64 = replay.segments.iter().map(|s| s.bytes).sum::<u64>() + active_bytes;
         let total_bytes = Arc::new(AtomicU64::new(total));
         let (commands, receiver) = mpsc::channel();
+        let acks: Arc<Vec<AtomicU64>> = Arc::new(
+            peers
+                .iter()
+                .map(|p| AtomicU64::new(replay.cursors.get(p).copied().unwrap_or(0)))
+                .collect(),
+        );
         let writer = Writer {
+            peers: peers.to_vec(),
+            acks: acks.clone(),
             dir: dir.clone(),
             policy: config.fsync,
             interval: config.fsync_interval,
@@ -121,6 +135,7 @@ impl Journal {
         };
         let journal = Journal {
             commands: Mutex::new(commands),
+            acks,
             total_bytes,
             max_bytes: config.max_bytes,
             writer: Mutex::new(WriterThread::NotStarted(Box::new(writer), receiver)),
@@ -145,15 +160,16 @@ impl Journal {
     }
 
     /// Appends a write; the answer comes once it is stored per the fsync policy.
-    pub fn append(&self, write: &WriteRecord) -> oneshot::Receiver<Result<(), String>> {
+    pub fn append(&self, write: &WriteView<'_>) -> oneshot::Receiver<Result<(), String>> {
         let mut bytes = Vec::with_capacity(256 + write.body.len());
-        Record::Write(write.clone()).encode(&mut bytes);
+        write.encode(&mut bytes);
         let (done, answer) = oneshot::channel();
-        if !self.send(Command::Append {
+        let command = Command::Append {
             bytes,
             seq: write.seq,
             done,
-        }) {
+        };
+        if !self.send(command) {
             log::error!(
                 "journal: the writer has stopped; write #{} is not journaled",
                 write.seq
@@ -162,12 +178,14 @@ impl Journal {
         answer
     }
 
-    /// `peer` has settled every write addressed to it up to `seq`.
-    pub fn ack(&self, peer: &str, seq: u64) {
-        self.send(Command::Ack {
-            peer: peer.to_owned(),
-            seq,
-        });
+    /// The peer `peers[index]` (as given to [`Journal::open`]) has settled
+    /// every write addressed to it up to `seq`. Acks are picked up by the
+    /// writer with its next batch or tick; losing the last few in a crash only
+    /// means those copies are sent again, and deduplicated by the peer.
+    pub fn ack(&self, index: usize, seq: u64) {
+        if let Some(cursor) = self.acks.get(index) {
+            cursor.fetch_max(seq, Ordering::Relaxed);
+        }
     }
 
     /// Lets the journal delete segments whose writes are all below `below`.

@@ -35,6 +35,58 @@ pub struct WriteRecord {
     pub body: Bytes,
 }
 
+/// A write borrowed from wherever it lives, so that the write path encodes it
+/// without first copying it into a [`WriteRecord`].
+pub struct WriteView<'a> {
+    pub seq: u64,
+    pub version: u64,
+    pub accepted_unix_ms: u64,
+    pub primary: &'a str,
+    pub targets: &'a [&'a str],
+    pub idempotency_key: &'a str,
+    pub method: &'a str,
+    pub uri: &'a str,
+    pub headers: &'a [(&'a str, &'a [u8])],
+    pub body: &'a [u8],
+}
+
+impl WriteView<'_> {
+    /// Appends the framed write record to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        frame(out, |out| {
+            out.push(WRITE);
+            put_u64(out, self.seq);
+            put_u64(out, self.version);
+            put_u64(out, self.accepted_unix_ms);
+            put_bytes(out, self.primary.as_bytes());
+            put_u32(out, self.targets.len() as u32);
+            for target in self.targets {
+                put_bytes(out, target.as_bytes());
+            }
+            put_bytes(out, self.idempotency_key.as_bytes());
+            put_bytes(out, self.method.as_bytes());
+            put_bytes(out, self.uri.as_bytes());
+            put_u32(out, self.headers.len() as u32);
+            for (name, value) in self.headers {
+                put_bytes(out, name.as_bytes());
+                put_bytes(out, value);
+            }
+            put_bytes(out, self.body);
+        });
+    }
+}
+
+/// Writes `payload` framed: length and CRC-32 first.
+fn frame(out: &mut Vec<u8>, payload: impl FnOnce(&mut Vec<u8>)) {
+    let start = out.len();
+    out.extend_from_slice(&[0; FRAME_HEADER]);
+    payload(out);
+    let payload_len = (out.len() - start - FRAME_HEADER) as u32;
+    let crc = crc32fast::hash(&out[start + FRAME_HEADER..]);
+    out[start..start + 4].copy_from_slice(&payload_len.to_le_bytes());
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
     Write(WriteRecord),
@@ -58,47 +110,38 @@ pub enum FrameError {
 impl Record {
     /// Appends the framed record to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        let start = out.len();
-        out.extend_from_slice(&[0; FRAME_HEADER]);
         match self {
-            Record::Write(w) => {
-                out.push(WRITE);
-                put_u64(out, w.seq);
-                put_u64(out, w.version);
-                put_u64(out, w.accepted_unix_ms);
-                put_bytes(out, w.primary.as_bytes());
-                put_u32(out, w.targets.len() as u32);
-                for target in &w.targets {
-                    put_bytes(out, target.as_bytes());
-                }
-                put_bytes(out, w.idempotency_key.as_bytes());
-                put_bytes(out, w.method.as_bytes());
-                put_bytes(out, w.uri.as_bytes());
-                put_u32(out, w.headers.len() as u32);
-                for (name, value) in &w.headers {
-                    put_bytes(out, name.as_bytes());
-                    put_bytes(out, value);
-                }
-                put_bytes(out, &w.body);
+            Record::Write(w) => WriteView {
+                seq: w.seq,
+                version: w.version,
+                accepted_unix_ms: w.accepted_unix_ms,
+                primary: &w.primary,
+                targets: &w.targets.iter().map(String::as_str).collect::<Vec<_>>(),
+                idempotency_key: &w.idempotency_key,
+                method: &w.method,
+                uri: &w.uri,
+                headers: &w
+                    .headers
+                    .iter()
+                    .map(|(n, v)| (n.as_str(), v.as_slice()))
+                    .collect::<Vec<_>>(),
+                body: &w.body,
             }
-            Record::Ack { peer, seq } => {
+            .encode(out),
+            Record::Ack { peer, seq } => frame(out, |out| {
                 out.push(ACK);
                 put_bytes(out, peer.as_bytes());
                 put_u64(out, *seq);
-            }
-            Record::Checkpoint(cursors) => {
+            }),
+            Record::Checkpoint(cursors) => frame(out, |out| {
                 out.push(CHECKPOINT);
                 put_u32(out, cursors.len() as u32);
                 for (peer, seq) in cursors {
                     put_bytes(out, peer.as_bytes());
                     put_u64(out, *seq);
                 }
-            }
+            }),
         }
-        let payload_len = (out.len() - start - FRAME_HEADER) as u32;
-        let crc = crc32fast::hash(&out[start + FRAME_HEADER..]);
-        out[start..start + 4].copy_from_slice(&payload_len.to_le_bytes());
-        out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
     }
 
     /// Reads the frame at the start of `bytes`: the record and the frame's length.

@@ -32,19 +32,17 @@ pub enum Command {
         seq: u64,
         done: oneshot::Sender<Result<(), String>>,
     },
-    Ack {
-        peer: String,
-        seq: u64,
-    },
     /// Delete closed segments holding only writes below this sequence.
-    Trim {
-        below: u64,
-    },
+    Trim { below: u64 },
     /// Sync, then stop.
     Close,
 }
 
 pub struct Writer {
+    /// Peer names, indexed like `acks`.
+    pub peers: Vec<String>,
+    /// Newest settled sequence per peer, set by the delivery workers.
+    pub acks: Arc<Vec<AtomicU64>>,
     pub dir: PathBuf,
     pub policy: FsyncPolicy,
     pub interval: Duration,
@@ -73,7 +71,6 @@ impl Writer {
             };
             let mut buffer = Vec::new();
             let mut waiters = Vec::new();
-            let mut acks: BTreeMap<String, u64> = BTreeMap::new();
             let mut trim_below = None;
             for command in first.into_iter().chain(commands.try_iter()) {
                 match command {
@@ -82,23 +79,11 @@ impl Writer {
                         self.active_max_seq = self.active_max_seq.max(seq);
                         waiters.push(done);
                     }
-                    // Only the newest ack of a peer in a batch matters.
-                    Command::Ack { peer, seq } => {
-                        let entry = acks.entry(peer).or_insert(0);
-                        *entry = (*entry).max(seq);
-                    }
                     Command::Trim { below } => trim_below = Some(below),
                     Command::Close => open = false,
                 }
             }
-            for (peer, seq) in acks {
-                Record::Ack {
-                    peer: peer.clone(),
-                    seq,
-                }
-                .encode(&mut buffer);
-                self.cursors.insert(peer, seq);
-            }
+            self.take_acks(&mut buffer);
             let mut result = self.write(&buffer);
             unsynced |= !buffer.is_empty();
             let sync_now = match self.policy {
@@ -126,6 +111,22 @@ impl Writer {
             }
             if let Some(below) = trim_below {
                 self.trim(below);
+            }
+        }
+    }
+
+    /// Logs the acknowledgements that moved since the last batch.
+    fn take_acks(&mut self, buffer: &mut Vec<u8>) {
+        for (peer, ack) in self.peers.iter().zip(self.acks.iter()) {
+            let seq = ack.load(Ordering::Relaxed);
+            let cursor = self.cursors.entry(peer.clone()).or_insert(0);
+            if seq > *cursor {
+                *cursor = seq;
+                Record::Ack {
+                    peer: peer.clone(),
+                    seq,
+                }
+                .encode(buffer);
             }
         }
     }

@@ -84,7 +84,7 @@ impl Replicator {
         let journal = if config.mode == ReplicationMode::Off {
             None
         } else {
-            let (journal, recovered) = Journal::open(&config.journal)?;
+            let (journal, recovered) = Journal::open(&config.journal, &names)?;
             next_seq = recover(recovered, &names, &queues, &clock, &metrics);
             Some(journal)
         };
@@ -192,9 +192,9 @@ impl Replicator {
                 .as_ref()
                 .filter(|_| !peers.is_empty())
                 .map(|journal| {
-                    journal.append(
-                        &write.to_record(peers.iter().map(|i| self.names[*i].clone()).collect()),
-                    )
+                    let targets: Vec<&str> =
+                        peers.iter().map(|i| self.names[*i].as_str()).collect();
+                    write.journal(journal, &targets)
                 });
             for index in peers {
                 self.queues[index].push(write.clone());
@@ -220,7 +220,7 @@ impl Replicator {
         self.queues[index].pop();
         self.metrics.replication.peers[index].pending.dec();
         if let Some(journal) = &self.journal {
-            journal.ack(&self.names[index], write.seq);
+            journal.ack(index, write.seq);
         }
     }
 

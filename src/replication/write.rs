@@ -1,9 +1,11 @@
 //! A write accepted by its primary, as every peer will receive it.
 
-use crate::journal::record::WriteRecord;
+use crate::journal::record::{WriteRecord, WriteView};
+use crate::journal::Journal;
 use bytes::Bytes;
 use pingora_http::RequestHeader;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::oneshot;
 use tokio::sync::Semaphore;
 
 pub struct Write {
@@ -47,26 +49,32 @@ impl Write {
         }
     }
 
-    /// The journal's form of this write, addressed to `targets`.
-    pub fn to_record(&self, targets: Vec<String>) -> WriteRecord {
+    /// Appends this write, addressed to `targets`, to the journal.
+    pub fn journal(
+        &self,
+        journal: &Journal,
+        targets: &[&str],
+    ) -> oneshot::Receiver<Result<(), String>> {
         let age = self.accepted_at.elapsed();
-        WriteRecord {
+        let uri = self.header.uri.to_string();
+        let headers: Vec<(&str, &[u8])> = self
+            .header
+            .headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_bytes()))
+            .collect();
+        journal.append(&WriteView {
             seq: self.seq,
             version: self.version,
             accepted_unix_ms: unix_ms(SystemTime::now()).saturating_sub(age.as_millis() as u64),
-            primary: self.primary.clone(),
+            primary: &self.primary,
             targets,
-            idempotency_key: self.idempotency_key.clone(),
-            method: self.header.method.to_string(),
-            uri: self.header.uri.to_string(),
-            headers: self
-                .header
-                .headers
-                .iter()
-                .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
-                .collect(),
-            body: self.body.clone(),
-        }
+            idempotency_key: &self.idempotency_key,
+            method: self.header.method.as_str(),
+            uri: &uri,
+            headers: &headers,
+            body: &self.body,
+        })
     }
 
     /// A write read back from the journal. `None` if its request no longer parses.
