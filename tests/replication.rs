@@ -343,3 +343,48 @@ async fn sync_timeout_degrades_to_a_partial_answer() {
     b.restart().await;
     assert!(wait_until(WAIT, || async { b.value("d").as_deref() == Some("v") }).await);
 }
+
+/// A peer that accepts connections and requests but never answers them.
+async fn hanging_peer() -> std::net::SocketAddr {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let mut sink = vec![0u8; 4096];
+                while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_peer_holds_no_client() {
+    let a = TestOrigin::start("a").await;
+    let hung = hanging_peer().await;
+    let proxy = start_proxy(
+        &[("a", a.addr, 1), ("hung", hung, 0)],
+        &replication_settings(""),
+    )
+    .await;
+    let url = proxy.url("/kv/h");
+    for i in 0..20 {
+        let value = i.to_string();
+        // Not a speed check: a write held by the peer would wait for the 30s read timeout.
+        let write = tokio::time::timeout(Duration::from_secs(5), put(&url, &value)).await;
+        assert_eq!(
+            write.expect("a write waited for the hanging peer").status,
+            200
+        );
+    }
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        metric_value(&metrics, "hothot_replication_pending{peer=\"hung\"}"),
+        Some(20.0)
+    );
+}
