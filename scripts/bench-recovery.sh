@@ -8,17 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PENDING=${1:-100000}
-scripts/install-build-deps.sh
-for tool in wrk curl; do command -v "$tool" >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk curl; }; done
-cargo build --release --bin hothot --example replica ${CARGO_FEATURES:+--features "$CARGO_FEATURES"} >&2
-
-work=$(mktemp -d)
-pids=()
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 2000); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.01; done; return 1; }
-metric() { curl -s "http://127.0.0.1:$METRICS/metrics" | awk -v s="$1" '$1==s {print $2}'; }
+source scripts/bench-lib.sh
+bench_setup wrk curl
 
 A=$(free_port); B=$(free_port); PROXY=$(free_port); METRICS=$(free_port)
 target/release/examples/replica --name a --listen "127.0.0.1:$A" 2>/dev/null &

@@ -4,7 +4,7 @@
 # connection. Loopback only; every process is stopped at the end.
 #
 #   scripts/bench.sh [DURATION=15s] [CONNECTIONS=32] [IDLE_CONNECTIONS=10000]
-#   CARGO_FEATURES=mimalloc scripts/bench.sh     # the same with mimalloc
+#   CARGO_FLAGS=--no-default-features scripts/bench.sh   # the same with glibc malloc instead of mimalloc
 #
 # Layout on a 2-core machine: the proxy (one worker thread) on core 1, the
 # origin and wrk on core 0.
@@ -13,20 +13,10 @@ cd "$(dirname "$0")/.."
 DURATION=${1:-15s}
 CONNECTIONS=${2:-32}
 IDLE=${3:-10000}
-scripts/install-build-deps.sh
-for tool in wrk nginx; do
-  command -v "$tool" >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk nginx-light; }
-done
-cargo build --release --bin hothot --example replica ${CARGO_FEATURES:+--features "$CARGO_FEATURES"} >&2
-
-work=$(mktemp -d)
-pids=()
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
+source scripts/bench-lib.sh
+bench_setup wrk nginx bc
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true   # the idle-connection test needs IDLE + a few fds
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
 ORIGIN=$(free_port); PROXY=$(free_port); METRICS=$(free_port); NGINX=$(free_port)
@@ -98,7 +88,9 @@ hothot_seq=$(idle_memory "$HOTHOT_PID" "$PROXY" --sequential)
 nginx_burst=$(idle_memory "$NGINX_WORKER" "$NGINX" "")
 
 echo
-echo "wrk -t1 -c$CONNECTIONS -d$DURATION on loopback (allocator: ${CARGO_FEATURES:-glibc})"
+allocator=mimalloc
+case "${CARGO_FLAGS:-}" in *no-default-features*) allocator=glibc ;; esac
+echo "wrk -t1 -c$CONNECTIONS -d$DURATION on loopback (allocator: $allocator)"
 printf '%-8s %12s %10s %10s %8s\n' target requests/s p50 p99 ratio
 printf '%-8s %12s %10s %10s %8s\n' direct "$direct_rps" "$direct_p50" "$direct_p99" 1.00
 printf '%-8s %12s %10s %10s %8.2f\n' hothot "$hothot_rps" "$hothot_p50" "$hothot_p99" "$(echo "$hothot_rps / $direct_rps" | bc -l)"

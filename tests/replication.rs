@@ -347,20 +347,11 @@ async fn sync_timeout_degrades_to_a_partial_answer() {
 /// A peer that accepts connections and requests but never answers them.
 async fn hanging_peer() -> std::net::SocketAddr {
     use tokio::io::AsyncReadExt;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut stream, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let mut sink = vec![0u8; 4096];
-                while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
-            });
-        }
-    });
-    addr
+    raw_server(|mut stream| async move {
+        let mut sink = vec![0u8; 4096];
+        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

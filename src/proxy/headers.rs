@@ -20,6 +20,17 @@ const HOP_BY_HOP: [&str; 6] = [
     "upgrade",
 ];
 
+/// Does the request carry a body (chunked, or a non-zero `Content-Length`)?
+pub fn has_body(request: &RequestHeader) -> bool {
+    request
+        .headers
+        .contains_key(http::header::TRANSFER_ENCODING)
+        || request
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0")
+}
+
 /// Adds `X-Forwarded-For` (appending to what earlier proxies wrote),
 /// `X-Forwarded-Proto` and `X-Forwarded-Host`.
 pub fn add_forwarded(

@@ -122,14 +122,7 @@ fn is_replayable(request: &RequestHeader) -> bool {
         request.method.as_str(),
         "GET" | "HEAD" | "OPTIONS" | "TRACE"
     );
-    let has_body = request
-        .headers
-        .contains_key(http::header::TRANSFER_ENCODING)
-        || request
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .is_some_and(|v| v.as_bytes() != b"0");
-    safe && !has_body
+    safe && !headers::has_body(request)
 }
 
 fn status_for(e: &Error) -> u16 {

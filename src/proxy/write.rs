@@ -109,13 +109,7 @@ impl WriteCapture {
         request.insert_header(VERSION, self.version.to_string())?;
         request.insert_header(IDEMPOTENCY_KEY, self.idempotency_key.as_str())?;
         // A request without a body gets no body callback that could end it.
-        let has_body = request
-            .headers
-            .contains_key(http::header::TRANSFER_ENCODING)
-            || request
-                .headers
-                .get(http::header::CONTENT_LENGTH)
-                .is_some_and(|v| v.as_bytes() != b"0");
+        let has_body = super::headers::has_body(request);
         self.header = Some(request.clone());
         self.body.clear();
         self.complete = !has_body;

@@ -35,6 +35,25 @@ pub fn replication_settings(replication: &str) -> String {
     )
 }
 
+/// A bare TCP server on 127.0.0.1 (for origins that misbehave below HTTP):
+/// every accepted connection is handed to `serve` on a task of its own.
+pub async fn raw_server<F, Fut>(serve: F) -> SocketAddr
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            if let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(serve(stream));
+            }
+        }
+    });
+    addr
+}
+
 /// An ephemeral port that was free a moment ago (Pingora binds by address,
 /// so the proxy cannot be handed port 0 and report back).
 pub fn free_port() -> u16 {
