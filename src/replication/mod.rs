@@ -251,24 +251,17 @@ impl Replicator {
     /// Refreshes the lag gauges, takes lagging peers out of read rotation (and
     /// drained ones back), and lets the journal drop what every peer has.
     fn housekeeping(&self) {
-        let mut below = u64::MAX;
         let mut changed = false;
-        for (index, (queue, metrics)) in self
-            .queues
-            .iter()
-            .zip(&self.metrics.replication.peers)
-            .enumerate()
-        {
+        let peers = self.queues.iter().zip(&self.metrics.replication.peers);
+        for (index, (queue, metrics)) in peers.enumerate() {
             let lag = queue.oldest_age();
             metrics.lag.set(lag.as_secs_f64());
-            if let Some(seq) = queue.head_seq() {
-                below = below.min(seq);
-            }
             let name = self.origin_name(index);
             if lag > self.config.max_lag && self.pool.set_lagging(index, true) {
                 changed = true;
                 log::warn!(
-                    "origin {name} lags {lag:.1?} behind on replicated writes (max_lag {:?}): no reads until it catches up",
+                    "origin {name} lags {lag:.1?} behind on replicated writes (max_lag {:?}): \
+                     no reads until it catches up",
                     self.config.max_lag
                 );
             } else if self.pool.is_lagging(index)
@@ -283,15 +276,20 @@ impl Replicator {
             self.metrics.publish_pool(&self.pool);
         }
         if let Some(journal) = &self.journal {
-            if below == u64::MAX {
-                below = *self.next_seq.lock().unwrap_or_else(|e| e.into_inner());
-            }
-            journal.trim(below);
+            journal.trim(self.oldest_pending_seq());
             self.metrics
                 .replication
                 .journal_bytes
                 .set(journal.bytes() as i64);
         }
+    }
+
+    /// The sequence below which every write is settled by every peer.
+    fn oldest_pending_seq(&self) -> u64 {
+        // Held so that no write is between taking its number and joining the backlogs.
+        let next_seq = self.next_seq.lock().unwrap_or_else(|e| e.into_inner());
+        let heads = self.queues.iter().filter_map(|q| q.head_seq());
+        heads.min().unwrap_or(*next_seq)
     }
 
     /// The background service delivering every backlog.
