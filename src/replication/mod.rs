@@ -9,11 +9,12 @@
 mod deliver;
 mod pipeline;
 mod queue;
+mod recover;
 mod version;
 mod write;
 
 use crate::config::{ReplicationConfig, ReplicationMode, Timeouts};
-use crate::journal::{Journal, JournalError, Recovered};
+use crate::journal::{Journal, JournalError};
 use crate::metrics::Metrics;
 use crate::pool::Pool;
 use async_trait::async_trait;
@@ -21,7 +22,6 @@ use deliver::{Backoff, PeerWorker};
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use queue::PeerQueue;
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -85,7 +85,7 @@ impl Replicator {
             None
         } else {
             let (journal, recovered) = Journal::open(&config.journal, &names)?;
-            next_seq = recover(recovered, &names, &queues, &clock, &metrics);
+            next_seq = recover::requeue(recovered, &names, &queues, &clock, &metrics);
             Some(journal)
         };
         Ok(Replicator {
@@ -300,74 +300,6 @@ impl Replicator {
             timeouts,
         }
     }
-}
-
-/// Queues the journal's pending writes; returns the next sequence number.
-fn recover(
-    recovered: Recovered,
-    names: &[String],
-    queues: &[Arc<PeerQueue>],
-    clock: &VersionClock,
-    metrics: &Metrics,
-) -> u64 {
-    let mut next_seq = 1;
-    let mut queued = vec![0u64; names.len()];
-    let mut dropped: BTreeMap<String, u64> = BTreeMap::new();
-    let total = recovered.writes.len();
-    for record in recovered.writes {
-        next_seq = next_seq.max(record.seq + 1);
-        clock.observe(record.version);
-        let pending: Vec<String> = record
-            .targets
-            .iter()
-            .filter(|t| {
-                recovered
-                    .cursors
-                    .get(*t)
-                    .is_none_or(|settled| record.seq > *settled)
-            })
-            .cloned()
-            .collect();
-        if pending.is_empty() {
-            continue;
-        }
-        let seq = record.seq;
-        let Some(write) = Write::from_record(record).map(Arc::new) else {
-            log::error!("journal: write #{seq} no longer parses as a request; skipped");
-            continue;
-        };
-        for target in pending {
-            match names.iter().position(|n| *n == target) {
-                Some(index) => {
-                    queues[index].push(write.clone());
-                    metrics.replication.peers[index].pending.inc();
-                    queued[index] += 1;
-                }
-                None => *dropped.entry(target).or_default() += 1,
-            }
-        }
-    }
-    for (peer, count) in &dropped {
-        log::warn!(
-            "journal: peer {peer} is no longer in the pool: dropping its backlog of {count} writes"
-        );
-        metrics
-            .replication
-            .dropped
-            .with_label_values(&[peer])
-            .inc_by(*count);
-    }
-    let summary: Vec<String> = names
-        .iter()
-        .zip(&queued)
-        .map(|(n, q)| format!("{n}: {q}"))
-        .collect();
-    log::info!(
-        "journal: read {total} writes in {:?}; pending per peer: {}",
-        recovered.elapsed,
-        summary.join(", ")
-    );
-    next_seq
 }
 
 /// Runs one delivery worker per peer, and the housekeeping ticker.
