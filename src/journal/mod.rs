@@ -3,8 +3,9 @@
 //! peer has it.
 //!
 //! An append-only log of checksummed records in numbered segment files
-//! ([`record`], [`segments`]), written by one thread with group commit
-//! ([`writer`]). Peers' progress is logged as acknowledgements; a segment is
+//! ([`record`], [`segments`], [`files`]): writes are appended by the request
+//! that made them, and made durable by one syncer thread with group commit
+//! ([`syncer`]). Peers' progress is logged as acknowledgements; a segment is
 //! deleted once every write in it is settled, so disk use follows what is
 //! still pending. At start-up the log is replayed and a torn tail is cut off
 //! and reported.
@@ -18,22 +19,23 @@
 //! tests in `tests/journal.rs` (SIGKILL under load, torn tails, graceful
 //! restarts) and the cut-at-every-offset unit tests hold this format to it.
 
+mod files;
 pub mod record;
 mod segments;
-mod writer;
+mod syncer;
 
-use crate::config::JournalConfig;
+use crate::config::{FsyncPolicy, JournalConfig};
 use record::{WriteRecord, WriteView};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
+use std::collections::VecDeque;
 use std::fs::{self, File};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
-use writer::{Command, Writer};
+use syncer::{Shared, Synced};
+use tokio::sync::watch;
 
 /// How long start-up waits for another process to release the journal (an
 /// older hothot finishing its graceful shutdown during an upgrade).
@@ -62,23 +64,48 @@ pub struct Recovered {
     pub elapsed: Duration,
 }
 
-/// The writer thread starts after Pingora has daemonized (a fork keeps no
-/// threads); until then, commands wait in the channel.
-enum WriterThread {
-    NotStarted(Box<Writer>, Receiver<Command>),
-    Running(JoinHandle<()>),
+/// The syncer thread starts after Pingora has daemonized (a fork keeps no
+/// threads); appends before that simply wait for it.
+enum SyncerThread {
+    NotStarted,
+    Running(JoinHandle<()>, Thread),
     Stopped,
 }
 
 pub struct Journal {
-    commands: Mutex<Sender<Command>>,
-    /// Newest settled sequence per peer, indexed like the `peers` given to `open`.
-    acks: Arc<Vec<AtomicU64>>,
+    shared: Arc<Shared>,
     total_bytes: Arc<AtomicU64>,
     max_bytes: u64,
-    writer: Mutex<WriterThread>,
+    syncer: Mutex<SyncerThread>,
+    /// The syncer, to wake it without taking the lock above on every append.
+    syncer_thread: OnceLock<Thread>,
     /// Held for the journal's lifetime: one process per directory.
     _lock: File,
+}
+
+/// Becomes ready once an appended write is stored per the fsync policy.
+pub struct Durability {
+    seq: u64,
+    wait: Option<watch::Receiver<Synced>>,
+    error: Option<String>,
+}
+
+impl Durability {
+    pub async fn wait(self) -> Result<(), String> {
+        if let Some(error) = self.error {
+            return Err(error);
+        }
+        let Some(mut synced) = self.wait else {
+            return Ok(());
+        };
+        let seq = self.seq;
+        let outcome = match synced.wait_for(|s| s.seq >= seq || s.error.is_some()).await {
+            Ok(s) if s.seq >= seq => Ok(()),
+            Ok(s) => Err(s.error.as_deref().unwrap_or("fdatasync failed").to_owned()),
+            Err(_) => Err("the journal is closed".to_owned()),
+        };
+        outcome
+    }
 }
 
 impl Journal {
@@ -103,50 +130,51 @@ impl Journal {
         }
         let number = numbers.last().map_or(1, |n| n + 1);
         let (active, active_bytes) =
-            writer::create_segment(&dir, number, &replay.cursors).map_err(io_error)?;
+            files::create_segment(&dir, number, &replay.cursors).map_err(io_error)?;
         let total: u64 = replay.segments.iter().map(|s| s.bytes).sum::<u64>() + active_bytes;
         let total_bytes = Arc::new(AtomicU64::new(total));
-        let (commands, receiver) = mpsc::channel();
-        let acks: Arc<Vec<AtomicU64>> = Arc::new(
-            peers
-                .iter()
-                .map(|p| AtomicU64::new(replay.cursors.get(p).copied().unwrap_or(0)))
-                .collect(),
-        );
-        let writer = Writer {
-            peers: peers.to_vec(),
-            acks: acks.clone(),
+        let written_seq = replay.writes.keys().next_back().copied().unwrap_or(0);
+        let log = files::Log {
             dir: dir.clone(),
-            policy: config.fsync,
-            interval: config.fsync_interval,
-            active,
+            active: Arc::new(active),
             active_number: number,
             active_bytes,
             active_max_seq: 0,
             closed: VecDeque::from(replay.segments),
-            segment_limit: writer::segment_limit(config.max_bytes),
             cursors: replay.cursors.clone(),
+            segment_limit: files::segment_limit(config.max_bytes),
             total_bytes: total_bytes.clone(),
+            written_seq,
         };
+        let shared = Arc::new(Shared {
+            log: Mutex::new(log),
+            policy: config.fsync,
+            interval: config.fsync_interval,
+            peers: peers.to_vec(),
+            acks: peers
+                .iter()
+                .map(|p| AtomicU64::new(replay.cursors.get(p).copied().unwrap_or(0)))
+                .collect(),
+            synced: watch::Sender::new(Synced {
+                seq: written_seq,
+                error: None,
+            }),
+            closing: AtomicBool::new(false),
+        });
         let recovered = Recovered {
             writes: replay.writes.into_values().collect(),
             cursors: replay.cursors,
             elapsed: started.elapsed(),
         };
         let journal = Journal {
-            commands: Mutex::new(commands),
-            acks,
+            shared,
             total_bytes,
             max_bytes: config.max_bytes,
-            writer: Mutex::new(WriterThread::NotStarted(Box::new(writer), receiver)),
+            syncer: Mutex::new(SyncerThread::NotStarted),
+            syncer_thread: OnceLock::new(),
             _lock: lock,
         };
         Ok((journal, recovered))
-    }
-
-    fn send(&self, command: Command) -> bool {
-        let commands = self.commands.lock().unwrap_or_else(|e| e.into_inner());
-        commands.send(command).is_ok()
     }
 
     /// Bytes the journal holds on disk.
@@ -159,66 +187,78 @@ impl Journal {
         self.bytes() < self.max_bytes
     }
 
-    /// Appends a write; the answer comes once it is stored per the fsync policy.
-    pub fn append(&self, write: &WriteView<'_>) -> oneshot::Receiver<Result<(), String>> {
+    /// Appends a write (one `write` into the page cache, so a process crash
+    /// loses nothing from here on); wait on the answer for the fsync policy.
+    pub fn append(&self, write: &WriteView<'_>) -> Durability {
         let mut bytes = Vec::with_capacity(256 + write.body.len());
         write.encode(&mut bytes);
-        let (done, answer) = oneshot::channel();
-        let command = Command::Append {
-            bytes,
-            seq: write.seq,
-            done,
-        };
-        if !self.send(command) {
-            log::error!(
-                "journal: the writer has stopped; write #{} is not journaled",
-                write.seq
-            );
+        let appended = self.shared.log().append(&bytes, write.seq);
+        if let Err(e) = appended {
+            log::error!("journal: cannot append write #{}: {e}", write.seq);
+            return Durability {
+                seq: write.seq,
+                wait: None,
+                error: Some(e.to_string()),
+            };
         }
-        answer
+        if self.shared.policy != FsyncPolicy::Always {
+            return Durability {
+                seq: write.seq,
+                wait: None,
+                error: None,
+            };
+        }
+        if let Some(thread) = self.syncer_thread.get() {
+            thread.unpark();
+        }
+        Durability {
+            seq: write.seq,
+            wait: Some(self.shared.synced.subscribe()),
+            error: None,
+        }
     }
 
     /// The peer `peers[index]` (as given to [`Journal::open`]) has settled
-    /// every write addressed to it up to `seq`. Acks are picked up by the
-    /// writer with its next batch or tick; losing the last few in a crash only
-    /// means those copies are sent again, and deduplicated by the peer.
+    /// every write addressed to it up to `seq`. Acks are logged by the syncer
+    /// on its next round; losing the last few in a crash only means those
+    /// copies are sent again, and deduplicated by the peer.
     pub fn ack(&self, index: usize, seq: u64) {
-        if let Some(cursor) = self.acks.get(index) {
+        if let Some(cursor) = self.shared.acks.get(index) {
             cursor.fetch_max(seq, Ordering::Relaxed);
         }
     }
 
-    /// Lets the journal delete segments whose writes are all below `below`.
+    /// Deletes segments whose writes are all below `below`.
     pub fn trim(&self, below: u64) {
-        self.send(Command::Trim { below });
+        self.shared.log().trim(below);
     }
 
-    /// Starts the writer thread (once; later calls do nothing).
+    /// Starts the syncer thread (once; later calls do nothing).
     pub fn start(&self) -> std::io::Result<()> {
-        let mut state = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        if let WriterThread::NotStarted(..) = &*state {
-            let WriterThread::NotStarted(writer, receiver) =
-                std::mem::replace(&mut *state, WriterThread::Stopped)
-            else {
-                return Ok(());
-            };
-            let thread = std::thread::Builder::new()
+        let mut state = self.syncer.lock().unwrap_or_else(|e| e.into_inner());
+        if let SyncerThread::NotStarted = &*state {
+            let shared = self.shared.clone();
+            let handle = std::thread::Builder::new()
                 .name("hothot-journal".to_owned())
-                .spawn(move || writer.run(receiver))?;
-            *state = WriterThread::Running(thread);
+                .spawn(move || syncer::run(shared))?;
+            let thread = handle.thread().clone();
+            thread.unpark(); // appends made before the start are waiting
+            let _ = self.syncer_thread.set(thread.clone());
+            *state = SyncerThread::Running(handle, thread);
         }
         Ok(())
     }
 
-    /// Flushes and syncs what is buffered, and stops the writer.
+    /// Logs the last acknowledgements, syncs, and stops the syncer.
     pub fn close(&self) {
-        self.send(Command::Close);
+        self.shared.closing.store(true, Ordering::Release);
         let state = std::mem::replace(
-            &mut *self.writer.lock().unwrap_or_else(|e| e.into_inner()),
-            WriterThread::Stopped,
+            &mut *self.syncer.lock().unwrap_or_else(|e| e.into_inner()),
+            SyncerThread::Stopped,
         );
-        if let WriterThread::Running(thread) = state {
-            let _ = thread.join();
+        if let SyncerThread::Running(handle, thread) = state {
+            thread.unpark();
+            let _ = handle.join();
         }
     }
 }

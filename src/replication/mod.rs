@@ -203,13 +203,8 @@ impl Replicator {
             (write, stored)
         };
         if let Some(stored) = stored {
-            match stored.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => log::error!("journal: write #{} not stored: {e}", write.seq),
-                Err(_) => log::error!(
-                    "journal: write #{} not stored: the writer stopped",
-                    write.seq
-                ),
+            if let Err(e) = stored.wait().await {
+                log::error!("journal: write #{} not stored: {e}", write.seq);
             }
         }
         write

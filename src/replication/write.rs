@@ -1,11 +1,10 @@
 //! A write accepted by its primary, as every peer will receive it.
 
 use crate::journal::record::{WriteRecord, WriteView};
-use crate::journal::Journal;
+use crate::journal::{Durability, Journal};
 use bytes::Bytes;
 use pingora_http::RequestHeader;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::sync::oneshot;
 use tokio::sync::Semaphore;
 
 pub struct Write {
@@ -50,11 +49,7 @@ impl Write {
     }
 
     /// Appends this write, addressed to `targets`, to the journal.
-    pub fn journal(
-        &self,
-        journal: &Journal,
-        targets: &[&str],
-    ) -> oneshot::Receiver<Result<(), String>> {
+    pub fn journal(&self, journal: &Journal, targets: &[&str]) -> Durability {
         let age = self.accepted_at.elapsed();
         let uri = self.header.uri.to_string();
         let headers: Vec<(&str, &[u8])> = self

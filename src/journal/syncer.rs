@@ -1,0 +1,85 @@
+//! The syncer thread: makes appended writes durable and logs acknowledgements.
+//!
+//! With `fsync: always` it runs `fdatasync` whenever writes are waiting, and
+//! every write appended while one `fdatasync` runs shares the next one (group
+//! commit); clients wait for the published synced sequence. With `interval`
+//! it syncs every `fsync_interval`; with `off` only when closing. In every
+//! mode it logs the peers' acknowledgements each round.
+
+use super::files::Log;
+use crate::config::FsyncPolicy;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// What the syncer has made durable.
+#[derive(Debug, Clone, Default)]
+pub struct Synced {
+    pub seq: u64,
+    /// Set when `fdatasync` failed: waiting clients are told, not left hanging.
+    pub error: Option<Arc<str>>,
+}
+
+pub struct Shared {
+    pub log: Mutex<Log>,
+    pub policy: FsyncPolicy,
+    pub interval: Duration,
+    /// Peer names and their newest settled sequences, indexed alike.
+    pub peers: Vec<String>,
+    pub acks: Vec<AtomicU64>,
+    /// Highest sequence known durable; clients of `fsync: always` wait on it.
+    pub synced: watch::Sender<Synced>,
+    pub closing: AtomicBool,
+}
+
+impl Shared {
+    pub fn log(&self) -> MutexGuard<'_, Log> {
+        self.log.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+pub fn run(shared: Arc<Shared>) {
+    let mut last_sync = Instant::now();
+    loop {
+        let closing = shared.closing.load(Ordering::Acquire);
+        let (file, target, acks_logged) = {
+            let mut log = shared.log();
+            let acks_logged = match log.append_acks(&shared.peers, &shared.acks) {
+                Ok(logged) => logged,
+                Err(e) => {
+                    log::error!(
+                        "journal: cannot log acknowledgements in {}: {e}",
+                        log.dir.display()
+                    );
+                    false
+                }
+            };
+            (log.active.clone(), log.written_seq, acks_logged)
+        };
+        let behind = target > shared.synced.borrow().seq;
+        let due = match shared.policy {
+            FsyncPolicy::Always => behind,
+            FsyncPolicy::Interval => {
+                (behind || acks_logged) && last_sync.elapsed() >= shared.interval
+            }
+            FsyncPolicy::Off => false,
+        };
+        if due || closing {
+            // Writes up to `target` are in this segment or in closed ones,
+            // which were synced when they rolled over.
+            let error = file.sync_data().err().map(|e| {
+                log::error!("journal: fdatasync failed: {e}");
+                Arc::from(e.to_string())
+            });
+            shared.synced.send_replace(Synced { seq: target, error });
+            last_sync = Instant::now();
+        }
+        if closing {
+            return;
+        }
+        if shared.policy != FsyncPolicy::Always || target == shared.synced.borrow().seq {
+            std::thread::park_timeout(shared.interval);
+        }
+    }
+}
