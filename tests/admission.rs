@@ -227,3 +227,26 @@ async fn failed_primary_writes_are_not_replicated_by_default() {
         Some(1.0)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicate_on_always_and_custom_methods() {
+    let (a, b) = (TestOrigin::start("a").await, TestOrigin::start("b").await);
+    let proxy = start_proxy(
+        &[("a", a.addr, 1), ("b", b.addr, 0)],
+        &replication_settings("  replicate_on: always\n  methods: [PUT]\n"),
+    )
+    .await;
+    a.set_status(422);
+    assert_eq!(put(&proxy.url("/kv/refused"), "v").await.status, 422);
+    assert!(
+        wait_until(WAIT, || async { b.seen().len() == 1 }).await,
+        "a failed write was not replicated"
+    );
+    a.set_status(200);
+    let post = http::Request::post(proxy.url("/kv/posted"))
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(b"p")))
+        .unwrap();
+    assert_eq!(send(post).await.status, 200);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(b.seen().len(), 1, "POST is not in replication.methods here");
+}

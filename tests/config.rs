@@ -176,3 +176,62 @@ fn check_flag_accepts_a_good_file_and_names_the_key_of_a_bad_one() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("missing.yaml"));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn replication_mistakes_name_their_key() {
+    refused(
+        &with_origins("replication: {mode: sync, quorum: 2}\n"),
+        "replication.quorum",
+        "1 peers",
+    );
+    refused(
+        &with_origins("replication: {mode: fast}\n"),
+        "replication.mode",
+        "unknown variant",
+    );
+    refused(
+        &with_origins("replication: {methods: [PUT, HEAD]}\n"),
+        "replication.methods[1]",
+        "read",
+    );
+    refused(
+        &with_origins("replication: {trusted_sources: [\"10.0.0.0/40\"]}\n"),
+        "replication.trusted_sources[0]",
+        "address range",
+    );
+    refused(
+        &with_origins("replication: {retry: {initial: 2s, max: 1s}}\n"),
+        "replication.retry.max",
+        "retry.initial",
+    );
+    refused(
+        &with_origins("replication: {max_body: 8 megs}\n"),
+        "replication.max_body",
+        "invalid size",
+    );
+    refused(
+        &with_origins("replication: {max_pending: 0}\n"),
+        "replication.max_pending",
+        "at least 1",
+    );
+    refused(
+        &with_origins("replication: {journal: {fsync: sometimes}}\n"),
+        "replication.journal.fsync",
+        "unknown variant",
+    );
+    refused(
+        &with_origins("replication: {journal: {max_bytes: 1KiB}}\n"),
+        "replication.journal.max_bytes",
+        "1MiB",
+    );
+    refused(
+        &with_origins("replication: {max_lag: 0s}\n"),
+        "replication.max_lag",
+        "longer than 0",
+    );
+    refused(
+        "listen: [\"127.0.0.1:8080\"]\norigins:\n  - {name: \"a b\", address: \"127.0.0.1:1\", capacity: 1}\n",
+        "origins[0].name",
+        "letters, digits",
+    );
+}
