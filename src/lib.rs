@@ -16,6 +16,7 @@ pub mod proxy;
 pub mod replication;
 pub mod selection;
 pub mod server;
+pub mod service;
 
 pub use config::{Config, ConfigError};
 pub use server::{spawn, RunningProxy, StartError};

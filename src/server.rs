@@ -8,6 +8,7 @@ use crate::pool::Pool;
 use crate::proxy::HotHotProxy;
 use crate::replication::Replicator;
 use crate::selection::CapacityWeighted;
+use crate::service::ProxyService;
 use async_trait::async_trait;
 use futures::FutureExt;
 use pingora_core::server::configuration::{Opt, ServerConf};
@@ -111,7 +112,6 @@ pub fn build(config: &Config, opt: Option<Opt>) -> Result<Server, StartError> {
         .map_err(StartError::Journal)?;
     let replicator = Arc::new(replicator);
     let replication = replicator.service(config.timeouts);
-    let replication_handle = server.add_service(background_service("replication", replication));
 
     let proxy = HotHotProxy::new(
         pool.clone(),
@@ -125,9 +125,8 @@ pub fn build(config: &Config, opt: Option<Opt>) -> Result<Server, StartError> {
     for address in &config.listen {
         proxy_service.add_tcp(&address.to_string());
     }
-    let proxy_handle = server.add_service(proxy_service);
+    let proxy_handle = server.add_service(ProxyService::new(proxy_service, replication));
     proxy_handle.add_dependency(&health_handle);
-    proxy_handle.add_dependency(&replication_handle);
 
     let mut metrics_service = Service::new("metrics".to_owned(), MetricsApp::new(metrics));
     metrics_service.add_tcp(&config.metrics_listen.to_string());

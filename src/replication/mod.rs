@@ -298,6 +298,7 @@ impl Replicator {
 }
 
 /// Runs one delivery worker per peer, and the housekeeping ticker.
+#[derive(Clone)]
 pub struct ReplicationService {
     replicator: Arc<Replicator>,
     addresses: Vec<std::net::SocketAddr>,

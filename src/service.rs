@@ -1,0 +1,58 @@
+//! The proxy's Pingora service, with the replication workers on its runtime.
+//!
+//! Pingora gives every service a runtime of its own. Run as a separate
+//! background service, the peer workers sat on another thread that the proxy
+//! had to wake (a futex and a context switch) for almost every write; on the
+//! proxy's own runtime a new write usually finds its worker's thread awake.
+
+use crate::replication::ReplicationService;
+use async_trait::async_trait;
+use pingora_core::apps::ServerApp;
+use pingora_core::server::{ListenFds, RuntimeOpts, ShutdownWatch};
+use pingora_core::services::background::BackgroundService;
+use pingora_core::services::listening::Service as ListeningService;
+use pingora_core::services::Service;
+
+pub struct ProxyService<A> {
+    inner: ListeningService<A>,
+    replication: ReplicationService,
+}
+
+impl<A> ProxyService<A> {
+    pub fn new(inner: ListeningService<A>, replication: ReplicationService) -> Self {
+        ProxyService { inner, replication }
+    }
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> Service for ProxyService<A> {
+    async fn start_service(
+        &mut self,
+        fds: Option<ListenFds>,
+        shutdown: ShutdownWatch,
+        listeners_per_fd: usize,
+    ) {
+        let replication = self.replication.clone();
+        let replication_shutdown = shutdown.clone();
+        tokio::spawn(async move { replication.start(replication_shutdown).await });
+        self.inner
+            .start_service(fds, shutdown, listeners_per_fd)
+            .await
+    }
+
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn threads(&self) -> Option<usize> {
+        self.inner.threads()
+    }
+
+    fn runtime_opts_override(&self, global: &RuntimeOpts) -> Option<RuntimeOpts> {
+        self.inner.runtime_opts_override(global)
+    }
+
+    fn listen_addresses(&self) -> Option<Vec<String>> {
+        self.inner.listen_addresses()
+    }
+}
