@@ -287,7 +287,8 @@ impl Replicator {
         heads.min().unwrap_or(*next_seq)
     }
 
-    /// The background service delivering every backlog.
+    /// The workers delivering every backlog; [`crate::service::ProxyService`]
+    /// runs them on the proxy's runtime.
     pub fn service(self: &Arc<Self>, timeouts: Timeouts) -> ReplicationService {
         ReplicationService {
             replicator: self.clone(),
