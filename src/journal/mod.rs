@@ -3,9 +3,9 @@
 //! peer has it.
 //!
 //! An append-only log of checksummed records in numbered segment files
-//! ([`record`], [`segments`], [`files`]): writes are appended by the request
+//! ([`record`], `segments`, `files`): writes are appended by the request
 //! that made them, and made durable by one syncer thread with group commit
-//! ([`syncer`]). Peers' progress is logged as acknowledgements; a segment is
+//! (`syncer`). Peers' progress is logged as acknowledgements; a segment is
 //! deleted once every write in it is settled, so disk use follows what is
 //! still pending. At start-up the log is replayed and a torn tail is cut off
 //! and reported.

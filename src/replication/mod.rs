@@ -3,8 +3,8 @@
 //!
 //! The proxy ([`crate::proxy`]) captures a write while it streams to the
 //! primary, and hands it over with [`Replicator::submit`] once the primary has
-//! answered. Each peer has a backlog ([`queue`]) drained by its own worker
-//! ([`deliver`]); `sync` clients wait on the write's acknowledgements.
+//! answered. Each peer has a backlog (`queue`) drained by its own worker
+//! (`deliver`); `sync` clients wait on the write's acknowledgements.
 
 mod deliver;
 mod pipeline;
