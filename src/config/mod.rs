@@ -1,6 +1,6 @@
 //! Configuration: which origins exist, how they are probed, how the proxy listens.
 //!
-//! Two layers, as in River: [`file`] holds the serde structs that mirror the
+//! Two layers, as in River: `file` holds the serde structs that mirror the
 //! YAML file, and [`validate`] turns them into the plain types below, which are
 //! what the rest of hothot reads. Every mistake is reported as a
 //! [`ConfigError`] naming the offending key (`origins[1].capacity`).
