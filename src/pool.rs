@@ -97,10 +97,6 @@ impl Pool {
         self.origins[index].lagging.swap(lagging, Ordering::AcqRel) != lagging
     }
 
-    pub fn is_probe_up(&self, index: usize) -> bool {
-        self.origins[index].probe_up.load(Ordering::Acquire)
-    }
-
     pub fn is_ejected(&self, index: usize) -> bool {
         let until = self.origins[index].ejected_until_ms.load(Ordering::Acquire);
         until != 0 && self.now_ms() < until

@@ -187,10 +187,6 @@ impl Metrics {
         }
     }
 
-    pub fn registry(&self) -> &Registry {
-        &self.registry
-    }
-
     /// The Prometheus text exposition of every series.
     pub fn render(&self) -> Vec<u8> {
         use prometheus::Encoder;

@@ -97,7 +97,7 @@ impl PeerWorker {
     }
 
     fn name(&self) -> &str {
-        &self.replicator.names[self.index]
+        self.replicator.origin_name(self.index)
     }
 
     /// Delivers forever; returns only when the caller drops the future.

@@ -52,10 +52,8 @@ pub enum Full {
 pub struct Replicator {
     config: ReplicationConfig,
     clock: VersionClock,
-    /// Origin names, indexed like the pool.
-    names: Vec<String>,
     /// One backlog per origin, indexed like the pool: the writes other primaries sent it.
-    queues: Vec<Arc<PeerQueue>>,
+    queues: Vec<PeerQueue>,
     /// `None` when replication is off.
     journal: Option<Journal>,
     /// The next sequence number. Held while a write is journaled and queued,
@@ -75,9 +73,9 @@ impl Replicator {
         metrics: Arc<Metrics>,
     ) -> Result<Self, JournalError> {
         let names: Vec<String> = pool.origins().iter().map(|o| o.name.clone()).collect();
-        let queues: Vec<Arc<PeerQueue>> = names
+        let queues: Vec<PeerQueue> = names
             .iter()
-            .map(|_| Arc::new(PeerQueue::new(config.max_pending)))
+            .map(|_| PeerQueue::new(config.max_pending))
             .collect();
         let clock = VersionClock::new();
         let mut next_seq = 1;
@@ -91,7 +89,6 @@ impl Replicator {
         Ok(Replicator {
             config,
             clock,
-            names,
             queues,
             journal,
             next_seq: Mutex::new(next_seq),
@@ -183,7 +180,7 @@ impl Replicator {
             let mut next_seq = self.next_seq.lock().unwrap_or_else(|e| e.into_inner());
             let seq = *next_seq;
             *next_seq += 1;
-            let name = self.names.get(primary).cloned().unwrap_or_default();
+            let name = self.origin_name(primary).to_owned();
             let write = Arc::new(Write::new(seq, new, name));
             let peers: Vec<usize> = (0..self.queues.len()).filter(|i| *i != primary).collect();
             // A pool of one has nobody to replicate to, and nothing to journal.
@@ -192,8 +189,7 @@ impl Replicator {
                 .as_ref()
                 .filter(|_| !peers.is_empty())
                 .map(|journal| {
-                    let targets: Vec<&str> =
-                        peers.iter().map(|i| self.names[*i].as_str()).collect();
+                    let targets: Vec<&str> = peers.iter().map(|i| self.origin_name(*i)).collect();
                     write.journal(journal, &targets)
                 });
             for index in peers {
@@ -233,7 +229,10 @@ impl Replicator {
 
     /// Name of the origin at `index`.
     pub fn origin_name(&self, index: usize) -> &str {
-        self.names.get(index).map_or("", String::as_str)
+        self.pool
+            .origins()
+            .get(index)
+            .map_or("", |o| o.name.as_str())
     }
 
     /// Does the origin at `index` hold the write stamped `version` (and

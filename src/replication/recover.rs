@@ -14,7 +14,7 @@ use std::sync::Arc;
 pub fn requeue(
     recovered: Recovered,
     names: &[String],
-    queues: &[Arc<PeerQueue>],
+    queues: &[PeerQueue],
     clock: &VersionClock,
     metrics: &Metrics,
 ) -> u64 {
