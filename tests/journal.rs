@@ -154,13 +154,12 @@ async fn a_torn_tail_is_reported_and_the_rest_delivered() {
         .filter(|p| p.extension().is_some_and(|e| e == "journal"))
         .max()
         .unwrap();
-    let len = std::fs::metadata(&newest).unwrap().len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&newest)
-        .unwrap()
-        .set_len(len - 7)
-        .unwrap();
+    // Segments are allocated ahead: the data ends at the last non-zero byte,
+    // and the space after it reads as zeros. Unwrite the record's last 7 bytes.
+    let mut bytes = std::fs::read(&newest).unwrap();
+    let end = bytes.iter().rposition(|b| *b != 0).unwrap() + 1;
+    bytes[end - 7..end].fill(0);
+    std::fs::write(&newest, &bytes).unwrap();
 
     proxy.spawn().await;
     b.restart().await;

@@ -129,8 +129,10 @@ impl Journal {
             log::error!("journal: {damage}");
         }
         let number = numbers.last().map_or(1, |n| n + 1);
+        let segment_limit = files::segment_limit(config.max_bytes);
         let (active, active_bytes) =
-            files::create_segment(&dir, number, &replay.cursors).map_err(io_error)?;
+            files::create_segment(&dir, number, &replay.cursors, segment_limit)
+                .map_err(io_error)?;
         let total: u64 = replay.segments.iter().map(|s| s.bytes).sum::<u64>() + active_bytes;
         let total_bytes = Arc::new(AtomicU64::new(total));
         let written_seq = replay.writes.keys().next_back().copied().unwrap_or(0);
@@ -142,7 +144,7 @@ impl Journal {
             active_max_seq: 0,
             closed: VecDeque::from(replay.segments),
             cursors: replay.cursors.clone(),
-            segment_limit: files::segment_limit(config.max_bytes),
+            segment_limit,
             total_bytes: total_bytes.clone(),
             written_seq,
         };

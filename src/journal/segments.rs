@@ -1,12 +1,14 @@
 //! The journal directory: numbered segment files, read back at start-up.
 //!
-//! Reading stops at the first frame that is cut short or fails its checksum.
+//! A segment's data ends where its allocated, never written space begins:
+//! zeros to the end of the file. Reading also stops at the first frame that
+//! is cut short or fails its checksum, or at bytes after that zeroed space.
 //! In the newest segment that is a torn tail (a write interrupted by a crash
 //! or power loss): the file is truncated there and the loss is reported. In an
 //! older segment it is corruption: the rest of that segment is skipped and
 //! reported, and reading goes on with the next one.
 
-use super::record::{FrameError, Record, WriteRecord};
+use super::record::{FrameError, Record, WriteRecord, FRAME_HEADER};
 use std::collections::BTreeMap;
 use std::fs;
 use std::io;
@@ -68,7 +70,14 @@ pub fn replay(dir: &Path, numbers: &[u64]) -> io::Result<Replay> {
         let mut offset = 0;
         let mut max_seq = 0;
         while offset < bytes.len() {
-            match Record::decode(&bytes[offset..]) {
+            let rest = &bytes[offset..];
+            let decoded = match unwritten(rest) {
+                Some(true) => break,
+                // Zeros where a record should start, but data after them.
+                Some(false) => Err(FrameError::Corrupt),
+                None => Record::decode(rest),
+            };
+            match decoded {
                 Ok((record, len)) => {
                     offset += len;
                     match record {
@@ -120,6 +129,16 @@ pub fn replay(dir: &Path, numbers: &[u64]) -> io::Result<Replay> {
         });
     }
     Ok(replay)
+}
+
+/// `Some(true)` when `rest` is all zeros (space never written), `Some(false)`
+/// when it starts with a zeroed frame header but holds data further on,
+/// `None` when it starts with a frame (no frame has a zero length).
+fn unwritten(rest: &[u8]) -> Option<bool> {
+    if rest.iter().take(FRAME_HEADER).any(|b| *b != 0) {
+        return None;
+    }
+    Some(rest.iter().all(|b| *b == 0))
 }
 
 fn settle(cursors: &mut BTreeMap<String, u64>, peer: String, seq: u64) {
@@ -179,6 +198,32 @@ mod tests {
                 first.len() as u64
             );
         }
+        fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn allocated_space_ends_a_segment_unless_data_follows_it() {
+        let dir = temp_dir("allocated");
+        let mut bytes = write_segment(&dir, 1, &[Record::Write(sample(1))]);
+        let end = bytes.len();
+        bytes.resize(end + 4096, 0);
+        fs::write(segment_path(&dir, 1), &bytes).unwrap();
+        let clean = replay(&dir, &[1]).unwrap();
+        assert_eq!(clean.writes.len(), 1);
+        assert!(clean.damage.is_empty(), "{:?}", clean.damage);
+        assert_eq!(clean.segments[0].bytes, end as u64);
+
+        // A power loss left the head of the next record unwritten but part of its body on disk.
+        bytes[end + 100] = 7;
+        fs::write(segment_path(&dir, 1), &bytes).unwrap();
+        let torn = replay(&dir, &[1]).unwrap();
+        assert_eq!(torn.writes.len(), 1);
+        assert_eq!(torn.damage.len(), 1);
+        assert!(torn.damage[0].contains("torn tail"), "{:?}", torn.damage);
+        assert_eq!(
+            fs::metadata(segment_path(&dir, 1)).unwrap().len(),
+            end as u64
+        );
         fs::remove_dir_all(&dir).ok();
     }
 

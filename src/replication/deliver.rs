@@ -153,8 +153,17 @@ impl PeerWorker {
         let Some(p) = pipe.as_mut() else {
             return Ok(false);
         };
-        let room = window.saturating_sub(p.in_flight.len());
-        let more = self.queue().peek(p.in_flight.len(), room);
+        // Answers already here are settled first, so that what arrived
+        // meanwhile leaves in one send rather than one send per answer.
+        let room = if p.connection.answer_arrived() {
+            0
+        } else {
+            window.saturating_sub(p.in_flight.len())
+        };
+        let more = match room {
+            0 => Vec::new(),
+            room => self.queue().peek(p.in_flight.len(), room),
+        };
         if !more.is_empty() {
             let mut bytes = Vec::new();
             for write in &more {
