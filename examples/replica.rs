@@ -136,6 +136,7 @@ async fn main() {
         tokio::spawn(async move {
             let service = service_fn(move |req| handle(req, replica.clone()));
             let _ = http1::Builder::new()
+                .pipeline_flush(true)
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });

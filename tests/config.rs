@@ -230,6 +230,11 @@ fn replication_mistakes_name_their_key() {
         "longer than 0",
     );
     refused(
+        &with_origins("replication: {linger: 2s}\n"),
+        "replication.linger",
+        "at most 1s",
+    );
+    refused(
         "listen: [\"127.0.0.1:8080\"]\norigins:\n  - {name: \"a b\", address: \"127.0.0.1:1\", capacity: 1}\n",
         "origins[0].name",
         "letters, digits",

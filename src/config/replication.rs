@@ -93,6 +93,7 @@ pub struct ReplicationSection {
     pub journal: Option<JournalSection>,
     pub max_lag: Option<HumanDuration>,
     pub read_your_writes: Option<bool>,
+    pub linger: Option<HumanDuration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -134,6 +135,9 @@ pub struct ReplicationConfig {
     pub max_lag: Duration,
     /// Reads after a client's own write go only to origins that have it. Default true.
     pub read_your_writes: bool,
+    /// `async` only: how long a peer's few pending copies wait for more to
+    /// join their batch. Default 1ms; `0s` sends each copy at once.
+    pub linger: Duration,
 }
 
 /// An address range such as `10.0.0.0/8`; a bare address is a range of one.
@@ -280,7 +284,15 @@ pub fn validate(
             "must be longer than 0",
         ));
     }
+    let linger = section.linger.map_or(Duration::from_millis(1), |d| d.0);
+    if linger > Duration::from_secs(1) {
+        return Err(ConfigError::invalid(
+            "replication.linger",
+            "must be at most 1s (it delays every copy to the peers)",
+        ));
+    }
     Ok(ReplicationConfig {
+        linger,
         journal,
         max_lag,
         read_your_writes: section.read_your_writes.unwrap_or(true),

@@ -222,7 +222,7 @@ impl Journal {
 
     /// The peer `peers[index]` (as given to [`Journal::open`]) has settled
     /// every write addressed to it up to `seq`. Acks are logged by the syncer
-    /// on its next round; losing the last few in a crash only means those
+    /// within `fsync_interval`; losing the last few in a crash only means those
     /// copies are sent again, and deduplicated by the peer.
     pub fn ack(&self, index: usize, seq: u64) {
         if let Some(cursor) = self.shared.acks.get(index) {

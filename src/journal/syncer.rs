@@ -4,7 +4,7 @@
 //! every write appended while one `fdatasync` runs shares the next one (group
 //! commit); clients wait for the published synced sequence. With `interval`
 //! it syncs every `fsync_interval`; with `off` only when closing. In every
-//! mode it logs the peers' acknowledgements each round.
+//! mode it logs the peers' acknowledgements, at most every `fsync_interval`.
 
 use super::files::Log;
 use crate::config::FsyncPolicy;
@@ -41,19 +41,28 @@ impl Shared {
 
 pub fn run(shared: Arc<Shared>) {
     let mut last_sync = Instant::now();
+    let mut last_acks = Instant::now();
     loop {
         let closing = shared.closing.load(Ordering::Acquire);
+        // Acks are logged at most every `fsync_interval`, not on every group
+        // commit: a crash then re-sends at most that much, which peers dedupe.
+        let log_acks = closing || last_acks.elapsed() >= shared.interval;
         let (file, target, acks_logged) = {
             let mut log = shared.log();
-            let acks_logged = match log.append_acks(&shared.peers, &shared.acks) {
-                Ok(logged) => logged,
-                Err(e) => {
-                    log::error!(
-                        "journal: cannot log acknowledgements in {}: {e}",
-                        log.dir.display()
-                    );
-                    false
-                }
+            if log_acks {
+                last_acks = Instant::now();
+            }
+            let acks_logged = match log_acks {
+                false => false,
+                true => log
+                    .append_acks(&shared.peers, &shared.acks)
+                    .unwrap_or_else(|e| {
+                        log::error!(
+                            "journal: cannot log acknowledgements in {}: {e}",
+                            log.dir.display()
+                        );
+                        false
+                    }),
             };
             (log.active.clone(), log.written_seq, acks_logged)
         };

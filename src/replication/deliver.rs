@@ -2,7 +2,8 @@
 //!
 //! Copies are pipelined on one keep-alive connection (up to `WINDOW` in
 //! flight) and answers come back in request order, so the peer receives the
-//! backlog in order. 2xx: delivered. 4xx: refused for good (counted, logged,
+//! backlog in order. In async mode a few copies wait up to `linger` to leave
+//! as one batch. 2xx: delivered. 4xx: refused for good (counted, logged,
 //! dropped from the backlog). Anything else (refused connection, timeout, 5xx)
 //! drops the connection and resends from that copy on, with exponential
 //! backoff and jitter from `retry.initial` up to `retry.max`, for as long as
@@ -77,6 +78,8 @@ pub struct PeerWorker {
     pub index: usize,
     pub address: SocketAddr,
     pub timeouts: Timeouts,
+    /// How long a short batch waits for more copies (zero in sync mode).
+    pub linger: Duration,
     pub backoff: Backoff,
 }
 
@@ -153,9 +156,18 @@ impl PeerWorker {
         let Some(p) = pipe.as_mut() else {
             return Ok(false);
         };
-        // Answers already here are settled first, so that what arrived
-        // meanwhile leaves in one send rather than one send per answer.
-        let room = if p.connection.answer_arrived() {
+        // Batching: copies that leave together cost one send here, one read
+        // and (with a peer that flushes pipelined answers together) one write
+        // there. So a short batch first lingers for company, and while a batch
+        // is out, newcomers wait for it unless a full window has piled up (a
+        // backlog drains at full speed). Answers already here are settled
+        // first, so what arrived meanwhile leaves in one send.
+        let queued = self.queue().len().saturating_sub(p.in_flight.len());
+        if !self.linger.is_zero() && p.in_flight.is_empty() && queued < WINDOW {
+            tokio::time::sleep(self.linger).await;
+        }
+        let hold_batch = !self.linger.is_zero() && !p.in_flight.is_empty() && queued < WINDOW;
+        let room = if p.connection.answer_arrived() || hold_batch {
             0
         } else {
             window.saturating_sub(p.in_flight.len())

@@ -322,6 +322,11 @@ impl BackgroundService for ReplicationService {
                 index,
                 address: *address,
                 timeouts: self.timeouts,
+                linger: match replicator.config.mode {
+                    ReplicationMode::Async => replicator.config.linger,
+                    // A sync client waits for its copy: it must leave at once.
+                    _ => Duration::ZERO,
+                },
                 backoff: Backoff::new(
                     replicator.config.retry_initial,
                     replicator.config.retry_max,
