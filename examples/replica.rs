@@ -5,7 +5,7 @@
 //! - `GET /kv/{key}`: the value, or 404.
 //! - `PUT /kv/{key}` (body = value), `DELETE /kv/{key}`: applied last-writer-wins by
 //!   `X-Hothot-Version` (a write older than what the key holds is acknowledged and
-//!   ignored), deduplicated by `Idempotency-Key`.
+//!   ignored), deduplicated by `Idempotency-Key` (among the last 100,000 or more).
 //! - `GET /health`: 200.
 //! - anything else: 200 with the replica's name, for load tests.
 
@@ -19,11 +19,42 @@ use hyper_util::rt::TokioIo;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-#[derive(Default)]
+/// Idempotency keys remembered per generation. Two generations are kept, so
+/// a replayed copy is recognised among the last 100,000-200,000 writes (and
+/// last-writer-wins makes an older duplicate harmless anyway). Sets of a fixed
+/// size never rehash: one set growing forever stalled the replica for 100+ ms
+/// each time it doubled.
+const KEYS_PER_GENERATION: usize = 100_000;
+
 struct Store {
     /// key -> (version, value; None once deleted)
     entries: HashMap<String, (u64, Option<Bytes>)>,
     applied_keys: HashSet<String>,
+    previous_keys: HashSet<String>,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Store {
+            entries: HashMap::new(),
+            applied_keys: HashSet::with_capacity(KEYS_PER_GENERATION),
+            previous_keys: HashSet::new(),
+        }
+    }
+}
+
+impl Store {
+    /// Records `key`; false if it was already applied.
+    fn first_time(&mut self, key: String) -> bool {
+        if self.previous_keys.contains(&key) || self.applied_keys.contains(&key) {
+            return false;
+        }
+        if self.applied_keys.len() == KEYS_PER_GENERATION {
+            let fresh = HashSet::with_capacity(KEYS_PER_GENERATION);
+            self.previous_keys = std::mem::replace(&mut self.applied_keys, fresh);
+        }
+        self.applied_keys.insert(key)
+    }
 }
 
 struct Replica {
@@ -80,7 +111,7 @@ async fn handle(
         }
     };
     if let Some(id) = idempotency_key {
-        if !store.applied_keys.insert(id) {
+        if !store.first_time(id) {
             return Ok(text(StatusCode::OK, "duplicate ignored\n"));
         }
     }

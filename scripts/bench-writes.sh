@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Write benchmark: PUTs through hothot to three replica origins (capacities
-# 1000/800/600) with replication off, async and sync (quorum 1); then the time
-# a peer takes to drain a backlog of BACKLOG writes after it comes back.
+# 1000/800/600) with replication off, async and sync (quorum 1): first as many
+# as CONNECTIONS clients can send (wrk: throughput, and latency at saturation),
+# then at a fixed RATE of writes/s for every mode (oha: latency at equal load,
+# which is what the replication modes add); then the time a peer takes to drain
+# a backlog of BACKLOG writes after it comes back.
 # Loopback only; every process is stopped at the end.
 #
 #   scripts/bench-writes.sh [DURATION=10s] [CONNECTIONS=32] [BACKLOG=10000]
+#   RATE=5000 (0 skips the fixed-rate runs; they need oha, installed if missing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-10s}
@@ -13,8 +17,13 @@ BACKLOG=${3:-10000}
 EXTRA_YAML=${EXTRA_YAML:-}     # appended under `replication:`, e.g. journal settings
 MODES=${MODES:-off async sync}
 THREADS=${THREADS:-2}           # hothot worker threads
+RATE=${RATE:-5000}
 source scripts/bench-lib.sh
 bench_setup wrk curl
+if [ "$RATE" != 0 ] && ! command -v oha >/dev/null; then
+  cargo install oha --locked >&2
+  export PATH="$HOME/.cargo/bin:$PATH"
+fi
 
 declare -A PORT REPLICA_PID
 start_replica() {
@@ -67,6 +76,27 @@ for mode in $MODES; do
   stop_hothot
 done
 
+# The same modes at a fixed rate (latency corrected for coordinated omission).
+fixed=()
+if [ "$RATE" != 0 ]; then
+  for mode in $MODES; do
+    start_hothot "$mode"
+    oha -z "$DURATION" -c "$CONNECTIONS" -q "$RATE" --latency-correction --no-tui --output-format json \
+      -m PUT -d value --rand-regex-url "http://127.0.0.1:$PROXY/kv/key[0-9]{3}" >"$work/$mode.json"
+    fixed+=("$(python3 - "$work/$mode.json" "$mode" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1])); s = d["summary"]; p = d["latencyPercentiles"]
+codes = d.get("statusCodeDistribution", {})
+other = sum(n for c, n in codes.items() if not c.startswith("2"))
+print("%-6s %12.0f %10s %10s %10s %10d" % (sys.argv[2], s["requestsPerSec"],
+      "%.2fms" % (p["p50"] * 1e3), "%.2fms" % (p["p99"] * 1e3), "%.2fms" % (p["p99.9"] * 1e3), other))
+PY
+)")
+    for _ in $(seq 600); do [ "$(pending_total)" -eq 0 ] && break; sleep 0.1; done
+    stop_hothot
+  done
+fi
+
 # Backlog drain: c is down while BACKLOG writes arrive, then comes back.
 start_hothot async
 kill "${REPLICA_PID[c]}"; wait "${REPLICA_PID[c]}" 2>/dev/null || true
@@ -83,5 +113,11 @@ echo
 echo "PUT throughput through hothot to 3 replicas, wrk -t2 -c$CONNECTIONS -d$DURATION ${EXTRA_YAML:+($EXTRA_YAML)}"
 printf '%-6s %12s %10s %10s %10s %14s\n' mode requests/s p50 p99 non-2xx "pending at end"
 printf '%s\n' "${results[@]}"
+if [ ${#fixed[@]} -gt 0 ]; then
+  echo
+  echo "The same at a fixed $RATE writes/s, oha -c$CONNECTIONS -z$DURATION --latency-correction"
+  printf '%-6s %12s %10s %10s %10s %10s\n' mode requests/s p50 p99 p99.9 non-2xx
+  printf '%s\n' "${fixed[@]}"
+fi
 echo "peer round trip (one connection, PUT straight to a replica, p50): $rtt"
 printf 'backlog of %s writes to a recovered peer drained in %.2f s\n' "$backlog" "$drain"
