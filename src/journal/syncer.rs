@@ -47,14 +47,13 @@ pub fn run(shared: Arc<Shared>) {
         // Acks are logged at most every `fsync_interval`, not on every group
         // commit: a crash then re-sends at most that much, which peers dedupe.
         let log_acks = closing || last_acks.elapsed() >= shared.interval;
+        if log_acks {
+            last_acks = Instant::now();
+        }
         let (file, target, acks_logged) = {
             let mut log = shared.log();
-            if log_acks {
-                last_acks = Instant::now();
-            }
-            let acks_logged = match log_acks {
-                false => false,
-                true => log
+            let acks_logged = log_acks
+                && log
                     .append_acks(&shared.peers, &shared.acks)
                     .unwrap_or_else(|e| {
                         log::error!(
@@ -62,8 +61,7 @@ pub fn run(shared: Arc<Shared>) {
                             log.dir.display()
                         );
                         false
-                    }),
-            };
+                    });
             (log.active.clone(), log.written_seq, acks_logged)
         };
         let behind = target > shared.synced.borrow().seq;

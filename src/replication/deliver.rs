@@ -162,12 +162,13 @@ impl PeerWorker {
         // is out, newcomers wait for it unless a full window has piled up (a
         // backlog drains at full speed). Answers already here are settled
         // first, so what arrived meanwhile leaves in one send.
-        let queued = self.queue().len().saturating_sub(p.in_flight.len());
-        if !self.linger.is_zero() && p.in_flight.is_empty() && queued < WINDOW {
+        let batching =
+            !self.linger.is_zero() && self.queue().len().saturating_sub(p.in_flight.len()) < WINDOW;
+        if batching && p.in_flight.is_empty() {
             tokio::time::sleep(self.linger).await;
         }
-        let hold_batch = !self.linger.is_zero() && !p.in_flight.is_empty() && queued < WINDOW;
-        let room = if p.connection.answer_arrived() || hold_batch {
+        let settle_first = !p.in_flight.is_empty() && (batching || p.connection.answer_arrived());
+        let room = if settle_first {
             0
         } else {
             window.saturating_sub(p.in_flight.len())

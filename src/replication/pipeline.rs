@@ -96,10 +96,10 @@ impl PeerConnection {
         Ok(Answer { status, keep_alive })
     }
 
-    /// Has the next answer's head already arrived? Then it can be read
-    /// without waiting.
+    /// Has (part of) the next answer already arrived? Whole answers are
+    /// consumed as they are read, so buffered bytes belong to the next one.
     pub fn answer_arrived(&self) -> bool {
-        matches!(read_head(&self.buffer), Ok(Some(_)))
+        !self.buffer.is_empty()
     }
 
     async fn fill(&mut self) -> Result<(), PipelineError> {
@@ -150,16 +150,6 @@ enum Framing {
 
 /// Parses and consumes an answer's head once it is complete; `None` until then.
 fn parse_head(buffer: &mut BytesMut) -> Result<Option<(u16, bool, Framing)>, PipelineError> {
-    let head = read_head(buffer)?;
-    if let Some((length, ..)) = head {
-        buffer.advance(length);
-    }
-    Ok(head.map(|(_, status, keep_alive, framing)| (status, keep_alive, framing)))
-}
-
-/// Parses an answer's head once it is complete: its length, status,
-/// keep-alive and framing; `None` until then.
-fn read_head(buffer: &[u8]) -> Result<Option<(usize, u16, bool, Framing)>, PipelineError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut response = httparse::Response::new(&mut headers);
     let length = match response.parse(buffer) {
@@ -201,7 +191,8 @@ fn read_head(buffer: &[u8]) -> Result<Option<(usize, u16, bool, Framing)>, Pipel
         // No framing: the body runs to the end of the connection, which can't be reused.
         keep_alive = false;
     }
-    Ok(Some((length, status, keep_alive, framing)))
+    buffer.advance(length);
+    Ok(Some((status, keep_alive, framing)))
 }
 
 /// Consumes one chunk if it is complete: `Some(true)` for the last one,
