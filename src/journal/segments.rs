@@ -94,7 +94,9 @@ pub fn replay(dir: &Path, numbers: &[u64]) -> io::Result<Replay> {
                     }
                 }
                 Err(error) => {
-                    let lost = bytes.len() - offset;
+                    // Allocated space that was never written is not a loss.
+                    let written = bytes.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
+                    let lost = written.saturating_sub(offset);
                     let kind = match error {
                         FrameError::Truncated => "an incomplete record",
                         FrameError::Corrupt => "a record failing its checksum",
@@ -220,6 +222,11 @@ mod tests {
         assert_eq!(torn.writes.len(), 1);
         assert_eq!(torn.damage.len(), 1);
         assert!(torn.damage[0].contains("torn tail"), "{:?}", torn.damage);
+        assert!(
+            torn.damage[0].contains(&format!("101 bytes from offset {end}")),
+            "{:?}",
+            torn.damage
+        );
         assert_eq!(
             fs::metadata(segment_path(&dir, 1)).unwrap().len(),
             end as u64
