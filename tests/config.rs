@@ -235,6 +235,11 @@ fn replication_mistakes_name_their_key() {
         "at most 1s",
     );
     refused(
+        &with_origins("replication: {journal: {commit_delay: 20ms}}\n"),
+        "replication.journal.commit_delay",
+        "at most 10ms",
+    );
+    refused(
         "listen: [\"127.0.0.1:8080\"]\norigins:\n  - {name: \"a b\", address: \"127.0.0.1:1\", capacity: 1}\n",
         "origins[0].name",
         "letters, digits",

@@ -60,6 +60,7 @@ pub struct JournalSection {
     pub dir: Option<std::path::PathBuf>,
     pub fsync: Option<FsyncPolicy>,
     pub fsync_interval: Option<HumanDuration>,
+    pub commit_delay: Option<HumanDuration>,
     pub max_bytes: Option<ByteSize>,
 }
 
@@ -72,6 +73,9 @@ pub struct JournalConfig {
     pub fsync: FsyncPolicy,
     /// Default 10ms.
     pub fsync_interval: Duration,
+    /// With `fsync: always`, how long a busy journal waits to gather more
+    /// writes into one fdatasync. Default 300us; at most 10ms.
+    pub commit_delay: Duration,
     /// Default 1GiB.
     pub max_bytes: u64,
 }
@@ -328,6 +332,15 @@ fn validate_journal(section: JournalSection) -> Result<JournalConfig, ConfigErro
             "must be longer than 0",
         ));
     }
+    let commit_delay = section
+        .commit_delay
+        .map_or(Duration::from_micros(300), |d| d.0);
+    if commit_delay > Duration::from_millis(10) {
+        return Err(ConfigError::invalid(
+            "replication.journal.commit_delay",
+            "must be at most 10ms: every write of a busy journal waits for it",
+        ));
+    }
     let max_bytes = section.max_bytes.map_or(1 << 30, |b| b.0);
     if max_bytes < 1 << 20 {
         return Err(ConfigError::invalid(
@@ -339,6 +352,7 @@ fn validate_journal(section: JournalSection) -> Result<JournalConfig, ConfigErro
         dir,
         fsync: section.fsync.unwrap_or(FsyncPolicy::Always),
         fsync_interval,
+        commit_delay,
         max_bytes,
     })
 }

@@ -1,4 +1,4 @@
-//! Human-friendly units in the config file: durations (`500ms`, `2s`, `1m`)
+//! Human-friendly units in the config file: durations (`300us`, `500ms`, `2s`, `1m`)
 //! and byte sizes (`64KiB`, `8MiB`, `1GiB`).
 //!
 //! Both deserialize from strings so that a typo is reported by serde with the
@@ -9,7 +9,7 @@ use serde::Deserialize;
 use std::fmt;
 use std::time::Duration;
 
-/// A duration written as an integer followed by a unit: `ms`, `s`, `m` or `h`.
+/// A duration written as an integer followed by a unit: `us`, `ms`, `s`, `m` or `h`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HumanDuration(pub Duration);
 
@@ -18,7 +18,7 @@ pub struct HumanDuration(pub Duration);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ByteSize(pub u64);
 
-/// Parses `500ms`, `2s`, `1m`, `1h`. A bare number is refused: its unit would be a guess.
+/// Parses `300us`, `500ms`, `2s`, `1m`, `1h`. A bare number is refused: its unit would be a guess.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
@@ -28,19 +28,20 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let value: u64 = digits
         .parse()
         .map_err(|_| format!("invalid duration {text:?}: expected a number then ms, s, m or h"))?;
-    let millis = match unit.trim() {
-        "ms" => Some(value),
-        "s" => value.checked_mul(1_000),
-        "m" => value.checked_mul(60_000),
-        "h" => value.checked_mul(3_600_000),
+    let micros = match unit.trim() {
+        "us" | "µs" => Some(value),
+        "ms" => value.checked_mul(1_000),
+        "s" => value.checked_mul(1_000_000),
+        "m" => value.checked_mul(60_000_000),
+        "h" => value.checked_mul(3_600_000_000),
         _ => {
             return Err(format!(
-                "invalid duration {text:?}: unit must be ms, s, m or h"
+                "invalid duration {text:?}: unit must be us, ms, s, m or h"
             ))
         }
     };
-    millis
-        .map(Duration::from_millis)
+    micros
+        .map(Duration::from_micros)
         .ok_or_else(|| format!("invalid duration {text:?}: too large"))
 }
 
@@ -118,6 +119,7 @@ mod tests {
 
     #[test]
     fn durations() {
+        assert_eq!(parse_duration("300us"), Ok(Duration::from_micros(300)));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
         assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));

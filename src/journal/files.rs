@@ -4,11 +4,15 @@
 //! Appends are written straight from the caller (one `write` into the page
 //! cache, under this lock); making them durable is the syncer's job.
 //!
-//! Each segment is allocated at its full size when it is created, and
-//! appends write into that space. `fdatasync` then flushes only the data:
-//! a file that grew would also need its inode written, a second I/O on every
-//! group commit (measured: 121 µs → 86 µs per append-and-sync here). The
-//! unwritten rest reads as zeros, which replay takes as the end (`segments`).
+//! Each segment is allocated at its full size when it is created, and the
+//! syncer writes zeros a little ahead of the appends ([`Log::zero_ahead`]).
+//! `fdatasync` then flushes only the data: a file that grew, or allocated
+//! space written for the first time (an "unwritten" extent that must be
+//! converted), would also need its inode written, a second I/O on every group
+//! commit. Measured here, 5 kB appended and synced 2,000 times: 150 µs per
+//! sync when the file grows, 144 µs into allocated space, 97 µs into zeros.
+//! The unwritten rest reads as zeros, which replay takes as the end
+//! (`segments`).
 
 use super::record::Record;
 use super::segments::{segment_path, SegmentInfo};
@@ -24,6 +28,12 @@ use std::sync::Arc;
 /// Segments roll over at this size (or a quarter of `max_bytes` if smaller),
 /// so that settled ones can be deleted whole.
 const SEGMENT_BYTES: u64 = 16 << 20;
+
+/// The syncer keeps the segment zero-filled up to `ZERO_AHEAD` past the
+/// appends, topping it up when less than `ZERO_CHUNK` is left: one larger
+/// sync every few hundred writes instead of an inode write on every sync.
+const ZERO_CHUNK: u64 = 128 << 10;
+const ZERO_AHEAD: u64 = 4 * ZERO_CHUNK;
 
 pub fn segment_limit(max_bytes: u64) -> u64 {
     SEGMENT_BYTES.min(max_bytes / 4).max(64 << 10)
@@ -43,6 +53,8 @@ pub struct Log {
     pub total_bytes: Arc<AtomicU64>,
     /// Highest sequence written to the files (not necessarily synced).
     pub written_seq: u64,
+    /// The active segment is written (with data or zeros) up to here.
+    pub zeroed_to: u64,
 }
 
 impl Log {
@@ -50,6 +62,7 @@ impl Log {
     pub fn append(&mut self, bytes: &[u8], seq: u64) -> io::Result<()> {
         self.active.write_all_at(bytes, self.active_bytes)?;
         self.active_bytes += bytes.len() as u64;
+        self.zeroed_to = self.zeroed_to.max(self.active_bytes);
         self.active_max_seq = self.active_max_seq.max(seq);
         self.written_seq = self.written_seq.max(seq);
         self.total_bytes
@@ -97,7 +110,27 @@ impl Log {
         self.active_number = number;
         self.active_bytes = bytes;
         self.active_max_seq = 0;
+        self.zeroed_to = bytes;
         Ok(())
+    }
+
+    /// Writes zeros into the next stretch of the active segment when the
+    /// appends come within [`ZERO_AHEAD`] of the end of what is written, so
+    /// that they land in written space. Only past `active_bytes`, under the
+    /// lock, so it never touches data; a failure only costs speed.
+    pub fn zero_ahead(&mut self) {
+        if self.zeroed_to >= self.segment_limit.min(self.active_bytes + ZERO_CHUNK) {
+            return;
+        }
+        let end = self.segment_limit.min(self.active_bytes + ZERO_AHEAD);
+        let zeros = vec![0u8; (end - self.zeroed_to) as usize];
+        match self.active.write_all_at(&zeros, self.zeroed_to) {
+            Ok(()) => self.zeroed_to = end,
+            Err(e) => {
+                log::debug!("journal: cannot zero-fill ahead ({e}); appends will be slower");
+                self.zeroed_to = self.segment_limit;
+            }
+        }
     }
 
     /// Deletes closed segments whose writes are all below `below`.
@@ -155,5 +188,65 @@ fn allocate(file: &File, size: u64) {
             "journal: cannot allocate segment space ({}); appends will grow the file",
             io::Error::last_os_error()
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::segments::replay;
+
+    fn ack(peer: &str, seq: u64) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        Record::Ack {
+            peer: peer.into(),
+            seq,
+        }
+        .encode(&mut bytes);
+        bytes
+    }
+
+    #[test]
+    fn zero_filling_ahead_keeps_every_record_and_replays_cleanly() {
+        let dir = std::env::temp_dir().join(format!("hothot-files-zero-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let limit = 1 << 20;
+        let (file, bytes) = create_segment(&dir, 1, &BTreeMap::new(), limit).unwrap();
+        let mut log = Log {
+            dir: dir.clone(),
+            active: Arc::new(file),
+            active_number: 1,
+            active_bytes: bytes,
+            active_max_seq: 0,
+            closed: VecDeque::new(),
+            cursors: BTreeMap::new(),
+            segment_limit: limit,
+            total_bytes: Arc::new(AtomicU64::new(bytes)),
+            written_seq: 0,
+            zeroed_to: bytes,
+        };
+        log.append(&ack("b", 1), 0).unwrap();
+        log.zero_ahead();
+        assert_eq!(log.zeroed_to, log.active_bytes + ZERO_AHEAD);
+        let zeroed = log.zeroed_to;
+        log.zero_ahead(); // far enough ahead: nothing to do
+        assert_eq!(log.zeroed_to, zeroed);
+        // Appends up to within a chunk of the zeroed end, then a top-up.
+        while log.active_bytes + ZERO_CHUNK < zeroed {
+            log.append(&ack("b", 2), 0).unwrap();
+        }
+        log.append(&ack("c", 3), 0).unwrap();
+        log.zero_ahead();
+        assert_eq!(log.zeroed_to, limit.min(log.active_bytes + ZERO_AHEAD));
+        let written = log.active_bytes;
+        let content = std::fs::read(segment_path(&dir, 1)).unwrap();
+        assert!(content[written as usize..].iter().all(|b| *b == 0));
+        let replayed = replay(&dir, &[1]).unwrap();
+        assert!(replayed.damage.is_empty(), "{:?}", replayed.damage);
+        assert_eq!(replayed.cursors["b"], 2);
+        assert_eq!(replayed.cursors["c"], 3);
+        assert_eq!(replayed.segments[0].bytes, written);
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

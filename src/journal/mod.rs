@@ -147,11 +147,13 @@ impl Journal {
             segment_limit,
             total_bytes: total_bytes.clone(),
             written_seq,
+            zeroed_to: active_bytes,
         };
         let shared = Arc::new(Shared {
             log: Mutex::new(log),
             policy: config.fsync,
             interval: config.fsync_interval,
+            commit_delay: config.commit_delay,
             peers: peers.to_vec(),
             acks: peers
                 .iter()
