@@ -44,10 +44,29 @@ pub struct WriteView<'a> {
     pub primary: &'a str,
     pub targets: &'a [&'a str],
     pub idempotency_key: &'a str,
-    pub method: &'a str,
-    pub uri: &'a str,
-    pub headers: &'a [(&'a str, &'a [u8])],
+    /// Method, target URI and headers, as [`encode_request`] wrote them
+    /// (the proxy encodes them once, while it still holds the request).
+    pub request: &'a [u8],
     pub body: &'a [u8],
+}
+
+/// Encodes a write's method, target URI and headers, the part of a write
+/// record that [`WriteView::request`] holds.
+/// `headers` yields `count` name-value pairs.
+pub fn encode_request<'h>(
+    method: &str,
+    uri: &str,
+    count: usize,
+    headers: impl Iterator<Item = (&'h str, &'h [u8])>,
+    out: &mut Vec<u8>,
+) {
+    put_bytes(out, method.as_bytes());
+    put_bytes(out, uri.as_bytes());
+    put_u32(out, count as u32);
+    for (name, value) in headers.take(count) {
+        put_bytes(out, name.as_bytes());
+        put_bytes(out, value);
+    }
 }
 
 impl WriteView<'_> {
@@ -64,13 +83,7 @@ impl WriteView<'_> {
                 put_bytes(out, target.as_bytes());
             }
             put_bytes(out, self.idempotency_key.as_bytes());
-            put_bytes(out, self.method.as_bytes());
-            put_bytes(out, self.uri.as_bytes());
-            put_u32(out, self.headers.len() as u32);
-            for (name, value) in self.headers {
-                put_bytes(out, name.as_bytes());
-                put_bytes(out, value);
-            }
+            out.extend_from_slice(self.request);
             put_bytes(out, self.body);
         });
     }
@@ -111,23 +124,22 @@ impl Record {
     /// Appends the framed record to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
         match self {
-            Record::Write(w) => WriteView {
-                seq: w.seq,
-                version: w.version,
-                accepted_unix_ms: w.accepted_unix_ms,
-                primary: &w.primary,
-                targets: &w.targets.iter().map(String::as_str).collect::<Vec<_>>(),
-                idempotency_key: &w.idempotency_key,
-                method: &w.method,
-                uri: &w.uri,
-                headers: &w
-                    .headers
-                    .iter()
-                    .map(|(n, v)| (n.as_str(), v.as_slice()))
-                    .collect::<Vec<_>>(),
-                body: &w.body,
+            Record::Write(w) => {
+                let mut request = Vec::new();
+                let headers = w.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice()));
+                encode_request(&w.method, &w.uri, w.headers.len(), headers, &mut request);
+                WriteView {
+                    seq: w.seq,
+                    version: w.version,
+                    accepted_unix_ms: w.accepted_unix_ms,
+                    primary: &w.primary,
+                    targets: &w.targets.iter().map(String::as_str).collect::<Vec<_>>(),
+                    idempotency_key: &w.idempotency_key,
+                    request: &request,
+                    body: &w.body,
+                }
+                .encode(out)
             }
-            .encode(out),
             Record::Ack { peer, seq } => frame(out, |out| {
                 out.push(ACK);
                 put_bytes(out, peer.as_bytes());

@@ -52,11 +52,15 @@ pub fn run(shared: Arc<Shared>) {
     // Writes the last group commit made durable.
     let mut last_group = 0;
     loop {
-        // A busy journal lets writes gather: fewer, larger fdatasyncs cost
-        // less CPU per write (each one is a few device commands, and on a VM
-        // a few exits). A quiet one syncs at once, so light load pays nothing.
+        // A busy journal lets writes gather for `commit_delay` after its last
+        // sync: fewer, larger fdatasyncs cost less CPU per write (each one is
+        // a few device commands, and on a VM a few exits). A quiet one syncs
+        // at once, so light load pays nothing.
         if shared.policy == FsyncPolicy::Always && last_group >= BUSY_GROUP {
-            std::thread::sleep(shared.commit_delay);
+            let waited = last_sync.elapsed();
+            if waited < shared.commit_delay {
+                std::thread::sleep(shared.commit_delay - waited);
+            }
         }
         let closing = shared.closing.load(Ordering::Acquire);
         // Acks are logged at most every `fsync_interval`, not on every group
@@ -98,12 +102,13 @@ pub fn run(shared: Arc<Shared>) {
             last_group = target.saturating_sub(shared.synced.borrow().seq);
             shared.synced.send_replace(Synced { seq: target, error });
             last_sync = Instant::now();
+        } else {
+            last_group = 0;
         }
         if closing {
             return;
         }
         if shared.policy != FsyncPolicy::Always || target == shared.synced.borrow().seq {
-            last_group = 0;
             std::thread::park_timeout(shared.interval);
         }
     }

@@ -4,7 +4,8 @@
 
 use crate::config::{OnTimeout, Oversize, ReplicateOn, ReplicationMode};
 use crate::replication::{
-    Full, NewWrite, Replicator, IDEMPOTENCY_KEY, REPLICATED_FROM, REPLICATION_STATUS, VERSION,
+    CapturedRequest, Full, NewWrite, Replicator, IDEMPOTENCY_KEY, REPLICATED_FROM,
+    REPLICATION_STATUS, VERSION,
 };
 use bytes::{Bytes, BytesMut};
 use pingora_error::{Error, ErrorType, Result};
@@ -16,7 +17,7 @@ pub struct WriteCapture {
     pub version: u64,
     idempotency_key: String,
     /// The request as sent to the primary, for the peers' copies.
-    header: Option<RequestHeader>,
+    request: Option<CapturedRequest>,
     body: BytesMut,
     complete: bool,
     /// The body outgrew `max_body` under `oversize: pass`: not replicated.
@@ -94,7 +95,7 @@ pub fn admit(
     Admission::Capture(Box::new(WriteCapture {
         version,
         idempotency_key,
-        header: None,
+        request: None,
         body: BytesMut::new(),
         complete: false,
         oversize: false,
@@ -110,7 +111,7 @@ impl WriteCapture {
         request.insert_header(IDEMPOTENCY_KEY, self.idempotency_key.as_str())?;
         // A request without a body gets no body callback that could end it.
         let has_body = super::headers::has_body(request);
-        self.header = Some(request.clone());
+        self.request = Some(CapturedRequest::of(request));
         self.body.clear();
         self.complete = !has_body;
         self.oversize = false;
@@ -159,15 +160,14 @@ impl WriteCapture {
             replicator.count_skipped(Some(primary));
             return Ok(());
         }
-        let Some(header) = self.header.take() else {
+        let Some(request) = self.request.take() else {
             return Ok(());
         };
         if !self.complete {
             // The primary answered before the body ended; the copy would be truncated.
             log::warn!(
-                "write {} {}: primary answered before the request body ended; not replicated",
-                header.method,
-                header.uri
+                "write version {}: primary answered before the request body ended; not replicated",
+                self.version
             );
             replicator.count_skipped(Some(primary));
             return Ok(());
@@ -176,9 +176,9 @@ impl WriteCapture {
         let write = replicator
             .submit(NewWrite {
                 version: self.version,
-                idempotency_key: self.idempotency_key.clone(),
+                idempotency_key: std::mem::take(&mut self.idempotency_key),
                 primary,
-                header,
+                request,
                 body,
             })
             .await;

@@ -15,7 +15,7 @@
 //! it. The peer sees them twice (same `Idempotency-Key`) and, for a key they
 //! share, last-writer-wins by `X-Hothot-Version` keeps the newest.
 
-use super::pipeline::{encode, PeerConnection, PipelineError};
+use super::pipeline::{PeerConnection, PipelineError};
 use super::queue::PeerQueue;
 use super::write::Write;
 use super::Replicator;
@@ -178,9 +178,9 @@ impl PeerWorker {
             room => self.queue().peek(p.in_flight.len(), room),
         };
         if !more.is_empty() {
-            let mut bytes = Vec::new();
+            let mut bytes = Vec::with_capacity(more.iter().map(|w| w.wire.len()).sum());
             for write in &more {
-                encode(write, &mut bytes);
+                bytes.extend_from_slice(&write.wire);
             }
             p.connection.send(&bytes, self.timeouts.write).await?;
             p.in_flight.extend(more);
@@ -200,11 +200,10 @@ impl PeerWorker {
             400..=499 => {
                 self.metrics().failed.inc();
                 log::warn!(
-                    "replication to {}: write version {} ({} {}) refused with {}; not retried",
+                    "replication to {}: write version {} ({}) refused with {}; not retried",
                     self.name(),
                     write.version,
-                    write.header.method,
-                    write.header.uri,
+                    write.request_line(),
                     answer.status
                 );
             }

@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 pub use version::VersionClock;
-pub use write::{NewWrite, Write};
+pub use write::{CapturedRequest, NewWrite, Write};
 
 /// Set on every copy sent to a peer; names the primary.
 pub const REPLICATED_FROM: &str = "x-hothot-replicated-from";
@@ -180,8 +180,8 @@ impl Replicator {
             let mut next_seq = self.next_seq.lock().unwrap_or_else(|e| e.into_inner());
             let seq = *next_seq;
             *next_seq += 1;
-            let name = self.origin_name(primary).to_owned();
-            let write = Arc::new(Write::new(seq, new, name));
+            let name = self.origin_name(primary);
+            let write = Arc::new(Write::new(seq, &new, name));
             let peers: Vec<usize> = (0..self.queues.len()).filter(|i| *i != primary).collect();
             // A pool of one has nobody to replicate to, and nothing to journal.
             let stored = self
@@ -190,7 +190,7 @@ impl Replicator {
                 .filter(|_| !peers.is_empty())
                 .map(|journal| {
                     let targets: Vec<&str> = peers.iter().map(|i| self.origin_name(*i)).collect();
-                    write.journal(journal, &targets)
+                    new.journal(journal, seq, name, &targets)
                 });
             for index in peers {
                 self.queues[index].push(write.clone());

@@ -4,7 +4,6 @@
 //! deliberately small: it writes requests with a `Content-Length` and reads
 //! answers framed by `Content-Length`, chunked encoding, or no body.
 
-use super::write::Write;
 use bytes::{Buf, BytesMut};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -113,33 +112,6 @@ impl PeerConnection {
         }
         Ok(())
     }
-}
-
-/// Appends the copy of `write` for a peer to `out`.
-pub fn encode(write: &Write, out: &mut Vec<u8>) {
-    let header = &write.header;
-    let target = header.uri.path_and_query().map_or("/", |p| p.as_str());
-    out.extend_from_slice(header.method.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(target.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in header.headers.iter() {
-        if name == http::header::CONTENT_LENGTH
-            || name == http::header::TRANSFER_ENCODING
-            || name.as_str() == super::REPLICATED_FROM
-        {
-            continue; // framing is ours: the body is complete
-        }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(super::REPLICATED_FROM.as_bytes());
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(write.primary.as_bytes());
-    out.extend_from_slice(format!("\r\ncontent-length: {}\r\n\r\n", write.body.len()).as_bytes());
-    out.extend_from_slice(&write.body);
 }
 
 enum Framing {
