@@ -173,10 +173,12 @@ impl Replicator {
     }
 
     /// Journals a write and queues it for every peer of its primary; returns
-    /// once the journal has stored it per the fsync policy.
+    /// once the journal has stored it per the fsync policy, or once every
+    /// peer has acknowledged it (nothing is left pending for the journal to
+    /// keep, so a slow `fdatasync` does not hold the client).
     pub async fn submit(&self, new: NewWrite) -> Arc<Write> {
         let primary = new.primary;
-        let (write, stored) = {
+        let (write, stored, peer_count) = {
             let mut next_seq = self.next_seq.lock().unwrap_or_else(|e| e.into_inner());
             let seq = *next_seq;
             *next_seq += 1;
@@ -192,15 +194,22 @@ impl Replicator {
                     let targets: Vec<&str> = peers.iter().map(|i| self.origin_name(*i)).collect();
                     new.journal(journal, seq, name, &targets)
                 });
+            let peer_count = u32::try_from(peers.len()).unwrap_or(u32::MAX);
             for index in peers {
                 self.queues[index].push(write.clone());
                 self.metrics.replication.peers[index].pending.inc();
             }
-            (write, stored)
+            (write, stored, peer_count)
         };
         if let Some(stored) = stored {
-            if let Err(e) = stored.wait().await {
-                log::error!("journal: write #{} not stored: {e}", write.seq);
+            tokio::select! {
+                biased;
+                stored = stored.wait() => {
+                    if let Err(e) = stored {
+                        log::error!("journal: write #{} not stored: {e}", write.seq);
+                    }
+                }
+                () = write.acknowledged_by(peer_count) => {}
             }
         }
         write
