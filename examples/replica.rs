@@ -19,6 +19,12 @@ use hyper_util::rt::TokioIo;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
+// The same allocator as hothot (the default `mimalloc` feature): a replica in a
+// benchmark should not be slowed by glibc's malloc on its three requests per write.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Idempotency keys remembered per generation. Two generations are kept, so
 /// a replayed copy is recognised among the last 100,000-200,000 writes (and
 /// last-writer-wins makes an older duplicate harmless anyway). Sets of a fixed
@@ -76,7 +82,7 @@ async fn handle(
     req: Request<Incoming>,
     replica: Arc<Replica>,
 ) -> Result<Response<Full<Bytes>>, hyper::Error> {
-    let path = req.uri().path().to_owned();
+    let path = req.uri().path();
     if path == "/health" {
         return Ok(text(StatusCode::OK, "ok"));
     }

@@ -148,6 +148,8 @@ impl Journal {
             total_bytes: total_bytes.clone(),
             written_seq,
             zeroed_to: active_bytes,
+            buffered: Vec::new(),
+            buffer_appends: config.fsync == FsyncPolicy::Always,
         };
         let shared = Arc::new(Shared {
             log: Mutex::new(log),
@@ -191,8 +193,10 @@ impl Journal {
         self.bytes() < self.max_bytes
     }
 
-    /// Appends a write (one `write` into the page cache, so a process crash
-    /// loses nothing from here on); wait on the answer for the fsync policy.
+    /// Appends a write (with `fsync: interval` or `off`, one `write` into the
+    /// page cache, so a process crash loses nothing from here on; with
+    /// `always`, into the group the syncer writes); wait on the answer for
+    /// the fsync policy.
     pub fn append(&self, write: &WriteView<'_>) -> Durability {
         let mut bytes = Vec::with_capacity(256 + write.body.len());
         write.encode(&mut bytes);
@@ -260,9 +264,19 @@ impl Journal {
             &mut *self.syncer.lock().unwrap_or_else(|e| e.into_inner()),
             SyncerThread::Stopped,
         );
-        if let SyncerThread::Running(handle, thread) = state {
-            thread.unpark();
-            let _ = handle.join();
+        match state {
+            SyncerThread::Running(handle, thread) => {
+                thread.unpark();
+                let _ = handle.join();
+            }
+            // No syncer ever ran: what was appended is written here.
+            SyncerThread::NotStarted => {
+                let mut log = self.shared.log();
+                if let Err(e) = log.write_buffered().and_then(|()| log.active.sync_data()) {
+                    log::error!("journal: cannot write {}: {e}", log.dir.display());
+                }
+            }
+            SyncerThread::Stopped => {}
         }
     }
 }

@@ -69,7 +69,7 @@ pub fn run(shared: Arc<Shared>) {
         if log_acks {
             last_acks = Instant::now();
         }
-        let (file, target, acks_logged) = {
+        let (file, target, acks_logged, unwritten) = {
             let mut log = shared.log();
             let acks_logged = log_acks
                 && log
@@ -81,8 +81,13 @@ pub fn run(shared: Arc<Shared>) {
                         );
                         false
                     });
+            // The group's appends go in with one write (`fsync: always`).
+            let unwritten = log.write_buffered().err().map(|e| {
+                log::error!("journal: cannot write to {}: {e}", log.dir.display());
+                Arc::<str>::from(e.to_string())
+            });
             log.zero_ahead();
-            (log.active.clone(), log.written_seq, acks_logged)
+            (log.active.clone(), log.written_seq, acks_logged, unwritten)
         };
         let behind = target > shared.synced.borrow().seq;
         let due = match shared.policy {
@@ -95,10 +100,11 @@ pub fn run(shared: Arc<Shared>) {
         if due || closing {
             // Writes up to `target` are in this segment or in closed ones,
             // which were synced when they rolled over.
-            let error = file.sync_data().err().map(|e| {
+            let synced = file.sync_data().err().map(|e| {
                 log::error!("journal: fdatasync failed: {e}");
                 Arc::from(e.to_string())
             });
+            let error = unwritten.or(synced);
             last_group = target.saturating_sub(shared.synced.borrow().seq);
             shared.synced.send_replace(Synced { seq: target, error });
             last_sync = Instant::now();
