@@ -73,8 +73,8 @@ pub struct JournalConfig {
     pub fsync: FsyncPolicy,
     /// Default 10ms.
     pub fsync_interval: Duration,
-    /// With `fsync: always`, how long a busy journal waits to gather more
-    /// writes into one fdatasync. Default 300us; at most 10ms.
+    /// With `fsync: always`, how often at most a busy journal starts an
+    /// fdatasync, so that more writes share each one. Default 300us; at most 10ms.
     pub commit_delay: Duration,
     /// Default 1GiB.
     pub max_bytes: u64,
@@ -338,7 +338,7 @@ fn validate_journal(section: JournalSection) -> Result<JournalConfig, ConfigErro
     if commit_delay > Duration::from_millis(10) {
         return Err(ConfigError::invalid(
             "replication.journal.commit_delay",
-            "must be at most 10ms: every write of a busy journal waits for it",
+            "must be at most 10ms: a write of a busy journal can wait that long",
         ));
     }
     let max_bytes = section.max_bytes.map_or(1 << 30, |b| b.0);

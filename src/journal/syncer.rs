@@ -2,11 +2,11 @@
 //!
 //! With `fsync: always` it runs `fdatasync` whenever writes are waiting, and
 //! every write appended while one `fdatasync` runs shares the next one (group
-//! commit); while it is busy (groups of `BUSY_GROUP` or more), each round
-//! first waits `commit_delay` for more to join. Clients wait for the
-//! published synced sequence. With `interval`
-//! it syncs every `fsync_interval`; with `off` only when closing. In every
-//! mode it logs the peers' acknowledgements, at most every `fsync_interval`.
+//! commit). While it is busy (groups of `BUSY_GROUP` or more), it starts an
+//! `fdatasync` at most every `commit_delay`, so more writes share each one.
+//! Clients wait for the published synced sequence. With `interval` it syncs
+//! every `fsync_interval`; with `off` only when closing. In every mode it
+//! logs the peers' acknowledgements, at most every `fsync_interval`.
 
 use super::files::Log;
 use crate::config::FsyncPolicy;
@@ -48,16 +48,20 @@ impl Shared {
 
 pub fn run(shared: Arc<Shared>) {
     let mut last_sync = Instant::now();
+    // When the last fdatasync started: a busy journal's next one starts no
+    // sooner than `commit_delay` after it.
+    let mut last_sync_start = Instant::now();
     let mut last_acks = Instant::now();
     // Writes the last group commit made durable.
     let mut last_group = 0;
     loop {
-        // A busy journal lets writes gather for `commit_delay` after its last
-        // sync: fewer, larger fdatasyncs cost less CPU per write (each one is
-        // a few device commands, and on a VM a few exits). A quiet one syncs
-        // at once, so light load pays nothing.
+        // A busy journal lets writes gather until `commit_delay` after its
+        // last sync started: fewer, larger fdatasyncs cost less CPU per write
+        // (each one is a few device commands, and on a VM a few exits). A
+        // sync slower than that waits no more, and a quiet journal syncs at
+        // once, so light load pays nothing.
         if shared.policy == FsyncPolicy::Always && last_group >= BUSY_GROUP {
-            let waited = last_sync.elapsed();
+            let waited = last_sync_start.elapsed();
             if waited < shared.commit_delay {
                 std::thread::sleep(shared.commit_delay - waited);
             }
@@ -100,6 +104,7 @@ pub fn run(shared: Arc<Shared>) {
         if due || closing {
             // Writes up to `target` are in this segment or in closed ones,
             // which were synced when they rolled over.
+            last_sync_start = Instant::now();
             let synced = file.sync_data().err().map(|e| {
                 log::error!("journal: fdatasync failed: {e}");
                 Arc::from(e.to_string())
