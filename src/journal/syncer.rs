@@ -47,10 +47,10 @@ impl Shared {
 }
 
 pub fn run(shared: Arc<Shared>) {
+    // When the last fdatasync started: `interval` syncs every
+    // `fsync_interval` from there, and a busy `always` journal's next one
+    // starts no sooner than `commit_delay` after it.
     let mut last_sync = Instant::now();
-    // When the last fdatasync started: a busy journal's next one starts no
-    // sooner than `commit_delay` after it.
-    let mut last_sync_start = Instant::now();
     let mut last_acks = Instant::now();
     // Writes the last group commit made durable.
     let mut last_group = 0;
@@ -61,7 +61,7 @@ pub fn run(shared: Arc<Shared>) {
         // sync slower than that waits no more, and a quiet journal syncs at
         // once, so light load pays nothing.
         if shared.policy == FsyncPolicy::Always && last_group >= BUSY_GROUP {
-            let waited = last_sync_start.elapsed();
+            let waited = last_sync.elapsed();
             if waited < shared.commit_delay {
                 std::thread::sleep(shared.commit_delay - waited);
             }
@@ -104,7 +104,7 @@ pub fn run(shared: Arc<Shared>) {
         if due || closing {
             // Writes up to `target` are in this segment or in closed ones,
             // which were synced when they rolled over.
-            last_sync_start = Instant::now();
+            last_sync = Instant::now();
             let synced = file.sync_data().err().map(|e| {
                 log::error!("journal: fdatasync failed: {e}");
                 Arc::from(e.to_string())
@@ -112,7 +112,6 @@ pub fn run(shared: Arc<Shared>) {
             let error = unwritten.or(synced);
             last_group = target.saturating_sub(shared.synced.borrow().seq);
             shared.synced.send_replace(Synced { seq: target, error });
-            last_sync = Instant::now();
         } else {
             last_group = 0;
         }
