@@ -67,27 +67,17 @@ pub struct Log {
 impl Log {
     /// Appends framed records holding writes up to `seq`.
     pub fn append(&mut self, bytes: &[u8], seq: u64) -> io::Result<()> {
-        self.append_with(seq, |out| out.extend_from_slice(bytes))
-    }
-
-    /// Appends the records `encode` writes, holding writes up to `seq`.
-    /// Buffered appends are encoded straight into the group's buffer.
-    pub fn append_with(&mut self, seq: u64, encode: impl FnOnce(&mut Vec<u8>)) -> io::Result<()> {
-        let len = if self.buffer_appends {
-            let start = self.buffered.len();
-            encode(&mut self.buffered);
-            self.buffered.len() - start
+        if self.buffer_appends {
+            self.buffered.extend_from_slice(bytes);
         } else {
-            let mut bytes = Vec::new();
-            encode(&mut bytes);
-            self.active.write_all_at(&bytes, self.active_bytes)?;
-            bytes.len()
-        } as u64;
-        self.active_bytes += len;
+            self.active.write_all_at(bytes, self.active_bytes)?;
+        }
+        self.active_bytes += bytes.len() as u64;
         self.zeroed_to = self.zeroed_to.max(self.active_bytes);
         self.active_max_seq = self.active_max_seq.max(seq);
         self.written_seq = self.written_seq.max(seq);
-        self.total_bytes.fetch_add(len, Ordering::Relaxed);
+        self.total_bytes
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
         self.roll_if_full()
     }
 

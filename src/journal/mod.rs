@@ -198,10 +198,9 @@ impl Journal {
     /// `always`, into the group the syncer writes); wait on the answer for
     /// the fsync policy.
     pub fn append(&self, write: &WriteView<'_>) -> Durability {
-        let appended = self
-            .shared
-            .log()
-            .append_with(write.seq, |out| write.encode(out));
+        let mut bytes = Vec::with_capacity(256 + write.body.len());
+        write.encode(&mut bytes);
+        let appended = self.shared.log().append(&bytes, write.seq);
         if let Err(e) = appended {
             log::error!("journal: cannot append write #{}: {e}", write.seq);
             return Durability {
