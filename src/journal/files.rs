@@ -54,7 +54,8 @@ pub struct Log {
     pub segment_limit: u64,
     /// Total bytes on disk, shared with the admission check.
     pub total_bytes: Arc<AtomicU64>,
-    /// Highest sequence written to the files (not necessarily synced).
+    /// Highest sequence appended (in the files, or in `buffered` until the
+    /// syncer writes it; not necessarily synced).
     pub written_seq: u64,
     /// The active segment is written (with data or zeros) up to here.
     pub zeroed_to: u64,
