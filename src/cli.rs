@@ -20,10 +20,16 @@ pub fn main() -> i32 {
         }
     };
     if opt.test {
+        for warning in &config.warnings {
+            eprintln!("hothot: {}: warning: {warning}", path.display());
+        }
         println!("hothot: {} is valid", path.display());
         return 0;
     }
     init_logging();
+    for warning in &config.warnings {
+        log::warn!("{}: {warning}", path.display());
+    }
     match server::build(&config, Some(opt)) {
         Ok(server) => server.run_forever(),
         Err(e) => {

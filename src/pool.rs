@@ -88,6 +88,11 @@ impl Pool {
         self.is_serving(index) && !self.origins[index].lagging.load(Ordering::Acquire)
     }
 
+    /// Do the active probes say the origin is up (whatever else keeps it out)?
+    pub fn is_probe_up(&self, index: usize) -> bool {
+        self.origins[index].probe_up.load(Ordering::Acquire)
+    }
+
     pub fn is_lagging(&self, index: usize) -> bool {
         self.origins[index].lagging.load(Ordering::Acquire)
     }

@@ -108,10 +108,15 @@ pub fn build(config: &Config, opt: Option<Opt>) -> Result<Server, StartError> {
     let health = HealthService::new(pool.clone(), metrics.clone(), config.health.clone());
     let health_handle = server.add_service(background_service("health checks", health));
 
-    let replicator = Replicator::open(config.replication.clone(), pool.clone(), metrics.clone())
-        .map_err(StartError::Journal)?;
+    let replicator = Replicator::open(
+        config.replication.clone(),
+        pool.clone(),
+        metrics.clone(),
+        config.timeouts,
+    )
+    .map_err(StartError::Journal)?;
     let replicator = Arc::new(replicator);
-    let replication = replicator.service(config.timeouts);
+    let replication = replicator.service();
 
     let proxy = HotHotProxy::new(
         pool.clone(),

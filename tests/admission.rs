@@ -207,11 +207,11 @@ async fn a_full_backlog_refuses_new_writes_with_503() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failed_primary_writes_are_not_replicated_by_default() {
+async fn failed_primary_writes_are_not_replicated_by_default_under_version_order() {
     let (a, b) = (TestOrigin::start("a").await, TestOrigin::start("b").await);
     let proxy = start_proxy(
         &[("a", a.addr, 1), ("b", b.addr, 0)],
-        &replication_settings(""),
+        &replication_settings("  order: version\n"),
     )
     .await;
     a.set_status(422);
@@ -229,11 +229,11 @@ async fn failed_primary_writes_are_not_replicated_by_default() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replicate_on_always_and_custom_methods() {
+async fn replicate_on_always_and_custom_methods_under_version_order() {
     let (a, b) = (TestOrigin::start("a").await, TestOrigin::start("b").await);
     let proxy = start_proxy(
         &[("a", a.addr, 1), ("b", b.addr, 0)],
-        &replication_settings("  replicate_on: always\n  methods: [PUT]\n"),
+        &replication_settings("  order: version\n  replicate_on: always\n  methods: [PUT]\n"),
     )
     .await;
     a.set_status(422);

@@ -120,7 +120,7 @@ async fn connect_failures_are_retried_elsewhere_and_lose_no_request() {
         sa * 100.0
     );
     assert!((sa - 0.625).abs() < 0.02, "a got {sa}");
-    // Writes are retried too after a connect failure: nothing was sent.
+    // Writes succeed too: each is answered by an origin that is up.
     for i in 0..20 {
         let post = http::Request::post(proxy.url("/write"))
             .body(Full::new(Bytes::from(format!("v{i}"))))
@@ -129,9 +129,11 @@ async fn connect_failures_are_retried_elsewhere_and_lose_no_request() {
     }
     let metrics = proxy.metrics().await;
     let retries = metric_value(&metrics, "hothot_retries_total{origin=\"b\"}").unwrap();
-    // b is the first pick of 800/2400 of the 820 requests: every one was retried.
+    // b is the first pick of 800/2400 of the 800 reads: every one was
+    // retried. (Writes go to every origin in one order: a write whose
+    // primary fails is answered by another origin, not retried.)
     assert!(
-        (270.0..=275.0).contains(&retries),
+        (265.0..=270.0).contains(&retries),
         "b's failed attempts were retried: {retries}"
     );
 }

@@ -258,11 +258,11 @@ async fn a_peer_answering_503_gets_everything_once_it_recovers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_peer_refusing_with_4xx_is_counted_and_not_retried() {
+async fn under_version_order_a_peer_refusing_with_4xx_is_counted_and_not_retried() {
     let (a, b) = (TestOrigin::start("a").await, TestOrigin::start("b").await);
     let proxy = start_proxy(
         &[("a", a.addr, 1), ("b", b.addr, 0)],
-        &replication_settings(""),
+        &replication_settings("  order: version\n"),
     )
     .await;
     b.set_status(409);

@@ -5,7 +5,9 @@
 //! what the rest of hothot reads. Every mistake is reported as a
 //! [`ConfigError`] naming the offending key (`origins[1].capacity`).
 
+mod cidr;
 pub mod file;
+mod journal;
 pub mod replication;
 pub mod units;
 mod validate;
@@ -14,9 +16,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use cidr::Cidr;
+pub use journal::{FsyncPolicy, JournalConfig};
 pub use replication::{
-    Cidr, FsyncPolicy, JournalConfig, OnTimeout, Oversize, ReplicateOn, ReplicationConfig,
-    ReplicationMode,
+    OnTimeout, Order, OrderKey, Oversize, ReplicateOn, ReplicationConfig, ReplicationMode,
 };
 pub use validate::validate;
 
@@ -60,6 +63,8 @@ pub struct Config {
     /// Extra attempts on another origin. Default 2.
     pub retries: u32,
     pub replication: ReplicationConfig,
+    /// Settings that are valid but have no effect, one sentence each.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

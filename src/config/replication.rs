@@ -1,9 +1,10 @@
-//! The `replication` section: how writes are mirrored to the peer origins.
+//! The `replication` section: how writes reach every origin, and in which order.
 
+use super::cidr::Cidr;
+use super::journal::{validate_journal, JournalConfig, JournalSection};
 use super::units::{ByteSize, HumanDuration};
 use super::ConfigError;
 use serde::Deserialize;
-use std::net::IpAddr;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -15,6 +16,37 @@ pub enum ReplicationMode {
     Async,
     /// The client's answer waits for `quorum` peers or `timeout`.
     Sync,
+}
+
+/// In which order the origins receive the writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Order {
+    /// One sequence for every write: every origin, the primary included,
+    /// receives every write in the journal's order.
+    Total,
+    /// The same per key: writes with the same key arrive in sequence order,
+    /// writes to different keys may overtake each other.
+    Key,
+    /// The primary applies a write when it arrives, peers follow; origins
+    /// must resolve conflicts themselves by `X-Hothot-Version`.
+    Version,
+}
+
+impl Order {
+    /// Does every origin, the primary included, receive writes through the sequence?
+    pub fn is_sequenced(self) -> bool {
+        self != Order::Version
+    }
+}
+
+/// What makes two writes "the same key" under `order: key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OrderKey {
+    /// The request path, without the query.
+    Path,
+    /// The value of this request header (writes without it share one key).
+    Header(http::HeaderName),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -43,43 +75,6 @@ pub enum Oversize {
     Pass,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FsyncPolicy {
-    /// Group-commit fdatasync before the client is answered.
-    Always,
-    /// fdatasync every `fsync_interval`; a power loss can lose that window.
-    Interval,
-    /// Never fdatasync on the write path; the OS flushes (process crashes lose nothing).
-    Off,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JournalSection {
-    pub dir: Option<std::path::PathBuf>,
-    pub fsync: Option<FsyncPolicy>,
-    pub fsync_interval: Option<HumanDuration>,
-    pub commit_delay: Option<HumanDuration>,
-    pub max_bytes: Option<ByteSize>,
-}
-
-/// Validated journal settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JournalConfig {
-    /// Default `./data/journal` (relative to the working directory).
-    pub dir: std::path::PathBuf,
-    /// Default `always`.
-    pub fsync: FsyncPolicy,
-    /// Default 10ms.
-    pub fsync_interval: Duration,
-    /// With `fsync: always`, how often at most a busy journal starts an
-    /// fdatasync, so that more writes share each one. Default 300us; at most 10ms.
-    pub commit_delay: Duration,
-    /// Default 1GiB.
-    pub max_bytes: u64,
-}
-
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReplicationSection {
@@ -98,6 +93,15 @@ pub struct ReplicationSection {
     pub max_lag: Option<HumanDuration>,
     pub read_your_writes: Option<bool>,
     pub linger: Option<HumanDuration>,
+    pub order: Option<Order>,
+    pub order_key: Option<String>,
+    pub verify: Option<VerifySection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifySection {
+    pub sample: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -105,10 +109,11 @@ pub struct ReplicationSection {
 pub struct RetrySection {
     pub initial: Option<HumanDuration>,
     pub max: Option<HumanDuration>,
+    pub max_attempts: Option<u32>,
 }
 
 /// Validated replication settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ReplicationConfig {
     /// Default `async`.
     pub mode: ReplicationMode,
@@ -142,59 +147,64 @@ pub struct ReplicationConfig {
     /// `async` only: how long a peer's few pending copies wait for more to
     /// join their batch. Default 1ms; `0s` sends each copy at once.
     pub linger: Duration,
+    /// Default `total`.
+    pub order: Order,
+    /// `order: key` only. Default the path.
+    pub order_key: OrderKey,
+    /// Fraction of writes whose path is read back from every origin and
+    /// compared. Default 0.01; 0 turns it off.
+    pub verify_sample: f64,
+    /// 5xx answers one origin may give one write (while its probes pass)
+    /// before that origin gives up on it and moves on. Default 10.
+    pub retry_max_attempts: u32,
 }
 
-/// An address range such as `10.0.0.0/8`; a bare address is a range of one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    network: IpAddr,
-    prefix: u8,
-}
-
-impl Cidr {
-    pub fn parse(text: &str) -> Option<Cidr> {
-        let (address, prefix) = match text.split_once('/') {
-            Some((address, prefix)) => (address, Some(prefix.parse::<u8>().ok()?)),
-            None => (text, None),
-        };
-        let network: IpAddr = address.trim().parse().ok()?;
-        let max = if network.is_ipv4() { 32 } else { 128 };
-        let prefix = prefix.unwrap_or(max);
-        (prefix <= max).then_some(Cidr { network, prefix })
-    }
-
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.network, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                same_prefix(&net.octets(), &ip.octets(), self.prefix)
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                same_prefix(&net.octets(), &ip.octets(), self.prefix)
-            }
-            (IpAddr::V4(net), IpAddr::V6(ip)) => ip
-                .to_ipv4_mapped()
-                .is_some_and(|ip| same_prefix(&net.octets(), &ip.octets(), self.prefix)),
-            (IpAddr::V6(_), IpAddr::V4(_)) => false,
-        }
-    }
-}
-
-fn same_prefix(a: &[u8], b: &[u8], prefix: u8) -> bool {
-    let prefix = usize::from(prefix);
-    let (whole, rest) = (prefix / 8, prefix % 8);
-    if a[..whole] != b[..whole] {
-        return false;
-    }
-    rest == 0 || (a[whole] ^ b[whole]) >> (8 - rest) == 0
-}
+/// Default `retry.max_attempts`: with the default backoff (100ms doubling to
+/// 10s) ten attempts span about 20-40s, longer than a typical restart or
+/// overload blip, yet a write that one origin can never apply (a bug on that
+/// origin) holds it up for less than a minute.
+const DEFAULT_MAX_ATTEMPTS: u32 = 10;
+/// Default `verify.sample`: one write in a hundred costs each origin one GET.
+const DEFAULT_VERIFY_SAMPLE: f64 = 0.01;
 
 const READS: [&str; 3] = ["GET", "HEAD", "OPTIONS"];
 
+/// Validates the section; settings that are valid but have no effect are
+/// added to `warnings` (`hothot -t` prints them, start-up logs them).
 pub fn validate(
     section: ReplicationSection,
     origins: usize,
+    warnings: &mut Vec<String>,
 ) -> Result<ReplicationConfig, ConfigError> {
     let mode = section.mode.unwrap_or(ReplicationMode::Async);
+    let order = section.order.unwrap_or(Order::Total);
+    let order_key = validate_order_key(section.order_key.as_deref(), order, warnings)?;
+    if order.is_sequenced() && mode != ReplicationMode::Off {
+        if section.replicate_on.is_some() {
+            warnings.push(format!(
+                "replication.replicate_on has no effect with replication.order: {}: every origin \
+                 receives every write, whatever the primary answered",
+                order.name()
+            ));
+        }
+        if section.oversize == Some(Oversize::Pass) {
+            warnings.push(format!(
+                "replication.oversize: pass sends a write larger than max_body to one origin only, \
+                 outside replication.order: {}; the origins can then differ",
+                order.name()
+            ));
+        }
+    }
+    let verify_sample = section
+        .verify
+        .and_then(|v| v.sample)
+        .unwrap_or(DEFAULT_VERIFY_SAMPLE);
+    if !(0.0..=1.0).contains(&verify_sample) {
+        return Err(ConfigError::invalid(
+            "replication.verify.sample",
+            format!("{verify_sample} is not a fraction between 0 and 1"),
+        ));
+    }
     let names = section.methods.unwrap_or_else(|| {
         ["POST", "PUT", "PATCH", "DELETE"]
             .map(String::from)
@@ -237,13 +247,24 @@ pub fn validate(
             "must be longer than 0",
         ));
     }
-    let (retry_initial, retry_max) = match section.retry {
+    let (retry_initial, retry_max, retry_max_attempts) = match section.retry {
         Some(r) => (
             r.initial.map_or(Duration::from_millis(100), |d| d.0),
             r.max.map_or(Duration::from_secs(10), |d| d.0),
+            r.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS),
         ),
-        None => (Duration::from_millis(100), Duration::from_secs(10)),
+        None => (
+            Duration::from_millis(100),
+            Duration::from_secs(10),
+            DEFAULT_MAX_ATTEMPTS,
+        ),
     };
+    if retry_max_attempts == 0 {
+        return Err(ConfigError::invalid(
+            "replication.retry.max_attempts",
+            "must be at least 1",
+        ));
+    }
     if retry_initial.is_zero() {
         return Err(ConfigError::invalid(
             "replication.retry.initial",
@@ -296,6 +317,10 @@ pub fn validate(
         ));
     }
     Ok(ReplicationConfig {
+        order,
+        order_key,
+        verify_sample,
+        retry_max_attempts,
         linger,
         journal,
         max_lag,
@@ -315,65 +340,45 @@ pub fn validate(
     })
 }
 
-fn validate_journal(section: JournalSection) -> Result<JournalConfig, ConfigError> {
-    let dir = section.dir.unwrap_or_else(|| "./data/journal".into());
-    if dir.as_os_str().is_empty() {
-        return Err(ConfigError::invalid(
-            "replication.journal.dir",
-            "must not be empty",
-        ));
+impl Order {
+    pub fn name(self) -> &'static str {
+        match self {
+            Order::Total => "total",
+            Order::Key => "key",
+            Order::Version => "version",
+        }
     }
-    let fsync_interval = section
-        .fsync_interval
-        .map_or(Duration::from_millis(10), |d| d.0);
-    if fsync_interval.is_zero() {
-        return Err(ConfigError::invalid(
-            "replication.journal.fsync_interval",
-            "must be longer than 0",
-        ));
-    }
-    let commit_delay = section
-        .commit_delay
-        .map_or(Duration::from_micros(300), |d| d.0);
-    if commit_delay > Duration::from_millis(10) {
-        return Err(ConfigError::invalid(
-            "replication.journal.commit_delay",
-            "must be at most 10ms: a write of a busy journal can wait that long",
-        ));
-    }
-    let max_bytes = section.max_bytes.map_or(1 << 30, |b| b.0);
-    if max_bytes < 1 << 20 {
-        return Err(ConfigError::invalid(
-            "replication.journal.max_bytes",
-            "must be at least 1MiB",
-        ));
-    }
-    Ok(JournalConfig {
-        dir,
-        fsync: section.fsync.unwrap_or(FsyncPolicy::Always),
-        fsync_interval,
-        commit_delay,
-        max_bytes,
-    })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cidr_ranges() {
-        let lan = Cidr::parse("10.0.0.0/8").unwrap();
-        assert!(lan.contains("10.1.2.3".parse().unwrap()));
-        assert!(!lan.contains("11.0.0.1".parse().unwrap()));
-        let one = Cidr::parse("127.0.0.1").unwrap();
-        assert!(one.contains("127.0.0.1".parse().unwrap()));
-        assert!(one.contains("::ffff:127.0.0.1".parse().unwrap()));
-        assert!(!one.contains("127.0.0.2".parse().unwrap()));
-        assert!(Cidr::parse("10.0.0.0/33").is_none());
-        assert!(Cidr::parse("ten/8").is_none());
-        let odd = Cidr::parse("192.168.0.0/23").unwrap();
-        assert!(odd.contains("192.168.1.200".parse().unwrap()));
-        assert!(!odd.contains("192.168.2.1".parse().unwrap()));
+fn validate_order_key(
+    text: Option<&str>,
+    order: Order,
+    warnings: &mut Vec<String>,
+) -> Result<OrderKey, ConfigError> {
+    let Some(text) = text else {
+        return Ok(OrderKey::Path);
+    };
+    if order != Order::Key {
+        warnings.push(format!(
+            "replication.order_key has no effect with replication.order: {}",
+            order.name()
+        ));
     }
+    if text == "path" {
+        return Ok(OrderKey::Path);
+    }
+    let name = text.strip_prefix("header:").ok_or_else(|| {
+        ConfigError::invalid(
+            "replication.order_key",
+            format!("{text:?} is neither \"path\" nor \"header:NAME\""),
+        )
+    })?;
+    http::HeaderName::from_bytes(name.trim().as_bytes())
+        .map(OrderKey::Header)
+        .map_err(|_| {
+            ConfigError::invalid(
+                "replication.order_key",
+                format!("{name:?} is not a header name"),
+            )
+        })
 }

@@ -33,7 +33,8 @@ pub fn validate(file: FileConfig) -> Result<Config, ConfigError> {
         return Err(ConfigError::invalid("server.threads", "must be at least 1"));
     }
     let origins = validate_origins(&file.origins)?;
-    let replication = super::replication::validate(file.replication, origins.len())?;
+    let mut warnings = Vec::new();
+    let replication = super::replication::validate(file.replication, origins.len(), &mut warnings)?;
     Ok(Config {
         server: file.server,
         listen,
@@ -43,6 +44,7 @@ pub fn validate(file: FileConfig) -> Result<Config, ConfigError> {
         timeouts: validate_timeouts(&file.timeouts)?,
         retries: file.retries,
         replication,
+        warnings,
     })
 }
 

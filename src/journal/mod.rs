@@ -34,6 +34,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
+pub use syncer::DurableHook;
 use syncer::{Shared, Synced};
 use tokio::sync::watch;
 
@@ -91,6 +92,11 @@ pub struct Durability {
 }
 
 impl Durability {
+    /// The append itself failed: nothing was stored.
+    pub fn failed(&self) -> Option<&str> {
+        self.error.as_deref()
+    }
+
     pub async fn wait(self) -> Result<(), String> {
         if let Some(error) = self.error {
             return Err(error);
@@ -166,6 +172,7 @@ impl Journal {
                 error: None,
             }),
             closing: AtomicBool::new(false),
+            on_durable: OnceLock::new(),
         });
         let recovered = Recovered {
             writes: replay.writes.into_values().collect(),
@@ -234,6 +241,13 @@ impl Journal {
         if let Some(cursor) = self.shared.acks.get(index) {
             cursor.fetch_max(seq, Ordering::Relaxed);
         }
+    }
+
+    /// Calls `hook` with the highest sequence made durable, after every
+    /// `fdatasync` of the syncer thread (`fsync: always`), before any new
+    /// append is synced. Set once; later calls do nothing.
+    pub fn on_durable(&self, hook: DurableHook) {
+        let _ = self.shared.on_durable.set(hook);
     }
 
     /// Deletes segments whose writes are all below `below`.

@@ -11,7 +11,7 @@
 use super::files::Log;
 use crate::config::FsyncPolicy;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
@@ -38,7 +38,12 @@ pub struct Shared {
     /// Highest sequence known durable; clients of `fsync: always` wait on it.
     pub synced: watch::Sender<Synced>,
     pub closing: AtomicBool,
+    /// Told the sequence each sync made durable.
+    pub on_durable: OnceLock<DurableHook>,
 }
+
+/// Called on the syncer thread with the highest sequence just made durable.
+pub type DurableHook = Box<dyn Fn(u64) + Send + Sync>;
 
 impl Shared {
     pub fn log(&self) -> MutexGuard<'_, Log> {
@@ -112,6 +117,9 @@ pub fn run(shared: Arc<Shared>) {
             let error = unwritten.or(synced);
             last_group = target.saturating_sub(shared.synced.borrow().seq);
             shared.synced.send_replace(Synced { seq: target, error });
+            if let Some(hook) = shared.on_durable.get() {
+                hook(target);
+            }
         } else {
             last_group = 0;
         }

@@ -20,6 +20,11 @@ pub struct ReplicationMetrics {
     pub dropped: IntCounterVec,
     /// `hothot_journal_bytes`: bytes the journal holds on disk.
     pub journal_bytes: IntGauge,
+    /// `hothot_replication_verified_total{result="match"}`: verify samples
+    /// every origin answered alike.
+    pub verified_match: IntCounter,
+    /// `hothot_replication_verified_total{result="mismatch"}`.
+    pub verified_mismatch: IntCounter,
 }
 
 /// `hothot_replication_*{peer}` for one peer.
@@ -40,6 +45,9 @@ pub struct PeerMetrics {
     pub lag: Gauge,
     /// `hothot_replication_sync_seconds`.
     pub sync: Histogram,
+    /// `hothot_replication_divergence_total{origin}`: verify reads where the
+    /// origin's answer differed from the others'.
+    pub divergence: IntCounter,
 }
 
 impl ReplicationMetrics {
@@ -82,6 +90,22 @@ impl ReplicationMetrics {
         registry.register(Box::new(lag.clone()))?;
         registry.register(Box::new(sync.clone()))?;
         registry.register(Box::new(quorum_timeouts.clone()))?;
+        let divergence = IntCounterVec::new(
+            Opts::new(
+                "hothot_replication_divergence_total",
+                "Verify reads (replication.verify.sample) where the origin's answer (status, body hash) differed from the other origins'",
+            ),
+            &["origin"],
+        )?;
+        let verified = IntCounterVec::new(
+            Opts::new(
+                "hothot_replication_verified_total",
+                "Sampled writes read back from every origin and compared, by result (match, mismatch)",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(divergence.clone()))?;
+        registry.register(Box::new(verified.clone()))?;
         let peers = peer_names
             .iter()
             .map(|peer| PeerMetrics {
@@ -93,6 +117,7 @@ impl ReplicationMetrics {
                 pending: pending.with_label_values(&[peer]),
                 lag: lag.with_label_values(&[peer]),
                 sync: sync.with_label_values(&[peer]),
+                divergence: divergence.with_label_values(&[peer]),
             })
             .collect();
         let dropped = IntCounterVec::new(
@@ -113,6 +138,8 @@ impl ReplicationMetrics {
             quorum_timeouts,
             dropped,
             journal_bytes,
+            verified_match: verified.with_label_values(&["match"]),
+            verified_mismatch: verified.with_label_values(&["mismatch"]),
         })
     }
 }

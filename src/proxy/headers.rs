@@ -20,6 +20,48 @@ const HOP_BY_HOP: [&str; 6] = [
     "upgrade",
 ];
 
+/// Hop-by-hop request headers (RFC 9110 §7.6.1) that Pingora strips before a
+/// request reaches an origin, and `Expect`: a sequenced write is sent whole.
+const HOP_BY_HOP_REQUEST: [&str; 11] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "http2-settings",
+    "expect",
+];
+
+/// Removes hop-by-hop headers, and the headers the client's `Connection`
+/// header nominated, from a request hothot sends itself (as Pingora does for
+/// the requests it proxies).
+pub fn strip_hop_by_hop_request(request: &mut RequestHeader) {
+    let nominated = nominated(&request.headers);
+    for name in HOP_BY_HOP_REQUEST
+        .iter()
+        .copied()
+        .chain(nominated.iter().map(String::as_str))
+    {
+        request.remove_header(name);
+    }
+}
+
+/// Header names listed in `Connection` (other than `close` and `keep-alive`).
+fn nominated(headers: &http::HeaderMap) -> Vec<String> {
+    headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|name| name.trim().to_ascii_lowercase())
+        .filter(|name| !name.is_empty() && name != "close" && name != "keep-alive")
+        .collect()
+}
+
 /// Does the request carry a body (chunked, or a non-zero `Content-Length`)?
 pub fn has_body(request: &RequestHeader) -> bool {
     request
@@ -72,15 +114,7 @@ pub fn strip_hop_by_hop(response: &mut ResponseHeader) {
     if response.status == http::StatusCode::SWITCHING_PROTOCOLS {
         return;
     }
-    let nominated: Vec<String> = response
-        .headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|name| name.trim().to_ascii_lowercase())
-        .filter(|name| !name.is_empty() && name != "close" && name != "keep-alive")
-        .collect();
+    let nominated = nominated(&response.headers);
     for name in HOP_BY_HOP
         .iter()
         .copied()

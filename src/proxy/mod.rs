@@ -7,6 +7,7 @@
 //! the origin's response header arrived. At most `retries` extra attempts.
 
 mod headers;
+mod ordered;
 mod route;
 mod write;
 
@@ -182,6 +183,9 @@ impl ProxyHttp for HotHotProxy {
         }
         match write::admit(&self.replicator, session.req_header_mut(), client) {
             Admission::Pass => Ok(false),
+            Admission::Capture(capture) if self.replicator.config().order.is_sequenced() => {
+                ordered::serve(self, session, ctx, capture).await
+            }
             Admission::Capture(capture) => {
                 ctx.write = Some(capture);
                 Ok(false)
@@ -265,7 +269,7 @@ impl ProxyHttp for HotHotProxy {
     ) -> Result<()> {
         headers::add_forwarded(request, client_ip(session), "http")?;
         match ctx.write.as_mut() {
-            Some(capture) => capture.prepare(request),
+            Some(capture) => capture.prepare(&self.replicator, request),
             None => Ok(()),
         }
     }
@@ -388,7 +392,7 @@ fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
         .map(|a| a.ip())
 }
 
-async fn respond_plain(session: &mut Session, status: u16, body: Bytes) -> Result<()> {
+pub(crate) async fn respond_plain(session: &mut Session, status: u16, body: Bytes) -> Result<()> {
     let mut header = ResponseHeader::build(status, Some(3))?;
     header.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
     header.insert_header(http::header::CONTENT_LENGTH, body.len())?;

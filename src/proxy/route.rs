@@ -56,6 +56,31 @@ pub fn seen_write(request: &RequestHeader, pool: &Pool) -> Option<SeenWrite> {
     })
 }
 
+/// The primary of a sequenced write (`order: total` or `key`): by capacity
+/// among the serving origins, avoiding those whose backlog is stuck (lagging
+/// past `max_lag`, or failing their deliveries): the client waits for its
+/// primary's answer, which such an origin would give late. If every serving
+/// origin is stuck, any of them.
+pub fn choose_primary(
+    balancer: &LoadBalancer<CapacityWeighted>,
+    pool: &Pool,
+    replicator: &Replicator,
+) -> Option<usize> {
+    let stuck: Vec<usize> = (0..pool.len())
+        .filter(|i| pool.is_lagging(*i) || replicator.is_failing(*i))
+        .collect();
+    let pick = |skip: &[usize]| {
+        let key = selection_key(Traffic::Write, skip.iter().copied());
+        balancer
+            .select_with(&key, pool.len(), |_, _| true)
+            .and_then(|backend| backend.as_inet().and_then(|addr| pool.index_of(*addr)))
+    };
+    pick(&stuck).or_else(|| match stuck.is_empty() {
+        true => None,
+        false => pick(&[]),
+    })
+}
+
 pub fn choose(
     balancer: &LoadBalancer<CapacityWeighted>,
     pool: &Pool,

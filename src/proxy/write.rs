@@ -18,6 +18,8 @@ pub struct WriteCapture {
     idempotency_key: String,
     /// The request as sent to the primary, for the peers' copies.
     request: Option<CapturedRequest>,
+    /// Its order key.
+    key: u64,
     body: BytesMut,
     complete: bool,
     /// The body outgrew `max_body` under `oversize: pass`: not replicated.
@@ -96,6 +98,7 @@ pub fn admit(
         version,
         idempotency_key,
         request: None,
+        key: 0,
         body: BytesMut::new(),
         complete: false,
         oversize: false,
@@ -104,11 +107,18 @@ pub fn admit(
 }
 
 impl WriteCapture {
-    /// Stamps the request to the primary and keeps a copy for the peers.
-    /// Called once per attempt: a retried write starts its body afresh.
-    pub fn prepare(&mut self, request: &mut RequestHeader) -> Result<()> {
+    /// Sets the write's version and idempotency key on the request.
+    pub fn stamp(&self, request: &mut RequestHeader) -> Result<()> {
         request.insert_header(VERSION, self.version.to_string())?;
         request.insert_header(IDEMPOTENCY_KEY, self.idempotency_key.as_str())?;
+        Ok(())
+    }
+
+    /// Stamps the request to the primary and keeps a copy for the peers.
+    /// Called once per attempt: a retried write starts its body afresh.
+    pub fn prepare(&mut self, replicator: &Replicator, request: &mut RequestHeader) -> Result<()> {
+        self.stamp(request)?;
+        self.key = replicator.key_of(request);
         // A request without a body gets no body callback that could end it.
         let has_body = super::headers::has_body(request);
         self.request = Some(CapturedRequest::of(request));
@@ -173,32 +183,68 @@ impl WriteCapture {
             return Ok(());
         }
         let body = std::mem::take(&mut self.body).freeze();
-        let write = replicator
+        let Some(write) = replicator
             .submit(NewWrite {
                 version: self.version,
                 idempotency_key: std::mem::take(&mut self.idempotency_key),
                 primary,
+                key: self.key,
                 request,
                 body,
             })
-            .await;
-        response.insert_header(VERSION, self.version.to_string())?;
-        if config.read_your_writes {
-            let cookie = super::route::cookie(self.version, replicator.origin_name(primary));
-            response.append_header(http::header::SET_COOKIE, cookie)?;
-        }
-        if config.mode != ReplicationMode::Sync || replicator.wait_for_quorum(&write).await {
+            .await
+        else {
             return Ok(());
-        }
-        match config.on_timeout {
-            OnTimeout::Degrade => response.insert_header(REPLICATION_STATUS, "partial"),
-            OnTimeout::Fail => {
-                self.quorum_timed_out = true;
-                Err(Error::explain(
-                    ErrorType::HTTPStatus(504),
-                    "replication quorum timed out",
-                ))
-            }
-        }
+        };
+        let quorum =
+            config.mode != ReplicationMode::Sync || replicator.wait_for_quorum(&write).await;
+        self.quorum_timed_out = !quorum;
+        mark_answer(replicator, response, self.version, primary, quorum)
+    }
+
+    /// The write as the sequence takes it (`order: total` or `key`):
+    /// `request` is what every origin receives, `body` the whole body.
+    pub fn sequenced(
+        self,
+        replicator: &Replicator,
+        mut request: RequestHeader,
+        primary: usize,
+        body: Bytes,
+    ) -> Result<NewWrite> {
+        self.stamp(&mut request)?;
+        Ok(NewWrite {
+            version: self.version,
+            key: replicator.key_of(&request),
+            request: CapturedRequest::of(&request),
+            idempotency_key: self.idempotency_key,
+            primary,
+            body,
+        })
+    }
+}
+
+/// Marks the client's answer to a replicated write: its version, the
+/// read-your-writes cookie naming the origin that answered, and what a
+/// missed sync quorum means (`partial`, or a 504 error under `fail`).
+pub fn mark_answer(
+    replicator: &Replicator,
+    response: &mut ResponseHeader,
+    version: u64,
+    answered_by: usize,
+    quorum: bool,
+) -> Result<()> {
+    let config = replicator.config();
+    response.insert_header(VERSION, version.to_string())?;
+    if config.read_your_writes {
+        let cookie = super::route::cookie(version, replicator.origin_name(answered_by));
+        response.append_header(http::header::SET_COOKIE, cookie)?;
+    }
+    match (quorum, config.on_timeout) {
+        (true, _) => Ok(()),
+        (false, OnTimeout::Degrade) => response.insert_header(REPLICATION_STATUS, "partial"),
+        (false, OnTimeout::Fail) => Err(Error::explain(
+            ErrorType::HTTPStatus(504),
+            "replication quorum timed out",
+        )),
     }
 }

@@ -1,22 +1,29 @@
-//! Delivery to one peer: its backlog, in order, until every copy is settled.
+//! Delivery to one origin, on one lane (connection): entries of its backlog,
+//! in order, until every one is settled.
 //!
-//! Copies are pipelined on one keep-alive connection (up to `WINDOW` in
-//! flight) and answers come back in request order, so the peer receives the
-//! backlog in order. In async mode a few copies wait up to `linger` to leave
-//! as one batch. 2xx: delivered. 4xx: refused for good (counted, logged,
-//! dropped from the backlog). Anything else (refused connection, timeout, 5xx)
-//! drops the connection and resends from that copy on, with exponential
-//! backoff and jitter from `retry.initial` up to `retry.max`, for as long as
-//! it takes; the window restarts at one copy and doubles with each success,
-//! so a recovering peer is probed one write at a time.
+//! Entries are pipelined on one keep-alive connection (up to `WINDOW` in
+//! flight) and answers come back in request order, so the origin receives
+//! them in order. Under `order: key` an origin has several lanes, and the
+//! backlog gives each key to one lane at a time ([`super::queue`]). In async
+//! mode, entries no client waits for here wait up to `linger` to leave as one
+//! batch. An answer below 500 settles the entry (under `order: version` a 4xx
+//! is counted `failed` and logged). A 5xx sends it back to the backlog, whose
+//! key then waits out a backoff (exponential with jitter, from `retry.initial`
+//! to `retry.max`); after `retry.max_attempts` 5xx answers given while the
+//! origin passes its probes, the origin gives up on that write (counted
+//! `failed`, logged) and moves on. A refused or broken connection, or a
+//! timeout, resends everything in flight after a backoff, for as long as it
+//! takes; the window restarts at one entry and doubles with each success, so
+//! a recovering origin is probed one write at a time.
 //!
-//! One caveat of pipelining: if a peer fails a copy while it accepts later
-//! copies already in the same window, those later ones are sent again after
-//! it. The peer sees them twice (same `Idempotency-Key`) and, for a key they
-//! share, last-writer-wins by `X-Hothot-Version` keeps the newest.
+//! One caveat of pipelining: entries sent behind one that fails with a 5xx
+//! may be applied by the origin before it; they are sent again after it, so
+//! the origin ends in the state of the sequence applied in order (for writes
+//! that can be repeated, as PUT and DELETE can; origins that deduplicate by
+//! `Idempotency-Key` apply each write once).
 
-use super::pipeline::{PeerConnection, PipelineError};
-use super::queue::PeerQueue;
+use super::pipeline::{Answer, PeerConnection, PipelineError};
+use super::queue::{Next, PeerQueue, Taken};
 use super::write::Write;
 use super::Replicator;
 use crate::config::Timeouts;
@@ -26,7 +33,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Most copies in flight on a peer's connection.
+/// Most entries in flight on a lane's connection.
 const WINDOW: usize = 64;
 
 /// Exponential backoff with jitter: each delay is drawn from [d/2, d], d doubling up to `max`.
@@ -52,7 +59,7 @@ impl Backoff {
     }
 
     pub fn next_delay(&mut self) -> Duration {
-        // xorshift64: jitter only needs to spread peers' retries apart.
+        // xorshift64: jitter only needs to spread retries apart.
         self.seed ^= self.seed << 13;
         self.seed ^= self.seed >> 7;
         self.seed ^= self.seed << 17;
@@ -63,40 +70,45 @@ impl Backoff {
     }
 }
 
-/// Why a copy must be sent again.
-#[derive(Debug, thiserror::Error)]
-enum Retry {
-    #[error("{0}")]
-    Connection(#[from] PipelineError),
-    #[error("peer answered {0}")]
-    Status(u16),
-}
-
-pub struct PeerWorker {
+pub struct Lane {
     pub replicator: Arc<Replicator>,
-    /// The peer's index in the pool.
+    /// The origin's index in the pool.
     pub index: usize,
+    /// This lane's number among the origin's lanes.
+    pub lane: usize,
     pub address: SocketAddr,
     pub timeouts: Timeouts,
-    /// How long a short batch waits for more copies (zero in sync mode).
+    /// How long entries nobody waits for here wait for company (zero in sync mode).
     pub linger: Duration,
     pub backoff: Backoff,
 }
 
-/// The worker's view of its connection.
-struct Pipe {
-    connection: PeerConnection,
-    /// Copies sent and not yet answered, oldest first (always the backlog's head).
-    in_flight: VecDeque<Arc<Write>>,
+/// An entry sent and not answered yet.
+struct Sent {
+    id: u64,
+    write: Arc<Write>,
+    /// Sent behind an entry of the same key that failed: its answer is not
+    /// kept, and it is sent again after that entry.
+    void: bool,
 }
 
-impl PeerWorker {
+/// What the answer at the head of the pipeline did.
+enum Settled {
+    /// Below 500: the entry is settled.
+    Answered,
+    /// The answer to a void entry: nothing learnt.
+    Void,
+    /// A 5xx: the entry goes back to the backlog.
+    ServerError(u16),
+}
+
+impl Lane {
     fn metrics(&self) -> &PeerMetrics {
         &self.replicator.metrics.replication.peers[self.index]
     }
 
     fn queue(&self) -> &PeerQueue {
-        &self.replicator.queues[self.index]
+        &self.replicator.sequencer.queues()[self.index]
     }
 
     fn name(&self) -> &str {
@@ -105,15 +117,19 @@ impl PeerWorker {
 
     /// Delivers forever; returns only when the caller drops the future.
     pub async fn run(mut self) {
-        let mut pipe: Option<Pipe> = None;
+        let mut connection: Option<PeerConnection> = None;
+        let mut in_flight: VecDeque<Sent> = VecDeque::new();
         let mut failed_attempts: u64 = 0;
         let mut window = 1;
         loop {
-            if pipe.as_ref().is_none_or(|p| p.in_flight.is_empty()) {
-                self.queue().head().await;
-            }
-            match self.step(&mut pipe, window).await {
-                Ok(settled) => {
+            let batch = if in_flight.is_empty() {
+                self.wait_for_work(window).await
+            } else {
+                self.top_up(connection.as_ref(), in_flight.len(), window)
+            };
+            match self.step(&mut connection, &mut in_flight, batch).await {
+                Ok(None | Some(Settled::Void)) => {}
+                Ok(Some(Settled::Answered)) => {
                     if failed_attempts > 0 {
                         log::info!(
                             "replication to {}: delivering again after {failed_attempts} failed attempts",
@@ -121,21 +137,22 @@ impl PeerWorker {
                         );
                         failed_attempts = 0;
                         self.backoff.reset();
+                        self.queue().set_failing(false);
                     }
-                    if settled {
-                        window = (window * 2).min(WINDOW);
-                    }
+                    window = (window * 2).min(WINDOW);
                 }
-                Err(retry) => {
+                Ok(Some(Settled::ServerError(status))) => {
+                    self.note_failure(&mut failed_attempts, &format!("origin answered {status}"));
+                    window = 1;
+                }
+                Err(error) => {
                     self.metrics().retried.inc();
-                    if failed_attempts == 0 {
-                        log::warn!(
-                            "replication to {}: {retry}; retrying with backoff",
-                            self.name()
-                        );
+                    self.note_failure(&mut failed_attempts, &error.to_string());
+                    connection = None;
+                    for sent in in_flight.drain(..) {
+                        self.fail_reply(&sent.write, None);
+                        self.queue().release(sent.id, None);
                     }
-                    failed_attempts += 1;
-                    pipe = None;
                     window = 1;
                     tokio::time::sleep(self.backoff.next_delay()).await;
                 }
@@ -143,79 +160,197 @@ impl PeerWorker {
         }
     }
 
-    /// Tops the pipeline up, then settles its oldest copy. `Ok(true)` when a
-    /// copy was settled, `Ok(false)` when the connection must be reopened.
-    async fn step(&self, pipe: &mut Option<Pipe>, window: usize) -> Result<bool, Retry> {
-        if pipe.is_none() {
-            let connection = PeerConnection::connect(self.address, self.timeouts.connect).await?;
-            *pipe = Some(Pipe {
-                connection,
-                in_flight: VecDeque::new(),
-            });
+    fn note_failure(&self, failed_attempts: &mut u64, why: &str) {
+        if *failed_attempts == 0 {
+            log::warn!(
+                "replication to {}: {why}; retrying with backoff",
+                self.name()
+            );
         }
-        let Some(p) = pipe.as_mut() else {
-            return Ok(false);
-        };
-        // Batching: copies that leave together cost one send here, one read
-        // and (with a peer that flushes pipelined answers together) one write
-        // there. So a short batch first lingers for company, and while a batch
-        // is out, newcomers wait for it unless a full window has piled up (a
-        // backlog drains at full speed). Answers already here are settled
-        // first, so what arrived meanwhile leaves in one send.
-        let batching =
-            !self.linger.is_zero() && self.queue().len().saturating_sub(p.in_flight.len()) < WINDOW;
-        if batching && p.in_flight.is_empty() {
-            tokio::time::sleep(self.linger).await;
-        }
-        let settle_first = !p.in_flight.is_empty() && (batching || p.connection.answer_arrived());
-        let room = if settle_first {
-            0
-        } else {
-            window.saturating_sub(p.in_flight.len())
-        };
-        let more = match room {
-            0 => Vec::new(),
-            room => self.queue().peek(p.in_flight.len(), room),
-        };
-        if !more.is_empty() {
-            let mut bytes = Vec::with_capacity(more.iter().map(|w| w.wire.len()).sum());
-            for write in &more {
-                bytes.extend_from_slice(&write.wire);
+        *failed_attempts += 1;
+        self.queue().set_failing(true);
+    }
+
+    /// Waits until the backlog has entries this lane may send; a short batch
+    /// nobody waits for here first lingers for company.
+    async fn wait_for_work(&self, window: usize) -> Vec<Taken> {
+        let queue = self.queue();
+        let mut patient = !self.linger.is_zero();
+        loop {
+            let woken = queue.wake().notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            match queue.take(self.lane, window, patient) {
+                Next::Send(batch) => return batch,
+                Next::Hold => {
+                    tokio::time::sleep(self.linger).await;
+                    patient = false;
+                }
+                Next::Until(until) => {
+                    let _ = tokio::time::timeout_at(until.into(), woken).await;
+                }
+                Next::Wait => woken.await,
             }
-            p.connection.send(&bytes, self.timeouts.write).await?;
-            p.in_flight.extend(more);
         }
-        let Some(write) = p.in_flight.front().cloned() else {
-            return Ok(false);
+    }
+
+    /// More entries to send behind those in flight. Batching: entries that
+    /// leave together cost one send here, one read and (with an origin that
+    /// flushes pipelined answers together) one write there. So while a batch
+    /// is out, newcomers nobody waits for here wait for it unless they fill
+    /// the window; and answers already here are settled first, so what
+    /// arrived meanwhile leaves in one send.
+    fn top_up(
+        &self,
+        connection: Option<&PeerConnection>,
+        in_flight: usize,
+        window: usize,
+    ) -> Vec<Taken> {
+        let room = window.saturating_sub(in_flight);
+        if room == 0 || connection.is_some_and(PeerConnection::answer_arrived) {
+            return Vec::new();
+        }
+        match self.queue().take(self.lane, room, !self.linger.is_zero()) {
+            Next::Send(batch) => batch,
+            Next::Hold | Next::Until(_) | Next::Wait => Vec::new(),
+        }
+    }
+
+    /// Sends `batch`, then settles the oldest entry in flight.
+    async fn step(
+        &mut self,
+        connection: &mut Option<PeerConnection>,
+        in_flight: &mut VecDeque<Sent>,
+        batch: Vec<Taken>,
+    ) -> Result<Option<Settled>, PipelineError> {
+        if !batch.is_empty() {
+            let mut bytes = Vec::with_capacity(batch.iter().map(|t| t.write.wire_len()).sum());
+            for taken in &batch {
+                let (head, rest) = taken.write.wire_for(self.index);
+                bytes.extend_from_slice(head);
+                bytes.extend_from_slice(rest);
+            }
+            in_flight.extend(batch.into_iter().map(|t| Sent {
+                id: t.id,
+                write: t.write,
+                void: false,
+            }));
+            if connection.is_none() {
+                *connection =
+                    Some(PeerConnection::connect(self.address, self.timeouts.connect).await?);
+            }
+            if let Some(connection) = connection.as_mut() {
+                connection.send(&bytes, self.timeouts.write).await?;
+            }
+        }
+        let (Some(pipe), Some(front)) = (connection.as_mut(), in_flight.front()) else {
+            return Ok(None);
         };
-        let answer = p.connection.read_answer(self.timeouts.read).await?;
-        match answer.status {
-            200..=299 => {
-                self.metrics().delivered.inc();
-                self.metrics()
-                    .sync
-                    .observe(write.accepted_at.elapsed().as_secs_f64());
+        let capture = front.write.is_verify_read()
+            || front
+                .write
+                .reply
+                .as_ref()
+                .is_some_and(|r| r.wants(self.index));
+        let answer = pipe.read_answer(self.timeouts.read, capture).await?;
+        let Some(sent) = in_flight.pop_front() else {
+            return Ok(None);
+        };
+        let settled = self.settle(sent, &answer, in_flight);
+        if !answer.keep_alive {
+            // Entries sent after this answer are lost with the connection: resend them.
+            *connection = None;
+            for sent in in_flight.drain(..) {
+                self.queue().release(sent.id, None);
+            }
+        }
+        Ok(Some(settled))
+    }
+
+    /// Settles (or sends back) the entry the origin just answered.
+    fn settle(&mut self, sent: Sent, answer: &Answer, in_flight: &mut VecDeque<Sent>) -> Settled {
+        let write = &sent.write;
+        if sent.void {
+            self.queue().release(sent.id, None);
+            return Settled::Void;
+        }
+        if let Some(sample) = &write.verify {
+            sample.record(self.index, answer.status, answer.raw.as_ref());
+            self.replicator.settled(self.index, sent.id, write);
+            return Settled::Answered;
+        }
+        if answer.status >= 500 {
+            return self.server_error(sent, answer, in_flight);
+        }
+        let sequenced = self.replicator.config.order.is_sequenced();
+        if answer.status < 300 || sequenced {
+            // Under total or key order, a 4xx is an answer: in the same
+            // state every origin gives it, and the sequence goes on.
+            self.metrics().delivered.inc();
+            self.metrics()
+                .sync
+                .observe(write.accepted_at.elapsed().as_secs_f64());
+            if write.primary != Some(self.index) {
                 write.acknowledge();
             }
-            400..=499 => {
-                self.metrics().failed.inc();
-                log::warn!(
-                    "replication to {}: write version {} ({}) refused with {}; not retried",
-                    self.name(),
-                    write.version,
-                    write.request_line(),
-                    answer.status
-                );
-            }
-            status => return Err(Retry::Status(status)),
+        } else {
+            self.metrics().failed.inc();
+            log::warn!(
+                "replication to {}: write version {} ({}) refused with {}; not retried",
+                self.name(),
+                write.version,
+                write.request_line(),
+                answer.status
+            );
         }
-        p.in_flight.pop_front();
-        self.replicator.settled(self.index, &write);
-        if !answer.keep_alive {
-            // Copies sent after this answer are lost with the connection: resend them.
-            *pipe = None;
+        if let Some(reply) = &write.reply {
+            reply.answered(self.index, answer.raw.clone());
         }
-        Ok(true)
+        self.replicator.settled(self.index, sent.id, write);
+        Settled::Answered
+    }
+
+    /// A 5xx: the entry is retried after a backoff (its key waits; entries
+    /// of that key already sent behind it are sent again after it), or given
+    /// up after `retry.max_attempts` such answers while the origin is up.
+    fn server_error(
+        &mut self,
+        sent: Sent,
+        answer: &Answer,
+        in_flight: &mut VecDeque<Sent>,
+    ) -> Settled {
+        let write = &sent.write;
+        self.fail_reply(write, answer.raw.clone());
+        let counts = self.replicator.pool.is_probe_up(self.index);
+        let failures = self.queue().record_failure(sent.id, counts);
+        let max_attempts = self.replicator.config.retry_max_attempts;
+        if failures >= max_attempts {
+            self.metrics().failed.inc();
+            log::error!(
+                "replication to {}: gave up on write version {} ({}) after {failures} 5xx answers \
+                 (retry.max_attempts); {} moves on without it",
+                self.name(),
+                write.version,
+                write.request_line(),
+                self.name()
+            );
+            self.replicator.settled(self.index, sent.id, write);
+        } else {
+            self.metrics().retried.inc();
+            let backoff = self.backoff.next_delay();
+            self.queue().release(sent.id, Some(backoff));
+        }
+        for later in in_flight.iter_mut() {
+            later.void |= later.write.key == write.key;
+        }
+        Settled::ServerError(answer.status)
+    }
+
+    /// Tells a client waiting for `write` that this origin failed it.
+    fn fail_reply(&self, write: &Write, raw: Option<bytes::Bytes>) {
+        if let Some(reply) = &write.reply {
+            reply.failed(self.index, raw);
+        }
     }
 }
 

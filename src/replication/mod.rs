@@ -1,15 +1,25 @@
-//! Hot-hot write replication: every write a primary accepted is delivered to
-//! all its peers, in order, with the same version and idempotency key.
+//! Hot-hot write replication: every write reaches every origin, in one
+//! order, with the same version and idempotency key.
 //!
-//! The proxy ([`crate::proxy`]) captures a write while it streams to the
-//! primary, and hands it over with [`Replicator::submit`] once the primary has
-//! answered. Each peer has a backlog (`queue`) drained by its own worker
-//! (`deliver`); `sync` clients wait on the write's acknowledgements.
+//! Under `order: total` (the default) and `key`, the proxy ([`crate::proxy`])
+//! reads a write whole and hands it over with [`Replicator::order`]: it gets
+//! its place in the sequence (`sequencer`), is journaled, and joins every
+//! origin's backlog (`queue`), the primary's included; each origin's lanes
+//! (`deliver`) send their backlog in order, and the client gets the primary's
+//! answer (`reply`). Under `order: version` the write streams to its primary
+//! as any request does, and [`Replicator::submit`] hands it to the other
+//! origins' backlogs once the primary has answered. A sampled fraction of
+//! writes is read back from every origin and compared (`verify`).
 
 mod deliver;
+mod key;
 mod pipeline;
 mod queue;
 mod recover;
+mod reply;
+mod sequencer;
+mod service;
+mod verify;
 mod version;
 mod write;
 
@@ -17,84 +27,121 @@ use crate::config::{ReplicationConfig, ReplicationMode, Timeouts};
 use crate::journal::{Journal, JournalError};
 use crate::metrics::Metrics;
 use crate::pool::Pool;
-use async_trait::async_trait;
-use deliver::{Backoff, PeerWorker};
-use pingora_core::server::ShutdownWatch;
-use pingora_core::services::background::BackgroundService;
+use bytes::Bytes;
+use key::Keying;
+use pingora_http::RequestHeader;
+pub use pipeline::{decode as decode_answer, Decoded};
 use queue::PeerQueue;
+use reply::{Outcome, Reply};
+use sequencer::{Sequencer, Targets};
+pub use service::ReplicationService;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::Instant;
+use verify::Verifier;
 pub use version::VersionClock;
 pub use write::{CapturedRequest, NewWrite, Write};
 
-/// Set on every copy sent to a peer; names the primary.
+/// Set on every copy sent to an origin other than the primary; names the primary.
 pub const REPLICATED_FROM: &str = "x-hothot-replicated-from";
-/// The write's version, on the primary's request and every copy.
+/// The write's version, on every origin's copy.
 pub const VERSION: &str = "x-hothot-version";
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// `partial` on a sync answer whose quorum timed out under `on_timeout: degrade`.
 pub const REPLICATION_STATUS: &str = "x-hothot-replication";
 
-/// How often lag gauges are refreshed and the journal trimmed.
-const HOUSEKEEPING: Duration = Duration::from_millis(100);
-
 /// Why a write was refused before reaching any origin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Full {
-    /// Some peer's backlog holds `max_pending` writes.
+    /// Some origin's backlog holds `max_pending` writes.
     Backlog,
     /// The journal holds `journal.max_bytes`.
     Journal,
 }
 
+/// What the client of a sequenced write gets.
+#[derive(Debug)]
+pub enum Ordered {
+    /// The answer of `origin` (the primary, unless it could not answer).
+    Answer {
+        origin: usize,
+        raw: Bytes,
+        /// False when a sync write's quorum did not acknowledge within `timeout`.
+        quorum: bool,
+    },
+    /// No origin's answer: this status from hothot (the write was not
+    /// sequenced, or stays queued for every origin).
+    Status(u16, &'static str),
+}
+
+pub const NOT_STORED_MESSAGE: &str =
+    "service unavailable: the replication journal could not store the write\n";
+pub const NO_ANSWER_MESSAGE: &str =
+    "bad gateway: no origin could apply the write; it stays queued for every origin\n";
+pub const ANSWER_TIMEOUT_MESSAGE: &str =
+    "gateway timeout: no origin answered the write in time; it stays queued for every origin\n";
+
 pub struct Replicator {
     config: ReplicationConfig,
     clock: VersionClock,
-    /// One backlog per origin, indexed like the pool: the writes other primaries sent it.
-    queues: Vec<PeerQueue>,
-    /// `None` when replication is off.
-    journal: Option<Journal>,
-    /// The next sequence number. Held while a write is journaled and queued,
-    /// so that the journal and every backlog see writes in the same order.
-    next_seq: Mutex<u64>,
+    keying: Keying,
+    sequencer: Sequencer,
+    verifier: Arc<Verifier>,
     journal_full: AtomicBool,
     pool: Arc<Pool>,
     metrics: Arc<Metrics>,
+    timeouts: Timeouts,
 }
 
 impl Replicator {
     /// Opens the journal (unless replication is off) and queues what it
-    /// still holds for each peer, in the original order.
+    /// still holds for each origin, in the original order.
     pub fn open(
         config: ReplicationConfig,
         pool: Arc<Pool>,
         metrics: Arc<Metrics>,
+        timeouts: Timeouts,
     ) -> Result<Self, JournalError> {
         let names: Vec<String> = pool.origins().iter().map(|o| o.name.clone()).collect();
-        let queues: Vec<PeerQueue> = names
-            .iter()
-            .map(|_| PeerQueue::new(config.max_pending))
+        let queues = (0..names.len())
+            .map(|index| PeerQueue::new(index, config.max_pending))
             .collect();
-        let clock = VersionClock::new();
-        let mut next_seq = 1;
-        let journal = if config.mode == ReplicationMode::Off {
-            None
-        } else {
-            let (journal, recovered) = Journal::open(&config.journal, &names)?;
-            next_seq = recover::requeue(recovered, &names, &queues, &clock, &metrics);
-            Some(journal)
+        let pending = metrics.replication.peers.iter().map(|p| p.pending.clone());
+        let (journal, recovered) = match config.mode {
+            ReplicationMode::Off => (None, None),
+            _ => {
+                let (journal, recovered) = Journal::open(&config.journal, &names)?;
+                (Some(journal), Some(recovered))
+            }
         };
+        let next_seq = recovered.as_ref().map_or(1, recover::next_seq);
+        let write_ahead = config.order.is_sequenced()
+            && config.journal.fsync == crate::config::FsyncPolicy::Always;
+        let sequencer = Sequencer::new(queues, pending.collect(), journal, next_seq, write_ahead);
+        let clock = VersionClock::new();
+        let keying = Keying::new(config.order, config.order_key.clone());
+        if let Some(recovered) = recovered {
+            recover::requeue(recovered, &names, &sequencer, &clock, &metrics, &keying);
+        }
+        let verifier = Arc::new(Verifier::new(
+            match config.mode {
+                ReplicationMode::Off => 0.0,
+                _ => config.verify_sample,
+            },
+            names,
+            metrics.clone(),
+        ));
         Ok(Replicator {
             config,
             clock,
-            queues,
-            journal,
-            next_seq: Mutex::new(next_seq),
+            keying,
+            sequencer,
+            verifier,
             journal_full: AtomicBool::new(false),
             pool,
             metrics,
+            timeouts,
         })
     }
 
@@ -121,13 +168,13 @@ impl Replicator {
     /// A refusal is counted and says which is full.
     pub fn admit(&self) -> Result<(), Full> {
         let mut admitted = true;
-        for (index, queue) in self.queues.iter().enumerate() {
+        for (index, queue) in self.sequencer.queues().iter().enumerate() {
             if !queue.has_room() {
                 self.metrics.replication.peers[index].rejected.inc();
                 admitted = false;
             }
         }
-        let journal_full = self.journal.as_ref().is_some_and(|j| !j.has_room());
+        let journal_full = self.sequencer.journal().is_some_and(|j| !j.has_room());
         if self.journal_full.swap(journal_full, Ordering::Relaxed) != journal_full {
             match journal_full {
                 true => log::error!(
@@ -172,35 +219,57 @@ impl Replicator {
         self.clock.idempotency_key(version)
     }
 
-    /// Journals a write and queues it for every peer of its primary; returns
-    /// once the journal has stored it per the fsync policy, or once every
-    /// peer has acknowledged it (nothing is left pending for the journal to
-    /// keep, so a slow `fdatasync` does not hold the client).
-    pub async fn submit(&self, new: NewWrite) -> Arc<Write> {
-        let primary = new.primary;
-        let (write, stored, peer_count) = {
-            let mut next_seq = self.next_seq.lock().unwrap_or_else(|e| e.into_inner());
-            let seq = *next_seq;
-            *next_seq += 1;
-            let name = self.origin_name(primary);
-            let write = Arc::new(Write::new(seq, &new, name));
-            let peers: Vec<usize> = (0..self.queues.len()).filter(|i| *i != primary).collect();
-            // A pool of one has nobody to replicate to, and nothing to journal.
-            let stored = self
-                .journal
-                .as_ref()
-                .filter(|_| !peers.is_empty())
-                .map(|journal| {
-                    let targets: Vec<&str> = peers.iter().map(|i| self.origin_name(*i)).collect();
-                    new.journal(journal, seq, name, &targets)
-                });
-            let peer_count = u32::try_from(peers.len()).unwrap_or(u32::MAX);
-            for index in peers {
-                self.queues[index].push(write.clone());
-                self.metrics.replication.peers[index].pending.inc();
-            }
-            (write, stored, peer_count)
+    /// The key that orders `request` among other writes (`order: key`).
+    pub fn key_of(&self, request: &RequestHeader) -> u64 {
+        self.keying.key(request.uri.path(), |name| {
+            request.headers.get(name).map(|v| v.as_bytes())
+        })
+    }
+
+    /// Numbers the write, journals it, and hands it to its targets' backlogs
+    /// (with the read that verifies it, if sampled). Under total and key
+    /// order a write the journal could not store is refused (`Err`).
+    fn sequence(
+        &self,
+        new: &NewWrite,
+        reply: Option<Arc<Reply>>,
+    ) -> Result<(Arc<Write>, Option<crate::journal::Durability>), String> {
+        let sequenced = self.config.order.is_sequenced();
+        let targets = match sequenced {
+            true => Targets::All,
+            false => Targets::AllBut(new.primary),
         };
+        let names: Vec<&str> = (0..self.pool.len())
+            .filter(|i| targets.contains(*i))
+            .map(|i| self.origin_name(i))
+            .collect();
+        let next = self.sequencer.next();
+        let primary = self.origin_name(new.primary);
+        let write = Arc::new(Write::new(next.seq, new, primary, reply));
+        // A pool of one has nobody to copy to under version order, and nothing to journal.
+        let stored = match names.is_empty() {
+            true => None,
+            false => next.append(&new.record(next.seq, primary, &names)),
+        };
+        if let Some(error) = stored.as_ref().and_then(|s| s.failed()) {
+            if sequenced {
+                return Err(error.to_owned());
+            }
+        }
+        let read = self.verifier.read_for(&write);
+        next.hand_off(write.clone(), read, targets);
+        Ok((write, stored))
+    }
+
+    /// `order: version`: journals a write its primary has answered and
+    /// queues it for every other origin; returns once the journal has stored
+    /// it per the fsync policy, or once every other origin has acknowledged
+    /// it (nothing is left pending for the journal to keep, so a slow
+    /// `fdatasync` does not hold the client).
+    /// `None` only if the write was refused (never under version order).
+    pub async fn submit(&self, new: NewWrite) -> Option<Arc<Write>> {
+        let others = u32::try_from(self.pool.len().saturating_sub(1)).unwrap_or(u32::MAX);
+        let (write, stored) = self.sequence(&new, None).ok()?;
         if let Some(stored) = stored {
             tokio::select! {
                 biased;
@@ -209,23 +278,64 @@ impl Replicator {
                         log::error!("journal: write #{} not stored: {e}", write.seq);
                     }
                 }
-                () = write.acknowledged_by(peer_count) => {}
+                () = write.acknowledged_by(others) => {}
             }
         }
-        write
+        Some(write)
     }
 
-    /// The peer at `index` settled its backlog's head (delivered or refused for good).
-    pub fn settled(&self, index: usize, write: &Write) {
-        self.queues[index].pop();
-        self.metrics.replication.peers[index].pending.dec();
-        if let Some(journal) = &self.journal {
-            journal.ack(index, write.seq);
+    /// `order: total` and `key`: sequences a write read whole from its
+    /// client, and waits for the answer the client gets (see `reply`): the
+    /// primary's, or another origin's if the primary cannot answer; in sync
+    /// mode, once `quorum` other origins have it too.
+    pub async fn order(&self, new: NewWrite) -> Ordered {
+        let reply = Arc::new(Reply::new(new.primary, self.pool.len()));
+        let write = match self.sequence(&new, Some(reply.clone())) {
+            Ok((write, _)) => write,
+            Err(e) => {
+                log::error!("journal: write refused, it could not be stored: {e}");
+                return Ordered::Status(503, NOT_STORED_MESSAGE);
+            }
+        };
+        let deadline = Instant::now() + self.timeouts.read;
+        let out_of_service = |i: usize| !self.pool.is_serving(i) || self.is_failing(i);
+        match reply.wait(deadline, &out_of_service).await {
+            Outcome::Answer { origin, raw } => {
+                let quorum =
+                    self.config.mode != ReplicationMode::Sync || self.wait_for_quorum(&write).await;
+                Ordered::Answer {
+                    origin,
+                    raw,
+                    quorum,
+                }
+            }
+            Outcome::Failed(Some((origin, raw))) => Ordered::Answer {
+                origin,
+                raw,
+                quorum: true,
+            },
+            Outcome::Failed(None) => Ordered::Status(502, NO_ANSWER_MESSAGE),
+            Outcome::TimedOut => Ordered::Status(504, ANSWER_TIMEOUT_MESSAGE),
         }
     }
 
-    /// Waits until `quorum` peers acknowledged `write`, at most `timeout`.
-    /// False (and counted) on timeout; the write stays queued either way.
+    /// Are deliveries to the origin at `index` failing (a 5xx or a broken
+    /// connection on its last attempt)?
+    pub fn is_failing(&self, index: usize) -> bool {
+        self.sequencer
+            .queues()
+            .get(index)
+            .is_some_and(PeerQueue::is_failing)
+    }
+
+    /// The origin at `index` settled its backlog entry `id`.
+    fn settled(&self, index: usize, id: u64, write: &Write) {
+        self.sequencer.settled(index, id, write);
+    }
+
+    /// Waits until `quorum` origins other than the primary acknowledged
+    /// `write`, at most `timeout`. False (and counted) on timeout; the write
+    /// stays queued either way.
     pub async fn wait_for_quorum(&self, write: &Write) -> bool {
         let quorum = u32::try_from(self.config.quorum).unwrap_or(u32::MAX);
         let acknowledged =
@@ -245,123 +355,23 @@ impl Replicator {
     }
 
     /// Does the origin at `index` hold the write stamped `version` (and
-    /// everything before it)? True for its primary, and for a peer with no
-    /// pending write at or below that version.
-    pub fn has_applied(&self, index: usize, version: u64, primary: Option<usize>) -> bool {
-        primary == Some(index) || self.queues.get(index).is_some_and(|q| q.is_past(version))
-    }
-
-    /// Refreshes the lag gauges, takes lagging peers out of read rotation (and
-    /// drained ones back), and lets the journal drop what every peer has.
-    fn housekeeping(&self) {
-        let mut changed = false;
-        let peers = self.queues.iter().zip(&self.metrics.replication.peers);
-        for (index, (queue, metrics)) in peers.enumerate() {
-            let lag = queue.oldest_age();
-            metrics.lag.set(lag.as_secs_f64());
-            let name = self.origin_name(index);
-            if lag > self.config.max_lag && self.pool.set_lagging(index, true) {
-                changed = true;
-                log::warn!(
-                    "origin {name} lags {lag:.1?} behind on replicated writes (max_lag {:?}): \
-                     no reads until it catches up",
-                    self.config.max_lag
-                );
-            } else if self.pool.is_lagging(index)
-                && queue.is_empty()
-                && self.pool.set_lagging(index, false)
-            {
-                changed = true;
-                log::info!("origin {name} caught up on replicated writes: back in read rotation");
-            }
-        }
-        if changed {
-            self.metrics.publish_pool(&self.pool);
-        }
-        if let Some(journal) = &self.journal {
-            journal.trim(self.oldest_pending_seq());
-            self.metrics
-                .replication
-                .journal_bytes
-                .set(journal.bytes() as i64);
-        }
-    }
-
-    /// The sequence below which every write is settled by every peer.
-    fn oldest_pending_seq(&self) -> u64 {
-        // Held so that no write is between taking its number and joining the backlogs.
-        let next_seq = self.next_seq.lock().unwrap_or_else(|e| e.into_inner());
-        let heads = self.queues.iter().filter_map(|q| q.head_seq());
-        heads.min().unwrap_or(*next_seq)
+    /// everything before it)? True for the origin that answered it, and for
+    /// any origin with no pending write at or below that version.
+    pub fn has_applied(&self, index: usize, version: u64, answered_by: Option<usize>) -> bool {
+        answered_by == Some(index)
+            || self
+                .sequencer
+                .queues()
+                .get(index)
+                .is_some_and(|q| q.is_past(version))
     }
 
     /// The workers delivering every backlog; [`crate::service::ProxyService`]
     /// runs them on the proxy's runtime.
-    pub fn service(self: &Arc<Self>, timeouts: Timeouts) -> ReplicationService {
+    pub fn service(self: &Arc<Self>) -> ReplicationService {
         ReplicationService {
             replicator: self.clone(),
-            addresses: self.pool.origins().iter().map(|o| o.address).collect(),
-            timeouts,
-        }
-    }
-}
-
-/// Runs one delivery worker per peer, and the housekeeping ticker.
-#[derive(Clone)]
-pub struct ReplicationService {
-    replicator: Arc<Replicator>,
-    addresses: Vec<std::net::SocketAddr>,
-    timeouts: Timeouts,
-}
-
-#[async_trait]
-impl BackgroundService for ReplicationService {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let replicator = &self.replicator;
-        if let Some(journal) = &replicator.journal {
-            if let Err(e) = journal.start() {
-                log::error!("journal: cannot start its writer thread: {e}");
-                std::process::exit(1);
-            }
-        }
-        let mut workers = tokio::task::JoinSet::new();
-        for (index, address) in self.addresses.iter().enumerate() {
-            let worker = PeerWorker {
-                replicator: replicator.clone(),
-                index,
-                address: *address,
-                timeouts: self.timeouts,
-                linger: match replicator.config.mode {
-                    ReplicationMode::Async => replicator.config.linger,
-                    // A sync client waits for its copy: it must leave at once.
-                    _ => Duration::ZERO,
-                },
-                backoff: Backoff::new(
-                    replicator.config.retry_initial,
-                    replicator.config.retry_max,
-                    replicator.clock.next() ^ index as u64,
-                ),
-            };
-            workers.spawn(worker.run());
-        }
-        let mut ticker = tokio::time::interval(HOUSEKEEPING);
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => replicator.housekeeping(),
-                _ = shutdown.changed() => break,
-            }
-        }
-        workers.abort_all();
-        let undelivered: usize = replicator.queues.iter().map(|q| q.len()).sum();
-        match &replicator.journal {
-            Some(journal) => {
-                journal.close();
-                log::info!("replication: stopped; {undelivered} copies stay in the journal for the next start");
-            }
-            None if undelivered > 0 => {
-                log::warn!("replication: stopping with {undelivered} undelivered copies")
-            }
-            None => {}
+            timeouts: self.timeouts,
         }
     }
 }

@@ -1,56 +1,107 @@
-//! One peer's backlog: the writes it has not acknowledged yet, in the order
-//! their primaries acknowledged them.
+//! One origin's backlog: the entries it has not settled yet, in sequence
+//! order, and which of them may be sent now.
 //!
-//! The worker delivering to the peer reads the head, and removes it only once
-//! it is delivered (or permanently refused): a peer that is down keeps its
-//! backlog, in order, for as long as it takes.
+//! An entry leaves the backlog only once the origin has settled it (answered
+//! it, or failed it `retry.max_attempts` times): an origin that is down keeps
+//! its backlog, in order, for as long as it takes. Entries with the same key
+//! go out in sequence order, on one lane (connection) at a time and pipelined
+//! there: an entry is sent only when every earlier entry with its key is
+//! settled or in flight on the same lane. A key whose entry failed with a 5xx
+//! waits out a backoff while the other keys go on. Under `order: total` every
+//! entry has the same key, so the whole backlog is one ordered pipeline.
 
 use super::write::Write;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
+/// How many unsent entries one look for work examines at most: a key with
+/// more entries than this ahead of the others holds them up until it moves.
+const SCAN_LIMIT: usize = 4096;
+
 pub struct PeerQueue {
-    entries: Mutex<Entries>,
+    /// The origin this backlog belongs to.
+    index: usize,
+    state: Mutex<State>,
     wake: Notify,
     max_pending: usize,
+    /// The origin's last attempt failed (a 5xx or a broken connection).
+    failing: AtomicBool,
 }
 
 #[derive(Default)]
-struct Entries {
-    writes: VecDeque<Arc<Write>>,
-    /// Pending versions (with counts): versions are stamped before the
-    /// primary answers, so the backlog is not sorted by them.
+struct State {
+    /// Unsettled entries by arrival number, which is sequence order.
+    entries: BTreeMap<u64, Entry>,
+    next_id: u64,
+    /// Unsettled writes (verify reads are not counted).
+    writes: usize,
+    /// Versions of the unsettled writes, with counts: versions are stamped
+    /// before writes are sequenced, so the backlog is not sorted by them.
     versions: BTreeMap<u64, u32>,
+    /// Keys with entries in flight: the lane they are on, and how many.
+    in_flight: HashMap<u64, (usize, u32)>,
+    /// Keys waiting out a backoff after a 5xx, and until when.
+    blocked: HashMap<u64, Instant>,
+}
+
+struct Entry {
+    write: Arc<Write>,
+    sent: bool,
+    /// 5xx answers that count towards `retry.max_attempts`.
+    failures: u32,
+}
+
+/// An entry handed to a lane; `id` names it when it is settled or released.
+pub struct Taken {
+    pub id: u64,
+    pub write: Arc<Write>,
+}
+
+/// What a lane may do next.
+pub enum Next {
+    /// Send these entries now, in this order.
+    Send(Vec<Taken>),
+    /// There are entries, but none a client waits for here: they may wait
+    /// for company (only when the lane asked to be patient).
+    Hold,
+    /// Nothing may be sent before this instant (a key's backoff ends).
+    Until(Instant),
+    /// Nothing to send until woken.
+    Wait,
 }
 
 impl PeerQueue {
-    pub fn new(max_pending: usize) -> Self {
+    pub fn new(index: usize, max_pending: usize) -> Self {
         PeerQueue {
-            entries: Mutex::new(Entries::default()),
+            index,
+            state: Mutex::new(State::default()),
             wake: Notify::new(),
             max_pending,
+            failing: AtomicBool::new(false),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Entries> {
-        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Is there room for one more write? Checked when a write arrives, before
-    /// it reaches any origin. Writes already accepted by a primary are always
-    /// queued, so the backlog may exceed `max_pending` by the writes in flight.
+    /// it reaches any origin. Writes already admitted are always queued, so
+    /// the backlog may exceed `max_pending` by the writes in flight.
     pub fn has_room(&self) -> bool {
-        self.lock().writes.len() < self.max_pending
+        self.lock().writes < self.max_pending
     }
 
+    /// Unsettled writes.
     pub fn len(&self) -> usize {
-        self.lock().writes.len()
+        self.lock().writes
     }
 
     pub fn is_empty(&self) -> bool {
-        self.lock().writes.is_empty()
+        self.len() == 0
     }
 
     /// Has every write at or below `version` been settled here?
@@ -63,60 +114,255 @@ impl PeerQueue {
     }
 
     pub fn push(&self, write: Arc<Write>) {
-        let mut entries = self.lock();
-        *entries.versions.entry(write.version).or_default() += 1;
-        entries.writes.push_back(write);
-        drop(entries);
+        let mut state = self.lock();
+        if !write.is_verify_read() {
+            state.writes += 1;
+            *state.versions.entry(write.version).or_default() += 1;
+        }
+        let id = state.next_id;
+        state.next_id += 1;
+        state.entries.insert(
+            id,
+            Entry {
+                write,
+                sent: false,
+                failures: 0,
+            },
+        );
+        drop(state);
         self.wake.notify_one();
     }
 
-    /// The oldest undelivered write, waiting for one if the backlog is empty.
-    pub async fn head(&self) -> Arc<Write> {
-        loop {
-            let notified = self.wake.notified();
-            if let Some(write) = self.lock().writes.front().cloned() {
-                return write;
-            }
-            notified.await;
+    /// Woken when entries arrive or may be sent again.
+    pub fn wake(&self) -> &Notify {
+        &self.wake
+    }
+
+    /// Up to `room` entries that `lane` may send now, marked in flight there.
+    /// A `patient` lane gets nothing unless a client waits on one of them
+    /// here or they fill `room` ([`Next::Hold`]).
+    pub fn take(&self, lane: usize, room: usize, patient: bool) -> Next {
+        let mut guard = self.lock();
+        let State {
+            entries,
+            in_flight,
+            blocked,
+            ..
+        } = &mut *guard;
+        let now = (!blocked.is_empty()).then(Instant::now);
+        if let Some(now) = now {
+            blocked.retain(|_, until| *until > now);
         }
+        let mut held: HashSet<u64> = HashSet::new();
+        let mut picked = Vec::new();
+        let mut urgent = false;
+        let mut until: Option<Instant> = None;
+        let mut examined = 0;
+        for (id, entry) in entries.iter() {
+            if picked.len() == room || examined == SCAN_LIMIT {
+                break;
+            }
+            if entry.sent {
+                continue;
+            }
+            examined += 1;
+            let key = entry.write.key;
+            if held.contains(&key) {
+                continue;
+            }
+            if let Some(end) = blocked.get(&key) {
+                until = Some(until.map_or(*end, |u| u.min(*end)));
+                held.insert(key);
+                continue;
+            }
+            if in_flight.get(&key).is_some_and(|(on, _)| *on != lane) {
+                held.insert(key);
+                continue;
+            }
+            let write = &entry.write;
+            urgent |= write.reply.is_some() && write.primary == Some(self.index);
+            picked.push(*id);
+        }
+        if picked.is_empty() {
+            return until.map_or(Next::Wait, Next::Until);
+        }
+        if patient && !urgent && picked.len() < room {
+            return Next::Hold;
+        }
+        let taken = picked
+            .into_iter()
+            .filter_map(|id| {
+                let entry = entries.get_mut(&id)?;
+                entry.sent = true;
+                in_flight.entry(entry.write.key).or_insert((lane, 0)).1 += 1;
+                Some(Taken {
+                    id,
+                    write: entry.write.clone(),
+                })
+            })
+            .collect();
+        Next::Send(taken)
     }
 
-    /// Up to `max` writes after the first `skip` ones, for pipelining.
-    pub fn peek(&self, skip: usize, max: usize) -> Vec<Arc<Write>> {
-        self.lock()
-            .writes
-            .iter()
-            .skip(skip)
-            .take(max)
-            .cloned()
-            .collect()
-    }
-
-    /// Removes the head once it is settled.
-    pub fn pop(&self) {
-        let mut entries = self.lock();
-        if let Some(write) = entries.writes.pop_front() {
-            if let std::collections::btree_map::Entry::Occupied(mut count) =
-                entries.versions.entry(write.version)
-            {
-                *count.get_mut() -= 1;
-                if *count.get() == 0 {
-                    count.remove();
+    /// The origin settled the entry `id`; returns the sequence of the
+    /// oldest entry still unsettled.
+    pub fn settle(&self, id: u64) -> Option<u64> {
+        let mut state = self.lock();
+        if let Some(entry) = state.entries.remove(&id) {
+            if entry.sent {
+                state.land(entry.write.key);
+            }
+            if !entry.write.is_verify_read() {
+                state.writes -= 1;
+                if let std::collections::btree_map::Entry::Occupied(mut count) =
+                    state.versions.entry(entry.write.version)
+                {
+                    *count.get_mut() -= 1;
+                    if *count.get() == 0 {
+                        count.remove();
+                    }
                 }
             }
         }
+        state.entries.first_key_value().map(|(_, e)| e.write.seq)
     }
 
-    /// Sequence number of the oldest undelivered write.
+    /// The entry `id` goes back to waiting, in its place; after a 5xx its key
+    /// waits `backoff` before anything with it is sent again.
+    pub fn release(&self, id: u64, backoff: Option<Duration>) {
+        let mut state = self.lock();
+        let Some(entry) = state.entries.get_mut(&id) else {
+            return;
+        };
+        let (key, was_sent) = (entry.write.key, std::mem::replace(&mut entry.sent, false));
+        if was_sent {
+            state.land(key);
+        }
+        if let Some(backoff) = backoff {
+            let until = Instant::now() + backoff;
+            let end = state.blocked.entry(key).or_insert(until);
+            *end = (*end).max(until);
+        }
+        drop(state);
+        self.wake.notify_waiters();
+    }
+
+    /// Counts a 5xx answer to the entry `id` (when `counts`); returns how
+    /// many it has had.
+    pub fn record_failure(&self, id: u64, counts: bool) -> u32 {
+        let mut state = self.lock();
+        state.entries.get_mut(&id).map_or(0, |entry| {
+            entry.failures += u32::from(counts);
+            entry.failures
+        })
+    }
+
+    /// Sequence number of the oldest unsettled entry.
     pub fn head_seq(&self) -> Option<u64> {
-        self.lock().writes.front().map(|w| w.seq)
+        self.lock()
+            .entries
+            .first_key_value()
+            .map(|(_, e)| e.write.seq)
     }
 
-    /// How long the oldest undelivered write has waited (the peer's lag).
+    /// How long the oldest unsettled entry has waited (the origin's lag).
     pub fn oldest_age(&self) -> Duration {
         self.lock()
-            .writes
-            .front()
-            .map_or(Duration::ZERO, |w| w.accepted_at.elapsed())
+            .entries
+            .first_key_value()
+            .map_or(Duration::ZERO, |(_, e)| e.write.accepted_at.elapsed())
+    }
+
+    pub fn set_failing(&self, failing: bool) {
+        if self.failing.load(Ordering::Relaxed) != failing {
+            self.failing.store(failing, Ordering::Relaxed);
+        }
+    }
+
+    /// Did the origin's last attempt fail?
+    pub fn is_failing(&self) -> bool {
+        self.failing.load(Ordering::Relaxed)
+    }
+}
+
+impl State {
+    /// One in-flight entry with `key` came back.
+    fn land(&mut self, key: u64) {
+        if let std::collections::hash_map::Entry::Occupied(mut lane) = self.in_flight.entry(key) {
+            lane.get_mut().1 -= 1;
+            if lane.get().1 == 0 {
+                lane.remove();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replication::write::{CapturedRequest, NewWrite};
+    use bytes::Bytes;
+
+    fn write(seq: u64, key: u64) -> Arc<Write> {
+        let header = pingora_http::RequestHeader::build("PUT", b"/k", None).unwrap();
+        let new = NewWrite {
+            version: seq,
+            idempotency_key: String::new(),
+            primary: 9,
+            key,
+            request: CapturedRequest::of(&header),
+            body: Bytes::new(),
+        };
+        Arc::new(Write::new(seq, &new, "p", None))
+    }
+
+    fn sent(next: Next) -> Vec<(u64, u64)> {
+        match next {
+            Next::Send(taken) => taken.iter().map(|t| (t.id, t.write.seq)).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    #[test]
+    fn one_key_is_one_ordered_pipeline() {
+        let queue = PeerQueue::new(0, 100);
+        for seq in 1..=4 {
+            queue.push(write(seq, 0));
+        }
+        assert_eq!(sent(queue.take(0, 2, false)), vec![(0, 1), (1, 2)]);
+        // Pipelined behind them on the same lane, never on another.
+        assert!(matches!(queue.take(1, 8, false), Next::Wait));
+        assert_eq!(sent(queue.take(0, 8, false)), vec![(2, 3), (3, 4)]);
+        // #1 fails: it and everything after it wait out the backoff, in order.
+        queue.release(0, Some(Duration::from_secs(60)));
+        for id in 1..=3 {
+            queue.release(id, None);
+        }
+        assert!(matches!(queue.take(0, 8, false), Next::Until(_)));
+        assert_eq!(queue.settle(0), Some(2));
+        assert_eq!(queue.len(), 3);
+    }
+
+    #[test]
+    fn other_keys_overtake_a_key_in_backoff() {
+        let queue = PeerQueue::new(0, 100);
+        queue.push(write(1, 7));
+        queue.push(write(2, 7));
+        queue.push(write(3, 8));
+        assert_eq!(sent(queue.take(0, 1, false)), vec![(0, 1)]);
+        // Key 7 is in flight on lane 0: lane 1 may only take key 8.
+        assert_eq!(sent(queue.take(1, 8, false)), vec![(2, 3)]);
+        queue.release(0, Some(Duration::from_secs(60)));
+        assert!(matches!(queue.take(1, 8, false), Next::Until(_)));
+        assert_eq!(queue.settle(2), Some(1));
+        assert!(queue.is_past(0) && !queue.is_past(1));
+    }
+
+    #[test]
+    fn a_patient_lane_holds_writes_nobody_waits_for() {
+        let queue = PeerQueue::new(0, 100);
+        queue.push(write(1, 0));
+        assert!(matches!(queue.take(0, 4, true), Next::Hold));
+        assert_eq!(sent(queue.take(0, 1, true)), vec![(0, 1)]);
     }
 }

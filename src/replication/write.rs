@@ -1,31 +1,48 @@
-//! A write accepted by its primary, as every peer will receive it.
+//! A sequenced write, as every origin will receive it.
 //!
 //! The request is encoded once, while the proxy still holds it: in the HTTP/1.1
-//! form the peers receive (shared by every peer's copy) and in the form the
-//! journal records. Nothing is re-encoded per peer or kept as parsed headers.
+//! form the origins receive (shared by every origin's copy) and in the form the
+//! journal records. Nothing is re-encoded per origin or kept as parsed headers.
 
+use super::reply::Reply;
+use super::verify::Sample;
 use crate::journal::record::{encode_request, WriteRecord, WriteView};
-use crate::journal::{Durability, Journal};
 use bytes::{Bytes, BytesMut};
 use pingora_http::RequestHeader;
 use std::borrow::Cow;
 use std::fmt::Write as _;
+use std::ops::Range;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::Semaphore;
 
+/// An entry of an origin's backlog: a write, or the read that verifies one.
 pub struct Write {
-    /// Position in the journal and in every peer's backlog.
+    /// Position in the journal and in every backlog (a verify read shares
+    /// the position of the write it follows).
     pub seq: u64,
-    /// Stamped once per write; identical on the primary and every peer.
+    /// Stamped once per write; identical on every origin.
     pub version: u64,
-    /// The copy every peer receives, ready to send: request line, headers as
-    /// sent to the primary (hop-by-hop ones removed, version and idempotency
-    /// key set), `X-Hothot-Replicated-From`, `content-length` and the body.
-    pub wire: Bytes,
-    /// When the primary answered: the start of the peers' delay window.
+    /// The origin whose answer the client gets, if it is (still) in the pool.
+    pub primary: Option<usize>,
+    /// Entries with the same key reach an origin in sequence order.
+    pub key: u64,
+    /// The request every origin receives, ready to send: request line,
+    /// headers (hop-by-hop ones removed, version and idempotency key set),
+    /// `X-Hothot-Replicated-From`, `content-length` and the body.
+    wire: Bytes,
+    /// Where the `X-Hothot-Replicated-From` line sits in `wire`: the primary's
+    /// own copy goes without it.
+    from_line: Range<usize>,
+    /// When the write was sequenced: the start of every origin's delay window.
     pub accepted_at: Instant,
-    /// One permit per peer acknowledgement (2xx); sync clients wait on it.
+    /// One permit per acknowledgement by an origin other than the primary;
+    /// sync clients wait on it.
     acks: Semaphore,
+    /// The client waiting for this write's answer, if any.
+    pub reply: Option<Arc<Reply>>,
+    /// Set when this entry is the read that verifies the write.
+    pub verify: Option<Arc<Sample>>,
 }
 
 /// A request captured for replication, encoded both ways.
@@ -98,21 +115,22 @@ pub struct NewWrite {
     pub version: u64,
     pub idempotency_key: String,
     pub primary: usize,
+    /// See [`Write::key`].
+    pub key: u64,
     pub request: CapturedRequest,
     pub body: Bytes,
 }
 
 impl NewWrite {
-    /// Appends this write, numbered `seq`, served by `primary` and addressed
-    /// to `targets`, to the journal.
-    pub fn journal(
-        &self,
-        journal: &Journal,
+    /// The journal record of this write, numbered `seq`, served by `primary`
+    /// and addressed to `targets`.
+    pub fn record<'a>(
+        &'a self,
         seq: u64,
-        primary: &str,
-        targets: &[&str],
-    ) -> Durability {
-        journal.append(&WriteView {
+        primary: &'a str,
+        targets: &'a [&'a str],
+    ) -> WriteView<'a> {
+        WriteView {
             seq,
             version: self.version,
             accepted_unix_ms: unix_ms(SystemTime::now()),
@@ -121,50 +139,119 @@ impl NewWrite {
             idempotency_key: &self.idempotency_key,
             request: &self.request.journal,
             body: &self.body,
-        })
+        }
     }
 }
 
+/// Who a write is from, and what it is ordered by.
+#[derive(Debug, Clone, Copy)]
+pub struct Origin<'a> {
+    /// The primary's name, for `X-Hothot-Replicated-From`.
+    pub name: &'a str,
+    /// The primary's index in the pool, if it is in the pool.
+    pub index: Option<usize>,
+}
+
 impl Write {
-    pub fn new(seq: u64, new: &NewWrite, primary: &str) -> Self {
-        Self::build(
+    pub fn new(seq: u64, new: &NewWrite, primary: &str, reply: Option<Arc<Reply>>) -> Self {
+        let from = Origin {
+            name: primary,
+            index: Some(new.primary),
+        };
+        let mut write = Self::build(
             seq,
             new.version,
             &new.request,
-            primary,
+            from,
             &new.body,
             Instant::now(),
-        )
+        );
+        write.key = new.key;
+        write.reply = reply;
+        write
     }
 
     fn build(
         seq: u64,
         version: u64,
         request: &CapturedRequest,
-        primary: &str,
+        primary: Origin<'_>,
         body: &[u8],
         accepted_at: Instant,
     ) -> Self {
         let head = &request.wire_head;
-        let mut wire = BytesMut::with_capacity(head.len() + primary.len() + body.len() + 64);
+        let name = primary.name;
+        let mut wire = BytesMut::with_capacity(head.len() + name.len() + body.len() + 64);
         wire.extend_from_slice(head);
+        let start = wire.len();
         wire.extend_from_slice(super::REPLICATED_FROM.as_bytes());
         wire.extend_from_slice(b": ");
-        wire.extend_from_slice(primary.as_bytes());
-        wire.extend_from_slice(b"\r\ncontent-length: ");
-        let _ = write!(wire, "{}\r\n\r\n", body.len()); // BytesMut grows: it cannot fail
+        wire.extend_from_slice(name.as_bytes());
+        wire.extend_from_slice(b"\r\n");
+        let from_line = start..wire.len();
+        let _ = write!(wire, "content-length: {}\r\n\r\n", body.len()); // BytesMut grows: it cannot fail
         wire.extend_from_slice(body);
         Write {
             seq,
             version,
+            primary: primary.index,
+            key: 0,
             wire: wire.freeze(),
+            from_line,
             accepted_at,
             acks: Semaphore::new(0),
+            reply: None,
+            verify: None,
         }
     }
 
-    /// A write read back from the journal. `None` if its request no longer parses.
-    pub fn from_record(record: WriteRecord) -> Option<Self> {
+    /// The read that verifies this write: `GET` of its path (`request`, a
+    /// whole request without a body), in the write's place in the order.
+    pub fn verify_read(&self, request: Bytes, sample: Arc<Sample>) -> Self {
+        Write {
+            seq: self.seq,
+            version: self.version,
+            primary: self.primary,
+            key: self.key,
+            from_line: request.len()..request.len(),
+            wire: request,
+            accepted_at: self.accepted_at,
+            acks: Semaphore::new(0),
+            reply: None,
+            verify: Some(sample),
+        }
+    }
+
+    /// The request as the origin at `index` receives it, in two pieces: the
+    /// primary's own copy has no `X-Hothot-Replicated-From`.
+    pub fn wire_for(&self, index: usize) -> (&[u8], &[u8]) {
+        if self.primary == Some(index) {
+            (
+                &self.wire[..self.from_line.start],
+                &self.wire[self.from_line.end..],
+            )
+        } else {
+            (&self.wire, &[])
+        }
+    }
+
+    /// Bytes of the request as the peers receive it.
+    pub fn wire_len(&self) -> usize {
+        self.wire.len()
+    }
+
+    /// The request's head (request line and headers), for the verify read.
+    pub fn head(&self) -> &[u8] {
+        &self.wire[..self.from_line.start]
+    }
+
+    /// A write read back from the journal, served by `primary`, ordered by
+    /// `key`. `None` if its request no longer parses.
+    pub fn from_record(
+        record: WriteRecord,
+        primary: Option<usize>,
+        key: impl FnOnce(&WriteRecord) -> u64,
+    ) -> Option<Self> {
         http::Method::from_bytes(record.method.as_bytes()).ok()?;
         let uri: http::Uri = record.uri.parse().ok()?;
         let target = uri.path_and_query().map_or("/", |p| p.as_str());
@@ -184,14 +271,20 @@ impl Write {
         let accepted_at = Instant::now()
             .checked_sub(Duration::from_millis(age))
             .unwrap_or_else(Instant::now);
-        Some(Self::build(
+        let from = Origin {
+            name: &record.primary,
+            index: primary,
+        };
+        let mut write = Self::build(
             record.seq,
             record.version,
             &request,
-            &record.primary,
+            from,
             &record.body,
             accepted_at,
-        ))
+        );
+        write.key = key(&record);
+        Some(write)
     }
 
     /// The copy's request line (`PUT /kv/a HTTP/1.1`), for logs.
@@ -204,8 +297,14 @@ impl Write {
         String::from_utf8_lossy(&self.wire[..end])
     }
 
+    /// An origin other than the primary has it.
     pub fn acknowledge(&self) {
         self.acks.add_permits(1);
+    }
+
+    /// Is this the read that verifies a write (rather than a write)?
+    pub fn is_verify_read(&self) -> bool {
+        self.verify.is_some()
     }
 
     /// Waits until `quorum` peers acknowledged.
@@ -239,15 +338,24 @@ mod tests {
             version: 42,
             idempotency_key: "k".into(),
             primary: 0,
+            key: 9,
             request: CapturedRequest::of(&header),
             body: Bytes::from_static(b"hello"),
         };
-        let write = Write::new(7, &new, "a");
+        let write = Write::new(7, &new, "a", None);
         assert_eq!(
             std::str::from_utf8(&write.wire).unwrap(),
             "PUT /kv/a?x=1 HTTP/1.1\r\ncontent-type: text/plain\r\nx-multi: 1\r\nx-multi: 2\r\n\
              x-hothot-replicated-from: a\r\ncontent-length: 5\r\n\r\nhello"
         );
+        let (head, rest) = write.wire_for(0);
+        assert_eq!(
+            [head, rest].concat(),
+            b"PUT /kv/a?x=1 HTTP/1.1\r\ncontent-type: text/plain\r\nx-multi: 1\r\nx-multi: 2\r\n\
+content-length: 5\r\n\r\nhello",
+            "the primary's own copy names no primary"
+        );
+        assert_eq!(write.wire_for(1), (&write.wire[..], &b""[..]));
         assert_eq!(write.request_line(), "PUT /kv/a?x=1 HTTP/1.1");
 
         let mut bytes = Vec::new();
@@ -267,8 +375,12 @@ mod tests {
         };
         assert_eq!(record.uri, "/kv/a?x=1");
         assert_eq!(record.headers.len(), 4);
-        let recovered = Write::from_record(record).unwrap();
+        let recovered = Write::from_record(record, Some(0), |_| 9).unwrap();
         assert_eq!(recovered.wire, write.wire);
-        assert_eq!((recovered.seq, recovered.version), (7, 42));
+        assert_eq!(recovered.from_line, write.from_line);
+        assert_eq!(
+            (recovered.seq, recovered.version, recovered.key),
+            (7, 42, 9)
+        );
     }
 }

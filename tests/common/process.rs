@@ -108,7 +108,7 @@ impl ProxyProcess {
 impl Drop for ProxyProcess {
     fn drop(&mut self) {
         self.kill();
-        if !std::thread::panicking() {
+        if !std::thread::panicking() && std::env::var_os("KEEP").is_none() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }

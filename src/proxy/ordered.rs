@@ -1,0 +1,126 @@
+//! The proxy phase of a write under `order: total` or `key`: hothot reads
+//! it whole, picks its primary by capacity, hands it to the sequence, and
+//! answers the client itself with the answer the replicator chose (see
+//! [`crate::replication::Replicator::order`]). Pingora never proxies such a
+//! write: every origin, the primary included, receives it from its backlog,
+//! in the sequence's order.
+
+use super::{client_ip, headers, respond_plain, route, write, HotHotProxy, RequestCtx};
+use crate::replication::{decode_answer, Decoded, Ordered};
+use bytes::{Bytes, BytesMut};
+use pingora_error::Result;
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::Session;
+
+const NO_ORIGIN_MESSAGE: &str = "service unavailable: no healthy origin\n";
+const MALFORMED_MESSAGE: &str = "bad gateway: the origin's answer could not be read\n";
+
+/// Serves the write `capture` admitted; the client always has its answer
+/// when this returns `Ok(true)`.
+pub async fn serve(
+    proxy: &HotHotProxy,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    capture: Box<write::WriteCapture>,
+) -> Result<bool> {
+    let replicator = &proxy.replicator;
+    let Some(body) = read_body(session, replicator.config().max_body).await? else {
+        // A chunked body that outgrew max_body: the rest of it is not read,
+        // so the connection cannot be reused.
+        replicator.count_rejected();
+        session.set_keepalive(None);
+        return refuse(session, ctx, 413, write::OVERSIZE_MESSAGE).await;
+    };
+    let Some(primary) = route::choose_primary(&proxy.balancer, &proxy.pool, replicator) else {
+        proxy.metrics.no_origin.inc();
+        return refuse(session, ctx, 503, NO_ORIGIN_MESSAGE).await;
+    };
+    ctx.tried.push(primary);
+    let mut request = session.req_header().clone();
+    headers::strip_hop_by_hop_request(&mut request);
+    headers::add_forwarded(&mut request, client_ip(session), "http")?;
+    let new = capture.sequenced(replicator, request, primary, body)?;
+    let version = new.version;
+    let (origin, raw, quorum) = match replicator.order(new).await {
+        Ordered::Answer {
+            origin,
+            raw,
+            quorum,
+        } => (origin, raw, quorum),
+        Ordered::Status(status, message) => return refuse(session, ctx, status, message).await,
+    };
+    if origin != primary {
+        ctx.tried.push(origin); // the answer (and its metrics) is this origin's
+    }
+    let Ok(decoded) = decode_answer(&raw) else {
+        return refuse(session, ctx, 502, MALFORMED_MESSAGE).await;
+    };
+    let (mut response, body) = relayed(decoded)?;
+    if let Err(e) = write::mark_answer(replicator, &mut response, version, origin, quorum) {
+        if quorum {
+            return Err(e);
+        }
+        return refuse(session, ctx, 504, write::QUORUM_TIMEOUT_MESSAGE).await;
+    }
+    session
+        .write_response_header(Box::new(response), body.is_empty())
+        .await?;
+    if !body.is_empty() {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(true)
+}
+
+/// Reads the whole request body; `None` once it outgrows `max`.
+async fn read_body(session: &mut Session, max: usize) -> Result<Option<Bytes>> {
+    if expects_continue(session.req_header()) {
+        // The client waits for this before it sends the body; Pingora
+        // forwards it from the origin when it proxies, here it is ours.
+        session.write_continue_response().await?;
+    }
+    let mut body = BytesMut::new();
+    while let Some(chunk) = session.read_request_body().await? {
+        if body.len() + chunk.len() > max {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body.freeze()))
+}
+
+fn expects_continue(request: &RequestHeader) -> bool {
+    request.version == http::Version::HTTP_11
+        && request
+            .headers
+            .get(http::header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}
+
+/// The origin's answer as the client gets it: its status and end-to-end
+/// headers, and its body (unframed, so sent with its own `Content-Length`).
+fn relayed(decoded: Decoded) -> Result<(ResponseHeader, Bytes)> {
+    let mut response = ResponseHeader::build(decoded.status, Some(decoded.headers.len() + 4))?;
+    for (name, value) in decoded.headers {
+        if name.eq_ignore_ascii_case("content-length")
+            || name.eq_ignore_ascii_case("transfer-encoding")
+        {
+            continue;
+        }
+        response.append_header(name, value.as_slice())?;
+    }
+    headers::strip_hop_by_hop(&mut response);
+    response.insert_header(http::header::CONTENT_LENGTH, decoded.body.len())?;
+    Ok((response, decoded.body))
+}
+
+/// Answers with hothot's own `status` and `message`.
+async fn refuse(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    status: u16,
+    message: &'static str,
+) -> Result<bool> {
+    ctx.error_status = Some(status);
+    respond_plain(session, status, Bytes::from_static(message.as_bytes())).await?;
+    Ok(true)
+}
