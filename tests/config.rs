@@ -245,3 +245,75 @@ fn replication_mistakes_name_their_key() {
         "letters, digits",
     );
 }
+
+#[test]
+fn ordering_mistakes_name_their_key() {
+    refused(
+        &with_origins("replication: {order: random}\n"),
+        "replication.order",
+        "unknown variant",
+    );
+    refused(
+        &with_origins("replication: {order: key, order_key: \"query\"}\n"),
+        "replication.order_key",
+        "header:NAME",
+    );
+    refused(
+        &with_origins("replication: {order: key, order_key: \"header:bad name\"}\n"),
+        "replication.order_key",
+        "not a header name",
+    );
+    refused(
+        &with_origins("replication: {verify: {sample: 1.5}}\n"),
+        "replication.verify.sample",
+        "between 0 and 1",
+    );
+    refused(
+        &with_origins("replication: {retry: {max_attempts: 0}}\n"),
+        "replication.retry.max_attempts",
+        "at least 1",
+    );
+    let config = hothot::config::parse(&with_origins(
+        "replication: {order: key, order_key: \"header:X-Tenant\", verify: {sample: 0}}\n",
+    ))
+    .unwrap();
+    assert_eq!(config.replication.order, hothot::config::Order::Key);
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    let defaults = hothot::config::parse(&with_origins("")).unwrap();
+    assert_eq!(defaults.replication.order, hothot::config::Order::Total);
+    assert_eq!(defaults.replication.verify_sample, 0.01);
+    assert_eq!(defaults.replication.retry_max_attempts, 10);
+}
+
+#[test]
+fn check_flag_says_which_settings_have_no_effect() {
+    let dir = std::env::temp_dir().join(format!("hothot-config-warn-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("warn.yaml");
+    std::fs::write(
+        &file,
+        with_origins("replication: {replicate_on: always, order_key: path}\n"),
+    )
+    .unwrap();
+    let output = hothot(&["-t", "-c", file.to_str().unwrap()]);
+    assert!(output.status.success(), "a warning is not an error");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("replication.replicate_on has no effect with replication.order: total"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("replication.order_key has no effect"),
+        "{stderr}"
+    );
+    // Under version order replicate_on still decides.
+    std::fs::write(
+        &file,
+        with_origins("replication: {order: version, replicate_on: always}\n"),
+    )
+    .unwrap();
+    let output = hothot(&["-t", "-c", file.to_str().unwrap()]);
+    assert!(output.status.success());
+    assert!(!String::from_utf8_lossy(&output.stderr).contains("warning"));
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -1,5 +1,10 @@
 //! A real HTTP origin for tests: hyper on 127.0.0.1, an ephemeral port,
 //! stoppable and restartable on the same port.
+//!
+//! Its `/kv/{key}` store applies writes last-writer-wins by
+//! `X-Hothot-Version` ([`TestOrigin::start`]), or, like an ordinary backend,
+//! in arrival order with no version logic and no deduplication
+//! ([`TestOrigin::start_plain`]).
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -9,7 +14,7 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::net::TcpSocket;
 use tokio::task::JoinSet;
@@ -36,8 +41,18 @@ pub struct Shared {
     /// TCP connections accepted (to see keep-alive reuse).
     pub connections: AtomicUsize,
     pub seen: Mutex<Vec<Seen>>,
-    /// `/kv/{key}`: (version, value), applied last-writer-wins by `X-Hothot-Version`.
+    /// `/kv/{key}`: (version, value), applied last-writer-wins by `X-Hothot-Version`
+    /// (or in arrival order when `plain`).
     pub kv: Mutex<std::collections::HashMap<String, (u64, Bytes)>>,
+    /// Apply writes in arrival order: PUT/POST/PATCH store, DELETE removes
+    /// (404 if absent); no version logic, no deduplication.
+    pub plain: bool,
+    /// Append the origin's name to every `/kv` read (answers that differ per origin).
+    pub name_in_reads: AtomicBool,
+    /// Requests whose path starts with this get this status instead.
+    pub fail_path: Mutex<Option<(String, u16)>>,
+    /// Writes applied (2xx), in arrival order: (method, path, body).
+    pub applied: Mutex<Vec<(String, String, Bytes)>>,
 }
 
 pub struct TestOrigin {
@@ -48,6 +63,15 @@ pub struct TestOrigin {
 
 impl TestOrigin {
     pub async fn start(name: &str) -> TestOrigin {
+        Self::start_with(name, false).await
+    }
+
+    /// An origin that applies writes in arrival order, like an ordinary backend.
+    pub async fn start_plain(name: &str) -> TestOrigin {
+        Self::start_with(name, true).await
+    }
+
+    async fn start_with(name: &str, plain: bool) -> TestOrigin {
         let shared = Arc::new(Shared {
             name: name.to_owned(),
             health_status: AtomicU16::new(200),
@@ -57,6 +81,10 @@ impl TestOrigin {
             connections: AtomicUsize::new(0),
             seen: Mutex::new(Vec::new()),
             kv: Mutex::default(),
+            plain,
+            name_in_reads: AtomicBool::new(false),
+            fail_path: Mutex::new(None),
+            applied: Mutex::default(),
         });
         let addr = "127.0.0.1:0".parse().unwrap();
         let (addr, tasks) = serve(addr, shared.clone()).await;
@@ -88,6 +116,24 @@ impl TestOrigin {
             .into_iter()
             .filter(|s| s.headers.contains_key("x-hothot-replicated-from"))
             .collect()
+    }
+
+    /// Every `/kv` key and its value.
+    pub fn state(&self) -> std::collections::BTreeMap<String, Bytes> {
+        let kv = self.shared.kv.lock().unwrap();
+        kv.iter()
+            .map(|(k, (_, v))| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// Writes applied, in arrival order.
+    pub fn applied(&self) -> Vec<(String, String, Bytes)> {
+        self.shared.applied.lock().unwrap().clone()
+    }
+
+    /// Answer requests whose path starts with `prefix` with `status` (None: stop).
+    pub fn fail_path(&self, rule: Option<(&str, u16)>) {
+        *self.shared.fail_path.lock().unwrap() = rule.map(|(p, s)| (p.to_owned(), s));
     }
 
     pub fn set_health(&self, status: u16) {
@@ -180,18 +226,31 @@ async fn handle(
     });
     shared.served.fetch_add(1, Ordering::SeqCst);
     let copy_status = shared.copy_status.load(Ordering::SeqCst);
-    let status = if copy_status != 0 && headers.contains_key("x-hothot-replicated-from") {
+    let failing = shared
+        .fail_path
+        .lock()
+        .unwrap()
+        .as_ref()
+        .filter(|(prefix, _)| path.starts_with(prefix.as_str()))
+        .map(|(_, status)| *status);
+    let status = if let Some(status) = failing {
+        status
+    } else if copy_status != 0 && headers.contains_key("x-hothot-replicated-from") {
         copy_status
     } else {
         shared.status.load(Ordering::SeqCst)
     };
     let mut answer = Bytes::from(shared.name.clone());
+    let mut status = status;
     if let (Some(key), true) = (path.strip_prefix("/kv/"), (200..300).contains(&status)) {
         let mut kv = shared.kv.lock().unwrap();
         if method == "GET" {
             let value = kv.get(key).map(|(_, v)| v.clone());
             drop(kv);
-            let (status, body) = value.map_or((404, Bytes::new()), |v| (200, v));
+            let (status, mut body) = value.map_or((404, Bytes::new()), |v| (200, v));
+            if shared.name_in_reads.load(Ordering::SeqCst) {
+                body = Bytes::from([&body[..], b" from ", shared.name.as_bytes()].concat());
+            }
             return Ok(Response::builder()
                 .status(status)
                 .header("x-origin", shared.name.as_str())
@@ -204,13 +263,22 @@ async fn handle(
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         let is_write = matches!(method.as_str(), "PUT" | "POST" | "PATCH" | "DELETE");
-        let newer = kv.get(key).is_none_or(|(held, _)| version >= *held);
-        match (is_write, newer) {
-            (true, true) => {
+        let newer = shared.plain || kv.get(key).is_none_or(|(held, _)| version >= *held);
+        match (is_write, newer, method.as_str()) {
+            (true, true, "DELETE") if shared.plain => {
+                if kv.remove(key).is_none() {
+                    status = 404;
+                }
+            }
+            (true, true, _) => {
                 kv.insert(key.to_owned(), (version, body.clone()));
             }
-            (true, false) => answer = Bytes::from_static(b"older version ignored"),
-            (false, _) => {}
+            (true, false, _) => answer = Bytes::from_static(b"older version ignored"),
+            (false, _, _) => {}
+        }
+        if is_write && (200..300).contains(&status) {
+            let mut applied = shared.applied.lock().unwrap();
+            applied.push((method.clone(), path.clone(), body.clone()));
         }
     }
     Ok(Response::builder()
