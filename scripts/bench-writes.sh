@@ -1,21 +1,24 @@
 #!/usr/bin/env bash
 # Write benchmark: PUTs through hothot to three replica origins (capacities
-# 1000/800/600) with replication off, async and sync (quorum 1): first as many
-# as CONNECTIONS clients can send (wrk: throughput, and latency at saturation),
-# then at a fixed RATE of writes/s for every mode (oha: latency at equal load,
-# which is what the replication modes add); then the time a peer takes to drain
-# a backlog of BACKLOG writes after it comes back.
+# 1000/800/600), for each configuration in MODES: first as many as
+# CONNECTIONS clients can send (wrk: throughput, and latency at saturation),
+# then at a fixed RATE of writes/s (oha: latency at equal load, which is what
+# each configuration adds); then the time an origin takes to drain a backlog
+# of BACKLOG writes after it comes back (order: total, async).
 # Loopback only; every process is stopped at the end.
 #
 #   scripts/bench-writes.sh [DURATION=10s] [CONNECTIONS=32] [BACKLOG=10000]
 #   RATE=5000 (0 skips the fixed-rate runs; they need oha, installed if missing)
+#   MODES="off version key total total-sync": replication off; async with
+#   order version, key and total; total with sync quorum 1. (`async` and
+#   `sync` are also accepted: order total.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-10s}
 CONNECTIONS=${2:-32}
 BACKLOG=${3:-10000}
 EXTRA_YAML=${EXTRA_YAML:-}     # appended under `replication:`, e.g. journal settings
-MODES=${MODES:-off async sync}
+MODES=${MODES:-off version key total total-sync}
 THREADS=${THREADS:-2}           # hothot worker threads
 RATE=${RATE:-5000}
 source scripts/bench-lib.sh
@@ -33,7 +36,15 @@ start_replica() {
 }
 for name in a b c; do PORT[$name]=$(free_port); start_replica "$name"; done
 
-start_hothot() { # mode
+start_hothot() { # configuration name, see MODES
+  local mode=async order=total
+  case "$1" in
+    off) mode=off ;;
+    version | key | total) order=$1 ;;
+    total-sync | sync) mode=sync ;;
+    async) ;;
+    *) echo "unknown configuration $1" >&2; return 1 ;;
+  esac
   PROXY=$(free_port); METRICS=$(free_port)
   cat >"$work/hothot.yaml" <<YAML
 server: {threads: $THREADS}
@@ -45,7 +56,8 @@ origins:
   - {name: c, address: "127.0.0.1:${PORT[c]}", capacity: 600}
 health: {interval: 200ms, timeout: 200ms, rise: 1, fall: 1}
 replication:
-  mode: $1
+  mode: $mode
+  order: $order
   quorum: 1
   timeout: 2s
   retry: {initial: 10ms, max: 200ms}
@@ -71,7 +83,7 @@ for mode in $MODES; do
   p99=$(awk '$1=="99%" {print $2}' "$work/$mode.txt")
   errors=$(awk '/Non-2xx/ {print $5}' "$work/$mode.txt")
   left=$(pending_total)
-  results+=("$(printf '%-6s %12s %10s %10s %10s %14s' "$mode" "$rps" "$p50" "$p99" "${errors:-0}" "$left")")
+  results+=("$(printf '%-10s %12s %10s %10s %10s %14s' "$mode" "$rps" "$p50" "$p99" "${errors:-0}" "$left")")
   for _ in $(seq 600); do [ "$(pending_total)" -eq 0 ] && break; sleep 0.1; done
   stop_hothot
 done
@@ -88,7 +100,7 @@ import json, sys
 d = json.load(open(sys.argv[1])); s = d["summary"]; p = d["latencyPercentiles"]
 codes = d.get("statusCodeDistribution", {})
 other = sum(n for c, n in codes.items() if not c.startswith("2"))
-print("%-6s %12.0f %10s %10s %10s %10d" % (sys.argv[2], s["requestsPerSec"],
+print("%-10s %12.0f %10s %10s %10s %10d" % (sys.argv[2], s["requestsPerSec"],
       "%.2fms" % (p["p50"] * 1e3), "%.2fms" % (p["p99"] * 1e3), "%.2fms" % (p["p99.9"] * 1e3), other))
 PY
 )")
@@ -98,7 +110,7 @@ PY
 fi
 
 # Backlog drain: c is down while BACKLOG writes arrive, then comes back.
-start_hothot async
+start_hothot total
 kill "${REPLICA_PID[c]}"; wait "${REPLICA_PID[c]}" 2>/dev/null || true
 sleep 0.5
 python3 scripts/write_burst.py --port "$PROXY" --count "$BACKLOG"
@@ -111,12 +123,12 @@ stop_hothot
 
 echo
 echo "PUT throughput through hothot to 3 replicas, wrk -t2 -c$CONNECTIONS -d$DURATION ${EXTRA_YAML:+($EXTRA_YAML)}"
-printf '%-6s %12s %10s %10s %10s %14s\n' mode requests/s p50 p99 non-2xx "pending at end"
+printf '%-10s %12s %10s %10s %10s %14s\n' mode requests/s p50 p99 non-2xx "pending at end"
 printf '%s\n' "${results[@]}"
 if [ ${#fixed[@]} -gt 0 ]; then
   echo
   echo "The same at a fixed $RATE writes/s, oha -c$CONNECTIONS -z$DURATION --latency-correction"
-  printf '%-6s %12s %10s %10s %10s %10s\n' mode requests/s p50 p99 p99.9 non-2xx
+  printf '%-10s %12s %10s %10s %10s %10s\n' mode requests/s p50 p99 p99.9 non-2xx
   printf '%s\n' "${fixed[@]}"
 fi
 echo "peer round trip (one connection, PUT straight to a replica, p50): $rtt"

@@ -130,10 +130,11 @@ async fn connect_failures_are_retried_elsewhere_and_lose_no_request() {
     let metrics = proxy.metrics().await;
     let retries = metric_value(&metrics, "hothot_retries_total{origin=\"b\"}").unwrap();
     // b is the first pick of 800/2400 of the 800 reads: every one was
-    // retried. (Writes go to every origin in one order: a write whose
-    // primary fails is answered by another origin, not retried.)
+    // retried. (Writes go to every origin in one order, and b is no longer
+    // picked as a primary once its deliveries fail; a write whose primary b
+    // was is answered by another origin, which counts as a retry too.)
     assert!(
-        (265.0..=270.0).contains(&retries),
+        (265.0..=275.0).contains(&retries),
         "b's failed attempts were retried: {retries}"
     );
 }

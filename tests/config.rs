@@ -28,7 +28,14 @@ fn shipped_configs_are_valid() {
     for entry in std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("conf")).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
-            hothot::config::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let config =
+                hothot::config::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert!(
+                config.warnings.is_empty(),
+                "{}: {:?}",
+                path.display(),
+                config.warnings
+            );
             checked += 1;
         }
     }

@@ -6,6 +6,7 @@
 //! for GET, HEAD, OPTIONS and TRACE requests without a body, and only before
 //! the origin's response header arrived. At most `retries` extra attempts.
 
+mod answers;
 mod headers;
 mod ordered;
 mod route;
@@ -16,6 +17,7 @@ use crate::metrics::{InFlight, Metrics};
 use crate::pool::{FailureVerdict, Pool};
 use crate::replication::Replicator;
 use crate::selection::{CapacityWeighted, Traffic};
+use answers::{error_body, respond_plain, status_for};
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -124,37 +126,6 @@ fn is_replayable(request: &RequestHeader) -> bool {
         "GET" | "HEAD" | "OPTIONS" | "TRACE"
     );
     safe && !headers::has_body(request)
-}
-
-fn status_for(e: &Error) -> u16 {
-    match (e.etype(), e.esource()) {
-        (ErrorType::HTTPStatus(code), _) => *code,
-        (
-            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout,
-            ErrorSource::Upstream,
-        ) => 504,
-        (_, ErrorSource::Upstream) => 502,
-        (
-            ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed,
-            ErrorSource::Downstream,
-        ) => 0,
-        (_, ErrorSource::Downstream) => 400,
-        _ => 500,
-    }
-}
-
-fn error_body(status: u16, ctx: &RequestCtx) -> &'static str {
-    if status == 504 && ctx.write.as_ref().is_some_and(|w| w.quorum_timed_out) {
-        return write::QUORUM_TIMEOUT_MESSAGE;
-    }
-    match status {
-        400 => "bad request\n",
-        413 => write::OVERSIZE_MESSAGE,
-        502 => "bad gateway: the origin failed to answer\n",
-        503 => "service unavailable: no healthy origin\n",
-        504 => "gateway timeout: the origin did not answer in time\n",
-        _ => "proxy error\n",
-    }
 }
 
 #[async_trait]
@@ -390,14 +361,4 @@ fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
         .client_addr()
         .and_then(|a| a.as_inet())
         .map(|a| a.ip())
-}
-
-pub(crate) async fn respond_plain(session: &mut Session, status: u16, body: Bytes) -> Result<()> {
-    let mut header = ResponseHeader::build(status, Some(3))?;
-    header.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
-    header.insert_header(http::header::CONTENT_LENGTH, body.len())?;
-    session
-        .as_downstream_mut()
-        .write_error_response(header, body)
-        .await
 }

@@ -5,14 +5,14 @@
 //! write: every origin, the primary included, receives it from its backlog,
 //! in the sequence's order.
 
-use super::{client_ip, headers, respond_plain, route, write, HotHotProxy, RequestCtx};
+use super::answers::{respond_plain, NO_ORIGIN_MESSAGE};
+use super::{client_ip, headers, route, write, HotHotProxy, RequestCtx};
 use crate::replication::{decode_answer, Decoded, Ordered};
 use bytes::{Bytes, BytesMut};
 use pingora_error::Result;
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
 
-const NO_ORIGIN_MESSAGE: &str = "service unavailable: no healthy origin\n";
 const MALFORMED_MESSAGE: &str = "bad gateway: the origin's answer could not be read\n";
 
 /// Serves the write `capture` admitted; the client always has its answer
@@ -50,7 +50,11 @@ pub async fn serve(
         Ordered::Status(status, message) => return refuse(session, ctx, status, message).await,
     };
     if origin != primary {
-        ctx.tried.push(origin); // the answer (and its metrics) is this origin's
+        // The primary could not answer and another origin did: for the
+        // dashboards that is a retry on another origin, and the answer (with
+        // its metrics) is that origin's.
+        proxy.metrics.origins[primary].retries.inc();
+        ctx.tried.push(origin);
     }
     let Ok(decoded) = decode_answer(&raw) else {
         return refuse(session, ctx, 502, MALFORMED_MESSAGE).await;

@@ -339,9 +339,10 @@ impl Lane {
             self.metrics().retried.inc();
             let backoff = self.backoff.next_delay();
             self.queue().release(sent.id, Some(backoff));
-        }
-        for later in in_flight.iter_mut() {
-            later.void |= later.write.key == write.key;
+            // Later entries of its key were sent after it: they go again after it.
+            for later in in_flight.iter_mut() {
+                later.void |= later.write.key == write.key;
+            }
         }
         Settled::ServerError(answer.status)
     }

@@ -4,6 +4,7 @@
 pub mod nginx;
 pub mod origin;
 pub mod process;
+pub mod workload;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
