@@ -119,7 +119,6 @@ impl Lane {
     pub async fn run(mut self) {
         let mut connection: Option<PeerConnection> = None;
         let mut in_flight: VecDeque<Sent> = VecDeque::new();
-        let mut failed_attempts: u64 = 0;
         let mut window = 1;
         loop {
             let batch = if in_flight.is_empty() {
@@ -130,24 +129,22 @@ impl Lane {
             match self.step(&mut connection, &mut in_flight, batch).await {
                 Ok(None | Some(Settled::Void)) => {}
                 Ok(Some(Settled::Answered)) => {
-                    if failed_attempts > 0 {
+                    if let Some(failures) = self.queue().recovered() {
                         log::info!(
-                            "replication to {}: delivering again after {failed_attempts} failed attempts",
+                            "replication to {}: delivering again after {failures} failed attempts",
                             self.name()
                         );
-                        failed_attempts = 0;
-                        self.backoff.reset();
-                        self.queue().set_failing(false);
                     }
+                    self.backoff.reset();
                     window = (window * 2).min(WINDOW);
                 }
                 Ok(Some(Settled::ServerError(status))) => {
-                    self.note_failure(&mut failed_attempts, &format!("origin answered {status}"));
+                    self.note_failure(&format!("origin answered {status}"));
                     window = 1;
                 }
                 Err(error) => {
                     self.metrics().retried.inc();
-                    self.note_failure(&mut failed_attempts, &error.to_string());
+                    self.note_failure(&error.to_string());
                     connection = None;
                     for sent in in_flight.drain(..) {
                         self.fail_reply(&sent.write, None);
@@ -160,15 +157,14 @@ impl Lane {
         }
     }
 
-    fn note_failure(&self, failed_attempts: &mut u64, why: &str) {
-        if *failed_attempts == 0 {
+    /// Logs the first failure of a streak, once per origin (not per lane).
+    fn note_failure(&self, why: &str) {
+        if self.queue().failed() {
             log::warn!(
                 "replication to {}: {why}; retrying with backoff",
                 self.name()
             );
         }
-        *failed_attempts += 1;
-        self.queue().set_failing(true);
     }
 
     /// Waits until the backlog has entries this lane may send; a short batch

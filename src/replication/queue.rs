@@ -12,7 +12,7 @@
 
 use super::write::Write;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -29,6 +29,8 @@ pub struct PeerQueue {
     max_pending: usize,
     /// The origin's last attempt failed (a 5xx or a broken connection).
     failing: AtomicBool,
+    /// Failed attempts since the last success.
+    failures: AtomicU64,
 }
 
 #[derive(Default)]
@@ -81,6 +83,7 @@ impl PeerQueue {
             wake: Notify::new(),
             max_pending,
             failing: AtomicBool::new(false),
+            failures: AtomicU64::new(0),
         }
     }
 
@@ -273,10 +276,19 @@ impl PeerQueue {
             .map_or(Duration::ZERO, |(_, e)| e.write.accepted_at.elapsed())
     }
 
-    pub fn set_failing(&self, failing: bool) {
-        if self.failing.load(Ordering::Relaxed) != failing {
-            self.failing.store(failing, Ordering::Relaxed);
+    /// An attempt failed; true if it is the first since the last success.
+    pub fn failed(&self) -> bool {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        !self.failing.swap(true, Ordering::Relaxed)
+    }
+
+    /// An attempt succeeded; after a streak of failures, how many there were.
+    pub fn recovered(&self) -> Option<u64> {
+        // A load first: the common case (no streak) writes nothing.
+        if !self.failing.load(Ordering::Relaxed) || !self.failing.swap(false, Ordering::Relaxed) {
+            return None;
         }
+        Some(self.failures.swap(0, Ordering::Relaxed))
     }
 
     /// Did the origin's last attempt fail?
