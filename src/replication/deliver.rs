@@ -31,7 +31,7 @@ use crate::metrics::PeerMetrics;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Most entries in flight on a lane's connection.
 const WINDOW: usize = 64;
@@ -167,20 +167,23 @@ impl Lane {
         }
     }
 
-    /// Waits until the backlog has entries this lane may send; a short batch
-    /// nobody waits for here first lingers for company.
+    /// Waits until the backlog has entries this lane may send. A short batch
+    /// nobody waits for here first lingers for company, unless a write
+    /// whose client waits for this origin joins it: then it leaves at once.
     async fn wait_for_work(&self, window: usize) -> Vec<Taken> {
         let queue = self.queue();
-        let mut patient = !self.linger.is_zero();
+        let mut linger_until: Option<Instant> = None;
         loop {
             let woken = queue.wake().notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
+            let patient =
+                !self.linger.is_zero() && linger_until.is_none_or(|until| Instant::now() < until);
             match queue.take(self.lane, window, patient) {
                 Next::Send(batch) => return batch,
                 Next::Hold => {
-                    tokio::time::sleep(self.linger).await;
-                    patient = false;
+                    let until = *linger_until.get_or_insert_with(|| Instant::now() + self.linger);
+                    let _ = tokio::time::timeout_at(until.into(), woken).await;
                 }
                 Next::Until(until) => {
                     let _ = tokio::time::timeout_at(until.into(), woken).await;
