@@ -130,7 +130,8 @@ impl Reply {
         everyone_failed.then(|| Outcome::Failed(state.server_error.take()))
     }
 
-    /// Waits for the client's outcome until `deadline`.
+    /// Waits for the client's outcome until `deadline`, when the primary
+    /// counts as timed out.
     pub async fn wait(
         &self,
         deadline: Instant,
@@ -140,11 +141,15 @@ impl Reply {
             let changed = self.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            if let Some(outcome) = self.decide(out_of_service) {
+            // Past the deadline the primary has timed out: another origin's
+            // answer, if there is one, is better than none.
+            let now = Instant::now();
+            let timed_out = now >= deadline;
+            let cannot = |i: usize| (timed_out && i == self.primary) || out_of_service(i);
+            if let Some(outcome) = self.decide(&cannot) {
                 break outcome;
             }
-            let now = Instant::now();
-            if now >= deadline {
+            if timed_out {
                 break Outcome::TimedOut;
             }
             let _ = tokio::time::timeout(RECHECK.min(deadline - now), changed).await;
@@ -199,6 +204,11 @@ mod tests {
             Outcome::Failed(Some((0, raw))) => assert_eq!(&raw[..], b"500"),
             other => panic!("{other:?}"),
         }
+
+        // The primary does not answer in time: another origin's answer.
+        let reply = Reply::new(0, 2);
+        reply.answered(1, Some(Bytes::from_static(b"b")));
+        assert_eq!(origin_of(reply.wait(soon(), &all_up).await), Some(1));
 
         // Nobody answers.
         let reply = Reply::new(0, 2);
