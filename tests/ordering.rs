@@ -87,10 +87,18 @@ async fn version_order_lets_arrival_order_origins_diverge() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_origin_refusing_writes_with_503_for_a_while_catches_up_in_order() {
+    for order in ["total", "key"] {
+        refusing_for_a_while(order).await;
+    }
+}
+
+async fn refusing_for_a_while(order: &str) {
     let (a, b, c) = three_plain().await;
     let proxy = start_proxy(
         &plain_pool(&a, &b, &c),
-        &settings("  retry: {initial: 20ms, max: 100ms, max_attempts: 1000}\n"),
+        &settings(&format!(
+            "  order: {order}\n  retry: {{initial: 20ms, max: 100ms, max_attempts: 1000}}\n"
+        )),
     )
     .await;
     let url = proxy.url("");
@@ -107,7 +115,8 @@ async fn an_origin_refusing_writes_with_503_for_a_while_catches_up_in_order() {
     assert!(settled(proxy.metrics_port, &["a", "b", "c"]).await);
     assert_eq!(
         differing(&[a.state(), b.state(), c.state()]),
-        Vec::<String>::new()
+        Vec::<String>::new(),
+        "order: {order}"
     );
     let metrics = proxy.metrics().await;
     let retried = metric_value(
@@ -290,6 +299,12 @@ async fn verify_reports_the_origin_whose_answers_differ_and_never_identical_ones
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_in_the_middle_of_a_burst_loses_and_reorders_nothing() {
+    for order in ["total", "key"] {
+        sigkill_during_a_burst(order).await;
+    }
+}
+
+async fn sigkill_during_a_burst(order: &str) {
     let (a, b, c) = three_plain().await;
     let pool = format!(
         "origins:\n  - {{name: a, address: \"{}\", capacity: 1000}}\n  \
@@ -297,7 +312,7 @@ async fn sigkill_in_the_middle_of_a_burst_loses_and_reorders_nothing() {
         a.addr,
         b.addr,
         c.addr,
-        settings("  journal: {dir: journal}\n")
+        settings(&format!("  order: {order}\n  journal: {{dir: journal}}\n"))
     );
     let mut proxy = ProxyProcess::start(&temp_dir("ordering-sigkill"), &pool).await;
     let url = proxy.url("");
@@ -315,7 +330,8 @@ async fn sigkill_in_the_middle_of_a_burst_loses_and_reorders_nothing() {
     assert!(settled(proxy.metrics_port, &["a", "b", "c"]).await);
     assert_eq!(
         differing(&[a.state(), b.state(), c.state()]),
-        Vec::<String>::new()
+        Vec::<String>::new(),
+        "order: {order}"
     );
     // Nothing a client saw succeed is lost: every origin applied every
     // acknowledged PUT (a replay after the crash may repeat a few, in order).
@@ -329,7 +345,7 @@ async fn sigkill_in_the_middle_of_a_burst_loses_and_reorders_nothing() {
             if method == "PUT" {
                 assert!(
                     applied.contains(body.as_bytes()),
-                    "{} lost {method} {path} {body}",
+                    "order: {order}: {} lost {method} {path} {body}",
                     origin.shared.name
                 );
             }
@@ -341,6 +357,12 @@ async fn sigkill_in_the_middle_of_a_burst_loses_and_reorders_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn nginx_origins_end_identical_through_a_pause() {
+    for order in ["total", "key"] {
+        nginx_through_a_pause(order).await;
+    }
+}
+
+async fn nginx_through_a_pause(order: &str) {
     let dirs: Vec<_> = (0..3).map(|i| temp_dir(&format!("nginx{i}"))).collect();
     let (x, y, z) = (
         Nginx::start(&dirs[0]).await,
@@ -349,7 +371,7 @@ async fn nginx_origins_end_identical_through_a_pause() {
     );
     let proxy = start_proxy(
         &[("x", x.addr, 1000), ("y", y.addr, 800), ("z", z.addr, 600)],
-        &settings(""),
+        &settings(&format!("  order: {order}\n")),
     )
     .await;
     let url = proxy.url("");
@@ -364,5 +386,5 @@ async fn nginx_origins_end_identical_through_a_pause() {
     assert!(settled(proxy.metrics_port, &["x", "y", "z"]).await);
     let files = [x.files(), y.files(), z.files()];
     assert!(!files[0].is_empty());
-    assert_eq!(differing(&files), Vec::<String>::new());
+    assert_eq!(differing(&files), Vec::<String>::new(), "order: {order}");
 }
