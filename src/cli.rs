@@ -23,6 +23,11 @@ pub fn main() -> i32 {
         for warning in &config.warnings {
             eprintln!("hothot: {}: warning: {warning}", path.display());
         }
+        // Not an error here: the running hothot whose next config this is
+        // holds these addresses (`-u` takes them over).
+        for busy in server::unbindable(&config) {
+            eprintln!("hothot: {}: warning: {busy}", path.display());
+        }
         println!("hothot: {} is valid", path.display());
         return 0;
     }

@@ -36,6 +36,39 @@ pub enum StartError {
     Thread(#[source] std::io::Error),
     #[error("replication journal: {0}")]
     Journal(#[source] crate::journal::JournalError),
+    #[error("{key}: cannot listen on {address}: {source}")]
+    Listen {
+        key: String,
+        address: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The listeners of `config` that cannot be bound now (in use by another
+/// process, or not an address of this machine), each with its key. Pingora
+/// itself would retry a busy address for 30 s and then panic.
+pub fn unbindable(config: &Config) -> Vec<StartError> {
+    let listeners = config
+        .listen
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (format!("listen[{i}]"), *a))
+        .chain(std::iter::once((
+            "metrics.listen".to_owned(),
+            config.metrics_listen,
+        )));
+    listeners
+        .filter_map(|(key, address)| {
+            std::net::TcpListener::bind(address)
+                .err()
+                .map(|source| StartError::Listen {
+                    key,
+                    address,
+                    source,
+                })
+        })
+        .collect()
 }
 
 /// Pingora's `grace_period_seconds` default is 300: too long for a proxy whose
@@ -98,6 +131,13 @@ fn balancer(pool: &Arc<Pool>) -> Result<LoadBalancer<CapacityWeighted>, StartErr
 
 /// Builds a ready-to-run server for `config`.
 pub fn build(config: &Config, opt: Option<Opt>) -> Result<Server, StartError> {
+    // An upgrade (-u) takes the listening sockets over from the running
+    // process: the addresses are in use on purpose.
+    if !opt.as_ref().is_some_and(|o| o.upgrade) {
+        if let Some(error) = unbindable(config).into_iter().next() {
+            return Err(error);
+        }
+    }
     let conf = server_conf(config);
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();

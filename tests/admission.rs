@@ -25,12 +25,19 @@ async fn oversize_bodies_are_rejected_or_passed_unreplicated() {
         0,
         "an oversize write reached an origin"
     );
-    // Exactly max_body is fine.
+    // A write that fits, headers included, is fine.
     assert_eq!(
-        put(&reject.url("/kv/edge"), &"y".repeat(1024)).await.status,
+        put(&reject.url("/kv/edge"), &"y".repeat(800)).await.status,
         200
     );
     assert!(wait_until(WAIT, || async { b.value("edge").is_some() }).await);
+    // max_body bounds the whole write: a 1-byte body under 2 KB of headers is too large.
+    let padded = http::Request::put(reject.url("/kv/padded"))
+        .header("x-padding", "p".repeat(2048))
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(b"1")))
+        .unwrap();
+    assert_eq!(send(padded).await.status, 413);
+    assert_eq!(b.value("padded"), None);
 
     let pass = start_proxy(
         &[("a", a.addr, 1), ("b", b.addr, 0)],

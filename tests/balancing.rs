@@ -253,12 +253,21 @@ async fn metrics_expose_every_documented_series() {
         "hothot_retries_total",
         "hothot_requests_in_flight",
         "hothot_no_origin_total",
+        "hothot_replication_divergence_total",
+        "hothot_replication_verified_total",
     ] {
         assert!(
             metrics.contains(&format!("# TYPE {name} ")),
             "{name} missing from:\n{metrics}"
         );
     }
+    // The metrics listener is read-only.
+    let post = http::Request::post(format!("http://127.0.0.1:{}/metrics", proxy.metrics_port))
+        .body(Full::new(Bytes::from_static(b"x")))
+        .unwrap();
+    let refused = send(post).await;
+    assert_eq!(refused.status, 405);
+    assert_eq!(refused.headers["allow"], "GET, HEAD");
     assert_eq!(
         metric_value(
             &metrics,

@@ -324,3 +324,99 @@ fn check_flag_says_which_settings_have_no_effect() {
     assert!(!String::from_utf8_lossy(&output.stderr).contains("warning"));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn values_no_machine_could_honour_are_errors() {
+    refused(
+        &with_origins("server: {threads: 100000000}\n"),
+        "server.threads",
+        "at most 1024",
+    );
+    refused(
+        &with_origins("server: {upstream_keepalive_pool_size: 1000000000}\n"),
+        "server.upstream_keepalive_pool_size",
+        "at most",
+    );
+    refused(
+        &with_origins("replication: {max_body: 99999999GiB}\n"),
+        "replication.max_body",
+        "at most 1GiB",
+    );
+    refused(
+        &with_origins("timeouts: {read: 99999999h}\n"),
+        "timeouts.read",
+        "at most 24h",
+    );
+    // Two listeners on one port: the proxy's requests would be split between them.
+    refused(
+        &with_origins("metrics: {listen: \"127.0.0.1:8080\"}\n"),
+        "metrics.listen",
+        "listen[0]",
+    );
+    refused(
+        "listen: [\"0.0.0.0:8080\", \"127.0.0.1:8080\"]\norigins:\n  - {name: a, address: \"127.0.0.1:1\", capacity: 1}\n",
+        "listen[1]",
+        "listen[0]",
+    );
+}
+
+#[test]
+fn huge_or_deeply_nested_files_are_refused_at_once() {
+    let dir = std::env::temp_dir().join(format!("hothot-config-deep-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // 100,000 nested brackets: parsing them would take minutes.
+    let deep = dir.join("deep.yaml");
+    let depth = 100_000;
+    std::fs::write(
+        &deep,
+        format!("listen: {}{}\n", "[".repeat(depth), "]".repeat(depth)),
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let output = hothot(&["-t", "-c", deep.to_str().unwrap()]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("line 1: nested more than 64 levels"),
+        "{stderr}"
+    );
+    println!("refused in {:?}", started.elapsed());
+    let huge = dir.join("huge.yaml");
+    std::fs::write(&huge, "#".repeat(2 << 20)).unwrap();
+    let output = hothot(&["-t", "-c", huge.to_str().unwrap()]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("at most 1048576"));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_busy_port_is_a_clear_start_up_error_and_a_warning_at_check() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let dir = std::env::temp_dir().join(format!("hothot-config-busy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("busy.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "listen: [\"127.0.0.1:{port}\"]\nmetrics: {{listen: \"127.0.0.1:0\"}}\n\
+             origins:\n  - {{name: a, address: \"127.0.0.1:1\", capacity: 1}}\n\
+             replication: {{journal: {{dir: {}}}}}\n",
+            dir.join("journal").display()
+        ),
+    )
+    .unwrap();
+    let output = hothot(&["-c", file.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1), "a clear exit, not a panic");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("listen[0]") && stderr.contains("in use"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let output = hothot(&["-t", "-c", file.to_str().unwrap()]);
+    assert!(output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("warning: listen[0]"));
+    drop(busy);
+    std::fs::remove_dir_all(&dir).ok();
+}

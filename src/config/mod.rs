@@ -9,6 +9,7 @@ mod cidr;
 pub mod file;
 mod journal;
 pub mod replication;
+mod shape;
 pub mod units;
 mod validate;
 
@@ -37,6 +38,9 @@ pub enum ConfigError {
     Parse(#[source] serde_yaml::Error),
     #[error("{key}: {reason}")]
     Invalid { key: String, reason: String },
+    /// Too large or too deeply nested to be a hothot config.
+    #[error("{0}")]
+    Shape(String),
 }
 
 impl ConfigError {
@@ -125,15 +129,25 @@ pub struct Timeouts {
 
 /// Reads, parses and validates a config file.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let read_error = |source| ConfigError::Read {
         path: path.to_owned(),
         source,
-    })?;
+    };
+    // Refused before it is read: a config file is never this large.
+    let length = std::fs::metadata(path).map_err(read_error)?.len();
+    if length > shape::MAX_BYTES as u64 {
+        return Err(ConfigError::Shape(format!(
+            "the file is {length} bytes; a config file may hold at most {}",
+            shape::MAX_BYTES
+        )));
+    }
+    let text = std::fs::read_to_string(path).map_err(read_error)?;
     parse(&text)
 }
 
 /// Parses and validates config text.
 pub fn parse(text: &str) -> Result<Config, ConfigError> {
+    shape::check(text)?;
     let file: file::FileConfig = serde_yaml::from_str(text).map_err(ConfigError::Parse)?;
     validate(file)
 }

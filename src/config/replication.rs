@@ -164,6 +164,8 @@ pub struct ReplicationConfig {
 /// overload blip, yet a write that one origin can never apply (a bug on that
 /// origin) holds it up for less than a minute.
 const DEFAULT_MAX_ATTEMPTS: u32 = 10;
+/// The largest `max_body` accepted.
+const MAX_BODY_LIMIT: u64 = 1 << 30;
 /// Default `verify.sample`: one write in a hundred costs each origin one GET.
 const DEFAULT_VERIFY_SAMPLE: f64 = 0.01;
 
@@ -285,6 +287,12 @@ pub fn validate(
         ));
     }
     let max_body = section.max_body.map_or(8 << 20, |s| s.0);
+    if max_body > MAX_BODY_LIMIT {
+        return Err(ConfigError::invalid(
+            "replication.max_body",
+            "must be at most 1GiB: a replicated write is held in memory until every origin has it",
+        ));
+    }
     let max_body = usize::try_from(max_body)
         .map_err(|_| ConfigError::invalid("replication.max_body", "too large for this machine"))?;
     let trusted_sources = section

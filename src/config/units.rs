@@ -41,9 +41,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         }
     };
     micros
+        .filter(|m| *m <= MAX_DURATION.as_micros() as u64)
         .map(Duration::from_micros)
-        .ok_or_else(|| format!("invalid duration {text:?}: too large"))
+        .ok_or_else(|| format!("invalid duration {text:?}: too large (at most 24h)"))
 }
+
+/// No hothot setting needs a longer duration, and a bound keeps every
+/// `Instant + duration` far from overflowing.
+const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 
 /// Parses `1048576`, `512B`, `64KiB`, `8MiB`, `1GiB`, `10MB`.
 pub fn parse_byte_size(text: &str) -> Result<u64, String> {
@@ -128,6 +133,9 @@ mod tests {
         assert!(parse_duration("2 seconds").is_err());
         assert!(parse_duration("fast").is_err());
         assert!(parse_duration("").is_err());
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
+        assert!(parse_duration("25h").unwrap_err().contains("at most 24h"));
+        assert!(parse_duration("99999999999h").is_err());
     }
 
     #[test]

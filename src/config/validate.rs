@@ -29,9 +29,8 @@ pub fn validate(file: FileConfig) -> Result<Config, ConfigError> {
             .as_deref()
             .unwrap_or(DEFAULT_METRICS_LISTEN),
     )?;
-    if file.server.threads == Some(0) {
-        return Err(ConfigError::invalid("server.threads", "must be at least 1"));
-    }
+    check_listeners(&listen, metrics_listen)?;
+    validate_server(&file.server)?;
     let origins = validate_origins(&file.origins)?;
     let mut warnings = Vec::new();
     let replication = super::replication::validate(file.replication, origins.len(), &mut warnings)?;
@@ -46,6 +45,66 @@ pub fn validate(file: FileConfig) -> Result<Config, ConfigError> {
         replication,
         warnings,
     })
+}
+
+/// Two listeners that would share a port: the same port on the same IP, or
+/// on any IP when one of them binds every IP (`0.0.0.0`, `::`).
+fn overlap(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
+/// Every listener needs a port of its own: shared, half of the proxy's
+/// requests would reach the metrics service (and get 404).
+fn check_listeners(listen: &[SocketAddr], metrics: SocketAddr) -> Result<(), ConfigError> {
+    for (i, address) in listen.iter().enumerate() {
+        if let Some(first) = listen[..i].iter().position(|a| overlap(*a, *address)) {
+            return Err(ConfigError::invalid(
+                format!("listen[{i}]"),
+                format!("{address} shares its port with listen[{first}]"),
+            ));
+        }
+        if overlap(*address, metrics) {
+            return Err(ConfigError::invalid(
+                "metrics.listen",
+                format!(
+                    "{metrics} shares its port with the proxy listener listen[{i}] ({address})"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Pingora settings bounded so that no value can make start-up abort on an
+/// allocation or a thread it cannot create.
+fn validate_server(server: &super::file::ServerSection) -> Result<(), ConfigError> {
+    let bounds = [
+        ("server.threads", server.threads, 1, 1024),
+        (
+            "server.listener_tasks_per_fd",
+            server.listener_tasks_per_fd,
+            1,
+            64,
+        ),
+        (
+            "server.upstream_keepalive_pool_size",
+            server.upstream_keepalive_pool_size,
+            0,
+            1_000_000,
+        ),
+    ];
+    for (key, value, min, max) in bounds {
+        match value {
+            Some(v) if v < min => {
+                return Err(ConfigError::invalid(key, format!("must be at least {min}")))
+            }
+            Some(v) if v > max => {
+                return Err(ConfigError::invalid(key, format!("must be at most {max}")))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn parse_addr(key: &str, text: &str) -> Result<SocketAddr, ConfigError> {

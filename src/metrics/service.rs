@@ -1,4 +1,5 @@
-//! Serves `GET /metrics` in the Prometheus text format on its own listener.
+//! Serves `GET /metrics` in the Prometheus text format on its own listener;
+//! other paths get 404, other methods 405.
 
 use super::Metrics;
 use async_trait::async_trait;
@@ -20,7 +21,15 @@ impl MetricsApp {
 #[async_trait]
 impl ServeHttp for MetricsApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let (status, content_type, body) = if session.req_header().uri.path() == "/metrics" {
+        let request = session.req_header();
+        let readable = matches!(request.method, http::Method::GET | http::Method::HEAD);
+        let (status, content_type, body) = if !readable {
+            (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "text/plain",
+                b"method not allowed: /metrics is read with GET\n".to_vec(),
+            )
+        } else if request.uri.path() == "/metrics" {
             (
                 StatusCode::OK,
                 "text/plain; version=0.0.4",
@@ -35,6 +44,12 @@ impl ServeHttp for MetricsApp {
         };
         let mut response = Response::new(body);
         *response.status_mut() = status;
+        if !readable {
+            response.headers_mut().insert(
+                http::header::ALLOW,
+                http::HeaderValue::from_static("GET, HEAD"),
+            );
+        }
         if let Ok(value) = http::HeaderValue::from_str(content_type) {
             response
                 .headers_mut()

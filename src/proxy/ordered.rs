@@ -24,7 +24,7 @@ pub async fn serve(
     capture: Box<write::WriteCapture>,
 ) -> Result<bool> {
     let replicator = &proxy.replicator;
-    let Some(body) = read_body(session, replicator.config().max_body).await? else {
+    let Some(body) = read_body(session, capture.body_limit()).await? else {
         // A chunked body that outgrew max_body: the rest of it is not read,
         // so the connection cannot be reused.
         replicator.count_rejected();

@@ -20,6 +20,8 @@ pub struct WriteCapture {
     request: Option<CapturedRequest>,
     /// Its order key.
     key: u64,
+    /// `max_body` less the size of the request's head.
+    body_limit: usize,
     body: BytesMut,
     complete: bool,
     /// The body outgrew `max_body` under `oversize: pass`: not replicated.
@@ -38,7 +40,8 @@ pub enum Admission {
     Refuse(u16, &'static str),
 }
 
-pub const OVERSIZE_MESSAGE: &str = "payload too large: the body exceeds replication.max_body\n";
+pub const OVERSIZE_MESSAGE: &str =
+    "payload too large: the write (headers and body) exceeds replication.max_body\n";
 pub const BACKLOG_FULL_MESSAGE: &str =
     "service unavailable: the replication backlog is full, retry later\n";
 pub const JOURNAL_FULL_MESSAGE: &str =
@@ -67,7 +70,10 @@ pub fn admit(
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > config.max_body as u64) {
+    // `max_body` bounds the whole write every origin receives: its headers
+    // count too (a 1-byte body under 900 KB of headers is a 900 KB write).
+    let body_limit = config.max_body.saturating_sub(head_size(request));
+    if body_limit == 0 || declared.is_some_and(|length| length > body_limit as u64) {
         return match config.oversize {
             Oversize::Reject => {
                 replicator.count_rejected();
@@ -99,6 +105,7 @@ pub fn admit(
         idempotency_key,
         request: None,
         key: 0,
+        body_limit,
         body: BytesMut::new(),
         complete: false,
         oversize: false,
@@ -106,7 +113,26 @@ pub fn admit(
     }))
 }
 
+/// Bytes of a request's head as it is sent: request line and headers.
+fn head_size(request: &RequestHeader) -> usize {
+    let uri = &request.uri;
+    let target = uri.path_and_query().map_or(1, |p| p.as_str().len())
+        + uri.authority().map_or(0, |a| a.as_str().len());
+    let line = request.method.as_str().len() + target + 12;
+    let headers: usize = request
+        .headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    line + headers
+}
+
 impl WriteCapture {
+    /// The largest body this write may have (`max_body` less its head).
+    pub fn body_limit(&self) -> usize {
+        self.body_limit
+    }
+
     /// Sets the write's version and idempotency key on the request.
     pub fn stamp(&self, request: &mut RequestHeader) -> Result<()> {
         request.insert_header(VERSION, self.version.to_string())?;
@@ -138,7 +164,7 @@ impl WriteCapture {
         if let Some(chunk) = chunk {
             if !self.oversize {
                 let config = replicator.config();
-                if self.body.len() + chunk.len() > config.max_body {
+                if self.body.len() + chunk.len() > self.body_limit {
                     if config.oversize == Oversize::Reject {
                         replicator.count_rejected();
                         return Err(Error::explain(
