@@ -28,10 +28,14 @@ pub fn main() -> i32 {
         for busy in server::unbindable(&config) {
             eprintln!("hothot: {}: warning: {busy}", path.display());
         }
+        // Also a warning: the running process's descriptor limit may differ.
+        if let Err(e) = server::connection_budget(&config) {
+            eprintln!("hothot: {}: warning: {e}", path.display());
+        }
         println!("hothot: {} is valid", path.display());
         return 0;
     }
-    init_logging();
+    crate::logging::init();
     for warning in &config.warnings {
         log::warn!("{}: {warning}", path.display());
     }
@@ -42,9 +46,4 @@ pub fn main() -> i32 {
             1
         }
     }
-}
-
-fn init_logging() {
-    let env = env_logger::Env::default().default_filter_or("info");
-    let _ = env_logger::Builder::from_env(env).try_init();
 }

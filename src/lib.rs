@@ -8,8 +8,10 @@
 
 pub mod cli;
 pub mod config;
+pub mod connections;
 pub mod health;
 pub mod journal;
+pub mod logging;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;

@@ -2,6 +2,7 @@
 //! and the metrics listener, which wait for its first probe round.
 
 use crate::config::Config;
+use crate::connections::{Book, Guarded};
 use crate::health::HealthService;
 use crate::metrics::{Metrics, MetricsApp};
 use crate::pool::Pool;
@@ -36,6 +37,8 @@ pub enum StartError {
     Thread(#[source] std::io::Error),
     #[error("replication journal: {0}")]
     Journal(#[source] crate::journal::JournalError),
+    #[error("{key}: {reason}")]
+    Limit { key: String, reason: String },
     #[error("{key}: cannot listen on {address}: {source}")]
     Listen {
         key: String,
@@ -129,6 +132,14 @@ fn balancer(pool: &Arc<Pool>) -> Result<LoadBalancer<CapacityWeighted>, StartErr
     Ok(balancer)
 }
 
+/// How many client connections the proxy may hold (see [`crate::connections`]).
+pub fn connection_budget(config: &Config) -> Result<usize, StartError> {
+    let pool = server_conf(config).upstream_keepalive_pool_size;
+    let reserve = crate::connections::reserve(config.origins.len(), pool);
+    crate::connections::descriptor_budget(config.limits.max_connections, reserve)
+        .map_err(|(key, reason)| StartError::Limit { key, reason })
+}
+
 /// Builds a ready-to-run server for `config`.
 pub fn build(config: &Config, opt: Option<Opt>) -> Result<Server, StartError> {
     // An upgrade (-u) takes the listening sockets over from the running
@@ -163,10 +174,15 @@ pub fn build(config: &Config, opt: Option<Opt>) -> Result<Server, StartError> {
         Arc::new(balancer(&pool)?),
         metrics.clone(),
         replicator,
-        config.timeouts,
-        config.retries,
+        config,
     );
-    let mut proxy_service = pingora_proxy::http_proxy_service(&server.configuration, proxy);
+    let book = Book::new(connection_budget(config)?, metrics.connections.clone());
+    let mut app = pingora_proxy::HttpProxy::new(proxy, server.configuration.clone());
+    app.handle_init_modules();
+    let mut proxy_service = Service::new(
+        "hothot proxy".to_owned(),
+        Guarded::new(app, book, config.limits),
+    );
     for address in &config.listen {
         proxy_service.add_tcp(&address.to_string());
     }

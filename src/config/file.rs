@@ -25,6 +25,8 @@ pub struct FileConfig {
     pub retries: u32,
     #[serde(default)]
     pub replication: ReplicationSection,
+    #[serde(default)]
+    pub limits: super::limits::LimitsSection,
 }
 
 fn default_retries() -> u32 {

@@ -8,6 +8,7 @@
 mod cidr;
 pub mod file;
 mod journal;
+mod limits;
 pub mod replication;
 mod shape;
 pub mod units;
@@ -19,6 +20,7 @@ use std::time::Duration;
 
 pub use cidr::Cidr;
 pub use journal::{FsyncPolicy, JournalConfig};
+pub use limits::Limits;
 pub use replication::{
     OnTimeout, Order, OrderKey, Oversize, ReplicateOn, ReplicationConfig, ReplicationMode,
 };
@@ -67,6 +69,7 @@ pub struct Config {
     /// Extra attempts on another origin. Default 2.
     pub retries: u32,
     pub replication: ReplicationConfig,
+    pub limits: Limits,
     /// Settings that are valid but have no effect, one sentence each.
     pub warnings: Vec<String>,
 }

@@ -43,6 +43,7 @@ pub fn validate(file: FileConfig) -> Result<Config, ConfigError> {
         timeouts: validate_timeouts(&file.timeouts)?,
         retries: file.retries,
         replication,
+        limits: super::limits::validate(file.limits)?,
         warnings,
     })
 }

@@ -5,11 +5,13 @@
 //! takes the label map's lock (`with_label_values` does both on every call).
 //! The registry is our own, not the process-wide default one.
 
+mod connections;
 mod replication;
 mod requests;
 mod service;
 
 use crate::pool::Pool;
+pub use connections::ConnectionMetrics;
 use prometheus::{
     Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry,
@@ -33,6 +35,7 @@ pub struct Metrics {
     /// Indexed like the pool's origins.
     pub origins: Vec<OriginMetrics>,
     pub replication: ReplicationMetrics,
+    pub connections: ConnectionMetrics,
 }
 
 /// The series of one origin, labels already resolved.
@@ -165,12 +168,14 @@ impl Metrics {
             .collect();
         let names: Vec<&str> = pool.origins().iter().map(|o| o.name.as_str()).collect();
         let replication = ReplicationMetrics::new(&registry, &names)?;
+        let connections = ConnectionMetrics::new(&registry)?;
         let metrics = Metrics {
             registry,
             in_flight,
             no_origin,
             origins,
             replication,
+            connections,
         };
         metrics.publish_pool(pool);
         Ok(metrics)

@@ -62,6 +62,18 @@ fn nominated(headers: &http::HeaderMap) -> Vec<String> {
         .collect()
 }
 
+/// Why a request's `Host` makes it a bad request, if it does: RFC 9112 §3.2
+/// wants a 400 for an HTTP/1.1 request without `Host` (even in absolute
+/// form) and for any request with more than one.
+pub fn host_problem(request: &RequestHeader) -> Option<&'static str> {
+    let hosts = request.headers.get_all(http::header::HOST).iter().count();
+    if hosts > 1 {
+        return Some("bad request: more than one Host header\n");
+    }
+    let needs_host = request.version == http::Version::HTTP_11;
+    (needs_host && hosts == 0).then_some("bad request: an HTTP/1.1 request needs a Host header\n")
+}
+
 /// Does the request carry a body (chunked, or a non-zero `Content-Length`)?
 pub fn has_body(request: &RequestHeader) -> bool {
     request
@@ -127,6 +139,19 @@ pub fn strip_hop_by_hop(response: &mut ResponseHeader) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn http11_needs_exactly_one_host() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        assert!(host_problem(&req).is_some());
+        req.insert_header("host", "a").unwrap();
+        assert!(host_problem(&req).is_none());
+        req.append_header("host", "b").unwrap();
+        assert!(host_problem(&req).is_some());
+        let mut old = RequestHeader::build("GET", b"/", None).unwrap();
+        old.set_version(http::Version::HTTP_10);
+        assert!(host_problem(&old).is_none());
+    }
 
     #[test]
     fn forwarded_for_appends_and_host_is_copied() {

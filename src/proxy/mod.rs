@@ -12,7 +12,7 @@ mod ordered;
 mod route;
 mod write;
 
-use crate::config::Timeouts;
+use crate::config::{Config, Limits, Timeouts};
 use crate::metrics::{InFlight, Metrics};
 use crate::pool::{FailureVerdict, Pool};
 use crate::replication::Replicator;
@@ -41,6 +41,7 @@ pub struct HotHotProxy {
     replicator: Arc<Replicator>,
     timeouts: Timeouts,
     retries: u32,
+    limits: Limits,
 }
 
 /// Per-request state; it lives across retries.
@@ -66,16 +67,16 @@ impl HotHotProxy {
         balancer: Arc<LoadBalancer<CapacityWeighted>>,
         metrics: Arc<Metrics>,
         replicator: Arc<Replicator>,
-        timeouts: Timeouts,
-        retries: u32,
+        config: &Config,
     ) -> Self {
         HotHotProxy {
             pool,
             balancer,
             metrics,
             replicator,
-            timeouts,
-            retries,
+            timeouts: config.timeouts,
+            retries: config.retries,
+            limits: config.limits,
         }
     }
 
@@ -145,7 +146,30 @@ impl ProxyHttp for HotHotProxy {
         }
     }
 
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        crate::connections::header_received();
+        // RFC 9112 §9.3.2: pipelined requests are answered in order; Pingora
+        // would otherwise drop every request after the first.
+        session.set_pipelining_enabled(true);
+        // Per read of the body, as nginx's client_body_timeout.
+        session.set_read_timeout(Some(self.limits.body_timeout));
+        // Pingora keeps a keep-alive connection forever unless told.
+        if session.get_keepalive().is_some() {
+            session.set_keepalive(Some(self.limits.keepalive_timeout.as_secs()));
+        }
+        Ok(())
+    }
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        if let Some(problem) = headers::host_problem(session.req_header()) {
+            ctx.error_status = Some(400);
+            respond_plain(session, 400, Bytes::from_static(problem.as_bytes())).await?;
+            return Ok(true);
+        }
         let client = client_ip(session);
         if self.replicator.replicates(&session.req_header().method) {
             ctx.traffic = Traffic::Write;

@@ -1,0 +1,88 @@
+//! The `limits` section: how many client connections hothot holds, and for
+//! how long a client may take over each part of a request. The names and
+//! defaults are nginx's: `keepalive_timeout` 75s, `client_header_timeout`
+//! and `client_body_timeout` 60s.
+
+use super::units::HumanDuration;
+use super::ConfigError;
+use serde::Deserialize;
+use std::time::Duration;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    pub max_connections: Option<usize>,
+    pub keepalive_timeout: Option<HumanDuration>,
+    pub header_timeout: Option<HumanDuration>,
+    pub body_timeout: Option<HumanDuration>,
+}
+
+/// Validated limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Client connections held at once; `None`: as many as the descriptor
+    /// limit allows after a reserve for origins, probes and replication.
+    pub max_connections: Option<usize>,
+    /// How long an idle keep-alive connection waits for its next request. Default 75s.
+    pub keepalive_timeout: Duration,
+    /// How long a client may take to send a whole request header (not per
+    /// read: a byte every few seconds does not extend it). Default 60s.
+    pub header_timeout: Duration,
+    /// How long a read of the request body may wait (between two reads, as
+    /// nginx's client_body_timeout). Default 60s.
+    pub body_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: None,
+            keepalive_timeout: Duration::from_secs(75),
+            header_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+pub fn validate(section: LimitsSection) -> Result<Limits, ConfigError> {
+    let defaults = Limits::default();
+    if section.max_connections == Some(0) {
+        return Err(ConfigError::invalid(
+            "limits.max_connections",
+            "must be at least 1",
+        ));
+    }
+    let positive = |key: &str, value: Option<HumanDuration>, default: Duration| {
+        let value = value.map_or(default, |d| d.0);
+        match value.is_zero() {
+            true => Err(ConfigError::invalid(key, "must be longer than 0")),
+            false => Ok(value),
+        }
+    };
+    let keepalive_timeout = positive(
+        "limits.keepalive_timeout",
+        section.keepalive_timeout,
+        defaults.keepalive_timeout,
+    )?;
+    if keepalive_timeout.subsec_nanos() != 0 {
+        // Pingora keeps connections alive for whole seconds.
+        return Err(ConfigError::invalid(
+            "limits.keepalive_timeout",
+            "must be a whole number of seconds",
+        ));
+    }
+    Ok(Limits {
+        max_connections: section.max_connections,
+        keepalive_timeout,
+        header_timeout: positive(
+            "limits.header_timeout",
+            section.header_timeout,
+            defaults.header_timeout,
+        )?,
+        body_timeout: positive(
+            "limits.body_timeout",
+            section.body_timeout,
+            defaults.body_timeout,
+        )?,
+    })
+}

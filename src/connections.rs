@@ -1,0 +1,308 @@
+//! How many client connections hothot holds, and for how long.
+//!
+//! A wrapper around the proxy's Pingora app ([`Guarded`]) sees every client
+//! connection from accept to close. It admits a new connection against
+//! `limits.max_connections`; when hothot is full it closes the connection
+//! that has waited longest for a request (an idle keep-alive connection, or
+//! one still sending its header), as nginx reuses idle connections, and
+//! when none is waiting it refuses the newcomer cheaply: a canned 503 and
+//! close, before anything is parsed. It also bounds the whole time a request
+//! header may take (`limits.header_timeout`, after `keepalive_timeout` on a
+//! reused connection): Pingora's own header timeout restarts with every
+//! byte, so one byte every few seconds held a connection for minutes.
+//!
+//! The limit keeps a reserve of descriptors for what hothot opens itself
+//! (origin connections, probes, replication, the journal), so that a flood
+//! of clients can never starve the probes and mark the pool down; see
+//! [`descriptor_budget`].
+
+use crate::config::Limits;
+use crate::metrics::ConnectionMetrics;
+use async_trait::async_trait;
+use pingora_core::apps::ServerApp;
+use pingora_core::protocols::Stream;
+use pingora_core::server::ShutdownWatch;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Notify;
+
+/// The answer to a connection refused because hothot is full.
+const FULL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n\
+Content-Length: 52\r\nRetry-After: 1\r\nConnection: close\r\n\r\n\
+service unavailable: too many client connections\r\n";
+
+tokio::task_local! {
+    /// The connection whose request the current task serves.
+    static CURRENT: Arc<Connection>;
+}
+
+/// The proxy has read the current request's header: the connection is no
+/// longer waiting (nor evictable) until its next request.
+pub fn header_received() {
+    let _ = CURRENT.try_with(|connection| connection.waiting.store(false, Ordering::Release));
+}
+
+/// One client connection.
+pub struct Connection {
+    /// Waiting for a request header (idle, or still receiving one).
+    waiting: AtomicBool,
+    evict: Notify,
+    book: Arc<Book>,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.book.open.fetch_sub(1, Ordering::AcqRel);
+        self.book.metrics.open.dec();
+    }
+}
+
+/// The connections held, and which of them wait for a request.
+pub struct Book {
+    max: usize,
+    open: AtomicUsize,
+    /// Connections that started waiting, oldest first (stale entries are
+    /// skipped, and cleared out as the queue grows).
+    waiting: Mutex<VecDeque<Weak<Connection>>>,
+    metrics: ConnectionMetrics,
+}
+
+impl Book {
+    pub fn new(max: usize, metrics: ConnectionMetrics) -> Arc<Self> {
+        Arc::new(Book {
+            max,
+            open: AtomicUsize::new(0),
+            waiting: Mutex::new(VecDeque::new()),
+            metrics,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Weak<Connection>>> {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new connection, if there is room (made by evicting a waiting one).
+    fn admit(self: &Arc<Self>) -> Option<Arc<Connection>> {
+        let open = self.open.fetch_add(1, Ordering::AcqRel) + 1;
+        if open > self.max && !self.evict_one() {
+            self.open.fetch_sub(1, Ordering::AcqRel);
+            self.metrics.refused.inc();
+            return None;
+        }
+        self.metrics.open.inc();
+        Some(Arc::new(Connection {
+            waiting: AtomicBool::new(true),
+            evict: Notify::new(),
+            book: self.clone(),
+        }))
+    }
+
+    /// Closes the connection that has waited longest for a request.
+    fn evict_one(&self) -> bool {
+        let mut waiting = self.lock();
+        while let Some(weak) = waiting.pop_front() {
+            let Some(connection) = weak.upgrade() else {
+                continue;
+            };
+            let idle = connection.waiting.compare_exchange(
+                true,
+                false,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+            if idle.is_ok() {
+                connection.evict.notify_one();
+                self.metrics.evicted.inc();
+                return true;
+            }
+        }
+        false
+    }
+
+    /// `connection` starts waiting for its next request.
+    fn wait_for_request(&self, connection: &Arc<Connection>) {
+        connection.waiting.store(true, Ordering::Release);
+        let mut waiting = self.lock();
+        waiting.push_back(Arc::downgrade(connection));
+        // Entries go stale as requests arrive; clear them out once they
+        // outnumber the connections, so the queue stays O(connections).
+        let open = self.open.load(Ordering::Relaxed);
+        if waiting.len() > 2 * open.max(64) {
+            waiting.retain(|w| {
+                w.upgrade()
+                    .is_some_and(|c| c.waiting.load(Ordering::Acquire))
+            });
+        }
+    }
+}
+
+/// The proxy's app, with every client connection admitted, timed and
+/// counted by a [`Book`].
+pub struct Guarded<A> {
+    app: Arc<A>,
+    book: Arc<Book>,
+    limits: Limits,
+}
+
+impl<A> Guarded<A> {
+    pub fn new(app: A, book: Arc<Book>, limits: Limits) -> Self {
+        Guarded {
+            app: Arc::new(app),
+            book,
+            limits,
+        }
+    }
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let Some(connection) = self.book.admit() else {
+            refuse(stream).await;
+            return None;
+        };
+        let mut stream = stream;
+        let mut reused = false;
+        loop {
+            self.book.wait_for_request(&connection);
+            let mut allowed = self.limits.header_timeout;
+            if reused {
+                allowed += self.limits.keepalive_timeout;
+            }
+            let deadline = Instant::now() + allowed;
+            let served = CURRENT.scope(connection.clone(), async {
+                tokio::select! {
+                    biased;
+                    next = self.app.process_new(stream, shutdown) => next,
+                    () = connection.evict.notified() => None,
+                    () = header_deadline(&connection, deadline) => None,
+                }
+            });
+            match served.await {
+                Some(next) => {
+                    stream = next;
+                    reused = true;
+                }
+                None => return None,
+            }
+        }
+    }
+
+    async fn cleanup(&self) {
+        self.app.cleanup().await;
+    }
+}
+
+/// Completes at `deadline` if the connection still has not sent a whole
+/// request header; never otherwise.
+async fn header_deadline(connection: &Connection, deadline: Instant) {
+    tokio::time::sleep_until(deadline.into()).await;
+    if !connection.waiting.load(Ordering::Acquire) {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Answers a connection hothot has no room for, then closes it.
+async fn refuse(mut stream: Stream) {
+    let _ = tokio::time::timeout(Duration::from_millis(100), stream.write_all(FULL)).await;
+}
+
+/// Descriptors kept for what hothot opens itself, beyond two per client
+/// connection (the client's and the origin connection serving it): the
+/// upstream keep-alive pool, probes and replication lanes (a few per
+/// origin), the journal, listeners and the runtime.
+pub fn reserve(origins: usize, upstream_pool: usize) -> usize {
+    64 + upstream_pool + 8 * origins
+}
+
+/// How many client connections hothot may hold: `limits.max_connections`,
+/// or what the descriptor limit allows after the [`reserve`]. The soft limit
+/// is raised to the hard one first, as nginx's `worker_rlimit_nofile` would.
+/// `Err` (naming the key) when the configured number cannot fit.
+pub fn descriptor_budget(
+    configured: Option<usize>,
+    reserve: usize,
+) -> Result<usize, (String, String)> {
+    let limit = raise_descriptor_limit();
+    let fits = limit.saturating_sub(reserve) / 2;
+    match configured {
+        None if fits == 0 => Err((
+            "limits.max_connections".to_owned(),
+            format!("this process may open only {limit} descriptors (ulimit -n), {reserve} of which are kept for origins, probes and replication"),
+        )),
+        None => Ok(fits),
+        Some(max) if max > fits => Err((
+            "limits.max_connections".to_owned(),
+            format!(
+                "{max} connections need about {} descriptors (two each, plus {reserve} for origins, probes and replication); this process may open {limit} (ulimit -n): lower it or raise the limit",
+                2 * max + reserve
+            ),
+        )),
+        Some(max) => Ok(max),
+    }
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit; returns the soft limit.
+fn raise_descriptor_limit() -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 1024;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn book(max: usize) -> Arc<Book> {
+        let registry = prometheus::Registry::new();
+        Book::new(max, ConnectionMetrics::new(&registry).unwrap())
+    }
+
+    #[test]
+    fn a_full_book_evicts_the_longest_waiting_connection_or_refuses() {
+        let book = book(2);
+        let first = book.admit().unwrap();
+        book.wait_for_request(&first);
+        let second = book.admit().unwrap();
+        book.wait_for_request(&second);
+        // second is being served: only first may be evicted.
+        second.waiting.store(false, Ordering::Release);
+        let third = book.admit().expect("the idle connection makes room");
+        assert!(!first.waiting.load(Ordering::Acquire), "first was evicted");
+        assert!(book.admit().is_none(), "nobody else is idle: refused");
+        drop((first, second, third));
+        assert_eq!(book.open.load(Ordering::Acquire), 0);
+    }
+
+    #[test]
+    fn budgets_follow_the_descriptor_limit() {
+        let limit = raise_descriptor_limit();
+        assert_eq!(descriptor_budget(Some(10), 100), Ok(10));
+        assert!(descriptor_budget(Some(limit), 0).is_err());
+        assert_eq!(descriptor_budget(None, 100), Ok((limit - 100) / 2));
+    }
+}

@@ -1,0 +1,45 @@
+//! Client connection series: held, refused when full, evicted to make room,
+//! and clients that left before their request header was read.
+
+use prometheus::{IntCounter, IntGauge, Registry};
+
+#[derive(Clone)]
+pub struct ConnectionMetrics {
+    /// `hothot_client_connections`: client connections held now.
+    pub open: IntGauge,
+    /// `hothot_client_connections_refused_total`: refused (503 and close) because hothot was full.
+    pub refused: IntCounter,
+    /// `hothot_client_connections_evicted_total`: closed while waiting for a request, to make room.
+    pub evicted: IntCounter,
+    /// `hothot_client_aborts_total`: clients that closed, stalled or failed
+    /// before their request header was read (logged at debug only).
+    pub aborts: IntCounter,
+}
+
+impl ConnectionMetrics {
+    pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let open = IntGauge::new(
+            "hothot_client_connections",
+            "Client connections held now (limits.max_connections caps them)",
+        )?;
+        let refused = IntCounter::new(
+            "hothot_client_connections_refused_total",
+            "Client connections refused with 503 because hothot held limits.max_connections and none was idle",
+        )?;
+        let evicted = IntCounter::new(
+            "hothot_client_connections_evicted_total",
+            "Idle or header-sending client connections closed to make room for a new one",
+        )?;
+        let aborts = crate::logging::client_aborts().clone();
+        registry.register(Box::new(open.clone()))?;
+        registry.register(Box::new(refused.clone()))?;
+        registry.register(Box::new(evicted.clone()))?;
+        registry.register(Box::new(aborts.clone()))?;
+        Ok(ConnectionMetrics {
+            open,
+            refused,
+            evicted,
+            aborts,
+        })
+    }
+}
