@@ -5,7 +5,6 @@ mod common;
 
 use common::*;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -56,29 +55,6 @@ async fn oversize_bodies_are_rejected_or_passed_unreplicated() {
         ),
         Some(1.0)
     );
-}
-
-/// Sends a chunked PUT by hand (no Content-Length) and returns the status.
-async fn chunked_put(port: u16, path: &str, chunks: &[&[u8]]) -> u16 {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    let head = format!("PUT {path} HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n");
-    stream.write_all(head.as_bytes()).await.unwrap();
-    // The proxy may answer (413) and close before the last chunk: keep going quietly.
-    for chunk in chunks {
-        let _ = stream
-            .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
-            .await;
-        let _ = stream.write_all(chunk).await;
-        let _ = stream.write_all(b"\r\n").await;
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let _ = stream.write_all(b"0\r\n\r\n").await;
-    let mut response = Vec::new();
-    let _ = stream.read_to_end(&mut response).await;
-    let text = String::from_utf8_lossy(&response);
-    text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

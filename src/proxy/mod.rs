@@ -264,7 +264,10 @@ impl ProxyHttp for HotHotProxy {
     ) -> Result<()> {
         headers::add_forwarded(request, client_ip(session), "http")?;
         match ctx.write.as_mut() {
-            Some(capture) => capture.prepare(&self.replicator, request),
+            Some(capture) => {
+                let has_body = headers::has_body(session.req_header());
+                capture.prepare(&self.replicator, request, has_body)
+            }
             None => Ok(()),
         }
     }

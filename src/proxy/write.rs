@@ -91,15 +91,12 @@ pub fn admit(
         Err(Full::Journal) => return Admission::Refuse(503, JOURNAL_FULL_MESSAGE),
     }
     let version = replicator.next_version();
-    let idempotency_key = request
+    let client_key = request
         .headers
         .get(IDEMPOTENCY_KEY)
         .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty())
-        .map_or_else(
-            || replicator.generated_idempotency_key(version),
-            str::to_owned,
-        );
+        .filter(|v| !v.is_empty());
+    let idempotency_key = replicator.idempotency_key(client_key, version);
     Admission::Capture(Box::new(WriteCapture {
         version,
         idempotency_key,
@@ -142,11 +139,18 @@ impl WriteCapture {
 
     /// Stamps the request to the primary and keeps a copy for the peers.
     /// Called once per attempt: a retried write starts its body afresh.
-    pub fn prepare(&mut self, replicator: &Replicator, request: &mut RequestHeader) -> Result<()> {
+    /// `has_body` comes from the client's request: Pingora removes
+    /// `Transfer-Encoding` from the upstream header before this phase, so a
+    /// chunked request looks bodiless here.
+    pub fn prepare(
+        &mut self,
+        replicator: &Replicator,
+        request: &mut RequestHeader,
+        has_body: bool,
+    ) -> Result<()> {
         self.stamp(request)?;
         self.key = replicator.key_of(request);
         // A request without a body gets no body callback that could end it.
-        let has_body = super::headers::has_body(request);
         self.request = Some(CapturedRequest::of(request));
         self.body.clear();
         self.complete = !has_body;
@@ -192,22 +196,33 @@ impl WriteCapture {
     ) -> Result<()> {
         let config = replicator.config();
         let success = response.status.is_success();
-        if self.oversize || (config.replicate_on == ReplicateOn::Success && !success) {
+        if !self.complete && success {
+            // The primary took a write whose body has not ended: its copy
+            // would be truncated, and a client told 2xx would believe every
+            // origin has it. Neither happens: it is not replicated, and the
+            // client gets an error instead of the 2xx.
+            log::warn!(
+                "write version {}: the primary answered {} before the request body ended; \
+                 not replicated, the client gets 502",
+                self.version,
+                response.status.as_u16()
+            );
+            replicator.count_skipped(Some(primary));
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(502),
+                "the origin answered before the request body ended",
+            ));
+        }
+        if self.oversize
+            || !self.complete
+            || (config.replicate_on == ReplicateOn::Success && !success)
+        {
             replicator.count_skipped(Some(primary));
             return Ok(());
         }
         let Some(request) = self.request.take() else {
             return Ok(());
         };
-        if !self.complete {
-            // The primary answered before the body ended; the copy would be truncated.
-            log::warn!(
-                "write version {}: primary answered before the request body ended; not replicated",
-                self.version
-            );
-            replicator.count_skipped(Some(primary));
-            return Ok(());
-        }
         let body = std::mem::take(&mut self.body).freeze();
         let Some(write) = replicator
             .submit(NewWrite {

@@ -215,8 +215,22 @@ impl Replicator {
         self.clock.next()
     }
 
-    pub fn generated_idempotency_key(&self, version: u64) -> String {
-        self.clock.idempotency_key(version)
+    /// The `Idempotency-Key` every origin receives with the write stamped
+    /// `version`: it must name one write, or origins that deduplicate on it
+    /// would keep different writes. Under `order: total` the client's own key
+    /// passes through unchanged: every origin sees the same writes in the
+    /// same order, so every origin keeps the same one of two writes sharing
+    /// it (and a client's retry is deduplicated as the client meant). Under
+    /// `key` and `version` two writes sharing a key can reach origins in
+    /// different orders, so the key names the write: the client's key (if
+    /// any) followed by hothot's own for this version.
+    pub fn idempotency_key(&self, client: Option<&str>, version: u64) -> String {
+        let own = self.clock.idempotency_key(version);
+        match (client, self.config.order) {
+            (Some(client), crate::config::Order::Total) => client.to_owned(),
+            (Some(client), _) => format!("{client}.{own}"),
+            (None, _) => own,
+        }
     }
 
     /// The key that orders `request` among other writes (`order: key`).

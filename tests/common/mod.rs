@@ -13,6 +13,7 @@ use hyper_util::rt::TokioExecutor;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub use origin::TestOrigin;
 
@@ -220,4 +221,27 @@ pub fn metric_value(metrics: &str, series: &str) -> Option<f64> {
         .lines()
         .find(|line| line.starts_with(series) && line[series.len()..].starts_with(' '))
         .and_then(|line| line[series.len()..].trim().parse().ok())
+}
+
+/// Sends a chunked PUT by hand (no Content-Length) and returns the status.
+pub async fn chunked_put(port: u16, path: &str, chunks: &[&[u8]]) -> u16 {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let head = format!("PUT {path} HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // The proxy may answer (413) and close before the last chunk: keep going quietly.
+    for chunk in chunks {
+        let _ = stream
+            .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+            .await;
+        let _ = stream.write_all(chunk).await;
+        let _ = stream.write_all(b"\r\n").await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let _ = stream.write_all(b"0\r\n\r\n").await;
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response).await;
+    let text = String::from_utf8_lossy(&response);
+    text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0)
 }

@@ -49,6 +49,9 @@ pub struct Shared {
     pub plain: bool,
     /// Append the origin's name to every `/kv` read (answers that differ per origin).
     pub name_in_reads: AtomicBool,
+    /// Apply a write only once per `Idempotency-Key` (answer 200 to repeats).
+    pub dedupe: AtomicBool,
+    pub applied_keys: Mutex<std::collections::HashSet<String>>,
     /// Requests whose path starts with this get this status instead.
     pub fail_path: Mutex<Option<(String, u16)>>,
     /// Writes applied (2xx), in arrival order: (method, path, body).
@@ -83,6 +86,8 @@ impl TestOrigin {
             kv: Mutex::default(),
             plain,
             name_in_reads: AtomicBool::new(false),
+            dedupe: AtomicBool::new(false),
+            applied_keys: Mutex::default(),
             fail_path: Mutex::new(None),
             applied: Mutex::default(),
         });
@@ -263,6 +268,19 @@ async fn handle(
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         let is_write = matches!(method.as_str(), "PUT" | "POST" | "PATCH" | "DELETE");
+        if is_write && shared.dedupe.load(Ordering::SeqCst) {
+            let idempotency_key = headers
+                .get("idempotency-key")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            if !shared.applied_keys.lock().unwrap().insert(idempotency_key) {
+                return Ok(Response::builder()
+                    .status(200)
+                    .body(Full::new(Bytes::from_static(b"duplicate")))
+                    .unwrap());
+            }
+        }
         let newer = shared.plain || kv.get(key).is_none_or(|(held, _)| version >= *held);
         match (is_write, newer, method.as_str()) {
             (true, true, "DELETE") if shared.plain => {

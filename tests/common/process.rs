@@ -11,12 +11,23 @@ pub struct ProxyProcess {
     pub metrics_port: u16,
     pub dir: PathBuf,
     starts: usize,
+    /// Run under this descriptor limit (soft and hard), via prlimit.
+    nofile: Option<u64>,
 }
 
 impl ProxyProcess {
     /// Writes `origins_and_more` (everything after `listen`/`metrics`) into a
     /// config in `dir`, with the journal in `dir/journal`, and starts hothot.
     pub async fn start(dir: &Path, origins_and_more: &str) -> ProxyProcess {
+        Self::start_with_nofile(dir, origins_and_more, None).await
+    }
+
+    /// The same, with at most `nofile` open descriptors (`ulimit -n`).
+    pub async fn start_with_nofile(
+        dir: &Path,
+        origins_and_more: &str,
+        nofile: Option<u64>,
+    ) -> ProxyProcess {
         std::fs::create_dir_all(dir).unwrap();
         let (port, metrics_port) = (free_port(), free_port());
         let config = format!(
@@ -30,6 +41,7 @@ impl ProxyProcess {
             metrics_port,
             dir: dir.to_owned(),
             starts: 0,
+            nofile,
         };
         process.spawn().await;
         process
@@ -40,7 +52,16 @@ impl ProxyProcess {
         self.starts += 1;
         let log =
             std::fs::File::create(self.dir.join(format!("hothot-{}.log", self.starts))).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_hothot"))
+        let mut command = match self.nofile {
+            Some(n) => {
+                let mut prlimit = Command::new("prlimit");
+                prlimit.arg(format!("--nofile={n}:{n}"));
+                prlimit.arg(env!("CARGO_BIN_EXE_hothot"));
+                prlimit
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_hothot")),
+        };
+        let child = command
             .arg("-c")
             .arg(self.dir.join("hothot.yaml"))
             .current_dir(&self.dir)
@@ -78,6 +99,11 @@ impl ProxyProcess {
             child.kill().unwrap();
             panic!("hothot did not exit within 10s of SIGTERM");
         }
+    }
+
+    /// The process id (prlimit execs hothot in its own place).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     pub fn url(&self, path: &str) -> String {

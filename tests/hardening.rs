@@ -1,0 +1,324 @@
+//! Hostile and careless clients, with real sockets (raw TCP where an HTTP
+//! client would refuse to send the bad bytes): truncated chunked writes,
+//! shared idempotency keys, missing `Host`, pipelining, slowloris, idle
+//! keep-alive connections and a connection flood up to the descriptor limit.
+
+mod common;
+
+use bytes::Bytes;
+use common::process::ProxyProcess;
+use common::*;
+use http_body_util::Full;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// An origin that answers `status` to every write as soon as it has its
+/// head, before reading any of the body, and 200 to `GET /health`.
+async fn early_answering_origin(status: u16) -> std::net::SocketAddr {
+    raw_server(move |mut stream| async move {
+        let mut buffer = vec![0u8; 65536];
+        let mut seen = Vec::new();
+        loop {
+            let Ok(n) = stream.read(&mut buffer).await else {
+                return;
+            };
+            if n == 0 {
+                return;
+            }
+            seen.extend_from_slice(&buffer[..n]);
+            if seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+        let answer = if seen.starts_with(b"GET /health") {
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_owned()
+        } else {
+            format!("HTTP/1.1 {status} Created\r\nContent-Length: 0\r\n\r\n")
+        };
+        let _ = stream.write_all(answer.as_bytes()).await;
+        // Then read (and drop) whatever else comes.
+        while matches!(stream.read(&mut buffer).await, Ok(n) if n > 0) {}
+    })
+    .await
+}
+
+/// Sends `request` raw and returns everything the proxy answers until it
+/// closes or goes quiet for `quiet`.
+async fn raw_exchange(port: u16, request: &[u8], quiet: Duration) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 8192];
+    while let Ok(Ok(n)) = tokio::time::timeout(quiet, stream.read(&mut buffer)).await {
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&buffer[..n]);
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_write_answered_before_its_body_ended_is_neither_replicated_nor_acknowledged() {
+    let primary = early_answering_origin(201).await;
+    let peer = TestOrigin::start("b").await;
+    let proxy = start_proxy(
+        &[("a", primary, 1), ("b", peer.addr, 0)],
+        &replication_settings("  order: version\n  max_body: 1MiB\n"),
+    )
+    .await;
+    // 2 MiB, over max_body, and 40 KB, under it: the primary answers either
+    // before the body ends.
+    let big = [b'z'; 64 * 1024];
+    let chunks: Vec<&[u8]> = std::iter::repeat_n(&big[..], 32).collect();
+    let status = chunked_put(proxy.port, "/kv/big", &chunks).await;
+    assert!(
+        !(200..300).contains(&status),
+        "the client was told {status}"
+    );
+    let small = [b'y'; 10_000];
+    let status = chunked_put(proxy.port, "/kv/small", &[&small, &small, &small, &small]).await;
+    assert!(
+        !(200..300).contains(&status),
+        "the client was told {status}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(peer.seen().len(), 0, "a peer stored a truncated write");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_writes_sharing_an_idempotency_key_converge() {
+    for order in ["total", "key", "version"] {
+        for attempt in 0..5 {
+            let origins = [TestOrigin::start("a").await, TestOrigin::start("b").await];
+            for origin in &origins {
+                origin
+                    .shared
+                    .dedupe
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+            let proxy = start_proxy(
+                &[("a", origins[0].addr, 1), ("b", origins[1].addr, 1)],
+                &replication_settings(&format!("  order: {order}\n")),
+            )
+            .await;
+            let write = |body: &'static str| {
+                let request = http::Request::put(proxy.url("/kv/shared"))
+                    .header("idempotency-key", "reused")
+                    .body(Full::new(Bytes::from_static(body.as_bytes())))
+                    .unwrap();
+                send(request)
+            };
+            let (one, two) = tokio::join!(write("one"), write("two"));
+            assert_eq!((one.status, two.status), (200, 200));
+            let converged = wait_until(WAIT, || async {
+                origins[0].value("shared").is_some()
+                    && origins[0].value("shared") == origins[1].value("shared")
+            })
+            .await;
+            assert!(
+                converged,
+                "order {order}, try {attempt}: a holds {:?}, b holds {:?}",
+                origins[0].value("shared"),
+                origins[1].value("shared")
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_without_host_get_400_and_pipelined_ones_are_answered_in_order() {
+    let a = TestOrigin::start("a").await;
+    let proxy = start_proxy(&[("a", a.addr, 1)], "replication: {mode: off}\n").await;
+    let answer = raw_exchange(
+        proxy.port,
+        b"GET /x HTTP/1.1\r\n\r\n",
+        Duration::from_millis(500),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    let answer = raw_exchange(
+        proxy.port,
+        b"GET /x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        Duration::from_millis(500),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert_eq!(a.served(), 0, "a bad request reached the origin");
+    // HTTP/1.0 needs no Host.
+    let answer = raw_exchange(
+        proxy.port,
+        b"GET /x HTTP/1.0\r\n\r\n",
+        Duration::from_millis(500),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    let answer = raw_exchange(
+        proxy.port,
+        b"GET /first HTTP/1.1\r\nHost: a\r\n\r\nGET /second HTTP/1.1\r\nHost: a\r\n\r\n",
+        Duration::from_millis(500),
+    )
+    .await;
+    assert_eq!(answer.matches("HTTP/1.1 200").count(), 2, "{answer}");
+    let paths: Vec<String> = a.seen().iter().map(|s| s.path_and_query.clone()).collect();
+    assert_eq!(&paths[paths.len() - 2..], ["/first", "/second"]);
+}
+
+fn pool(a: &TestOrigin, limits: &str) -> String {
+    format!(
+        "origins:\n  - {{name: a, address: \"{}\", capacity: 1}}\n\
+         health: {{interval: 100ms, timeout: 200ms}}\nreplication: {{mode: off}}\nlimits: {limits}\n",
+        a.addr
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_headers_and_idle_connections_are_closed_in_time_without_error_lines() {
+    let a = TestOrigin::start("a").await;
+    let proxy = ProxyProcess::start(
+        &temp_dir("slowloris"),
+        &pool(&a, "{header_timeout: 1s, keepalive_timeout: 1s}"),
+    )
+    .await;
+    // Slowloris: a byte every 300 ms. Each read would reset a per-read
+    // timeout; the whole header gets one second.
+    let mut slow = TcpStream::connect(("127.0.0.1", proxy.port)).await.unwrap();
+    let started = Instant::now();
+    let mut closed = false;
+    for byte in b"GET / HTTP/1.1\r\nHost: a\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaa".iter() {
+        if slow.write_all(&[*byte]).await.is_err() {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut probe = [0u8; 1];
+        if let Ok(Ok(0)) =
+            tokio::time::timeout(Duration::from_millis(1), slow.read(&mut probe)).await
+        {
+            closed = true;
+            break;
+        }
+    }
+    let held = started.elapsed();
+    assert!(closed, "a slowloris header was never cut off");
+    assert!(held < Duration::from_secs(3), "held {held:?}");
+
+    // An idle keep-alive connection is closed after keepalive_timeout.
+    let mut idle = TcpStream::connect(("127.0.0.1", proxy.port)).await.unwrap();
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buffer = [0u8; 4096];
+    let n = idle.read(&mut buffer).await.unwrap();
+    assert!(String::from_utf8_lossy(&buffer[..n]).starts_with("HTTP/1.1 200"));
+    let started = Instant::now();
+    let eof = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut buffer)).await;
+    assert!(matches!(eof, Ok(Ok(0))), "the idle connection was kept");
+    assert!(started.elapsed() < Duration::from_secs(3));
+
+    // Clients that give up mid-header are routine: counted, not ERROR lines.
+    for _ in 0..20 {
+        let mut quitter = TcpStream::connect(("127.0.0.1", proxy.port)).await.unwrap();
+        quitter.write_all(b"GET / HTTP/1.1\r\nHo").await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let aborts = metric_value(&proxy.metrics().await, "hothot_client_aborts_total").unwrap();
+    assert!(aborts >= 20.0, "aborts counted: {aborts}");
+    let log = proxy.log();
+    assert!(!log.contains("ERROR"), "{log}");
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Lets this test process open many connections.
+fn raise_own_descriptor_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain libc calls on a struct we own.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        limit.rlim_cur = limit.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_connection_flood_at_the_descriptor_limit_neither_starves_clients_nor_marks_origins_down()
+{
+    raise_own_descriptor_limit();
+    let a = TestOrigin::start("a").await;
+    // 512 descriptors: hothot keeps a reserve for the origin, probes and
+    // replication, and holds (512 - reserve) / 2 client connections.
+    let proxy = ProxyProcess::start_with_nofile(
+        &temp_dir("flood"),
+        &pool(&a, "{header_timeout: 30s}"),
+        Some(512),
+    )
+    .await;
+    let pid = proxy.pid().unwrap();
+    let before = rss_kib(pid);
+    // A well-behaved client, a request every 20 ms, for the whole flood.
+    let url = proxy.url("/");
+    let client = tokio::spawn(async move {
+        let mut latencies = Vec::new();
+        let until = Instant::now() + Duration::from_secs(4);
+        while Instant::now() < until {
+            let started = Instant::now();
+            let answer = try_send(http::Request::get(&url).body(Full::default()).unwrap()).await;
+            latencies.push(started.elapsed());
+            assert_eq!(answer.map(|a| a.status), Ok(200), "the client was refused");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        latencies
+    });
+    // The flood: 1,500 connections that each send half a header and hold.
+    let mut flood = Vec::new();
+    let mut peak = 0.0f64;
+    for i in 0..1500 {
+        if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", proxy.port)).await {
+            let _ = stream.write_all(b"GET / HTTP/1.1\r\nHost: flood\r\n").await;
+            flood.push(stream);
+        }
+        if i % 100 == 99 {
+            let metrics = proxy.metrics().await;
+            peak = peak.max(metric_value(&metrics, "hothot_client_connections").unwrap_or(0.0));
+            assert_eq!(
+                metric_value(&metrics, "hothot_origin_up{origin=\"a\"}"),
+                Some(1.0),
+                "the flood marked the origin down"
+            );
+        }
+    }
+    let during = rss_kib(pid);
+    let mut latencies = client.await.unwrap();
+    latencies.sort();
+    let metrics = proxy.metrics().await;
+    let evicted = metric_value(&metrics, "hothot_client_connections_evicted_total").unwrap();
+    println!(
+        "flood: {} connections opened, {peak} held at most, {evicted} evicted; RSS {before} KiB -> {during} KiB \
+         ({:.1} KiB per held connection); well-behaved client: {} requests, p50 {:?}, max {:?}",
+        flood.len(),
+        (during.saturating_sub(before)) as f64 / peak.max(1.0),
+        latencies.len(),
+        latencies[latencies.len() / 2],
+        latencies[latencies.len() - 1]
+    );
+    assert!(evicted > 0.0);
+    assert!(peak > 50.0 && peak < 256.0, "held {peak}");
+    let log = proxy.log();
+    assert!(!log.contains("is down"), "{log}");
+    assert!(!log.contains("Too many open files"), "{log}");
+}
