@@ -11,6 +11,13 @@
 //! reused connection): Pingora's own header timeout restarts with every
 //! byte, so one byte every few seconds held a connection for minutes.
 //!
+//! A first gate ([`Gate`]) sits in Pingora's accept loop itself: when the
+//! connections held and those accepted but not yet admitted reach twice the
+//! limit, a new connection is closed there, before it gets a task or a
+//! buffer. Without it a fast flood outran the admissions and the
+//! process ran out of descriptors, which stalls Pingora's accept loop for a
+//! second each time.
+//!
 //! The limit keeps a reserve of descriptors for what hothot opens itself
 //! (origin connections, probes, replication, the journal), so that a flood
 //! of clients can never starve the probes and mark the pool down; see
@@ -20,6 +27,7 @@ use crate::config::Limits;
 use crate::metrics::ConnectionMetrics;
 use async_trait::async_trait;
 use pingora_core::apps::ServerApp;
+use pingora_core::listeners::ConnectionFilter;
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
 use std::collections::VecDeque;
@@ -64,6 +72,8 @@ impl Drop for Connection {
 pub struct Book {
     max: usize,
     open: AtomicUsize,
+    /// Accepted by the [`Gate`], not yet admitted.
+    pending: AtomicUsize,
     /// Connections that started waiting, oldest first (stale entries are
     /// skipped, and cleared out as the queue grows).
     waiting: Mutex<VecDeque<Weak<Connection>>>,
@@ -75,6 +85,7 @@ impl Book {
         Arc::new(Book {
             max,
             open: AtomicUsize::new(0),
+            pending: AtomicUsize::new(0),
             waiting: Mutex::new(VecDeque::new()),
             metrics,
         })
@@ -84,8 +95,25 @@ impl Book {
         self.waiting.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// May a just-accepted connection go on to be admitted? Not once the
+    /// connections held and pending reach twice the limit.
+    fn pass_gate(&self) -> bool {
+        let load = self.open.load(Ordering::Acquire) + self.pending.load(Ordering::Acquire);
+        if load >= 2 * self.max {
+            self.metrics.refused.inc();
+            return false;
+        }
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        true
+    }
+
     /// A new connection, if there is room (made by evicting a waiting one).
     fn admit(self: &Arc<Self>) -> Option<Arc<Connection>> {
+        // Plain TCP has no handshake that could fail between the gate and
+        // here, so every connection through the gate arrives.
+        let _ = self
+            .pending
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| p.checked_sub(1));
         let open = self.open.fetch_add(1, Ordering::AcqRel) + 1;
         if open > self.max && !self.evict_one() {
             self.open.fetch_sub(1, Ordering::AcqRel);
@@ -136,6 +164,28 @@ impl Book {
                     .is_some_and(|c| c.waiting.load(Ordering::Acquire))
             });
         }
+    }
+}
+
+/// The gate in Pingora's accept loop (see the module's documentation).
+pub struct Gate(Arc<Book>);
+
+impl Gate {
+    pub fn new(book: Arc<Book>) -> Self {
+        Gate(book)
+    }
+}
+
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gate").field("max", &self.0.max).finish()
+    }
+}
+
+#[async_trait]
+impl ConnectionFilter for Gate {
+    async fn should_accept(&self, _peer: Option<&std::net::SocketAddr>) -> bool {
+        self.0.pass_gate()
     }
 }
 
@@ -214,24 +264,27 @@ async fn refuse(mut stream: Stream) {
     let _ = tokio::time::timeout(Duration::from_millis(100), stream.write_all(FULL)).await;
 }
 
-/// Descriptors kept for what hothot opens itself, beyond two per client
-/// connection (the client's and the origin connection serving it): the
-/// upstream keep-alive pool, probes and replication lanes (a few per
-/// origin), the journal, listeners and the runtime.
+/// Descriptors kept for what hothot opens itself, beyond what each client
+/// connection needs (see [`descriptor_budget`]): the upstream keep-alive
+/// pool, probes and replication lanes (a few per origin), the journal,
+/// listeners and the runtime.
 pub fn reserve(origins: usize, upstream_pool: usize) -> usize {
     64 + upstream_pool + 8 * origins
 }
 
 /// How many client connections hothot may hold: `limits.max_connections`,
-/// or what the descriptor limit allows after the [`reserve`]. The soft limit
-/// is raised to the hard one first, as nginx's `worker_rlimit_nofile` would.
-/// `Err` (naming the key) when the configured number cannot fit.
+/// or what the descriptor limit allows after the [`reserve`], at three
+/// descriptors per connection: its own, the origin connection serving it,
+/// and one for a connection the [`Gate`] let in that is not admitted yet
+/// (a burst of new connections arrives faster than they are admitted). The soft limit is raised to the hard one first, as
+/// nginx's `worker_rlimit_nofile` would. `Err` (naming the key) when the
+/// configured number cannot fit.
 pub fn descriptor_budget(
     configured: Option<usize>,
     reserve: usize,
 ) -> Result<usize, (String, String)> {
     let limit = raise_descriptor_limit();
-    let fits = limit.saturating_sub(reserve) / 2;
+    let fits = limit.saturating_sub(reserve) / 3;
     match configured {
         None if fits == 0 => Err((
             "limits.max_connections".to_owned(),
@@ -241,8 +294,8 @@ pub fn descriptor_budget(
         Some(max) if max > fits => Err((
             "limits.max_connections".to_owned(),
             format!(
-                "{max} connections need about {} descriptors (two each, plus {reserve} for origins, probes and replication); this process may open {limit} (ulimit -n): lower it or raise the limit",
-                2 * max + reserve
+                "{max} connections need about {} descriptors (3 each, plus {reserve} for origins, probes and replication); this process may open {limit} (ulimit -n): lower it or raise the limit",
+                max * 3 + reserve
             ),
         )),
         Some(max) => Ok(max),
@@ -294,8 +347,14 @@ mod tests {
         let third = book.admit().expect("the idle connection makes room");
         assert!(!first.waiting.load(Ordering::Acquire), "first was evicted");
         assert!(book.admit().is_none(), "nobody else is idle: refused");
+        // The gate closes at twice the limit (held plus pending).
+        assert!(book.pass_gate(), "3 held and 1 pending of 2 × 2");
+        assert!(!book.pass_gate());
         drop((first, second, third));
         assert_eq!(book.open.load(Ordering::Acquire), 0);
+        // One pending from above, three more: four pending is twice the limit.
+        assert!((0..3).all(|_| book.pass_gate()));
+        assert!(!book.pass_gate(), "4 pending of 2 × 2");
     }
 
     #[test]
@@ -303,6 +362,6 @@ mod tests {
         let limit = raise_descriptor_limit();
         assert_eq!(descriptor_budget(Some(10), 100), Ok(10));
         assert!(descriptor_budget(Some(limit), 0).is_err());
-        assert_eq!(descriptor_budget(None, 100), Ok((limit - 100) / 2));
+        assert_eq!(descriptor_budget(None, 100), Ok((limit - 100) / 3));
     }
 }

@@ -2,7 +2,7 @@
 //! and the metrics listener, which wait for its first probe round.
 
 use crate::config::Config;
-use crate::connections::{Book, Guarded};
+use crate::connections::{Book, Gate, Guarded};
 use crate::health::HealthService;
 use crate::metrics::{Metrics, MetricsApp};
 use crate::pool::Pool;
@@ -177,12 +177,14 @@ pub fn build(config: &Config, opt: Option<Opt>) -> Result<Server, StartError> {
         config,
     );
     let book = Book::new(connection_budget(config)?, metrics.connections.clone());
+    let gate = Arc::new(Gate::new(book.clone()));
     let mut app = pingora_proxy::HttpProxy::new(proxy, server.configuration.clone());
     app.handle_init_modules();
     let mut proxy_service = Service::new(
         "hothot proxy".to_owned(),
         Guarded::new(app, book, config.limits),
     );
+    proxy_service.set_connection_filter(gate);
     for address in &config.listen {
         proxy_service.add_tcp(&address.to_string());
     }
