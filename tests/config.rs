@@ -1,8 +1,7 @@
-//! Bad configs refuse to start and name the key at fault; the shipped configs
-//! are valid; `hothot -t -c FILE` checks a file without starting.
+//! Bad configs are refused with the key at fault named; the shipped configs
+//! are valid. (`hothot -t` and start-up as processes: `tests/startup.rs`.)
 
 use std::path::Path;
-use std::process::Command;
 
 const BASE_ORIGINS: &str = "origins:
   - {name: a, address: \"127.0.0.1:9001\", capacity: 1000}
@@ -145,45 +144,6 @@ fn unparseable_values_are_errors() {
     );
 }
 
-fn hothot(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_hothot"))
-        .args(args)
-        .output()
-        .expect("hothot runs")
-}
-
-#[test]
-fn check_flag_accepts_a_good_file_and_names_the_key_of_a_bad_one() {
-    let good = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/hothot.yaml");
-    let output = hothot(&["-t", "-c", good]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-
-    let dir = std::env::temp_dir().join(format!("hothot-config-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let bad = dir.join("bad.yaml");
-    std::fs::write(
-        &bad,
-        "listen: [\"127.0.0.1:8080\"]\norigins:\n  - {name: a, address: \"127.0.0.1:1\", capacity: 1}\n  - {name: b, address: \"127.0.0.1:2\", capacity: x}\n",
-    )
-    .unwrap();
-    let output = hothot(&["-t", "-c", bad.to_str().unwrap()]);
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("origins[1].capacity"), "{stderr}");
-
-    // Without -t a bad file still refuses to start, before binding anything.
-    let output = hothot(&["-c", bad.to_str().unwrap()]);
-    assert!(!output.status.success());
-    let output = hothot(&["-c", dir.join("missing.yaml").to_str().unwrap()]);
-    assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("missing.yaml"));
-    std::fs::remove_dir_all(&dir).ok();
-}
-
 #[test]
 fn replication_mistakes_name_their_key() {
     refused(
@@ -293,39 +253,6 @@ fn ordering_mistakes_name_their_key() {
 }
 
 #[test]
-fn check_flag_says_which_settings_have_no_effect() {
-    let dir = std::env::temp_dir().join(format!("hothot-config-warn-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("warn.yaml");
-    std::fs::write(
-        &file,
-        with_origins("replication: {replicate_on: always, order_key: path}\n"),
-    )
-    .unwrap();
-    let output = hothot(&["-t", "-c", file.to_str().unwrap()]);
-    assert!(output.status.success(), "a warning is not an error");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("replication.replicate_on has no effect with replication.order: total"),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains("replication.order_key has no effect"),
-        "{stderr}"
-    );
-    // Under version order replicate_on still decides.
-    std::fs::write(
-        &file,
-        with_origins("replication: {order: version, replicate_on: always}\n"),
-    )
-    .unwrap();
-    let output = hothot(&["-t", "-c", file.to_str().unwrap()]);
-    assert!(output.status.success());
-    assert!(!String::from_utf8_lossy(&output.stderr).contains("warning"));
-    std::fs::remove_dir_all(&dir).ok();
-}
-
-#[test]
 fn values_no_machine_could_honour_are_errors() {
     refused(
         &with_origins("server: {threads: 100000000}\n"),
@@ -358,65 +285,4 @@ fn values_no_machine_could_honour_are_errors() {
         "listen[1]",
         "listen[0]",
     );
-}
-
-#[test]
-fn huge_or_deeply_nested_files_are_refused_at_once() {
-    let dir = std::env::temp_dir().join(format!("hothot-config-deep-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    // 100,000 nested brackets: parsing them would take minutes.
-    let deep = dir.join("deep.yaml");
-    let depth = 100_000;
-    std::fs::write(
-        &deep,
-        format!("listen: {}{}\n", "[".repeat(depth), "]".repeat(depth)),
-    )
-    .unwrap();
-    let started = std::time::Instant::now();
-    let output = hothot(&["-t", "-c", deep.to_str().unwrap()]);
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("line 1: nested more than 64 levels"),
-        "{stderr}"
-    );
-    println!("refused in {:?}", started.elapsed());
-    let huge = dir.join("huge.yaml");
-    std::fs::write(&huge, "#".repeat(2 << 20)).unwrap();
-    let output = hothot(&["-t", "-c", huge.to_str().unwrap()]);
-    assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("at most 1048576"));
-    std::fs::remove_dir_all(&dir).ok();
-}
-
-#[test]
-fn a_busy_port_is_a_clear_start_up_error_and_a_warning_at_check() {
-    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = busy.local_addr().unwrap().port();
-    let dir = std::env::temp_dir().join(format!("hothot-config-busy-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("busy.yaml");
-    std::fs::write(
-        &file,
-        format!(
-            "listen: [\"127.0.0.1:{port}\"]\nmetrics: {{listen: \"127.0.0.1:0\"}}\n\
-             origins:\n  - {{name: a, address: \"127.0.0.1:1\", capacity: 1}}\n\
-             replication: {{journal: {{dir: {}}}}}\n",
-            dir.join("journal").display()
-        ),
-    )
-    .unwrap();
-    let output = hothot(&["-c", file.to_str().unwrap()]);
-    assert_eq!(output.status.code(), Some(1), "a clear exit, not a panic");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("listen[0]") && stderr.contains("in use"),
-        "{stderr}"
-    );
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    let output = hothot(&["-t", "-c", file.to_str().unwrap()]);
-    assert!(output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("warning: listen[0]"));
-    drop(busy);
-    std::fs::remove_dir_all(&dir).ok();
 }
