@@ -70,15 +70,27 @@ pub fn choose_primary(
         .filter(|i| pool.is_lagging(*i) || replicator.is_failing(*i))
         .collect();
     let pick = |skip: &[usize]| {
-        let key = selection_key(Traffic::Write, skip.iter().copied());
-        balancer
-            .select_with(&key, pool.len(), |_, _| true)
-            .and_then(|backend| backend.as_inet().and_then(|addr| pool.index_of(*addr)))
+        pick_by_capacity(
+            balancer,
+            pool,
+            &selection_key(Traffic::Write, skip.iter().copied()),
+        )
     };
     pick(&stuck).or_else(|| match stuck.is_empty() {
         true => None,
         false => pick(&[]),
     })
+}
+
+/// The origin the balancer picks for selection `key`, if any.
+fn pick_by_capacity(
+    balancer: &LoadBalancer<CapacityWeighted>,
+    pool: &Pool,
+    key: &[u8],
+) -> Option<usize> {
+    balancer
+        .select_with(key, pool.len(), |_, _| true)
+        .and_then(|backend| backend.as_inet().and_then(|addr| pool.index_of(*addr)))
 }
 
 pub fn choose(
@@ -92,10 +104,7 @@ pub fn choose(
     let stale = (0..pool.len())
         .filter(|i| seen.is_some_and(|s| !replicator.has_applied(*i, s.version, s.primary)));
     let key = selection_key(traffic, tried.iter().copied().chain(stale));
-    let picked = balancer
-        .select_with(&key, pool.len(), |_, _| true)
-        .and_then(|backend| backend.as_inet().and_then(|addr| pool.index_of(*addr)));
-    match picked {
+    match pick_by_capacity(balancer, pool, &key) {
         Some(index) => Route::Origin(index),
         None if tried.is_empty() => {
             match seen.and_then(|s| s.primary).filter(|p| pool.is_serving(*p)) {
