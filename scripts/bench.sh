@@ -1,103 +1,254 @@
 #!/usr/bin/env bash
-# Throughput of hothot against a direct connection to one origin, with nginx as
-# a reference proxy, and the memory each proxy holds per idle keep-alive client
-# connection. Loopback only; every process is stopped at the end.
+# Reads through hothot, nginx and HAProxy, compared the way users compare
+# proxies: CPU time per request, requests/s, p99, and memory per idle
+# keep-alive client connection. Then how hothot's cost grows with the work:
+# 100 and 1,000 origins, 2 worker threads, replication off (reads must not
+# pay for replication). Loopback only; every process stops at the end.
 #
-#   scripts/bench.sh [DURATION=15s] [CONNECTIONS=32] [IDLE_CONNECTIONS=10000]
-#   CARGO_FLAGS=--no-default-features scripts/bench.sh   # the same with glibc malloc instead of mimalloc
+#   scripts/bench.sh [DURATION=10s] [ROUNDS=3] [IDLE_CONNECTIONS=10000] [CONNECTIONS=32]
+#   RUNS="hothot nginx haproxy hothot-100 hothot-1000 nginx-1000 hothot-2t hothot-norepl"
+#   (nginx-1000: nginx with the same 1,000 origins, the reference for what
+#   1,000 upstream sockets cost the kernel and the caches of any proxy)
+#   HOTHOT=path/to/hothot   # compare another build (default: target/release/hothot)
+#   MEMORY=0                # skip the idle-connection measurement
+#   EXTRA_YAML="health: {interval: 5s}"   # top-level keys added to hothot's config
 #
-# Layout on a 2-core machine: the proxy (one worker thread) on core 1, the
-# origin and wrk on core 0.
+# Layout on a 2-core machine: every proxy has one worker (thread or process)
+# pinned to core 1 (hothot-2t: two threads, still on core 1); the origin (one
+# nginx worker answering 200 to every path on up to 1,000 loopback
+# addresses) and wrk on core 0. Rounds interleave the proxies, so that the
+# machine's drift hits them alike. CPU per request is the proxy process's
+# utime + stime (/proc/PID/stat) over the requests wrk completed, which on a
+# shared VM is far steadier than requests/s. hothot runs with its defaults
+# (health probes every second, metrics, replication async with the journal);
+# nginx and HAProxy proxy with upstream keep-alive and no health checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DURATION=${1:-15s}
-CONNECTIONS=${2:-32}
+DURATION=${1:-10s}
+ROUNDS=${2:-3}
 IDLE=${3:-10000}
+CONNECTIONS=${4:-32}
+RUNS=${RUNS:-hothot nginx haproxy hothot-100 hothot-1000 nginx-1000 hothot-2t hothot-norepl}
+MEMORY=${MEMORY:-1}
 source scripts/bench-lib.sh
-bench_setup wrk nginx bc
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true   # the idle-connection test needs IDLE + a few fds
+bench_setup wrk nginx haproxy bc
+HOTHOT=${HOTHOT:-target/release/hothot}
+# 10,000 idle clients need 10,000 descriptors in the client and in each proxy
+# (hothot: three per connection, see limits.max_connections); as root, raise
+# the hard limit too.
+ulimit -Hn 65536 2>/dev/null || true
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+TICK=$(getconf CLK_TCK)
+# hothot budgets three descriptors per client connection (its own, the origin
+# connection serving it, one accepted but not yet admitted) after a reserve
+# for the upstream pool, probes and replication; on a machine whose hard limit
+# is lower than that needs, every proxy gets the number hothot can hold.
+FITS=$(( ($(ulimit -n) - 64 - 128 - 3 * 8 - 100) / 3 ))
+if [ "$IDLE" -gt "$FITS" ]; then
+  echo "note: $IDLE idle connections need more descriptors than ulimit -n $(ulimit -n) allows: measuring $FITS" >&2
+  IDLE=$FITS
+fi
 
+cpu_ticks() { awk '{print $14, $15}' "/proc/$1/stat"; } # user sys
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+address() { echo "127.0.$(($1 / 250)).$(($1 % 250 + 1))"; } # the i-th loopback origin address
 
-ORIGIN=$(free_port); PROXY=$(free_port); METRICS=$(free_port); NGINX=$(free_port)
-taskset -c 0 target/release/examples/replica --name a --listen "127.0.0.1:$ORIGIN" 2>/dev/null &
+# The origin: nginx, one worker on core 0, on 1,000 loopback addresses.
+ORIGIN=$(free_port)
+{
+  echo "worker_processes 1; pid $work/origin.pid; error_log $work/origin-error.log;"
+  echo "events { worker_connections 20000; }"
+  echo "http { access_log off; keepalive_requests 10000000; keepalive_timeout 300s; server {"
+  for i in $(seq 0 999); do echo "listen $(address "$i"):$ORIGIN;"; done
+  echo 'location / { return 200 "hello from the bench origin\n"; } } }'
+} >"$work/origin.conf"
+taskset -c 0 nginx -c "$work/origin.conf" -g 'daemon off;' &
 pids+=($!)
-cat >"$work/hothot.yaml" <<YAML
-server: {threads: 1}
-listen: ["127.0.0.1:$PROXY"]
-metrics: {listen: "127.0.0.1:$METRICS"}
-origins: [{name: a, address: "127.0.0.1:$ORIGIN", capacity: 1000}]
-replication: {mode: off}
-YAML
-start_hothot() {
-  RUST_LOG=error taskset -c 1 target/release/hothot -c "$work/hothot.yaml" &
-  HOTHOT_PID=$!; pids+=($HOTHOT_PID)
+wait_port "$ORIGIN"
+
+PROXY=0 METRICS=0 PROXY_PID=0 WORKER_PID=0 STOP_SIGNAL=INT
+start_hothot() { # origins threads replication
+  PROXY=$(free_port); METRICS=$(free_port)
+  local dir="$work/hothot-$PROXY"
+  mkdir -p "$dir"
+  {
+    echo "server: {threads: $2}"
+    echo "listen: [\"127.0.0.1:$PROXY\"]"
+    echo "metrics: {listen: \"127.0.0.1:$METRICS\"}"
+    echo "origins:"
+    for i in $(seq 0 $(($1 - 1))); do
+      echo "  - {name: o$i, address: \"$(address "$i"):$ORIGIN\", capacity: 100}"
+    done
+    echo "replication: {mode: $3, journal: {dir: \"$dir/journal\"}}"
+    echo "${EXTRA_YAML:-}"
+  } >"$dir/hothot.yaml"
+  (cd "$dir" && RUST_LOG=error exec taskset -c 1 "$OLDPWD/$HOTHOT" -c hothot.yaml) &
+  PROXY_PID=$!; WORKER_PID=$PROXY_PID; pids+=($!); STOP_SIGNAL=INT
   wait_port "$PROXY"
 }
-stop_hothot() { kill -INT "$HOTHOT_PID" 2>/dev/null || true; wait "$HOTHOT_PID" 2>/dev/null || true; }
-start_hothot
-cat >"$work/nginx.conf" <<CONF
+start_nginx() { # origins
+  PROXY=$(free_port)
+  local servers="" i
+  for i in $(seq 0 $(($1 - 1))); do servers+="server $(address "$i"):$ORIGIN; "; done
+  cat >"$work/nginx-$PROXY.conf" <<CONF
 worker_processes 1;
-worker_cpu_affinity 10;
-worker_rlimit_nofile 19000;
-pid $work/nginx.pid;
+worker_rlimit_nofile 65536;
+pid $work/nginx-$PROXY.pid;
 error_log $work/nginx-error.log;
-events { worker_connections 20000; }
+events { worker_connections 30000; }
 http {
   access_log off;
-  upstream origin { server 127.0.0.1:$ORIGIN; keepalive 64; }
+  keepalive_requests 10000000;
+  keepalive_timeout 75s;
+  upstream origin {
+    $servers
+    keepalive $((64 > 2 * $1 ? 64 : 2 * $1)); keepalive_requests 10000000;
+  }
   server {
-    listen 127.0.0.1:$NGINX;
+    listen 127.0.0.1:$PROXY;
     location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection ""; }
   }
 }
 CONF
-nginx -c "$work/nginx.conf" -g 'daemon off;' &
-pids+=($!)
-wait_port "$ORIGIN"; wait_port "$PROXY"; wait_port "$NGINX"
-NGINX_WORKER=$(pgrep -P "$!" | head -1)
-
-run_wrk() { # name port -> "requests/s p50 p99"
-  taskset -c 0 wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "http://127.0.0.1:$2/" >"$work/$1.txt"
-  local rps p50 p99
-  rps=$(awk '/Requests\/sec/ {print $2}' "$work/$1.txt")
-  p50=$(awk '$1=="50%" {print $2}' "$work/$1.txt")
-  p99=$(awk '$1=="99%" {print $2}' "$work/$1.txt")
-  echo "$rps $p50 $p99"
+  taskset -c 1 nginx -c "$work/nginx-$PROXY.conf" -g 'daemon off;' &
+  PROXY_PID=$!; pids+=($!); STOP_SIGNAL=TERM
+  wait_port "$PROXY"
+  WORKER_PID=$(pgrep -P "$PROXY_PID" | head -1)
 }
-read -r direct_rps direct_p50 direct_p99 < <(run_wrk direct "$ORIGIN")
-read -r hothot_rps hothot_p50 hothot_p99 < <(run_wrk hothot "$PROXY")
-read -r nginx_rps nginx_p50 nginx_p99 < <(run_wrk nginx "$NGINX")
+start_haproxy() {
+  PROXY=$(free_port)
+  cat >"$work/haproxy-$PROXY.cfg" <<CONF
+global
+  nbthread 1
+  maxconn $((IDLE + 100))
+defaults
+  mode http
+  option http-keep-alive
+  http-reuse always
+  timeout connect 1s
+  timeout client 75s
+  timeout server 30s
+  timeout http-keep-alive 75s
+frontend bench
+  bind 127.0.0.1:$PROXY
+  default_backend origin
+backend origin
+  balance roundrobin
+  server a 127.0.0.1:$ORIGIN
+  server b 127.0.0.2:$ORIGIN
+  server c 127.0.0.3:$ORIGIN
+CONF
+  taskset -c 1 haproxy -db -f "$work/haproxy-$PROXY.cfg" 2>>"$work/haproxy.log" &
+  PROXY_PID=$!; WORKER_PID=$PROXY_PID; pids+=($!); STOP_SIGNAL=TERM
+  wait_port "$PROXY"
+}
+start() { # run name
+  case "$1" in
+    hothot) start_hothot 3 1 async ;;
+    hothot-100) start_hothot 100 1 async ;;
+    hothot-1000) start_hothot 1000 1 async ;;
+    hothot-2t) start_hothot 3 2 async ;;
+    hothot-norepl) start_hothot 3 1 off ;;
+    nginx) start_nginx 3 ;;
+    nginx-1000) start_nginx 1000 ;;
+    haproxy) start_haproxy ;;
+    *) echo "unknown run $1" >&2; return 1 ;;
+  esac
+}
+stop() { # hothot: SIGINT is its fast exit; nginx and HAProxy: SIGTERM
+  kill -"$STOP_SIGNAL" "$PROXY_PID" 2>/dev/null || true; wait "$PROXY_PID" 2>/dev/null || true
+}
 
-idle_memory() { # pid port mode -> KiB per connection (each on a fresh process: allocators keep what they got)
-  local before after holder
-  before=$(rss_kib "$1")
-  python3 scripts/hold_connections.py --port "$2" --count "$IDLE" $3 >"$work/hold.out" &
+# One measured run: "requests/s user_us sys_us p99" on stdout.
+measure() { # name
+  taskset -c 0 wrk -t1 -c"$CONNECTIONS" -d1s "http://127.0.0.1:$PROXY/" >/dev/null # warm-up: connections, pools
+  local before after out n
+  before=$(cpu_ticks "$WORKER_PID")
+  out=$(taskset -c 0 wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "http://127.0.0.1:$PROXY/")
+  after=$(cpu_ticks "$WORKER_PID")
+  if grep -qE "Non-2xx|Socket errors" <<<"$out"; then
+    echo "warning: $1: $(grep -E 'Non-2xx|Socket errors' <<<"$out" | tr -s ' ')" >&2
+  fi
+  n=$(awk '/requests in/ {print $1}' <<<"$out")
+  read -r u0 s0 <<<"$before"; read -r u1 s1 <<<"$after"
+  printf '%s %s %s %s\n' \
+    "$(awk '/Requests\/sec/ {printf "%d", $2}' <<<"$out")" \
+    "$(echo "scale=1; ($u1 - $u0) * 1000000 / $TICK / $n" | bc)" \
+    "$(echo "scale=1; ($s1 - $s0) * 1000000 / $TICK / $n" | bc)" \
+    "$(awk '$1=="99%" {print $2}' <<<"$out")"
+}
+
+declare -A RESULTS
+echo "wrk -t1 -c$CONNECTIONS -d$DURATION, $ROUNDS interleaved rounds; CPU = proxy utime+stime per request" >&2
+for round in $(seq "$ROUNDS"); do
+  for run in $RUNS; do
+    start "$run"
+    sleep 1 # hothot: first probe round done, start-up settled
+    result=$(measure "$run")
+    stop
+    RESULTS[$run]+="$result;"
+    read -r rps user sys p99 <<<"$result"
+    printf 'round %d %-14s %8s req/s  %6s + %6s = %6s us/req  p99 %s\n' "$round" "$run" "$rps" "$user" "$sys" \
+      "$(echo "$user + $sys" | bc)" "$p99" >&2
+  done
+done
+
+range() { # values... -> "min-max" (or the value)
+  printf '%s\n' "$@" | sort -g | awk 'NR==1 {lo=$1} {hi=$1} END {if (lo==hi) print lo; else print lo "-" hi}'
+}
+column_of() { # run field(1-4) -> values
+  tr ';' '\n' <<<"${RESULTS[$1]}" | awk -v f="$2" 'NF {print $f}'
+}
+totals_of() { tr ';' '\n' <<<"${RESULTS[$1]}" | awk 'NF {print $2 + $3}'; }
+
+echo
+echo "Reads: $ROUNDS rounds of wrk -t1 -c$CONNECTIONS -d$DURATION (ranges over the rounds)"
+printf '| %-14s | %-15s | %-11s | %-11s | %-13s | %-14s | %-9s |\n' run requests/s "user us/req" "sys us/req" "CPU us/req" "CPU / nginx's" "p99"
+printf '|%s|%s|%s|%s|%s|%s|%s|\n' ---------------- ----------------- ------------- ------------- --------------- ---------------- -----------
+for run in $RUNS; do
+  ratio="-"
+  if [[ " $RUNS " == *" nginx "* ]]; then
+    # Per round: this run's CPU per request over nginx's in the same round.
+    ratio=$(range $(paste -d' ' <(totals_of "$run") <(totals_of nginx) | awk '{printf "%.2f\n", $1 / $2}'))
+  fi
+  printf '| %-14s | %-15s | %-11s | %-11s | %-13s | %-14s | %-9s |\n' "$run" \
+    "$(range $(column_of "$run" 1))" "$(range $(column_of "$run" 2))" "$(range $(column_of "$run" 3))" \
+    "$(range $(totals_of "$run"))" "$ratio" "$(range $(column_of "$run" 4))"
+done
+if [[ " $RUNS " == *" nginx-1000 "* && " $RUNS " == *" nginx "* ]]; then
+  echo "nginx-1000 / nginx, CPU per request, per round: $(paste -d' ' <(totals_of nginx-1000) <(totals_of nginx) | awk '{printf "%.2f ", $1 / $2}')"
+fi
+if [[ " $RUNS " == *" hothot "* ]]; then
+  for run in hothot-100 hothot-1000 hothot-2t hothot-norepl; do
+    [[ " $RUNS " == *" $run "* ]] || continue
+    echo "$run / hothot, CPU per request, per round: $(paste -d' ' <(totals_of "$run") <(totals_of hothot) | awk '{printf "%.2f ", $1 / $2}')"
+  done
+fi
+
+[ "$MEMORY" = 1 ] || exit 0
+# Memory per idle keep-alive client connection: a fresh proxy, IDLE clients
+# that each made one request and stay connected; the proxy's RSS growth over
+# the connections. "at once": 512 requests in flight at a time; "one by one":
+# one after another, as clients arrive over time.
+idle_memory() { # run mode -> KiB per connection
+  local holder before after
+  start "$1"
+  sleep 1
+  before=$(rss_kib "$WORKER_PID")
+  python3 scripts/hold_connections.py --port "$PROXY" --count "$IDLE" $2 >"$work/hold.out" &
   holder=$!
-  for _ in $(seq 600); do grep -q ready "$work/hold.out" 2>/dev/null && break; sleep 0.1; done
+  for _ in $(seq 1200); do grep -q ready "$work/hold.out" 2>/dev/null && break; sleep 0.1; done
   sleep 1
-  after=$(rss_kib "$1")
+  after=$(rss_kib "$WORKER_PID")
+  grep -q "ready $IDLE" "$work/hold.out" || echo "warning: $1: not every connection was made: $(cat "$work/hold.out")" >&2
   kill "$holder"; wait "$holder" 2>/dev/null || true
-  sleep 1
+  stop
   echo "scale=1; ($after - $before) / $IDLE" | bc
 }
-stop_hothot; start_hothot
-hothot_burst=$(idle_memory "$HOTHOT_PID" "$PROXY" "")
-stop_hothot; start_hothot
-hothot_seq=$(idle_memory "$HOTHOT_PID" "$PROXY" --sequential)
-nginx_burst=$(idle_memory "$NGINX_WORKER" "$NGINX" "")
-
 echo
-allocator=mimalloc
-case "${CARGO_FLAGS:-}" in *no-default-features*) allocator=glibc ;; esac
-echo "wrk -t1 -c$CONNECTIONS -d$DURATION on loopback (allocator: $allocator)"
-printf '%-8s %12s %10s %10s %8s\n' target requests/s p50 p99 ratio
-printf '%-8s %12s %10s %10s %8s\n' direct "$direct_rps" "$direct_p50" "$direct_p99" 1.00
-printf '%-8s %12s %10s %10s %8.2f\n' hothot "$hothot_rps" "$hothot_p50" "$hothot_p99" "$(echo "$hothot_rps / $direct_rps" | bc -l)"
-printf '%-8s %12s %10s %10s %8.2f\n' nginx "$nginx_rps" "$nginx_p50" "$nginx_p99" "$(echo "$nginx_rps / $direct_rps" | bc -l)"
-printf 'hothot/nginx throughput: %.2f\n' "$(echo "$hothot_rps / $nginx_rps" | bc -l)"
-echo
-echo "memory per idle keep-alive client connection ($IDLE connections, one request each)"
-echo "hothot, requests at once:         ${hothot_burst} KiB"
-echo "hothot, requests one after other: ${hothot_seq} KiB"
-echo "nginx,  requests at once:         ${nginx_burst} KiB"
+echo "Memory per idle keep-alive client connection ($IDLE connections, one request each; RSS growth)"
+printf '| %-8s | %-14s | %-14s |\n' proxy "at once (KiB)" "one by one (KiB)"
+printf '|%s|%s|%s|\n' ---------- ---------------- ----------------
+for run in hothot nginx haproxy; do
+  printf '| %-8s | %-14s | %-14s |\n' "$run" "$(idle_memory "$run" "")" "$(idle_memory "$run" --sequential)"
+done

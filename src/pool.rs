@@ -6,6 +6,7 @@
 //! origin that is dead at start-up never receives a request.
 
 use crate::config::{OriginConfig, PassiveConfig};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -36,13 +37,20 @@ pub enum FailureVerdict {
 #[derive(Debug)]
 pub struct Pool {
     origins: Vec<Origin>,
+    by_address: HashMap<SocketAddr, usize>,
     passive: PassiveConfig,
     epoch: Instant,
+    /// Bumped whenever an origin may have started or stopped serving (see
+    /// [`Pool::generation`]).
+    changes: AtomicU64,
+    /// The earliest end of a running ejection (ms since `epoch`), `u64::MAX`
+    /// when none runs: an ejection ends by time, not by an event.
+    next_ejection_end_ms: AtomicU64,
 }
 
 impl Pool {
     pub fn new(origins: &[OriginConfig], passive: PassiveConfig) -> Self {
-        let origins = origins
+        let origins: Vec<Origin> = origins
             .iter()
             .map(|o| Origin {
                 name: o.name.clone(),
@@ -54,11 +62,49 @@ impl Pool {
                 consecutive_failures: AtomicU32::new(0),
             })
             .collect();
+        let by_address = origins
+            .iter()
+            .enumerate()
+            .map(|(i, o)| (o.address, i))
+            .collect();
         Pool {
             origins,
+            by_address,
             passive,
             epoch: Instant::now(),
+            changes: AtomicU64::new(0),
+            next_ejection_end_ms: AtomicU64::new(u64::MAX),
         }
+    }
+
+    /// A number that changes whenever the set of serving origins may have
+    /// changed (a probe verdict, an ejection starting or ending, lag), so
+    /// that selection recomputes that set only then instead of on every
+    /// pick: with 1,000 origins the scan cost more than the rest of a pick.
+    pub fn generation(&self) -> u64 {
+        let ends = self.next_ejection_end_ms.load(Ordering::Acquire);
+        if ends != u64::MAX && self.now_ms() >= ends {
+            self.ejections_ended();
+        }
+        self.changes.load(Ordering::Acquire)
+    }
+
+    /// Some ejection ran out: find the next one to end, and count a change.
+    fn ejections_ended(&self) {
+        let now = self.now_ms();
+        let next = self
+            .origins
+            .iter()
+            .map(|o| o.ejected_until_ms.load(Ordering::Acquire))
+            .filter(|until| *until > now)
+            .min()
+            .unwrap_or(u64::MAX);
+        self.next_ejection_end_ms.store(next, Ordering::Release);
+        self.changed();
+    }
+
+    fn changed(&self) {
+        self.changes.fetch_add(1, Ordering::AcqRel);
     }
 
     pub fn origins(&self) -> &[Origin] {
@@ -74,7 +120,7 @@ impl Pool {
     }
 
     pub fn index_of(&self, address: SocketAddr) -> Option<usize> {
-        self.origins.iter().position(|o| o.address == address)
+        self.by_address.get(&address).copied()
     }
 
     /// May this origin take new traffic right now?
@@ -99,7 +145,11 @@ impl Pool {
 
     /// Marks an origin as lagging (or caught up); true when that changed it.
     pub fn set_lagging(&self, index: usize, lagging: bool) -> bool {
-        self.origins[index].lagging.swap(lagging, Ordering::AcqRel) != lagging
+        let changed = self.origins[index].lagging.swap(lagging, Ordering::AcqRel) != lagging;
+        if changed {
+            self.changed();
+        }
+        changed
     }
 
     pub fn is_ejected(&self, index: usize) -> bool {
@@ -109,7 +159,9 @@ impl Pool {
 
     /// Records the active probes' verdict (after rise/fall were applied).
     pub fn set_probe_up(&self, index: usize, up: bool) {
-        self.origins[index].probe_up.store(up, Ordering::Release);
+        if self.origins[index].probe_up.swap(up, Ordering::AcqRel) != up {
+            self.changed();
+        }
         if up {
             self.origins[index]
                 .consecutive_failures
@@ -141,6 +193,9 @@ impl Pool {
         origin
             .ejected_until_ms
             .store(until.max(1), Ordering::Release);
+        self.next_ejection_end_ms
+            .fetch_min(until.max(1), Ordering::AcqRel);
+        self.changed();
         FailureVerdict::Ejected
     }
 

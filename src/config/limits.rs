@@ -1,9 +1,10 @@
 //! The `limits` section: how many client connections hothot holds, and for
 //! how long a client may take over each part of a request. The names and
 //! defaults are nginx's: `keepalive_timeout` 75s, `client_header_timeout`
-//! and `client_body_timeout` 60s.
+//! and `client_body_timeout` 60s. Two per-connection buffers are sized
+//! here too (see [`Limits::client_read_buffer`]).
 
-use super::units::HumanDuration;
+use super::units::{ByteSize, HumanDuration};
 use super::ConfigError;
 use serde::Deserialize;
 use std::time::Duration;
@@ -15,7 +16,12 @@ pub struct LimitsSection {
     pub keepalive_timeout: Option<HumanDuration>,
     pub header_timeout: Option<HumanDuration>,
     pub body_timeout: Option<HumanDuration>,
+    pub client_read_buffer: Option<ByteSize>,
+    pub client_write_buffer: Option<ByteSize>,
 }
+
+/// Largest per-connection buffer accepted: more would only waste memory.
+const MAX_CLIENT_BUFFER: u64 = 1 << 20;
 
 /// Validated limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +37,15 @@ pub struct Limits {
     /// How long a read of the request body may wait (between two reads, as
     /// nginx's client_body_timeout). Default 60s.
     pub body_timeout: Duration,
+    /// Bytes read from a client socket at once, held for the connection's
+    /// whole life (Pingora's L4 read buffer, 64 KiB by default there).
+    /// Default 1 KiB, nginx's `client_header_buffer_size`: one read takes a
+    /// typical request header whole; larger ones take more reads.
+    pub client_read_buffer: usize,
+    /// Bytes of the answer gathered before a write to the client, held for
+    /// the connection's life (Pingora's L4 write buffer). Default 1460, one
+    /// TCP segment, as Pingora's default.
+    pub client_write_buffer: usize,
 }
 
 impl Default for Limits {
@@ -40,6 +55,8 @@ impl Default for Limits {
             keepalive_timeout: Duration::from_secs(75),
             header_timeout: Duration::from_secs(60),
             body_timeout: Duration::from_secs(60),
+            client_read_buffer: 1024,
+            client_write_buffer: 1460,
         }
     }
 }
@@ -71,7 +88,24 @@ pub fn validate(section: LimitsSection) -> Result<Limits, ConfigError> {
             "must be a whole number of seconds",
         ));
     }
+    let buffer = |key: &str, value: Option<ByteSize>, default: usize| match value {
+        None => Ok(default),
+        Some(ByteSize(size)) if size > MAX_CLIENT_BUFFER => {
+            Err(ConfigError::invalid(key, "must be at most 1MiB"))
+        }
+        Some(ByteSize(size)) => Ok(usize::try_from(size).unwrap_or(default)),
+    };
     Ok(Limits {
+        client_read_buffer: buffer(
+            "limits.client_read_buffer",
+            section.client_read_buffer,
+            defaults.client_read_buffer,
+        )?,
+        client_write_buffer: buffer(
+            "limits.client_write_buffer",
+            section.client_write_buffer,
+            defaults.client_write_buffer,
+        )?,
         max_connections: section.max_connections,
         keepalive_timeout,
         header_timeout: positive(

@@ -1,6 +1,7 @@
 //! Which origins are alive: active probes with rise/fall thresholds.
 //!
-//! Every `interval` all origins are probed in parallel. An up origin goes down
+//! Every origin is probed once per `interval`, the probes spread evenly over
+//! it (all at once in the first round). An up origin goes down
 //! after `fall` consecutive failed probes; a down origin comes up after `rise`
 //! consecutive successes. The very first round decides each origin's state on
 //! its own (one probe), and the service reports ready only after it, so the
@@ -21,6 +22,7 @@ use pingora_core::services::background::BackgroundService;
 use pingora_core::services::ServiceReadyNotifier;
 pub use probe::{probe, ProbeError};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::task::JoinSet;
 
 /// Runs the active probes as a Pingora background service.
@@ -49,24 +51,33 @@ impl HealthService {
         }
     }
 
-    /// Probes every origin once, in parallel, and applies the results.
+    /// Probes every origin once and applies each result as it comes. The
+    /// first round probes all at once (the proxy waits for it); later
+    /// rounds spread the probes evenly over `interval`, as HAProxy's
+    /// `spread-checks`, so that 1,000 origins cost a steady trickle of
+    /// connections instead of 1,000 in one burst every interval (which
+    /// stalled live requests for milliseconds on a small machine).
     async fn round(&self, first: bool) {
         let mut probes = JoinSet::new();
-        for (index, origin) in self.pool.origins().iter().enumerate() {
+        let origins = self.pool.origins();
+        let spacing = match first {
+            true => Duration::ZERO,
+            false => self.config.interval / u32::try_from(origins.len().max(1)).unwrap_or(u32::MAX),
+        };
+        for (index, origin) in origins.iter().enumerate() {
             let config = self.config.clone();
             let address = origin.address;
-            probes
-                .spawn(async move { (index, probe(&config.kind, address, config.timeout).await) });
+            let delay = spacing * u32::try_from(index).unwrap_or(u32::MAX);
+            probes.spawn(async move {
+                tokio::time::sleep(delay).await;
+                (index, probe(&config.kind, address, config.timeout).await)
+            });
         }
-        let mut results = Vec::with_capacity(self.pool.len());
         while let Some(joined) = probes.join_next().await {
             match joined {
-                Ok(result) => results.push(result),
+                Ok((index, result)) => self.apply(index, result, first),
                 Err(e) => log::error!("health: probe task failed: {e}"),
             }
-        }
-        for (index, result) in results {
-            self.apply(index, result, first);
         }
         self.metrics.publish_pool(&self.pool);
     }
@@ -101,6 +112,9 @@ impl HealthService {
             tracker.streak = 0;
         }
         self.pool.set_probe_up(index, ok);
+        if !first {
+            self.metrics.publish_pool(&self.pool);
+        }
         match (result, first) {
             (Ok(()), true) => log::info!("origin {} ({}) is up", origin.name, origin.address),
             (Ok(()), false) => log::warn!(

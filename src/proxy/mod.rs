@@ -39,7 +39,8 @@ pub struct HotHotProxy {
     balancer: Arc<LoadBalancer<CapacityWeighted>>,
     metrics: Arc<Metrics>,
     replicator: Arc<Replicator>,
-    timeouts: Timeouts,
+    /// Each origin's peer, with the configured timeouts, built once.
+    peers: Vec<HttpPeer>,
     retries: u32,
     limits: Limits,
 }
@@ -70,24 +71,18 @@ impl HotHotProxy {
         config: &Config,
     ) -> Self {
         HotHotProxy {
+            peers: pool
+                .origins()
+                .iter()
+                .map(|origin| peer_for(origin.address, config.timeouts))
+                .collect(),
             pool,
             balancer,
             metrics,
             replicator,
-            timeouts: config.timeouts,
             retries: config.retries,
             limits: config.limits,
         }
-    }
-
-    fn peer_for(&self, index: usize) -> HttpPeer {
-        let mut peer = HttpPeer::new(self.pool.origins()[index].address, false, String::new());
-        let options = &mut peer.options;
-        options.connection_timeout = Some(self.timeouts.connect);
-        options.read_timeout = Some(self.timeouts.read);
-        options.write_timeout = Some(self.timeouts.write);
-        options.idle_timeout = Some(self.timeouts.idle);
-        peer
     }
 
     /// Passive health: a live failure of `index`, which may eject it.
@@ -253,7 +248,7 @@ impl ProxyHttp for HotHotProxy {
         };
         ctx.tried.push(index);
         ctx.response_started = false;
-        Ok(Box::new(self.peer_for(index)))
+        Ok(Box::new(self.peers[index].clone()))
     }
 
     async fn upstream_request_filter(
@@ -381,6 +376,16 @@ impl ProxyHttp for HotHotProxy {
             .duration
             .observe(ctx.started.elapsed().as_secs_f64());
     }
+}
+
+fn peer_for(address: std::net::SocketAddr, timeouts: Timeouts) -> HttpPeer {
+    let mut peer = HttpPeer::new(address, false, String::new());
+    let options = &mut peer.options;
+    options.connection_timeout = Some(timeouts.connect);
+    options.read_timeout = Some(timeouts.read);
+    options.write_timeout = Some(timeouts.write);
+    options.idle_timeout = Some(timeouts.idle);
+    peer
 }
 
 fn client_ip(session: &Session) -> Option<std::net::IpAddr> {

@@ -101,7 +101,9 @@ pub fn choose(
     tried: &[usize],
     seen: Option<SeenWrite>,
 ) -> Route {
-    let stale = (0..pool.len())
+    // Only a client that saw a write of its own skips origins lacking it.
+    let origins = if seen.is_some() { pool.len() } else { 0 };
+    let stale = (0..origins)
         .filter(|i| seen.is_some_and(|s| !replicator.has_applied(*i, s.version, s.primary)));
     let key = selection_key(traffic, tried.iter().copied().chain(stale));
     match pick_by_capacity(balancer, pool, &key) {

@@ -23,24 +23,17 @@
 //! of clients can never starve the probes and mark the pool down; see
 //! [`descriptor_budget`].
 
-use crate::config::Limits;
+mod serve;
+
+pub use serve::Guarded;
+
 use crate::metrics::ConnectionMetrics;
 use async_trait::async_trait;
-use pingora_core::apps::ServerApp;
 use pingora_core::listeners::ConnectionFilter;
-use pingora_core::protocols::Stream;
-use pingora_core::server::ShutdownWatch;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant};
-use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
-
-/// The answer to a connection refused because hothot is full.
-const FULL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n\
-Content-Length: 52\r\nRetry-After: 1\r\nConnection: close\r\n\r\n\
-service unavailable: too many client connections\r\n";
 
 tokio::task_local! {
     /// The connection whose request the current task serves.
@@ -187,81 +180,6 @@ impl ConnectionFilter for Gate {
     async fn should_accept(&self, _peer: Option<&std::net::SocketAddr>) -> bool {
         self.0.pass_gate()
     }
-}
-
-/// The proxy's app, with every client connection admitted, timed and
-/// counted by a [`Book`].
-pub struct Guarded<A> {
-    app: Arc<A>,
-    book: Arc<Book>,
-    limits: Limits,
-}
-
-impl<A> Guarded<A> {
-    pub fn new(app: A, book: Arc<Book>, limits: Limits) -> Self {
-        Guarded {
-            app: Arc::new(app),
-            book,
-            limits,
-        }
-    }
-}
-
-#[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
-    async fn process_new(
-        self: &Arc<Self>,
-        stream: Stream,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
-        let Some(connection) = self.book.admit() else {
-            refuse(stream).await;
-            return None;
-        };
-        let mut stream = stream;
-        let mut reused = false;
-        loop {
-            self.book.wait_for_request(&connection);
-            let mut allowed = self.limits.header_timeout;
-            if reused {
-                allowed += self.limits.keepalive_timeout;
-            }
-            let deadline = Instant::now() + allowed;
-            let served = CURRENT.scope(connection.clone(), async {
-                tokio::select! {
-                    biased;
-                    next = self.app.process_new(stream, shutdown) => next,
-                    () = connection.evict.notified() => None,
-                    () = header_deadline(&connection, deadline) => None,
-                }
-            });
-            match served.await {
-                Some(next) => {
-                    stream = next;
-                    reused = true;
-                }
-                None => return None,
-            }
-        }
-    }
-
-    async fn cleanup(&self) {
-        self.app.cleanup().await;
-    }
-}
-
-/// Completes at `deadline` if the connection still has not sent a whole
-/// request header; never otherwise.
-async fn header_deadline(connection: &Connection, deadline: Instant) {
-    tokio::time::sleep_until(deadline.into()).await;
-    if !connection.waiting.load(Ordering::Acquire) {
-        std::future::pending::<()>().await;
-    }
-}
-
-/// Answers a connection hothot has no room for, then closes it.
-async fn refuse(mut stream: Stream) {
-    let _ = tokio::time::timeout(Duration::from_millis(100), stream.write_all(FULL)).await;
 }
 
 /// Descriptors kept for what hothot opens itself, beyond what each client

@@ -1,0 +1,175 @@
+//! One client connection's life: admitted, then request after request,
+//! with the idle time between them kept cheap.
+//!
+//! Pingora's own HTTP/1 loop builds a request's whole state (a session, a
+//! 4 KiB header buffer and the proxy's request future, about 9 KiB boxed)
+//! *before* it waits for the request's first byte, so an idle keep-alive
+//! connection held all of it. [`Guarded`] runs that loop itself: it waits
+//! for the first byte of each request with a future of a few dozen bytes,
+//! and only then hands the connection to Pingora for one request. It is also
+//! where the idle and header time limits and eviction apply (see the parent
+//! module): `keepalive_timeout` bounds the wait for a reused connection's
+//! next request, `header_timeout` the time from a new connection (or from
+//! the first byte of a next request) to a whole header.
+
+use super::{Book, Connection, CURRENT};
+use crate::config::Limits;
+use async_trait::async_trait;
+use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
+use pingora_core::protocols::http::ServerSession;
+use pingora_core::protocols::{Stream, ALPN};
+use pingora_core::server::ShutdownWatch;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
+
+/// The answer to a connection refused because hothot is full.
+const FULL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n\
+Content-Length: 52\r\nRetry-After: 1\r\nConnection: close\r\n\r\n\
+service unavailable: too many client connections\r\n";
+
+/// Pingora's keep-alive default for a new HTTP/1 session; the proxy sets
+/// `limits.keepalive_timeout` once it has read the request.
+const INITIAL_KEEPALIVE_SECONDS: u64 = 60;
+
+/// The proxy's app, with every client connection admitted, timed and
+/// counted by a [`Book`].
+pub struct Guarded<A> {
+    app: Arc<A>,
+    book: Arc<Book>,
+    limits: Limits,
+}
+
+impl<A> Guarded<A> {
+    pub fn new(app: A, book: Arc<Book>, limits: Limits) -> Self {
+        Guarded {
+            app: Arc::new(app),
+            book,
+            limits,
+        }
+    }
+}
+
+#[async_trait]
+impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let Some(connection) = self.book.admit() else {
+            refuse(stream).await;
+            return None;
+        };
+        let h2c = self.app.server_options().is_some_and(|o| o.h2c);
+        if h2c || stream.selected_alpn_proto() == Some(ALPN::H2) {
+            // One HTTP/2 connection carries many requests at once: Pingora's
+            // own loop serves it, held as busy.
+            connection.waiting.store(false, Ordering::Release);
+            return ServerApp::process_new(&self.app, stream, shutdown).await;
+        }
+        let accepted = Instant::now();
+        let mut next = Some((stream, None));
+        while let Some((mut stream, settings)) = next {
+            self.book.wait_for_request(&connection);
+            let pipelined = settings
+                .as_ref()
+                .is_some_and(HttpPersistentSettings::has_pipelined_prefix);
+            let header_deadline = if pipelined {
+                Instant::now() + self.limits.header_timeout
+            } else {
+                // A new connection has header_timeout from its accept for a
+                // whole header; a reused one keepalive_timeout for a first
+                // byte, then header_timeout from it (as nginx).
+                let wait_until = match settings {
+                    None => accepted + self.limits.header_timeout,
+                    Some(_) => Instant::now() + self.limits.keepalive_timeout,
+                };
+                if !self
+                    .first_byte(&mut stream, &connection, wait_until, shutdown)
+                    .await
+                {
+                    return None;
+                }
+                match settings {
+                    None => wait_until,
+                    Some(_) => Instant::now() + self.limits.header_timeout,
+                }
+            };
+            let mut session = ServerSession::new_http1(stream);
+            match settings {
+                Some(settings) => settings.apply_to_session(&mut session),
+                None => {
+                    session.set_keepalive(Some(INITIAL_KEEPALIVE_SECONDS));
+                    session.set_keepalive_reuses_remaining(
+                        self.app
+                            .server_options()
+                            .and_then(|o| o.keepalive_request_limit),
+                    );
+                }
+            }
+            if *shutdown.borrow() {
+                session.set_keepalive(None);
+            }
+            let served = CURRENT.scope(connection.clone(), async {
+                tokio::select! {
+                    biased;
+                    reused = self.app.process_new_http(session, shutdown) => reused,
+                    () = connection.evict.notified() => None,
+                    () = header_overdue(&connection, header_deadline) => None,
+                }
+            });
+            next = served.await.map(|reused| reused.consume());
+        }
+        None
+    }
+
+    async fn cleanup(&self) {
+        self.app.http_cleanup().await;
+    }
+}
+
+impl<A> Guarded<A> {
+    /// Waits for the first byte of the connection's next request,
+    /// without reading it. False when the connection should close instead:
+    /// the client closed it, `until` passed, it was evicted to make room, or
+    /// hothot is shutting down.
+    async fn first_byte(
+        &self,
+        stream: &mut Stream,
+        connection: &Connection,
+        until: Instant,
+        shutdown: &ShutdownWatch,
+    ) -> bool {
+        let mut shutdown = shutdown.clone();
+        if *shutdown.borrow_and_update() {
+            return false;
+        }
+        let mut byte = [0u8; 1];
+        tokio::select! {
+            biased;
+            // Pingora's TCP stream reads the byte (through its read buffer)
+            // and puts it back; a stream that cannot peek answers Ok(false),
+            // and the request is then read as usual.
+            peeked = stream.try_peek(&mut byte) => peeked.is_ok(),
+            () = connection.evict.notified() => false,
+            () = tokio::time::sleep_until(until.into()) => false,
+            _ = shutdown.changed() => false,
+        }
+    }
+}
+
+/// Completes at `deadline` if the connection still has not sent a whole
+/// request header; never otherwise.
+async fn header_overdue(connection: &Connection, deadline: Instant) {
+    tokio::time::sleep_until(deadline.into()).await;
+    if !connection.waiting.load(Ordering::Acquire) {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Answers a connection hothot has no room for, then closes it.
+async fn refuse(mut stream: Stream) {
+    let _ = tokio::time::timeout(Duration::from_millis(100), stream.write_all(FULL)).await;
+}

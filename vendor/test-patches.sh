@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs the tests of the patched Pingora crates (see README.md here): each is
+# copied to a scratch directory (the crates' own Cargo.lock pins versions a
+# registry mirror may lack) and its library tests that cover the patches run.
+set -euo pipefail
+cd "$(dirname "$0")"
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+run() { # crate test-filters...
+  cp -r "$1" "$scratch/$1"
+  rm -f "$scratch/$1/Cargo.lock"
+  local crate=$1
+  shift
+  (cd "$scratch/$crate" && CARGO_TARGET_DIR="$scratch/target" cargo test --lib -- "$@")
+}
+run pingora-core has_pipelined_prefix stream_matches_peer
+run pingora-runtime no_steal
