@@ -264,8 +264,15 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                             // call sleep to calm the thread down and wait for others to release
                             // some resources
                             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                            continue;
                         }
                     }
+                    // Any other error may repeat at once, forever: with a no-steal runtime
+                    // the listener is registered with the reactor of the thread that built
+                    // it, and when that thread's runtime shuts down first, every accept on
+                    // the others fails immediately. Without a pause this loop would never
+                    // yield, and its own thread could not see its shutdown request.
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                 }
             }
         }
