@@ -7,9 +7,10 @@
 //! one still sending its header), as nginx reuses idle connections, and
 //! when none is waiting it refuses the newcomer cheaply: a canned 503 and
 //! close, before anything is parsed. It also bounds the whole time a request
-//! header may take (`limits.header_timeout`, after `keepalive_timeout` on a
-//! reused connection): Pingora's own header timeout restarts with every
-//! byte, so one byte every few seconds held a connection for minutes.
+//! header may take (`limits.header_timeout`, from the accept, or from the
+//! first byte of a reused connection's next request, which may take
+//! `keepalive_timeout` to come): Pingora's own header timeout restarts with
+//! every byte, so one byte every few seconds held a connection for minutes.
 //!
 //! A first gate ([`Gate`]) sits in Pingora's accept loop itself: when the
 //! connections held and those accepted but not yet admitted reach twice the

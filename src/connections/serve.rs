@@ -73,18 +73,19 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
         let mut next = Some((stream, None));
         while let Some((mut stream, settings)) = next {
             self.book.wait_for_request(&connection);
+            // A new connection has header_timeout from its accept for a whole
+            // header; a reused one keepalive_timeout for a first byte, then
+            // header_timeout from it (as nginx). Pipelined bytes already read
+            // are that first byte.
+            let reused = settings.is_some();
             let pipelined = settings
                 .as_ref()
                 .is_some_and(HttpPersistentSettings::has_pipelined_prefix);
-            let header_deadline = if pipelined {
-                Instant::now() + self.limits.header_timeout
-            } else {
-                // A new connection has header_timeout from its accept for a
-                // whole header; a reused one keepalive_timeout for a first
-                // byte, then header_timeout from it (as nginx).
-                let wait_until = match settings {
-                    None => accepted + self.limits.header_timeout,
-                    Some(_) => Instant::now() + self.limits.keepalive_timeout,
+            let from_accept = accepted + self.limits.header_timeout;
+            if !pipelined {
+                let wait_until = match reused {
+                    true => Instant::now() + self.limits.keepalive_timeout,
+                    false => from_accept,
                 };
                 if !self
                     .first_byte(&mut stream, &connection, wait_until, shutdown)
@@ -92,10 +93,10 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
                 {
                     return None;
                 }
-                match settings {
-                    None => wait_until,
-                    Some(_) => Instant::now() + self.limits.header_timeout,
-                }
+            }
+            let header_deadline = match reused {
+                true => Instant::now() + self.limits.header_timeout,
+                false => from_accept,
             };
             let mut session = ServerSession::new_http1(stream);
             match settings {

@@ -102,9 +102,9 @@ pub fn choose(
     seen: Option<SeenWrite>,
 ) -> Route {
     // Only a client that saw a write of its own skips origins lacking it.
-    let origins = if seen.is_some() { pool.len() } else { 0 };
-    let stale = (0..origins)
-        .filter(|i| seen.is_some_and(|s| !replicator.has_applied(*i, s.version, s.primary)));
+    let stale = seen.into_iter().flat_map(|s| {
+        (0..pool.len()).filter(move |i| !replicator.has_applied(*i, s.version, s.primary))
+    });
     let key = selection_key(traffic, tried.iter().copied().chain(stale));
     match pick_by_capacity(balancer, pool, &key) {
         Some(index) => Route::Origin(index),
