@@ -67,6 +67,16 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Two different free ports (the proxy's and its metrics listener's): two
+/// calls of [`free_port`] may hand out the same port, which hothot refuses.
+pub fn two_free_ports() -> (u16, u16) {
+    let first = free_port();
+    let second = std::iter::repeat_with(free_port)
+        .find(|p| *p != first)
+        .unwrap();
+    (first, second)
+}
+
 pub struct Proxy {
     pub port: u16,
     pub metrics_port: u16,
@@ -123,7 +133,7 @@ pub fn config_yaml(
 
 /// Starts hothot in-process and waits until it accepts connections.
 pub async fn start_proxy(origins: &[(&str, SocketAddr, u32)], extra: &str) -> Proxy {
-    let (port, metrics_port) = (free_port(), free_port());
+    let (port, metrics_port) = two_free_ports();
     let mut config = hothot::config::parse(&config_yaml(port, metrics_port, origins, extra))
         .expect("valid config");
     // Every in-process proxy gets a journal of its own.

@@ -1,6 +1,6 @@
 //! hothot as a separate process, for tests where a crash is part of the story.
 
-use super::{free_port, wait_for_port};
+use super::{two_free_ports, wait_for_port};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -29,7 +29,7 @@ impl ProxyProcess {
         nofile: Option<u64>,
     ) -> ProxyProcess {
         std::fs::create_dir_all(dir).unwrap();
-        let (port, metrics_port) = (free_port(), free_port());
+        let (port, metrics_port) = two_free_ports();
         let config = format!(
             "server: {{threads: 2, grace_period_seconds: 0, graceful_shutdown_timeout_seconds: 2}}\n\
              listen: [\"127.0.0.1:{port}\"]\nmetrics: {{listen: \"127.0.0.1:{metrics_port}\"}}\n{origins_and_more}"
