@@ -9,7 +9,7 @@
 #   RUNS="hothot nginx haproxy hothot-100 hothot-1000 nginx-1000 hothot-2t hothot-norepl"
 #   (nginx-1000: nginx with the same 1,000 origins, the reference for what
 #   1,000 upstream sockets cost the kernel and the caches of any proxy;
-#   hothot-steal, not run by default: server.work_stealing true)
+#   hothot-nosteal, not run by default: server.work_stealing false)
 #   HOTHOT=path/to/hothot   # compare another build (default: target/release/hothot)
 #   MEMORY=0                # skip the idle-connection measurement
 #   EXTRA_YAML="health: {interval: 5s}"   # top-level keys added to hothot's config
@@ -150,7 +150,7 @@ start() { # run name
     hothot-1000) start_hothot 1000 1 async ;;
     hothot-2t) start_hothot 3 2 async ;;
     hothot-norepl) start_hothot 3 1 off ;;
-    hothot-steal) start_hothot 3 1 async true ;;
+    hothot-nosteal) start_hothot 3 1 async false ;;
     nginx) start_nginx 3 ;;
     nginx-1000) start_nginx 1000 ;;
     haproxy) start_haproxy ;;
@@ -221,7 +221,7 @@ if [[ " $RUNS " == *" nginx-1000 "* && " $RUNS " == *" nginx "* ]]; then
   echo "nginx-1000 / nginx, CPU per request, per round: $(paste -d' ' <(totals_of nginx-1000) <(totals_of nginx) | awk '{printf "%.2f ", $1 / $2}')"
 fi
 if [[ " $RUNS " == *" hothot "* ]]; then
-  for run in hothot-100 hothot-1000 hothot-2t hothot-norepl hothot-steal; do
+  for run in hothot-100 hothot-1000 hothot-2t hothot-norepl hothot-nosteal; do
     [[ " $RUNS " == *" $run "* ]] || continue
     echo "$run / hothot, CPU per request, per round: $(paste -d' ' <(totals_of "$run") <(totals_of hothot) | awk '{printf "%.2f ", $1 / $2}')"
   done

@@ -76,12 +76,12 @@ pub fn unbindable(config: &Config) -> Vec<StartError> {
         .collect()
 }
 
-/// One current-thread runtime per worker thread (Pingora's
-/// `NoStealRuntime`, nginx's model) instead of Pingora's default
-/// work-stealing runtime: 1-11% less CPU per request in scripts/bench.sh
-/// rounds (README's "Performance"). It needed a Pingora patch to stop
-/// cleanly (vendor/README.md).
-const DEFAULT_WORK_STEALING: bool = false;
+/// Pingora's work-stealing runtime. `false` (one current-thread runtime per
+/// worker) measured 1-11% less CPU per request, but with two or more
+/// threads an origin connection released on one thread often cannot be
+/// taken by another ("failed to acquire reusable stream"), so connections
+/// churn (README's "Performance").
+const DEFAULT_WORK_STEALING: bool = true;
 
 /// Pingora keeps 128 idle origin connections in all, least recently used
 /// first out: with 1,000 origins taking turns, every connection was gone
