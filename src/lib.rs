@@ -6,11 +6,13 @@
 //! ([`metrics`]). [`server::spawn`] starts a proxy in-process; `hothot -c FILE`
 //! ([`cli`]) runs one as a program.
 
+pub mod adaptive;
 pub mod cli;
 pub mod config;
 pub mod connections;
 pub mod health;
 pub mod journal;
+pub mod limit;
 pub mod logging;
 pub mod metrics;
 pub mod pool;

@@ -24,7 +24,13 @@ pub struct Origin {
     /// Milliseconds since the pool's epoch until which the origin is ejected; 0 when not ejected.
     ejected_until_ms: AtomicU64,
     consecutive_failures: AtomicU32,
+    /// Thousandths of its capacity the origin is given now (see
+    /// [`crate::adaptive`]); 1000 until something says otherwise.
+    factor_milli: AtomicU32,
 }
+
+/// A factor of 1, in the thousandths [`Pool::set_factor`] takes.
+pub const FULL_FACTOR: u32 = 1000;
 
 /// What a live-traffic failure did to its origin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +66,7 @@ impl Pool {
                 lagging: AtomicBool::new(false),
                 ejected_until_ms: AtomicU64::new(0),
                 consecutive_failures: AtomicU32::new(0),
+                factor_milli: AtomicU32::new(FULL_FACTOR),
             })
             .collect();
         let by_address = origins
@@ -77,8 +84,9 @@ impl Pool {
         }
     }
 
-    /// A number that changes whenever the set of serving origins may have
-    /// changed (a probe verdict, an ejection starting or ending, lag), so
+    /// A number that changes whenever the set of serving origins or their
+    /// weights may have changed (a probe verdict, an ejection starting or
+    /// ending, lag, a new factor), so
     /// that selection recomputes that set only then instead of on every
     /// pick: with 1,000 origins the scan cost more than the rest of a pick.
     pub fn generation(&self) -> u64 {
@@ -199,26 +207,47 @@ impl Pool {
         FailureVerdict::Ejected
     }
 
-    /// Each origin's share (0..1) of new traffic: its capacity over the total
-    /// capacity of the origins serving now; 0 for an origin not serving.
+    /// The origin's factor, in thousandths of its capacity.
+    pub fn factor_milli(&self, index: usize) -> u32 {
+        self.origins[index].factor_milli.load(Ordering::Acquire)
+    }
+
+    /// Sets the origin's factor (thousandths, at least 1); true when that
+    /// changed its weight.
+    pub fn set_factor(&self, index: usize, milli: u32) -> bool {
+        let milli = milli.clamp(1, FULL_FACTOR);
+        let changed = self.origins[index]
+            .factor_milli
+            .swap(milli, Ordering::AcqRel)
+            != milli;
+        if changed {
+            self.changed();
+        }
+        changed
+    }
+
+    /// The weight smooth weighted round robin gives the origin: its capacity
+    /// times its factor (in thousandths, so that equal factors keep the
+    /// declared ratios exactly).
+    pub fn effective_weight(&self, index: usize) -> i64 {
+        i64::from(self.origins[index].capacity) * i64::from(self.factor_milli(index))
+    }
+
+    /// Each origin's share (0..1) of new traffic: its effective weight over
+    /// the total of the origins serving now; 0 for an origin not serving.
     pub fn shares(&self) -> Vec<f64> {
-        let serving: Vec<bool> = (0..self.len()).map(|i| self.is_serving(i)).collect();
-        let total: u64 = self
-            .origins
+        let weights: Vec<i64> = (0..self.len())
+            .map(|i| match self.is_serving(i) {
+                true => self.effective_weight(i),
+                false => 0,
+            })
+            .collect();
+        let total: i64 = weights.iter().sum();
+        weights
             .iter()
-            .zip(&serving)
-            .filter(|(_, s)| **s)
-            .map(|(o, _)| u64::from(o.capacity))
-            .sum();
-        self.origins
-            .iter()
-            .zip(&serving)
-            .map(|(o, s)| {
-                if *s && total > 0 {
-                    f64::from(o.capacity) / total as f64
-                } else {
-                    0.0
-                }
+            .map(|w| match total {
+                0 => 0.0,
+                _ => *w as f64 / total as f64,
             })
             .collect()
     }

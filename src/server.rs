@@ -1,6 +1,7 @@
 //! Assembles the Pingora server: the health service first, then the proxy
 //! and the metrics listener, which wait for its first probe round.
 
+use crate::adaptive::{Adaptive, AdaptiveService};
 use crate::config::Config;
 use crate::connections::{Book, Gate, Guarded};
 use crate::health::HealthService;
@@ -184,9 +185,22 @@ pub fn build(config: &Config, opt: Option<Opt>) -> Result<Server, StartError> {
     let replicator = Arc::new(replicator);
     let replication = replicator.service();
 
+    let adaptive = Arc::new(Adaptive::new(
+        pool.clone(),
+        metrics.clone(),
+        config.balancing,
+    ));
+    let adaptive_handle = server.add_service(background_service(
+        "adaptive weights",
+        AdaptiveService(adaptive.clone()),
+    ));
+    // Its first tick must see the first probe round's verdicts.
+    adaptive_handle.add_dependency(&health_handle);
+
     let proxy = HotHotProxy::new(
         pool.clone(),
         Arc::new(balancer(&pool)?),
+        adaptive,
         metrics.clone(),
         replicator,
         config,

@@ -286,3 +286,54 @@ fn values_no_machine_could_honour_are_errors() {
         "listen[0]",
     );
 }
+
+#[test]
+fn balancing_mistakes_name_their_key() {
+    refused(
+        &with_origins("balancing: {adaptive: {min_factor: 0}}\n"),
+        "balancing.adaptive.min_factor",
+        "between 0.01 and 1",
+    );
+    refused(
+        &with_origins("balancing: {adaptive: {window: 10ms}}\n"),
+        "balancing.adaptive.window",
+        "between 500ms and 1h",
+    );
+    refused(
+        &with_origins("balancing: {limit: {mode: drop}}\n"),
+        "balancing.limit.mode",
+        "unknown variant",
+    );
+    refused(
+        &with_origins("balancing: {limit: {queue_timeout: 0s}}\n"),
+        "balancing.limit.queue_timeout",
+        "longer than 0",
+    );
+    refused(
+        &with_origins("balancing: {adaptive: {enable: true}}\n"),
+        "balancing.adaptive",
+        "unknown field `enable`",
+    );
+    let defaults = hothot::config::parse(&with_origins("")).unwrap().balancing;
+    assert!(defaults.adaptive);
+    assert_eq!(defaults.window, std::time::Duration::from_secs(10));
+    assert_eq!(defaults.min_factor, 0.1);
+    assert_eq!(defaults.slow_start, std::time::Duration::from_secs(30));
+    assert_eq!(defaults.limit, hothot::config::LimitMode::Off);
+}
+
+#[test]
+fn balancing_settings_without_effect_are_warned_about() {
+    let config = hothot::config::parse(&with_origins(
+        "balancing: {limit: {mode: shed, queue_timeout: 1s}}\n",
+    ))
+    .unwrap();
+    assert!(
+        config
+            .warnings
+            .iter()
+            .any(|w| w.contains("balancing.limit.queue_timeout")),
+        "{:?}",
+        config.warnings
+    );
+}

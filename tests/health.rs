@@ -7,9 +7,11 @@ use common::*;
 use std::time::{Duration, Instant};
 
 /// Probes every 100ms, fall 2, rise 2; passive ejection off so that only the
-/// active probes decide.
+/// active probes decide. Slow start off: these tests count a returning
+/// origin's full share at once (tests/adaptive.rs covers the ramp).
 const ACTIVE_ONLY: &str =
-    "health: {interval: 100ms, timeout: 100ms, rise: 2, fall: 2, passive: {failures: 0}}\n";
+    "health: {interval: 100ms, timeout: 100ms, rise: 2, fall: 2, passive: {failures: 0}}\n\
+     balancing: {slow_start: 0s}\n";
 
 async fn origin_up(proxy: &Proxy, name: &str) -> Option<f64> {
     metric_value(
@@ -123,7 +125,8 @@ async fn tcp_probes_see_a_closed_port() {
 async fn live_5xx_answers_eject_an_origin_then_probes_decide() {
     let (a, b) = (TestOrigin::start("a").await, TestOrigin::start("b").await);
     let passive =
-        "health: {interval: 100ms, timeout: 100ms, passive: {failures: 3, eject: 500ms}}\n";
+        "health: {interval: 100ms, timeout: 100ms, passive: {failures: 3, eject: 500ms}}\n\
+                   balancing: {slow_start: 0s}\n";
     let proxy = start_proxy(&[("a", a.addr, 1), ("b", b.addr, 1)], passive).await;
     b.set_status(500); // probes still pass: only live traffic sees the failures
     let answers = futures_seq(&proxy, 40).await;

@@ -27,6 +27,8 @@ pub struct FileConfig {
     pub replication: ReplicationSection,
     #[serde(default)]
     pub limits: super::limits::LimitsSection,
+    #[serde(default)]
+    pub balancing: super::balancing::BalancingSection,
 }
 
 fn default_retries() -> u32 {

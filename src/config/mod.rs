@@ -5,6 +5,7 @@
 //! what the rest of hothot reads. Every mistake is reported as a
 //! [`ConfigError`] naming the offending key (`origins[1].capacity`).
 
+pub mod balancing;
 mod cidr;
 pub mod file;
 mod journal;
@@ -18,6 +19,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use balancing::{Balancing, LimitMode};
 pub use cidr::Cidr;
 pub use journal::{FsyncPolicy, JournalConfig};
 pub use limits::Limits;
@@ -70,6 +72,7 @@ pub struct Config {
     pub retries: u32,
     pub replication: ReplicationConfig,
     pub limits: Limits,
+    pub balancing: Balancing,
     /// Settings that are valid but have no effect, one sentence each.
     pub warnings: Vec<String>,
 }

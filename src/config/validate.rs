@@ -44,6 +44,7 @@ pub fn validate(file: FileConfig) -> Result<Config, ConfigError> {
         retries: file.retries,
         replication,
         limits: super::limits::validate(file.limits)?,
+        balancing: super::balancing::validate(file.balancing, &mut warnings)?,
         warnings,
     })
 }

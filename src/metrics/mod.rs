@@ -32,6 +32,9 @@ pub struct Metrics {
     pub in_flight: IntGauge,
     /// `hothot_no_origin_total`: requests answered 503 because no origin was serving.
     pub no_origin: IntCounter,
+    /// `hothot_shed_total`: requests answered 503 because every serving
+    /// origin was at its capacity (`balancing.limit`).
+    pub shed: IntCounter,
     /// Indexed like the pool's origins.
     pub origins: Vec<OriginMetrics>,
     pub replication: ReplicationMetrics,
@@ -56,6 +59,8 @@ pub struct OriginMetrics {
     serving_reads: IntGauge,
     capacity: IntGauge,
     weight: Gauge,
+    /// `hothot_origin_factor{origin}`: the fraction of its capacity the origin is given now.
+    pub factor: Gauge,
 }
 
 impl Metrics {
@@ -69,8 +74,13 @@ impl Metrics {
             "hothot_no_origin_total",
             "Requests answered 503 because no origin was serving",
         )?;
+        let shed = IntCounter::new(
+            "hothot_shed_total",
+            "Requests answered 503 with Retry-After because every serving origin was at its capacity (balancing.limit)",
+        )?;
         registry.register(Box::new(in_flight.clone()))?;
         registry.register(Box::new(no_origin.clone()))?;
+        registry.register(Box::new(shed.clone()))?;
 
         let requests = IntCounterVec::new(
             Opts::new(
@@ -115,6 +125,13 @@ impl Metrics {
             ),
             &["origin"],
         )?;
+        let factor = GaugeVec::new(
+            Opts::new(
+                "hothot_origin_factor",
+                "Fraction (min_factor..1) of its declared capacity the origin is given now: adaptive weights and slow start",
+            ),
+            &["origin"],
+        )?;
         let checks = IntCounterVec::new(
             Opts::new(
                 "hothot_health_checks_total",
@@ -144,6 +161,7 @@ impl Metrics {
         registry.register(Box::new(serving_reads.clone()))?;
         registry.register(Box::new(capacity.clone()))?;
         registry.register(Box::new(weight.clone()))?;
+        registry.register(Box::new(factor.clone()))?;
 
         let origins = pool
             .origins()
@@ -161,8 +179,10 @@ impl Metrics {
                     serving_reads: serving_reads.with_label_values(&[name]),
                     capacity: capacity.with_label_values(&[name]),
                     weight: weight.with_label_values(&[name]),
+                    factor: factor.with_label_values(&[name]),
                 };
                 metrics.capacity.set(i64::from(origin.capacity));
+                metrics.factor.set(1.0);
                 metrics
             })
             .collect();
@@ -173,6 +193,7 @@ impl Metrics {
             registry,
             in_flight,
             no_origin,
+            shed,
             origins,
             replication,
             connections,

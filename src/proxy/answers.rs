@@ -9,6 +9,8 @@ use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
 pub const NO_ORIGIN_MESSAGE: &str = "service unavailable: no healthy origin\n";
+pub const SHED_MESSAGE: &str =
+    "service unavailable: every origin is at its capacity, retry later\n";
 
 /// The status hothot answers a failure with; 0 when the client is gone.
 pub fn status_for(e: &Error) -> u16 {
@@ -44,8 +46,21 @@ pub fn error_body(status: u16, ctx: &RequestCtx) -> &'static str {
 
 /// Answers `status` with a plain-text `body` (and closes the connection).
 pub async fn respond_plain(session: &mut Session, status: u16, body: Bytes) -> Result<()> {
-    let mut header = ResponseHeader::build(status, Some(3))?;
+    respond(session, status, body, false).await
+}
+
+/// Answers a request shed by `balancing.limit`: 503 with `Retry-After: 1`.
+pub async fn respond_shed(session: &mut Session) -> Result<()> {
+    let body = Bytes::from_static(SHED_MESSAGE.as_bytes());
+    respond(session, 503, body, true).await
+}
+
+async fn respond(session: &mut Session, status: u16, body: Bytes, retry: bool) -> Result<()> {
+    let mut header = ResponseHeader::build(status, Some(4))?;
     header.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
+    if retry {
+        header.insert_header(http::header::RETRY_AFTER, "1")?;
+    }
     header.insert_header(http::header::CONTENT_LENGTH, body.len())?;
     session
         .as_downstream_mut()

@@ -9,15 +9,18 @@
 mod answers;
 mod headers;
 mod ordered;
+mod outcome;
 mod route;
 mod write;
 
+use crate::adaptive::Adaptive;
 use crate::config::{Config, Limits, Timeouts};
+use crate::limit::Limiter;
 use crate::metrics::{InFlight, Metrics};
-use crate::pool::{FailureVerdict, Pool};
+use crate::pool::Pool;
 use crate::replication::Replicator;
 use crate::selection::{CapacityWeighted, Traffic};
-use answers::{error_body, respond_plain, status_for};
+use answers::{error_body, respond_plain, respond_shed, status_for};
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -25,7 +28,7 @@ use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_load_balancing::LoadBalancer;
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
-use route::{Route, SeenWrite};
+use route::{Route, Router, SeenWrite};
 use std::sync::Arc;
 use std::time::Instant;
 use write::{Admission, WriteCapture};
@@ -36,7 +39,8 @@ const CLIENT_CLOSED: u16 = 499;
 
 pub struct HotHotProxy {
     pool: Arc<Pool>,
-    balancer: Arc<LoadBalancer<CapacityWeighted>>,
+    router: Router,
+    adaptive: Arc<Adaptive>,
     metrics: Arc<Metrics>,
     replicator: Arc<Replicator>,
     /// Each origin's peer, with the configured timeouts, built once.
@@ -49,8 +53,12 @@ pub struct HotHotProxy {
 pub struct RequestCtx {
     _in_flight: InFlight,
     started: Instant,
+    /// When the current attempt picked its origin.
+    attempt_started: Instant,
     /// Origins attempted so far, in order; the last one is the current attempt.
     tried: Vec<usize>,
+    /// Every serving origin was at its capacity: answered 503 with `Retry-After`.
+    shed: bool,
     /// The current attempt's origin sent its response header.
     response_started: bool,
     /// The status hothot itself answered with after a failure.
@@ -66,51 +74,26 @@ impl HotHotProxy {
     pub fn new(
         pool: Arc<Pool>,
         balancer: Arc<LoadBalancer<CapacityWeighted>>,
+        adaptive: Arc<Adaptive>,
         metrics: Arc<Metrics>,
         replicator: Arc<Replicator>,
         config: &Config,
     ) -> Self {
+        let balancing = &config.balancing;
+        let limiter = Limiter::new(&pool, balancing.limit, balancing.queue_timeout);
         HotHotProxy {
             peers: pool
                 .origins()
                 .iter()
                 .map(|origin| peer_for(origin.address, config.timeouts))
                 .collect(),
+            router: Router::new(balancer, pool.clone(), replicator.clone(), limiter),
             pool,
-            balancer,
+            adaptive,
             metrics,
             replicator,
             retries: config.retries,
             limits: config.limits,
-        }
-    }
-
-    /// Passive health: a live failure of `index`, which may eject it.
-    fn note_failure(&self, index: usize) {
-        if self.pool.record_failure(index) == FailureVerdict::Ejected {
-            let origin = &self.pool.origins()[index];
-            log::warn!(
-                "origin {} ({}) ejected after consecutive live-traffic failures",
-                origin.name,
-                origin.address
-            );
-            self.metrics.origins[index].ejections.inc();
-            self.metrics.publish_pool(&self.pool);
-        }
-    }
-
-    /// Another attempt is allowed and some untried origin is serving.
-    fn can_retry(&self, ctx: &RequestCtx) -> bool {
-        let attempts = u32::try_from(ctx.tried.len()).unwrap_or(u32::MAX);
-        attempts <= self.retries
-            && (0..self.pool.len()).any(|i| !ctx.tried.contains(&i) && self.pool.is_serving(i))
-    }
-
-    fn retry_on_another(&self, ctx: &RequestCtx, e: &mut Error) {
-        let retry = self.can_retry(ctx);
-        e.set_retry(retry);
-        if let (true, Some(&index)) = (retry, ctx.tried.last()) {
-            self.metrics.origins[index].retries.inc();
         }
     }
 }
@@ -132,7 +115,9 @@ impl ProxyHttp for HotHotProxy {
         RequestCtx {
             _in_flight: InFlight::start(&self.metrics.in_flight),
             started: Instant::now(),
+            attempt_started: Instant::now(),
             tried: Vec::new(),
+            shed: false,
             response_started: false,
             error_status: None,
             write: None,
@@ -220,14 +205,7 @@ impl ProxyHttp for HotHotProxy {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let route = route::choose(
-            &self.balancer,
-            &self.pool,
-            &self.replicator,
-            ctx.traffic,
-            &ctx.tried,
-            ctx.seen,
-        );
+        let route = self.router.choose(ctx.traffic, &ctx.tried, ctx.seen).await;
         let index = match route {
             Route::Origin(index) => index,
             Route::NoOrigin => {
@@ -245,9 +223,18 @@ impl ProxyHttp for HotHotProxy {
                     None,
                 ))
             }
+            Route::Full => {
+                self.metrics.shed.inc();
+                ctx.shed = true;
+                return Err(Error::explain(
+                    ErrorType::HTTPStatus(503),
+                    "every origin is at its capacity",
+                ));
+            }
         };
         ctx.tried.push(index);
         ctx.response_started = false;
+        ctx.attempt_started = Instant::now();
         Ok(Box::new(self.peers[index].clone()))
     }
 
@@ -277,13 +264,7 @@ impl ProxyHttp for HotHotProxy {
             return Ok(());
         }
         ctx.response_started = true;
-        if let Some(&index) = ctx.tried.last() {
-            if response.status.is_server_error() {
-                self.note_failure(index);
-            } else {
-                self.pool.record_success(index);
-            }
-        }
+        self.answered(ctx, response.status.is_server_error());
         headers::strip_hop_by_hop(response);
         Ok(())
     }
@@ -295,9 +276,7 @@ impl ProxyHttp for HotHotProxy {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        if let Some(&index) = ctx.tried.last() {
-            self.note_failure(index);
-        }
+        self.failed(ctx, false);
         self.retry_on_another(ctx, &mut e);
         e
     }
@@ -315,9 +294,7 @@ impl ProxyHttp for HotHotProxy {
             e.set_retry(false);
             return e;
         }
-        if let Some(&index) = ctx.tried.last() {
-            self.note_failure(index);
-        }
+        self.failed(ctx, !ctx.response_started);
         if ctx.response_started || !is_replayable(session.req_header()) {
             e.set_retry(false);
         } else {
@@ -349,7 +326,11 @@ impl ProxyHttp for HotHotProxy {
         ctx.error_status = Some(if status == 0 { CLIENT_CLOSED } else { status });
         if status > 0 {
             let body = Bytes::from_static(error_body(status, ctx).as_bytes());
-            if let Err(write_error) = respond_plain(session, status, body).await {
+            let answered = match ctx.shed {
+                true => respond_shed(session).await,
+                false => respond_plain(session, status, body).await,
+            };
+            if let Err(write_error) = answered {
                 log::debug!("could not send the {status} answer: {write_error}");
             }
         }

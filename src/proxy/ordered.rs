@@ -5,8 +5,9 @@
 //! write: every origin, the primary included, receives it from its backlog,
 //! in the sequence's order.
 
-use super::answers::{respond_plain, NO_ORIGIN_MESSAGE};
-use super::{client_ip, headers, route, write, HotHotProxy, RequestCtx};
+use super::answers::{respond_plain, respond_shed, NO_ORIGIN_MESSAGE};
+use super::route::Route;
+use super::{client_ip, headers, write, HotHotProxy, RequestCtx};
 use crate::replication::{decode_answer, Decoded, Ordered};
 use bytes::{Bytes, BytesMut};
 use pingora_error::Result;
@@ -31,9 +32,19 @@ pub async fn serve(
         session.set_keepalive(None);
         return refuse(session, ctx, 413, write::OVERSIZE_MESSAGE).await;
     };
-    let Some(primary) = route::choose_primary(&proxy.balancer, &proxy.pool, replicator) else {
-        proxy.metrics.no_origin.inc();
-        return refuse(session, ctx, 503, NO_ORIGIN_MESSAGE).await;
+    let primary = match proxy.router.choose_primary().await {
+        Route::Origin(primary) => primary,
+        Route::Full => {
+            proxy.metrics.shed.inc();
+            ctx.shed = true;
+            ctx.error_status = Some(503);
+            respond_shed(session).await?;
+            return Ok(true);
+        }
+        Route::NoOrigin | Route::NoOtherOrigin => {
+            proxy.metrics.no_origin.inc();
+            return refuse(session, ctx, 503, NO_ORIGIN_MESSAGE).await;
+        }
     };
     ctx.tried.push(primary);
     let mut request = session.req_header().clone();

@@ -1,6 +1,9 @@
 //! Which origin gets this request: writes go to any serving origin, reads
 //! skip origins lagging on replication, retries skip what was tried, and a
 //! read after the client's own write skips origins that lack that write.
+//! Under `balancing.limit`, an origin at its capacity is passed over, and a
+//! request no serving origin has room for is shed (or first waits, under
+//! `queue`).
 //!
 //! Read-your-writes: the answer to a replicated write sets the cookie
 //! `hothot_v=<version>.<primary>`. A read carrying it goes only to the write's
@@ -8,11 +11,15 @@
 //! none of those is serving it goes to the primary, or gets 503 if the
 //! primary is down, and never to a stale replica.
 
+use crate::config::LimitMode;
+use crate::limit::Limiter;
 use crate::pool::Pool;
 use crate::replication::Replicator;
 use crate::selection::{selection_key, CapacityWeighted, Traffic};
 use pingora_http::RequestHeader;
 use pingora_load_balancing::LoadBalancer;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 pub const COOKIE: &str = "hothot_v";
 
@@ -32,6 +39,9 @@ pub enum Route {
     NoOrigin,
     /// A retry found no untried origin.
     NoOtherOrigin,
+    /// Origins are serving, but none has room (`balancing.limit`): 503
+    /// with `Retry-After`.
+    Full,
 }
 
 /// The `Set-Cookie` value for the answer to a replicated write.
@@ -56,65 +66,132 @@ pub fn seen_write(request: &RequestHeader, pool: &Pool) -> Option<SeenWrite> {
     })
 }
 
-/// The primary of a sequenced write (`order: total` or `key`): by capacity
-/// among the serving origins, avoiding those whose backlog is stuck (lagging
-/// past `max_lag`, or failing their deliveries): the client waits for its
-/// primary's answer, which such an origin would give late. If every serving
-/// origin is stuck, any of them.
-pub fn choose_primary(
-    balancer: &LoadBalancer<CapacityWeighted>,
-    pool: &Pool,
-    replicator: &Replicator,
-) -> Option<usize> {
-    let stuck: Vec<usize> = (0..pool.len())
-        .filter(|i| pool.is_lagging(*i) || replicator.is_failing(*i))
-        .collect();
-    let pick = |skip: &[usize]| {
-        pick_by_capacity(
+/// Picks origins: the balancer's smooth weighted round robin, the pool's
+/// states and the limiter's room, for proxied requests and sequenced
+/// writes alike.
+pub struct Router {
+    pub balancer: Arc<LoadBalancer<CapacityWeighted>>,
+    pub pool: Arc<Pool>,
+    replicator: Arc<Replicator>,
+    limiter: Limiter,
+}
+
+impl Router {
+    pub fn new(
+        balancer: Arc<LoadBalancer<CapacityWeighted>>,
+        pool: Arc<Pool>,
+        replicator: Arc<Replicator>,
+        limiter: Limiter,
+    ) -> Self {
+        Router {
             balancer,
             pool,
-            &selection_key(Traffic::Write, skip.iter().copied()),
-        )
-    };
-    pick(&stuck).or_else(|| match stuck.is_empty() {
-        true => None,
-        false => pick(&[]),
-    })
-}
-
-/// The origin the balancer picks for selection `key`, if any.
-fn pick_by_capacity(
-    balancer: &LoadBalancer<CapacityWeighted>,
-    pool: &Pool,
-    key: &[u8],
-) -> Option<usize> {
-    balancer
-        .select_with(key, pool.len(), |_, _| true)
-        .and_then(|backend| backend.as_inet().and_then(|addr| pool.index_of(*addr)))
-}
-
-pub fn choose(
-    balancer: &LoadBalancer<CapacityWeighted>,
-    pool: &Pool,
-    replicator: &Replicator,
-    traffic: Traffic,
-    tried: &[usize],
-    seen: Option<SeenWrite>,
-) -> Route {
-    // Only a client that saw a write of its own skips origins lacking it.
-    let stale = seen.into_iter().flat_map(|s| {
-        (0..pool.len()).filter(move |i| !replicator.has_applied(*i, s.version, s.primary))
-    });
-    let key = selection_key(traffic, tried.iter().copied().chain(stale));
-    match pick_by_capacity(balancer, pool, &key) {
-        Some(index) => Route::Origin(index),
-        None if tried.is_empty() => {
-            match seen.and_then(|s| s.primary).filter(|p| pool.is_serving(*p)) {
-                Some(primary) => Route::Origin(primary),
-                None => Route::NoOrigin,
-            }
+            replicator,
+            limiter,
         }
-        None => Route::NoOtherOrigin,
+    }
+
+    /// The origin for a proxied request (see the module doc).
+    pub async fn choose(
+        &self,
+        traffic: Traffic,
+        tried: &[usize],
+        seen: Option<SeenWrite>,
+    ) -> Route {
+        self.with_room(|| self.choose_now(traffic, tried, seen))
+            .await
+    }
+
+    /// The primary of a sequenced write (`order: total` or `key`): by
+    /// capacity among the serving origins, avoiding those whose backlog is
+    /// stuck (lagging past `max_lag`, or failing their deliveries): the
+    /// client waits for its primary's answer, which such an origin would
+    /// give late. If every serving origin is stuck, any of them.
+    pub async fn choose_primary(&self) -> Route {
+        self.with_room(|| self.primary_now()).await
+    }
+
+    /// Under `limit: queue`, tries `pick` again as room frees up, until
+    /// `queue_timeout`; otherwise once.
+    async fn with_room(&self, pick: impl Fn() -> Route) -> Route {
+        let deadline = Instant::now() + self.limiter.queue_timeout;
+        loop {
+            let route = pick();
+            if route != Route::Full || self.limiter.mode != LimitMode::Queue {
+                return route;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Route::Full;
+            }
+            let serving = (0..self.pool.len()).filter(|i| self.pool.is_serving(*i));
+            let wait = self.limiter.time_to_room(serving);
+            tokio::time::sleep(wait.clamp(Duration::from_millis(1), left)).await;
+        }
+    }
+
+    fn primary_now(&self) -> Route {
+        let pool = &self.pool;
+        let stuck: Vec<usize> = (0..pool.len())
+            .filter(|i| pool.is_lagging(*i) || self.replicator.is_failing(*i))
+            .collect();
+        let pick = |skip: &[usize]| {
+            self.pick_by_capacity(&selection_key(Traffic::Write, skip.iter().copied()))
+        };
+        let index = pick(&stuck).or_else(|| match stuck.is_empty() {
+            true => None,
+            false => pick(&[]),
+        });
+        match index {
+            Some(index) => Route::Origin(index),
+            None => self.none_with_room(&[], Route::NoOrigin),
+        }
+    }
+
+    fn choose_now(&self, traffic: Traffic, tried: &[usize], seen: Option<SeenWrite>) -> Route {
+        let pool = &self.pool;
+        let replicator = &self.replicator;
+        // Only a client that saw a write of its own skips origins lacking it.
+        let stale = seen.into_iter().flat_map(|s| {
+            (0..pool.len()).filter(move |i| !replicator.has_applied(*i, s.version, s.primary))
+        });
+        let key = selection_key(traffic, tried.iter().copied().chain(stale));
+        match self.pick_by_capacity(&key) {
+            Some(index) => Route::Origin(index),
+            None if tried.is_empty() => {
+                let primary = seen.and_then(|s| s.primary).filter(|p| pool.is_serving(*p));
+                match primary {
+                    Some(primary) if self.limiter.try_take(primary) => Route::Origin(primary),
+                    _ => self.none_with_room(tried, Route::NoOrigin),
+                }
+            }
+            None => self.none_with_room(tried, Route::NoOtherOrigin),
+        }
+    }
+
+    /// No pick: `Full` when the limit is why (an untried serving origin
+    /// is at its capacity), `otherwise` when not.
+    fn none_with_room(&self, tried: &[usize], otherwise: Route) -> Route {
+        let full = self.limiter.is_on()
+            && (0..self.pool.len()).any(|i| {
+                !tried.contains(&i) && self.pool.is_serving(i) && !self.limiter.has_room(i)
+            });
+        match full {
+            true => Route::Full,
+            false => otherwise,
+        }
+    }
+
+    /// The origin the balancer picks for selection `key` that has room, if any.
+    fn pick_by_capacity(&self, key: &[u8]) -> Option<usize> {
+        let index = |backend: &pingora_load_balancing::Backend| {
+            backend.as_inet().and_then(|addr| self.pool.index_of(*addr))
+        };
+        self.balancer
+            .select_with(key, self.pool.len(), |backend, _| {
+                index(backend).is_some_and(|i| self.limiter.try_take(i))
+            })
+            .and_then(|backend| index(&backend))
     }
 }
 

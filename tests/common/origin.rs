@@ -14,7 +14,7 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::net::TcpSocket;
 use tokio::task::JoinSet;
@@ -26,6 +26,8 @@ pub struct Seen {
     pub path_and_query: String,
     pub headers: http::HeaderMap,
     pub body: Bytes,
+    /// When the request arrived.
+    pub at: std::time::Instant,
 }
 
 pub struct Shared {
@@ -56,6 +58,11 @@ pub struct Shared {
     pub fail_path: Mutex<Option<(String, u16)>>,
     /// Writes applied (2xx), in arrival order: (method, path, body).
     pub applied: Mutex<Vec<(String, String, Bytes)>>,
+    /// Milliseconds added before every answer but `/health`'s.
+    pub delay_ms: AtomicU64,
+    /// Thousandths of requests answered 500, spread evenly (never two in a
+    /// row below one half).
+    pub error_per_mille: AtomicU64,
 }
 
 pub struct TestOrigin {
@@ -90,6 +97,8 @@ impl TestOrigin {
             applied_keys: Mutex::default(),
             fail_path: Mutex::new(None),
             applied: Mutex::default(),
+            delay_ms: AtomicU64::new(0),
+            error_per_mille: AtomicU64::new(0),
         });
         let addr = "127.0.0.1:0".parse().unwrap();
         let (addr, tasks) = serve(addr, shared.clone()).await;
@@ -148,6 +157,31 @@ impl TestOrigin {
     /// Answer replicated copies with `status` (0: like every other request).
     pub fn set_copy_status(&self, status: u16) {
         self.shared.copy_status.store(status, Ordering::SeqCst);
+    }
+
+    /// Answer every request (but `/health`) this much later.
+    pub fn set_delay(&self, delay: std::time::Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap();
+        self.shared.delay_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// Answer this fraction of requests 500, spread evenly.
+    pub fn set_error_ratio(&self, ratio: f64) {
+        let per_mille = (ratio * 1000.0).round() as u64;
+        self.shared
+            .error_per_mille
+            .store(per_mille, Ordering::SeqCst);
+    }
+
+    /// Arrival times of requests other than `/health`.
+    pub fn arrivals(&self) -> Vec<std::time::Instant> {
+        self.shared
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|s| s.at)
+            .collect()
     }
 
     pub fn set_status(&self, status: u16) {
@@ -222,14 +256,23 @@ async fn handle(
         .map(|p| p.to_string())
         .unwrap_or_default();
     let headers = req.headers().clone();
+    let at = std::time::Instant::now();
     let body = req.into_body().collect().await?.to_bytes();
     shared.seen.lock().unwrap().push(Seen {
         method: method.clone(),
         path_and_query,
         headers: headers.clone(),
         body: body.clone(),
+        at,
     });
-    shared.served.fetch_add(1, Ordering::SeqCst);
+    let served = shared.served.fetch_add(1, Ordering::SeqCst) as u64;
+    let delay = shared.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+    }
+    let per_mille = shared.error_per_mille.load(Ordering::SeqCst);
+    // The n-th request fails when the count of failures due by n+1 grows.
+    let injected_error = (served + 1) * per_mille / 1000 > served * per_mille / 1000;
     let copy_status = shared.copy_status.load(Ordering::SeqCst);
     let failing = shared
         .fail_path
@@ -240,6 +283,8 @@ async fn handle(
         .map(|(_, status)| *status);
     let status = if let Some(status) = failing {
         status
+    } else if injected_error {
+        500
     } else if copy_status != 0 && headers.contains_key("x-hothot-replicated-from") {
         copy_status
     } else {

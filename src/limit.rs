@@ -1,0 +1,166 @@
+//! May this origin take one more request now? Capacity as a limit
+//! (`balancing.limit`): a token bucket per origin, refilled at its declared
+//! capacity per second and holding a tenth of a second's worth (at least
+//! one request), so that no one-second window sees more than the capacity
+//! plus that burst.
+//!
+//! The bucket is kept as the generic cell rate algorithm (GCRA): one atomic
+//! "theoretical arrival time" per origin, advanced by `1 / capacity` per
+//! request admitted; a request is refused while that time is more than the
+//! burst ahead of now. Lock-free, and the time until room is one subtraction.
+
+use crate::config::LimitMode;
+use crate::pool::Pool;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// The burst an origin may take at once, as time at its capacity.
+const BURST: Duration = Duration::from_millis(100);
+
+#[derive(Debug)]
+struct Bucket {
+    /// Nanoseconds between two requests at the origin's capacity; 0: no limit.
+    interval_ns: u64,
+    /// Theoretical arrival time of the next request, ns since the epoch.
+    arrival_ns: AtomicU64,
+}
+
+/// The buckets of the pool's origins.
+#[derive(Debug)]
+pub struct Limiter {
+    pub mode: LimitMode,
+    pub queue_timeout: Duration,
+    epoch: Instant,
+    buckets: Vec<Bucket>,
+}
+
+impl Limiter {
+    pub fn new(pool: &Pool, mode: LimitMode, queue_timeout: Duration) -> Self {
+        let buckets = pool
+            .origins()
+            .iter()
+            .map(|origin| Bucket {
+                interval_ns: match origin.capacity {
+                    0 => 0,
+                    capacity => 1_000_000_000 / u64::from(capacity),
+                },
+                arrival_ns: AtomicU64::new(0),
+            })
+            .collect();
+        Limiter {
+            mode,
+            queue_timeout,
+            epoch: Instant::now(),
+            buckets,
+        }
+    }
+
+    pub fn is_on(&self) -> bool {
+        self.mode != LimitMode::Off
+    }
+
+    fn now_ns(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// The tolerance of a bucket: the burst, and at least one request.
+    fn tolerance_ns(bucket: &Bucket) -> u64 {
+        let burst = u64::try_from(BURST.as_nanos()).unwrap_or(u64::MAX);
+        burst
+            .max(bucket.interval_ns)
+            .saturating_sub(bucket.interval_ns)
+    }
+
+    /// Takes room for one request on `index`; false when it is full (and
+    /// always true with the limit off).
+    pub fn try_take(&self, index: usize) -> bool {
+        if !self.is_on() {
+            return true;
+        }
+        let Some(bucket) = self.buckets.get(index) else {
+            return true;
+        };
+        if bucket.interval_ns == 0 {
+            return true;
+        }
+        let now = self.now_ns();
+        let tolerance = Self::tolerance_ns(bucket);
+        let mut arrival = bucket.arrival_ns.load(Ordering::Acquire);
+        loop {
+            if arrival > now.saturating_add(tolerance) {
+                return false;
+            }
+            let next = arrival.max(now).saturating_add(bucket.interval_ns);
+            match bucket.arrival_ns.compare_exchange_weak(
+                arrival,
+                next,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return true,
+                Err(current) => arrival = current,
+            }
+        }
+    }
+
+    /// Would `index` take a request now (without taking its room)?
+    pub fn has_room(&self, index: usize) -> bool {
+        self.time_to_room(std::iter::once(index)).is_zero()
+    }
+
+    /// How long until one of `origins` has room again.
+    pub fn time_to_room(&self, origins: impl Iterator<Item = usize>) -> Duration {
+        let now = self.now_ns();
+        let wait = origins
+            .filter_map(|i| self.buckets.get(i))
+            .map(|b| {
+                let arrival = b.arrival_ns.load(Ordering::Acquire);
+                arrival.saturating_sub(now.saturating_add(Self::tolerance_ns(b)))
+            })
+            .min()
+            .unwrap_or(0);
+        Duration::from_nanos(wait)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{OriginConfig, PassiveConfig};
+
+    fn limiter(capacity: u32) -> Limiter {
+        let origins = [OriginConfig {
+            name: "a".into(),
+            address: "127.0.0.1:9000".parse().unwrap(),
+            capacity,
+        }];
+        let pool = Pool::new(
+            &origins,
+            PassiveConfig {
+                failures: 0,
+                eject: Duration::from_secs(1),
+            },
+        );
+        Limiter::new(&pool, LimitMode::Shed, Duration::from_millis(100))
+    }
+
+    #[test]
+    fn a_burst_of_a_tenth_of_a_second_then_refusals() {
+        let limiter = limiter(100);
+        let admitted = (0..50).filter(|_| limiter.try_take(0)).count();
+        // A tenth of a second at 100/s, plus the request that starts it.
+        assert!((10..=11).contains(&admitted), "{admitted}");
+        let wait = limiter.time_to_room([0].into_iter());
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_millis(10),
+            "{wait:?}"
+        );
+    }
+
+    #[test]
+    fn a_slow_origin_still_takes_one_request() {
+        let limiter = limiter(1);
+        assert!(limiter.try_take(0));
+        assert!(!limiter.try_take(0));
+    }
+}
