@@ -6,7 +6,9 @@
 //! ([`metrics`]). [`server::spawn`] starts a proxy in-process; `hothot -c FILE`
 //! ([`cli`]) runs one as a program.
 
+pub mod access_log;
 pub mod adaptive;
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod connections;
@@ -21,6 +23,7 @@ pub mod replication;
 pub mod selection;
 pub mod server;
 pub mod service;
+pub mod signals;
 
 pub use config::{Config, ConfigError};
 pub use server::{spawn, RunningProxy, StartError};

@@ -24,6 +24,9 @@ pub struct Origin {
     /// Milliseconds since the pool's epoch until which the origin is ejected; 0 when not ejected.
     ejected_until_ms: AtomicU64,
     consecutive_failures: AtomicU32,
+    /// Taken out of rotation by an operator (admin API): no new traffic,
+    /// while replicated writes still reach it.
+    drained: AtomicBool,
     /// Thousandths of its capacity the origin is given now (see
     /// [`crate::adaptive`]); 1000 until something says otherwise.
     factor_milli: AtomicU32,
@@ -66,6 +69,7 @@ impl Pool {
                 lagging: AtomicBool::new(false),
                 ejected_until_ms: AtomicU64::new(0),
                 consecutive_failures: AtomicU32::new(0),
+                drained: AtomicBool::new(false),
                 factor_milli: AtomicU32::new(FULL_FACTOR),
             })
             .collect();
@@ -134,7 +138,24 @@ impl Pool {
     /// May this origin take new traffic right now?
     pub fn is_serving(&self, index: usize) -> bool {
         let origin = &self.origins[index];
-        origin.capacity > 0 && origin.probe_up.load(Ordering::Acquire) && !self.is_ejected(index)
+        origin.capacity > 0
+            && origin.probe_up.load(Ordering::Acquire)
+            && !origin.drained.load(Ordering::Acquire)
+            && !self.is_ejected(index)
+    }
+
+    /// Has an operator drained this origin?
+    pub fn is_drained(&self, index: usize) -> bool {
+        self.origins[index].drained.load(Ordering::Acquire)
+    }
+
+    /// Drains the origin (or enables it again); true when that changed it.
+    pub fn set_drained(&self, index: usize, drained: bool) -> bool {
+        let changed = self.origins[index].drained.swap(drained, Ordering::AcqRel) != drained;
+        if changed {
+            self.changed();
+        }
+        changed
     }
 
     /// May this origin take new reads? Serving, and not lagging behind on writes.

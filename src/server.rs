@@ -1,7 +1,9 @@
 //! Assembles the Pingora server: the health service first, then the proxy
 //! and the metrics listener, which wait for its first probe round.
 
+use crate::access_log::AccessLog;
 use crate::adaptive::{Adaptive, AdaptiveService};
+use crate::admin::AdminApp;
 use crate::config::Config;
 use crate::connections::{Book, Gate, Guarded};
 use crate::health::HealthService;
@@ -11,6 +13,7 @@ use crate::proxy::HotHotProxy;
 use crate::replication::Replicator;
 use crate::selection::CapacityWeighted;
 use crate::service::ProxyService;
+use crate::signals::SignalService;
 use async_trait::async_trait;
 use futures::FutureExt;
 use pingora_core::listeners::ListenerConfig;
@@ -38,6 +41,8 @@ pub enum StartError {
     },
     #[error("cannot start the server thread: {0}")]
     Thread(#[source] std::io::Error),
+    #[error("access_log.path: cannot open: {0}")]
+    AccessLog(#[source] std::io::Error),
     #[error("replication journal: {0}")]
     Journal(#[source] crate::journal::JournalError),
     #[error("{key}: {reason}")]
@@ -63,7 +68,13 @@ pub fn unbindable(config: &Config) -> Vec<StartError> {
         .chain(std::iter::once((
             "metrics.listen".to_owned(),
             config.metrics_listen,
-        )));
+        )))
+        .chain(
+            config
+                .admin
+                .iter()
+                .map(|a| ("admin.listen".to_owned(), a.listen)),
+        );
     listeners
         .filter_map(|(key, address)| {
             std::net::TcpListener::bind(address)
@@ -197,12 +208,27 @@ pub fn build(config: &Config, opt: Option<Opt>) -> Result<Server, StartError> {
     // Its first tick must see the first probe round's verdicts.
     adaptive_handle.add_dependency(&health_handle);
 
+    let access_log = match &config.access_log {
+        Some(settings) => Some(Arc::new(
+            AccessLog::start(settings, metrics.access_log_dropped.clone())
+                .map_err(StartError::AccessLog)?,
+        )),
+        None => None,
+    };
+    server.add_service(background_service(
+        "signals",
+        SignalService {
+            access_log: access_log.clone(),
+        },
+    ));
+
     let proxy = HotHotProxy::new(
         pool.clone(),
         Arc::new(balancer(&pool)?),
         adaptive,
         metrics.clone(),
         replicator,
+        access_log,
         config,
     );
     let book = Book::new(connection_budget(config)?, metrics.connections.clone());
@@ -223,6 +249,13 @@ pub fn build(config: &Config, opt: Option<Opt>) -> Result<Server, StartError> {
     }
     let proxy_handle = server.add_service(ProxyService::new(proxy_service, replication));
     proxy_handle.add_dependency(&health_handle);
+
+    if let Some(settings) = &config.admin {
+        let app = AdminApp::new(pool.clone(), metrics.clone(), settings.clone(), config);
+        let mut admin_service = Service::new("admin".to_owned(), app);
+        admin_service.add_tcp(&settings.listen.to_string());
+        server.add_service(admin_service);
+    }
 
     let mut metrics_service = Service::new("metrics".to_owned(), MetricsApp::new(metrics));
     metrics_service.add_tcp(&config.metrics_listen.to_string());

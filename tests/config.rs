@@ -337,3 +337,41 @@ fn balancing_settings_without_effect_are_warned_about() {
         config.warnings
     );
 }
+
+#[test]
+fn admin_and_access_log_mistakes_name_their_key() {
+    refused(
+        &with_origins("admin: {listen: \"127.0.0.1:8080\"}\n"),
+        "admin.listen",
+        "shares its port",
+    );
+    refused(
+        &with_origins("admin: {token_file: /nonexistent/token}\n"),
+        "admin.token_file",
+        "cannot read /nonexistent/token",
+    );
+    refused(
+        &with_origins("admin: {listen: localhost}\n"),
+        "admin.listen",
+        "not an IP address with a port",
+    );
+    refused(
+        &with_origins("access_log: {path: /nonexistent/dir/access.log}\n"),
+        "access_log.path",
+        "is not a directory",
+    );
+    refused(
+        &with_origins("access_log: {path: stdout, format: apache}\n"),
+        "access_log.format",
+        "unknown variant",
+    );
+    let config =
+        hothot::config::parse(&with_origins("admin: {}\naccess_log: {path: stdout}\n")).unwrap();
+    assert_eq!(
+        config.admin.unwrap().listen,
+        "127.0.0.1:9101".parse().unwrap()
+    );
+    assert_eq!(config.access_log.unwrap().path, None);
+    let defaults = hothot::config::parse(&with_origins("")).unwrap();
+    assert!(defaults.admin.is_none() && defaults.access_log.is_none());
+}

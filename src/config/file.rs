@@ -29,6 +29,8 @@ pub struct FileConfig {
     pub limits: super::limits::LimitsSection,
     #[serde(default)]
     pub balancing: super::balancing::BalancingSection,
+    pub admin: Option<super::admin::AdminSection>,
+    pub access_log: Option<super::access_log::AccessLogSection>,
 }
 
 fn default_retries() -> u32 {

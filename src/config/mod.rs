@@ -5,6 +5,8 @@
 //! what the rest of hothot reads. Every mistake is reported as a
 //! [`ConfigError`] naming the offending key (`origins[1].capacity`).
 
+pub mod access_log;
+pub mod admin;
 pub mod balancing;
 mod cidr;
 pub mod file;
@@ -19,6 +21,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use access_log::{AccessLogConfig, AccessLogFormat};
+pub use admin::Admin;
 pub use balancing::{Balancing, LimitMode};
 pub use cidr::Cidr;
 pub use journal::{FsyncPolicy, JournalConfig};
@@ -64,6 +68,10 @@ pub struct Config {
     pub listen: Vec<SocketAddr>,
     /// Where `/metrics` is served. Default `127.0.0.1:9100`.
     pub metrics_listen: SocketAddr,
+    /// The admin API; `None` when the `admin` section is absent.
+    pub admin: Option<Admin>,
+    /// The access log; `None` (off) when the section is absent.
+    pub access_log: Option<AccessLogConfig>,
     /// At least one origin, unique names and addresses, not all drained.
     pub origins: Vec<OriginConfig>,
     pub health: HealthConfig,
@@ -75,6 +83,8 @@ pub struct Config {
     pub balancing: Balancing,
     /// Settings that are valid but have no effect, one sentence each.
     pub warnings: Vec<String>,
+    /// SHA-256 of the file's text (hex).
+    pub sha256: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,5 +165,17 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 pub fn parse(text: &str) -> Result<Config, ConfigError> {
     shape::check(text)?;
     let file: file::FileConfig = serde_yaml::from_str(text).map_err(ConfigError::Parse)?;
-    validate(file)
+    let mut config = validate(file)?;
+    config.sha256 = sha256_hex(text.as_bytes());
+    Ok(config)
+}
+
+/// The SHA-256 of a config file's bytes, as `sha256sum` prints it: what
+/// `/status` reports as the configuration's version.
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

@@ -18,6 +18,17 @@ pub enum ReplicationMode {
     Sync,
 }
 
+impl ReplicationMode {
+    /// As written in the config file.
+    pub fn name(self) -> &'static str {
+        match self {
+            ReplicationMode::Off => "off",
+            ReplicationMode::Async => "async",
+            ReplicationMode::Sync => "sync",
+        }
+    }
+}
+
 /// In which order the origins receive the writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]

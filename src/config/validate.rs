@@ -29,7 +29,8 @@ pub fn validate(file: FileConfig) -> Result<Config, ConfigError> {
             .as_deref()
             .unwrap_or(DEFAULT_METRICS_LISTEN),
     )?;
-    check_listeners(&listen, metrics_listen)?;
+    let admin = super::admin::validate(file.admin, parse_addr)?;
+    check_listeners(&listen, metrics_listen, admin.as_ref().map(|a| a.listen))?;
     validate_server(&file.server)?;
     let origins = validate_origins(&file.origins)?;
     let mut warnings = Vec::new();
@@ -38,6 +39,8 @@ pub fn validate(file: FileConfig) -> Result<Config, ConfigError> {
         server: file.server,
         listen,
         metrics_listen,
+        admin,
+        access_log: super::access_log::validate(file.access_log)?,
         origins,
         health: validate_health(file.health)?,
         timeouts: validate_timeouts(&file.timeouts)?,
@@ -46,6 +49,7 @@ pub fn validate(file: FileConfig) -> Result<Config, ConfigError> {
         limits: super::limits::validate(file.limits)?,
         balancing: super::balancing::validate(file.balancing, &mut warnings)?,
         warnings,
+        sha256: String::new(),
     })
 }
 
@@ -57,7 +61,20 @@ fn overlap(a: SocketAddr, b: SocketAddr) -> bool {
 
 /// Every listener needs a port of its own: shared, half of the proxy's
 /// requests would reach the metrics service (and get 404).
-fn check_listeners(listen: &[SocketAddr], metrics: SocketAddr) -> Result<(), ConfigError> {
+fn check_listeners(
+    listen: &[SocketAddr],
+    metrics: SocketAddr,
+    admin: Option<SocketAddr>,
+) -> Result<(), ConfigError> {
+    if let Some(admin) = admin {
+        let taken = listen.iter().chain(std::iter::once(&metrics));
+        if let Some(other) = taken.copied().find(|a| overlap(*a, admin)) {
+            return Err(ConfigError::invalid(
+                "admin.listen",
+                format!("{admin} shares its port with another listener ({other})"),
+            ));
+        }
+    }
     for (i, address) in listen.iter().enumerate() {
         if let Some(first) = listen[..i].iter().position(|a| overlap(*a, *address)) {
             return Err(ConfigError::invalid(

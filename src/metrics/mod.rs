@@ -35,6 +35,8 @@ pub struct Metrics {
     /// `hothot_shed_total`: requests answered 503 because every serving
     /// origin was at its capacity (`balancing.limit`).
     pub shed: IntCounter,
+    /// `hothot_access_log_dropped_total`: lines the access log could not keep up with.
+    pub access_log_dropped: IntCounter,
     /// Indexed like the pool's origins.
     pub origins: Vec<OriginMetrics>,
     pub replication: ReplicationMetrics,
@@ -56,6 +58,7 @@ pub struct OriginMetrics {
     /// `hothot_passive_ejections_total{origin}`.
     pub ejections: IntCounter,
     up: IntGauge,
+    drained: IntGauge,
     serving_reads: IntGauge,
     capacity: IntGauge,
     weight: Gauge,
@@ -81,6 +84,11 @@ impl Metrics {
         registry.register(Box::new(in_flight.clone()))?;
         registry.register(Box::new(no_origin.clone()))?;
         registry.register(Box::new(shed.clone()))?;
+        let access_log_dropped = IntCounter::new(
+            "hothot_access_log_dropped_total",
+            "Access log lines dropped because the log writer fell behind (16 MiB were waiting to be written)",
+        )?;
+        registry.register(Box::new(access_log_dropped.clone()))?;
 
         let requests = IntCounterVec::new(
             Opts::new(
@@ -100,7 +108,14 @@ impl Metrics {
         let up = IntGaugeVec::new(
             Opts::new(
                 "hothot_origin_up",
-                "1 when the origin takes new traffic (probed up, not ejected)",
+                "1 when the origin takes new traffic (probed up, not ejected, not drained)",
+            ),
+            &["origin"],
+        )?;
+        let drained = IntGaugeVec::new(
+            Opts::new(
+                "hothot_origin_drained",
+                "1 when an operator drained the origin through the admin API (no new traffic; writes still replicate to it)",
             ),
             &["origin"],
         )?;
@@ -158,6 +173,7 @@ impl Metrics {
         }
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(up.clone()))?;
+        registry.register(Box::new(drained.clone()))?;
         registry.register(Box::new(serving_reads.clone()))?;
         registry.register(Box::new(capacity.clone()))?;
         registry.register(Box::new(weight.clone()))?;
@@ -176,6 +192,7 @@ impl Metrics {
                     probe_failure: checks.with_label_values(&[name, "failure"]),
                     ejections: ejections.with_label_values(&[name]),
                     up: up.with_label_values(&[name]),
+                    drained: drained.with_label_values(&[name]),
                     serving_reads: serving_reads.with_label_values(&[name]),
                     capacity: capacity.with_label_values(&[name]),
                     weight: weight.with_label_values(&[name]),
@@ -194,6 +211,7 @@ impl Metrics {
             in_flight,
             no_origin,
             shed,
+            access_log_dropped,
             origins,
             replication,
             connections,
@@ -202,10 +220,11 @@ impl Metrics {
         Ok(metrics)
     }
 
-    /// Sets `hothot_origin_up` and `hothot_origin_weight` from the pool's current state.
+    /// Sets `hothot_origin_up`, `_drained`, `_serving_reads` and `_weight` from the pool's current state.
     pub fn publish_pool(&self, pool: &Pool) {
         for (i, (metrics, share)) in self.origins.iter().zip(pool.shares()).enumerate() {
             metrics.up.set(i64::from(pool.is_serving(i)));
+            metrics.drained.set(i64::from(pool.is_drained(i)));
             metrics
                 .serving_reads
                 .set(i64::from(pool.is_serving_reads(i)));

@@ -7,12 +7,14 @@
 //! the origin's response header arrived. At most `retries` extra attempts.
 
 mod answers;
+mod finished;
 mod headers;
 mod ordered;
 mod outcome;
 mod route;
 mod write;
 
+use crate::access_log::AccessLog;
 use crate::adaptive::Adaptive;
 use crate::config::{Config, Limits, Timeouts};
 use crate::limit::Limiter;
@@ -47,6 +49,7 @@ pub struct HotHotProxy {
     peers: Vec<HttpPeer>,
     retries: u32,
     limits: Limits,
+    access_log: Option<Arc<AccessLog>>,
 }
 
 /// Per-request state; it lives across retries.
@@ -68,6 +71,10 @@ pub struct RequestCtx {
     traffic: Traffic,
     /// The client's last replicated write (read-your-writes cookie), on reads.
     seen: Option<SeenWrite>,
+    /// The status of the last origin answer (for the access log).
+    upstream_status: Option<u16>,
+    /// A sequenced write's version and what became of it (for the access log).
+    sequenced: Option<(u64, &'static str)>,
 }
 
 impl HotHotProxy {
@@ -77,6 +84,7 @@ impl HotHotProxy {
         adaptive: Arc<Adaptive>,
         metrics: Arc<Metrics>,
         replicator: Arc<Replicator>,
+        access_log: Option<Arc<AccessLog>>,
         config: &Config,
     ) -> Self {
         let balancing = &config.balancing;
@@ -94,6 +102,7 @@ impl HotHotProxy {
             replicator,
             retries: config.retries,
             limits: config.limits,
+            access_log,
         }
     }
 }
@@ -123,6 +132,8 @@ impl ProxyHttp for HotHotProxy {
             write: None,
             traffic: Traffic::Read,
             seen: None,
+            upstream_status: None,
+            sequenced: None,
         }
     }
 
@@ -264,6 +275,7 @@ impl ProxyHttp for HotHotProxy {
             return Ok(());
         }
         ctx.response_started = true;
+        ctx.upstream_status = Some(response.status.as_u16());
         self.answered(ctx, response.status.is_server_error());
         headers::strip_hop_by_hop(response);
         Ok(())
@@ -341,21 +353,7 @@ impl ProxyHttp for HotHotProxy {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
-        let Some(&index) = ctx.tried.last() else {
-            return;
-        };
-        let status = session
-            .response_written()
-            .map(|r| r.status.as_u16())
-            .or(ctx.error_status)
-            .unwrap_or(CLIENT_CLOSED);
-        let metrics = &self.metrics.origins[index];
-        metrics
-            .requests
-            .inc(session.req_header().method.as_str(), status);
-        metrics
-            .duration
-            .observe(ctx.started.elapsed().as_secs_f64());
+        self.finished(session, ctx);
     }
 }
 

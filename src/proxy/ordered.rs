@@ -58,8 +58,15 @@ pub async fn serve(
             raw,
             quorum,
         } => (origin, raw, quorum),
-        Ordered::Status(status, message) => return refuse(session, ctx, status, message).await,
+        Ordered::Status(status, message) => {
+            ctx.sequenced = Some((version, "not answered"));
+            return refuse(session, ctx, status, message).await;
+        }
     };
+    ctx.sequenced = Some((
+        version,
+        write::sync_outcome(replicator.config().mode, quorum),
+    ));
     if origin != primary {
         // The primary could not answer and another origin did: for the
         // dashboards that is a retry on another origin, and the answer (with
@@ -70,6 +77,7 @@ pub async fn serve(
     let Ok(decoded) = decode_answer(&raw) else {
         return refuse(session, ctx, 502, MALFORMED_MESSAGE).await;
     };
+    ctx.upstream_status = Some(decoded.status);
     let (mut response, body) = relayed(decoded)?;
     if let Err(e) = write::mark_answer(replicator, &mut response, version, origin, quorum) {
         if quorum {

@@ -28,6 +28,9 @@ pub struct WriteCapture {
     oversize: bool,
     /// Set when a sync write's quorum did not answer in time.
     pub quorum_timed_out: bool,
+    /// What became of its replication, for the access log: `pending`,
+    /// `skipped`, `not stored`, `queued` (async), `quorum` or `quorum missed` (sync).
+    pub outcome: &'static str,
 }
 
 /// What `admit` decided for a request.
@@ -107,6 +110,7 @@ pub fn admit(
         complete: false,
         oversize: false,
         quorum_timed_out: false,
+        outcome: "pending",
     }))
 }
 
@@ -208,6 +212,7 @@ impl WriteCapture {
                 response.status.as_u16()
             );
             replicator.count_skipped(Some(primary));
+            self.outcome = "skipped";
             return Err(Error::explain(
                 ErrorType::HTTPStatus(502),
                 "the origin answered before the request body ended",
@@ -218,6 +223,7 @@ impl WriteCapture {
             || (config.replicate_on == ReplicateOn::Success && !success)
         {
             replicator.count_skipped(Some(primary));
+            self.outcome = "skipped";
             return Ok(());
         }
         let Some(request) = self.request.take() else {
@@ -235,11 +241,13 @@ impl WriteCapture {
             })
             .await
         else {
+            self.outcome = "not stored";
             return Ok(());
         };
         let quorum =
             config.mode != ReplicationMode::Sync || replicator.wait_for_quorum(&write).await;
         self.quorum_timed_out = !quorum;
+        self.outcome = sync_outcome(config.mode, quorum);
         mark_answer(replicator, response, self.version, primary, quorum)
     }
 
@@ -261,6 +269,15 @@ impl WriteCapture {
             primary,
             body,
         })
+    }
+}
+
+/// What a replicated write's log line says once its primary answered.
+pub fn sync_outcome(mode: ReplicationMode, quorum: bool) -> &'static str {
+    match (mode, quorum) {
+        (ReplicationMode::Sync, true) => "quorum",
+        (ReplicationMode::Sync, false) => "quorum missed",
+        _ => "queued",
     }
 }
 

@@ -70,11 +70,19 @@ pub fn free_port() -> u16 {
 /// Two different free ports (the proxy's and its metrics listener's): two
 /// calls of [`free_port`] may hand out the same port, which hothot refuses.
 pub fn two_free_ports() -> (u16, u16) {
-    let first = free_port();
-    let second = std::iter::repeat_with(free_port)
-        .find(|p| *p != first)
-        .unwrap();
+    let [first, second] = free_ports();
     (first, second)
+}
+
+/// `N` different free ports.
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let mut ports = [0; N];
+    for i in 0..N {
+        ports[i] = std::iter::repeat_with(free_port)
+            .find(|p| !ports[..i].contains(p))
+            .unwrap();
+    }
+    ports
 }
 
 pub struct Proxy {
@@ -133,7 +141,15 @@ pub fn config_yaml(
 
 /// Starts hothot in-process and waits until it accepts connections.
 pub async fn start_proxy(origins: &[(&str, SocketAddr, u32)], extra: &str) -> Proxy {
-    let (port, metrics_port) = two_free_ports();
+    start_proxy_on(two_free_ports(), origins, extra).await
+}
+
+/// [`start_proxy`] on the given proxy and metrics ports.
+pub async fn start_proxy_on(
+    (port, metrics_port): (u16, u16),
+    origins: &[(&str, SocketAddr, u32)],
+    extra: &str,
+) -> Proxy {
     let mut config = hothot::config::parse(&config_yaml(port, metrics_port, origins, extra))
         .expect("valid config");
     // Every in-process proxy gets a journal of its own.

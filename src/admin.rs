@@ -1,0 +1,259 @@
+//! The admin API, on its own listener (`admin.listen`): what state the pool
+//! is in, and an operator's hand on it.
+//!
+//! - `GET /status`: JSON with every origin's state, capacity, share, factor,
+//!   pending writes and lag; the replication mode and order; the journal's
+//!   size; hothot's version and the configuration's (SHA-256, load time).
+//! - `POST /origins/{name}/drain`, `POST /origins/{name}/enable`: no new
+//!   traffic for the origin (in-flight requests finish, replicated writes
+//!   still reach it), or traffic again (ramping up over `slow_start`).
+//!   Runtime state, not configuration.
+//! - `GET /healthz`: hothot is up. `GET /readyz`: at least one origin is
+//!   serving (for whatever balances several hothot instances).
+//!
+//! Write endpoints need `Authorization: Bearer <token>` when
+//! `admin.token_file` is set (compared in constant time; a wrong or missing
+//! token gets 401 and a log line). Without a token file they are allowed
+//! only on a loopback listener (403 otherwise).
+
+use crate::config::{Admin, Config};
+use crate::metrics::Metrics;
+use crate::pool::Pool;
+use async_trait::async_trait;
+use http::{Response, StatusCode};
+use pingora_core::apps::http_app::ServeHttp;
+use pingora_core::protocols::http::ServerSession;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::SystemTime;
+use subtle::ConstantTimeEq;
+
+/// What `/status` reports about the configuration.
+struct ConfigVersion {
+    sha256: String,
+    loaded_at: SystemTime,
+    replication_mode: &'static str,
+    replication_order: &'static str,
+}
+
+pub struct AdminApp {
+    pool: Arc<Pool>,
+    metrics: Arc<Metrics>,
+    settings: Admin,
+    version: ConfigVersion,
+}
+
+/// An answer: status, content type, body.
+type Answer = (StatusCode, &'static str, Vec<u8>);
+
+fn text(status: StatusCode, body: &str) -> Answer {
+    (
+        status,
+        "text/plain; charset=utf-8",
+        format!("{body}\n").into_bytes(),
+    )
+}
+
+impl AdminApp {
+    pub fn new(pool: Arc<Pool>, metrics: Arc<Metrics>, settings: Admin, config: &Config) -> Self {
+        AdminApp {
+            pool,
+            metrics,
+            settings,
+            version: ConfigVersion {
+                sha256: config.sha256.clone(),
+                loaded_at: SystemTime::now(),
+                replication_mode: config.replication.mode.name(),
+                replication_order: config.replication.order.name(),
+            },
+        }
+    }
+
+    fn route(&self, method: &http::Method, path: &str, authorization: Option<&[u8]>) -> Answer {
+        let readable = matches!(*method, http::Method::GET | http::Method::HEAD);
+        match path.trim_end_matches('/') {
+            "/status" | "/healthz" | "/readyz" if !readable => {
+                text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed: use GET")
+            }
+            "/status" => (
+                StatusCode::OK,
+                "application/json",
+                serde_json::to_vec_pretty(&self.status()).unwrap_or_default(),
+            ),
+            "/healthz" => text(StatusCode::OK, "ok"),
+            "/readyz" => match (0..self.pool.len()).any(|i| self.pool.is_serving(i)) {
+                true => text(StatusCode::OK, "ready"),
+                false => text(StatusCode::SERVICE_UNAVAILABLE, "not ready: no origin is serving"),
+            },
+            other => match origin_action(other) {
+                None => text(
+                    StatusCode::NOT_FOUND,
+                    "not found: try /status, /healthz, /readyz, POST /origins/{name}/drain or /enable",
+                ),
+                Some(_) if *method != http::Method::POST => {
+                    text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed: use POST")
+                }
+                Some((name, drain)) => match self.authorize(authorization) {
+                    Err(refusal) => {
+                        log::warn!("admin: {method} {path} refused: {}", refusal.1.trim_end());
+                        text(refusal.0, refusal.1)
+                    }
+                    Ok(()) => self.drain(name, drain),
+                },
+            },
+        }
+    }
+
+    /// Checks the bearer token of a write request.
+    fn authorize(&self, authorization: Option<&[u8]>) -> Result<(), (StatusCode, &'static str)> {
+        let Some(token) = &self.settings.token else {
+            return match self.settings.listen.ip().is_loopback() {
+                true => Ok(()),
+                false => Err((
+                    StatusCode::FORBIDDEN,
+                    "forbidden: set admin.token_file to allow changes on a non-loopback listener",
+                )),
+            };
+        };
+        let given = authorization
+            .and_then(|value| value.strip_prefix(b"Bearer "))
+            .map(|t| t.trim_ascii());
+        match given {
+            Some(given) if bool::from(given.ct_eq(token.as_bytes())) => Ok(()),
+            Some(_) => Err((StatusCode::UNAUTHORIZED, "unauthorized: wrong token")),
+            None => Err((
+                StatusCode::UNAUTHORIZED,
+                "unauthorized: send Authorization: Bearer <token>",
+            )),
+        }
+    }
+
+    fn drain(&self, name: &str, drain: bool) -> Answer {
+        let Some(index) = self.pool.origins().iter().position(|o| o.name == name) else {
+            return text(StatusCode::NOT_FOUND, &format!("no origin named {name:?}"));
+        };
+        if self.pool.set_drained(index, drain) {
+            let action = if drain { "drained" } else { "enabled again" };
+            log::warn!("origin {name} {action} through the admin API");
+            self.metrics.publish_pool(&self.pool);
+        }
+        let body = serde_json::to_vec_pretty(&self.origin_status(index, &self.pool.shares()));
+        (StatusCode::OK, "application/json", body.unwrap_or_default())
+    }
+
+    fn origin_status(&self, index: usize, shares: &[f64]) -> serde_json::Value {
+        let pool = &self.pool;
+        let origin = &pool.origins()[index];
+        let peer = &self.metrics.replication.peers[index];
+        let state = if pool.is_drained(index) {
+            "drained"
+        } else if pool.is_ejected(index) {
+            "ejected"
+        } else if !pool.is_probe_up(index) {
+            "down"
+        } else if origin.capacity == 0 {
+            "zero capacity"
+        } else {
+            "up"
+        };
+        json!({
+            "name": origin.name,
+            "address": origin.address.to_string(),
+            "state": state,
+            "serving": pool.is_serving(index),
+            "serving_reads": pool.is_serving_reads(index),
+            "probe_up": pool.is_probe_up(index),
+            "ejected": pool.is_ejected(index),
+            "drained": pool.is_drained(index),
+            "capacity": origin.capacity,
+            "factor": f64::from(pool.factor_milli(index)) / 1000.0,
+            "share": shares.get(index).copied().unwrap_or(0.0),
+            "pending_writes": peer.pending.get(),
+            "lag_seconds": peer.lag.get(),
+        })
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let shares = self.pool.shares();
+        let origins: Vec<_> = (0..self.pool.len())
+            .map(|i| self.origin_status(i, &shares))
+            .collect();
+        let loaded_at = self
+            .version
+            .loaded_at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "config": {"sha256": self.version.sha256, "loaded_at_unix": loaded_at},
+            "ready": (0..self.pool.len()).any(|i| self.pool.is_serving(i)),
+            "replication": {
+                "mode": self.version.replication_mode,
+                "order": self.version.replication_order,
+            },
+            "journal_bytes": self.metrics.replication.journal_bytes.get(),
+            "origins": origins,
+        })
+    }
+}
+
+/// `/origins/{name}/drain` or `/enable`: the name, and whether to drain.
+fn origin_action(path: &str) -> Option<(&str, bool)> {
+    let rest = path.strip_prefix("/origins/")?;
+    let (name, action) = rest.rsplit_once('/')?;
+    match action {
+        "drain" if !name.is_empty() => Some((name, true)),
+        "enable" if !name.is_empty() => Some((name, false)),
+        _ => None,
+    }
+}
+
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let request = session.req_header();
+        let authorization = request
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .map(|v| v.as_bytes());
+        let (status, content_type, body) =
+            self.route(&request.method, request.uri.path(), authorization);
+        let mut response = Response::new(body);
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static(content_type),
+        );
+        headers.insert(
+            http::header::CACHE_CONTROL,
+            http::HeaderValue::from_static("no-store"),
+        );
+        if status == StatusCode::UNAUTHORIZED {
+            headers.insert(
+                http::header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        let length = response.body().len();
+        response
+            .headers_mut()
+            .insert(http::header::CONTENT_LENGTH, length.into());
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origin_actions_are_parsed_from_the_path() {
+        assert_eq!(origin_action("/origins/a/drain"), Some(("a", true)));
+        assert_eq!(origin_action("/origins/b-1/enable"), Some(("b-1", false)));
+        assert_eq!(origin_action("/origins//drain"), None);
+        assert_eq!(origin_action("/origins/a/stop"), None);
+        assert_eq!(origin_action("/status"), None);
+    }
+}

@@ -1,0 +1,61 @@
+//! What a finished request leaves behind: its counts in the metrics and its
+//! line in the access log.
+
+use super::{HotHotProxy, RequestCtx, CLIENT_CLOSED};
+use crate::access_log::Entry;
+use pingora_proxy::Session;
+use std::time::SystemTime;
+
+impl HotHotProxy {
+    pub(super) fn finished(&self, session: &Session, ctx: &RequestCtx) {
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .or(ctx.error_status)
+            .unwrap_or(CLIENT_CLOSED);
+        let request = session.req_header();
+        let duration = ctx.started.elapsed();
+        if let Some(&index) = ctx.tried.last() {
+            let metrics = &self.metrics.origins[index];
+            metrics.requests.inc(request.method.as_str(), status);
+            metrics.duration.observe(duration.as_secs_f64());
+        }
+        let Some(log) = &self.access_log else {
+            return;
+        };
+        let header = |name: http::header::HeaderName| {
+            request.headers.get(name).and_then(|v| v.to_str().ok())
+        };
+        let protocol = match request.version {
+            http::Version::HTTP_10 => "HTTP/1.0",
+            http::Version::HTTP_2 => "HTTP/2.0",
+            _ => "HTTP/1.1",
+        };
+        let write = match &ctx.write {
+            Some(capture) => Some((capture.version, capture.outcome)),
+            None => ctx.sequenced,
+        };
+        log.log(&Entry {
+            time: SystemTime::now(),
+            client: super::client_ip(session),
+            method: request.method.as_str(),
+            target: request
+                .uri
+                .path_and_query()
+                .map_or(request.uri.path(), |p| p.as_str()),
+            protocol,
+            status,
+            body_bytes: session.body_bytes_sent(),
+            referer: header(http::header::REFERER),
+            user_agent: header(http::header::USER_AGENT),
+            duration,
+            origin: ctx
+                .tried
+                .last()
+                .map(|i| self.pool.origins()[*i].name.as_str()),
+            attempts: ctx.tried.len(),
+            upstream_status: ctx.upstream_status,
+            write,
+        });
+    }
+}

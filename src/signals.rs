@@ -1,0 +1,45 @@
+//! The signals hothot handles beside Pingora's own (SIGTERM graceful
+//! shutdown, SIGINT fast exit, SIGQUIT socket hand-over): `SIGUSR1` reopens
+//! the access log, for log rotation (as nginx's `USR1`).
+
+use crate::access_log::AccessLog;
+use async_trait::async_trait;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use std::sync::Arc;
+use tokio::signal::unix::{signal, SignalKind};
+
+pub struct SignalService {
+    pub access_log: Option<Arc<AccessLog>>,
+}
+
+#[async_trait]
+impl BackgroundService for SignalService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut reopen = match signal(SignalKind::user_defined1()) {
+            Ok(stream) => stream,
+            Err(e) => {
+                log::error!("cannot handle SIGUSR1 (access log reopening): {e}");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = reopen.recv() => match &self.access_log {
+                    Some(access_log) => {
+                        log::info!("SIGUSR1: reopening the access log");
+                        access_log.reopen();
+                    }
+                    None => log::info!("SIGUSR1: no access log to reopen"),
+                },
+                _ = shutdown.changed() => {
+                    // What the access log still buffers is written before the exit.
+                    if let Some(access_log) = &self.access_log {
+                        access_log.flush();
+                    }
+                    return;
+                }
+            }
+        }
+    }
+}
