@@ -33,7 +33,7 @@ use crate::pool::{Pool, FULL_FACTOR};
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -113,7 +113,10 @@ fn serving_latencies(averages: &[Averages]) -> impl Iterator<Item = f64> + '_ {
 pub struct Adaptive {
     pool: Arc<Pool>,
     metrics: Arc<Metrics>,
-    settings: Balancing,
+    /// Swapped by a reload.
+    settings: Mutex<Balancing>,
+    /// `settings.adaptive`, read by every request.
+    enabled: AtomicBool,
     samples: Vec<Samples>,
     /// `None` until the first tick, which runs after the first probe round.
     averages: Mutex<Option<Vec<Averages>>>,
@@ -125,22 +128,28 @@ impl Adaptive {
         Adaptive {
             pool,
             metrics,
-            settings,
+            enabled: AtomicBool::new(settings.adaptive),
+            settings: Mutex::new(settings),
             samples,
             averages: Mutex::new(None),
         }
     }
 
-    /// Does anything move the factors? Otherwise no tick runs.
-    pub fn is_active(&self) -> bool {
-        self.settings.adaptive || !self.settings.slow_start.is_zero()
+    fn settings(&self) -> Balancing {
+        *self.settings.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A reload's new `balancing` settings; they apply from the next tick.
+    pub fn set_settings(&self, settings: Balancing) {
+        self.enabled.store(settings.adaptive, Ordering::Release);
+        *self.settings.lock().unwrap_or_else(|e| e.into_inner()) = settings;
     }
 
     /// One attempt on origin `index` ended: with a response header after
     /// `latency` (a timeout too), or without one (`None`: refused, reset);
     /// `error` for connect errors, timeouts and 5xx.
     pub fn record(&self, index: usize, latency: Option<Duration>, error: bool) {
-        if !self.settings.adaptive {
+        if !self.enabled.load(Ordering::Acquire) {
             return;
         }
         let Some(samples) = self.samples.get(index) else {
@@ -161,11 +170,12 @@ impl Adaptive {
 
     /// How often the factors are recomputed.
     pub fn tick_every(&self) -> Duration {
-        (self.settings.window / 20).clamp(Duration::from_millis(10), Duration::from_millis(100))
+        (self.settings().window / 20).clamp(Duration::from_millis(10), Duration::from_millis(100))
     }
 
     /// Folds the samples into the averages and sets every origin's factor.
     pub fn tick(&self, now: Instant) {
+        let settings = self.settings();
         let mut averages = self.averages.lock().unwrap_or_else(|e| e.into_inner());
         // Origins serving at start-up (after the first probe round) do not
         // ramp; their measurements start now.
@@ -188,16 +198,16 @@ impl Adaptive {
             let serving = self.pool.is_serving(index);
             if serving != average.serving {
                 // Rejoining or leaving: what was measured before says little now.
-                let ramp = !self.settings.slow_start.is_zero();
+                let ramp = !settings.slow_start.is_zero();
                 *average = Averages::starting(serving, now, (serving && ramp).then_some(now));
             } else {
-                self.fold(average, taken, prior, now);
+                fold(&settings, average, taken, prior, now);
             }
         }
         let reference = lower_median(serving_latencies(averages));
         let mut changed = false;
         for (index, average) in averages.iter_mut().enumerate() {
-            let factor = self.factor(average, reference, now);
+            let factor = factor(&settings, average, reference, now);
             self.metrics.origins[index].factor.set(factor);
             changed |= self
                 .pool
@@ -207,50 +217,62 @@ impl Adaptive {
             self.metrics.publish_pool(&self.pool);
         }
     }
+}
 
-    /// Moves an origin's averages towards what `taken` measured, each by
-    /// the weight of the time since its last measurement.
-    fn fold(&self, average: &mut Averages, taken: &Taken, prior: Option<f64>, now: Instant) {
-        let window = self.settings.window.as_secs_f64();
-        let weight = |since: Instant| 1.0 - (-(now - since).as_secs_f64() / window).exp();
-        if taken.timed > 0 {
-            let mean = taken.log_micros as f64 / LOG_SCALE / taken.timed as f64;
-            let old = average.log_latency.or(prior).unwrap_or(mean);
-            average.log_latency = Some(old + weight(average.latency_at) * (mean - old));
-            average.latency_at = now;
-        }
-        if taken.outcomes > 0 {
-            let ratio = taken.errors as f64 / taken.outcomes as f64;
-            average.error_ratio += weight(average.errors_at) * (ratio - average.error_ratio);
-            average.errors_at = now;
-        }
+/// Moves an origin's averages towards what `taken` measured, each by the
+/// weight of the time since its last measurement.
+fn fold(
+    settings: &Balancing,
+    average: &mut Averages,
+    taken: &Taken,
+    prior: Option<f64>,
+    now: Instant,
+) {
+    let window = settings.window.as_secs_f64();
+    let weight = |since: Instant| 1.0 - (-(now - since).as_secs_f64() / window).exp();
+    if taken.timed > 0 {
+        let mean = taken.log_micros as f64 / LOG_SCALE / taken.timed as f64;
+        let old = average.log_latency.or(prior).unwrap_or(mean);
+        average.log_latency = Some(old + weight(average.latency_at) * (mean - old));
+        average.latency_at = now;
     }
+    if taken.outcomes > 0 {
+        let ratio = taken.errors as f64 / taken.outcomes as f64;
+        average.error_ratio += weight(average.errors_at) * (ratio - average.error_ratio);
+        average.errors_at = now;
+    }
+}
 
-    fn factor(&self, average: &mut Averages, reference: Option<f64>, now: Instant) -> f64 {
-        let min = self.settings.min_factor;
-        if !average.serving {
-            // The factor it will rejoin with.
-            return match self.settings.slow_start.is_zero() {
-                true => 1.0,
-                false => min,
-            };
-        }
-        let adaptive = match self.settings.adaptive {
-            true => target_factor(average.log_latency, reference, average.error_ratio, min),
-            false => 1.0,
+/// An origin's factor now: adaptive, capped by its slow-start ramp.
+fn factor(
+    settings: &Balancing,
+    average: &mut Averages,
+    reference: Option<f64>,
+    now: Instant,
+) -> f64 {
+    let min = settings.min_factor;
+    if !average.serving {
+        // The factor it will rejoin with.
+        return match settings.slow_start.is_zero() {
+            true => 1.0,
+            false => min,
         };
-        let ramp = match average.ramp_from {
-            Some(from) => {
-                let progress = (now - from).as_secs_f64() / self.settings.slow_start.as_secs_f64();
-                if progress >= 1.0 {
-                    average.ramp_from = None;
-                }
-                min + (1.0 - min) * progress.min(1.0)
+    }
+    let adaptive = match settings.adaptive {
+        true => target_factor(average.log_latency, reference, average.error_ratio, min),
+        false => 1.0,
+    };
+    let ramp = match average.ramp_from {
+        Some(from) => {
+            let progress = (now - from).as_secs_f64() / settings.slow_start.as_secs_f64();
+            if progress >= 1.0 {
+                average.ramp_from = None;
             }
-            None => 1.0,
-        };
-        adaptive.min(ramp)
-    }
+            min + (1.0 - min) * progress.min(1.0)
+        }
+        None => 1.0,
+    };
+    adaptive.min(ramp)
 }
 
 /// The factor for an origin whose mean log-latency (µs) is `log_latency`,
@@ -286,14 +308,11 @@ pub struct AdaptiveService(pub Arc<Adaptive>);
 #[async_trait]
 impl BackgroundService for AdaptiveService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        if !self.0.is_active() {
-            return;
-        }
-        let mut ticker = tokio::time::interval(self.0.tick_every());
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // Read each time: a reload may change the window.
+            let every = self.0.tick_every();
             tokio::select! {
-                _ = ticker.tick() => self.0.tick(Instant::now()),
+                _ = tokio::time::sleep(every) => self.0.tick(Instant::now()),
                 _ = shutdown.changed() => return,
             }
         }

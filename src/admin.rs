@@ -19,28 +19,24 @@
 use crate::config::{Admin, Config};
 use crate::metrics::Metrics;
 use crate::pool::Pool;
+use crate::reload::ConfigVersion;
 use async_trait::async_trait;
 use http::{Response, StatusCode};
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 use serde_json::json;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 use subtle::ConstantTimeEq;
-
-/// What `/status` reports about the configuration.
-struct ConfigVersion {
-    sha256: String,
-    loaded_at: SystemTime,
-    replication_mode: &'static str,
-    replication_order: &'static str,
-}
 
 pub struct AdminApp {
     pool: Arc<Pool>,
     metrics: Arc<Metrics>,
     settings: Admin,
-    version: ConfigVersion,
+    /// The configuration in force (a reload changes it).
+    version: Arc<Mutex<ConfigVersion>>,
+    replication_mode: &'static str,
+    replication_order: &'static str,
 }
 
 /// An answer: status, content type, body.
@@ -55,17 +51,20 @@ fn text(status: StatusCode, body: &str) -> Answer {
 }
 
 impl AdminApp {
-    pub fn new(pool: Arc<Pool>, metrics: Arc<Metrics>, settings: Admin, config: &Config) -> Self {
+    pub fn new(
+        pool: Arc<Pool>,
+        metrics: Arc<Metrics>,
+        settings: Admin,
+        version: Arc<Mutex<ConfigVersion>>,
+        config: &Config,
+    ) -> Self {
         AdminApp {
             pool,
             metrics,
             settings,
-            version: ConfigVersion {
-                sha256: config.sha256.clone(),
-                loaded_at: SystemTime::now(),
-                replication_mode: config.replication.mode.name(),
-                replication_order: config.replication.order.name(),
-            },
+            version,
+            replication_mode: config.replication.mode.name(),
+            replication_order: config.replication.order.name(),
         }
     }
 
@@ -151,7 +150,7 @@ impl AdminApp {
             "ejected"
         } else if !pool.is_probe_up(index) {
             "down"
-        } else if origin.capacity == 0 {
+        } else if pool.capacity(index) == 0 {
             "zero capacity"
         } else {
             "up"
@@ -165,7 +164,7 @@ impl AdminApp {
             "probe_up": pool.is_probe_up(index),
             "ejected": pool.is_ejected(index),
             "drained": pool.is_drained(index),
-            "capacity": origin.capacity,
+            "capacity": pool.capacity(index),
             "factor": f64::from(pool.factor_milli(index)) / 1000.0,
             "share": shares.get(index).copied().unwrap_or(0.0),
             "pending_writes": peer.pending.get(),
@@ -178,19 +177,23 @@ impl AdminApp {
         let origins: Vec<_> = (0..self.pool.len())
             .map(|i| self.origin_status(i, &shares))
             .collect();
-        let loaded_at = self
+        let version = self
             .version
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let loaded_at = version
             .loaded_at
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
         json!({
             "version": env!("CARGO_PKG_VERSION"),
-            "config": {"sha256": self.version.sha256, "loaded_at_unix": loaded_at},
+            "config": {"sha256": version.sha256, "loaded_at_unix": loaded_at},
             "ready": (0..self.pool.len()).any(|i| self.pool.is_serving(i)),
             "replication": {
-                "mode": self.version.replication_mode,
-                "order": self.version.replication_order,
+                "mode": self.replication_mode,
+                "order": self.replication_order,
             },
             "journal_bytes": self.metrics.replication.journal_bytes.get(),
             "origins": origins,

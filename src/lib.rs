@@ -19,6 +19,7 @@ pub mod logging;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;
+pub mod reload;
 pub mod replication;
 pub mod selection;
 pub mod server;

@@ -11,7 +11,7 @@
 
 use crate::config::LimitMode;
 use crate::pool::Pool;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 /// The burst an origin may take at once, as time at its capacity.
@@ -19,56 +19,95 @@ const BURST: Duration = Duration::from_millis(100);
 
 #[derive(Debug)]
 struct Bucket {
-    /// Nanoseconds between two requests at the origin's capacity; 0: no limit.
-    interval_ns: u64,
+    /// Nanoseconds between two requests at the origin's capacity; 0: no
+    /// limit. A reload may change it.
+    interval_ns: AtomicU64,
     /// Theoretical arrival time of the next request, ns since the epoch.
     arrival_ns: AtomicU64,
 }
 
-/// The buckets of the pool's origins.
+fn interval_ns(capacity: u32) -> u64 {
+    match capacity {
+        0 => 0,
+        capacity => 1_000_000_000 / u64::from(capacity),
+    }
+}
+
+/// The buckets of the pool's origins, and what a full pool does; a reload
+/// may change both.
 #[derive(Debug)]
 pub struct Limiter {
-    pub mode: LimitMode,
-    pub queue_timeout: Duration,
+    /// [`LimitMode`] as 0 (off), 1 (shed), 2 (queue).
+    mode: AtomicU8,
+    queue_timeout_ns: AtomicU64,
     epoch: Instant,
     buckets: Vec<Bucket>,
 }
 
 impl Limiter {
     pub fn new(pool: &Pool, mode: LimitMode, queue_timeout: Duration) -> Self {
-        let buckets = pool
-            .origins()
-            .iter()
-            .map(|origin| Bucket {
-                interval_ns: match origin.capacity {
-                    0 => 0,
-                    capacity => 1_000_000_000 / u64::from(capacity),
-                },
+        let buckets = (0..pool.len())
+            .map(|i| Bucket {
+                interval_ns: AtomicU64::new(interval_ns(pool.capacity(i))),
                 arrival_ns: AtomicU64::new(0),
             })
             .collect();
-        Limiter {
-            mode,
-            queue_timeout,
+        let limiter = Limiter {
+            mode: AtomicU8::new(0),
+            queue_timeout_ns: AtomicU64::new(0),
             epoch: Instant::now(),
             buckets,
+        };
+        limiter.set_mode(mode, queue_timeout);
+        limiter
+    }
+
+    /// A reload's `balancing.limit`.
+    pub fn set_mode(&self, mode: LimitMode, queue_timeout: Duration) {
+        let code = match mode {
+            LimitMode::Off => 0,
+            LimitMode::Shed => 1,
+            LimitMode::Queue => 2,
+        };
+        self.mode.store(code, Ordering::Release);
+        let timeout = u64::try_from(queue_timeout.as_nanos()).unwrap_or(u64::MAX);
+        self.queue_timeout_ns.store(timeout, Ordering::Release);
+    }
+
+    /// A reload's new capacity for `index`.
+    pub fn set_capacity(&self, index: usize, capacity: u32) {
+        if let Some(bucket) = self.buckets.get(index) {
+            bucket
+                .interval_ns
+                .store(interval_ns(capacity), Ordering::Release);
         }
     }
 
+    pub fn mode(&self) -> LimitMode {
+        match self.mode.load(Ordering::Acquire) {
+            1 => LimitMode::Shed,
+            2 => LimitMode::Queue,
+            _ => LimitMode::Off,
+        }
+    }
+
+    pub fn queue_timeout(&self) -> Duration {
+        Duration::from_nanos(self.queue_timeout_ns.load(Ordering::Acquire))
+    }
+
     pub fn is_on(&self) -> bool {
-        self.mode != LimitMode::Off
+        self.mode.load(Ordering::Acquire) != 0
     }
 
     fn now_ns(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
-    /// The tolerance of a bucket: the burst, and at least one request.
-    fn tolerance_ns(bucket: &Bucket) -> u64 {
+    /// The tolerance of a bucket with this interval: the burst, and at
+    /// least one request.
+    fn tolerance_ns(interval: u64) -> u64 {
         let burst = u64::try_from(BURST.as_nanos()).unwrap_or(u64::MAX);
-        burst
-            .max(bucket.interval_ns)
-            .saturating_sub(bucket.interval_ns)
+        burst.max(interval).saturating_sub(interval)
     }
 
     /// Takes room for one request on `index`; false when it is full (and
@@ -80,17 +119,18 @@ impl Limiter {
         let Some(bucket) = self.buckets.get(index) else {
             return true;
         };
-        if bucket.interval_ns == 0 {
+        let interval = bucket.interval_ns.load(Ordering::Acquire);
+        if interval == 0 {
             return true;
         }
         let now = self.now_ns();
-        let tolerance = Self::tolerance_ns(bucket);
+        let tolerance = Self::tolerance_ns(interval);
         let mut arrival = bucket.arrival_ns.load(Ordering::Acquire);
         loop {
             if arrival > now.saturating_add(tolerance) {
                 return false;
             }
-            let next = arrival.max(now).saturating_add(bucket.interval_ns);
+            let next = arrival.max(now).saturating_add(interval);
             match bucket.arrival_ns.compare_exchange_weak(
                 arrival,
                 next,
@@ -115,7 +155,8 @@ impl Limiter {
             .filter_map(|i| self.buckets.get(i))
             .map(|b| {
                 let arrival = b.arrival_ns.load(Ordering::Acquire);
-                arrival.saturating_sub(now.saturating_add(Self::tolerance_ns(b)))
+                let tolerance = Self::tolerance_ns(b.interval_ns.load(Ordering::Acquire));
+                arrival.saturating_sub(now.saturating_add(tolerance))
             })
             .min()
             .unwrap_or(0);

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 pub struct Origin {
     pub name: String,
     pub address: SocketAddr,
-    /// Declared requests/s; 0 means drained.
-    pub capacity: u32,
+    /// Declared requests/s; 0 means drained. Changes on reload.
+    capacity: AtomicU32,
     probe_up: AtomicBool,
     /// Too far behind on replicated writes to serve reads (see `replication.max_lag`).
     lagging: AtomicBool,
@@ -47,7 +47,9 @@ pub enum FailureVerdict {
 pub struct Pool {
     origins: Vec<Origin>,
     by_address: HashMap<SocketAddr, usize>,
-    passive: PassiveConfig,
+    /// `health.passive`, which a reload may change.
+    passive_failures: AtomicU32,
+    passive_eject_ms: AtomicU64,
     epoch: Instant,
     /// Bumped whenever an origin may have started or stopped serving (see
     /// [`Pool::generation`]).
@@ -64,7 +66,7 @@ impl Pool {
             .map(|o| Origin {
                 name: o.name.clone(),
                 address: o.address,
-                capacity: o.capacity,
+                capacity: AtomicU32::new(o.capacity),
                 probe_up: AtomicBool::new(false),
                 lagging: AtomicBool::new(false),
                 ejected_until_ms: AtomicU64::new(0),
@@ -81,7 +83,8 @@ impl Pool {
         Pool {
             origins,
             by_address,
-            passive,
+            passive_failures: AtomicU32::new(passive.failures),
+            passive_eject_ms: AtomicU64::new(duration_ms(passive.eject)),
             epoch: Instant::now(),
             changes: AtomicU64::new(0),
             next_ejection_end_ms: AtomicU64::new(u64::MAX),
@@ -138,7 +141,7 @@ impl Pool {
     /// May this origin take new traffic right now?
     pub fn is_serving(&self, index: usize) -> bool {
         let origin = &self.origins[index];
-        origin.capacity > 0
+        origin.capacity.load(Ordering::Acquire) > 0
             && origin.probe_up.load(Ordering::Acquire)
             && !origin.drained.load(Ordering::Acquire)
             && !self.is_ejected(index)
@@ -209,16 +212,17 @@ impl Pool {
 
     /// A live request to this origin failed (connect error, upstream error or 5xx).
     pub fn record_failure(&self, index: usize) -> FailureVerdict {
-        if self.passive.failures == 0 {
+        let failures = self.passive_failures.load(Ordering::Relaxed);
+        if failures == 0 {
             return FailureVerdict::Counted;
         }
         let origin = &self.origins[index];
         let streak = origin.consecutive_failures.fetch_add(1, Ordering::AcqRel) + 1;
-        if streak < self.passive.failures || self.is_ejected(index) {
+        if streak < failures || self.is_ejected(index) {
             return FailureVerdict::Counted;
         }
         origin.consecutive_failures.store(0, Ordering::Relaxed);
-        let until = self.now_ms() + duration_ms(self.passive.eject);
+        let until = self.now_ms() + self.passive_eject_ms.load(Ordering::Relaxed);
         origin
             .ejected_until_ms
             .store(until.max(1), Ordering::Release);
@@ -226,6 +230,31 @@ impl Pool {
             .fetch_min(until.max(1), Ordering::AcqRel);
         self.changed();
         FailureVerdict::Ejected
+    }
+
+    /// The origin's declared capacity (requests/s); 0: drained by config.
+    pub fn capacity(&self, index: usize) -> u32 {
+        self.origins[index].capacity.load(Ordering::Acquire)
+    }
+
+    /// A reload's new capacity; true when it changed.
+    pub fn set_capacity(&self, index: usize, capacity: u32) -> bool {
+        let changed = self.origins[index]
+            .capacity
+            .swap(capacity, Ordering::AcqRel)
+            != capacity;
+        if changed {
+            self.changed();
+        }
+        changed
+    }
+
+    /// A reload's new `health.passive`.
+    pub fn set_passive(&self, passive: PassiveConfig) {
+        self.passive_failures
+            .store(passive.failures, Ordering::Relaxed);
+        self.passive_eject_ms
+            .store(duration_ms(passive.eject), Ordering::Relaxed);
     }
 
     /// The origin's factor, in thousandths of its capacity.
@@ -251,7 +280,7 @@ impl Pool {
     /// times its factor (in thousandths, so that equal factors keep the
     /// declared ratios exactly).
     pub fn effective_weight(&self, index: usize) -> i64 {
-        i64::from(self.origins[index].capacity) * i64::from(self.factor_milli(index))
+        i64::from(self.capacity(index)) * i64::from(self.factor_milli(index))
     }
 
     /// Each origin's share (0..1) of new traffic: its effective weight over

@@ -7,13 +7,16 @@ use crate::admin::AdminApp;
 use crate::config::Config;
 use crate::connections::{Book, Gate, Guarded};
 use crate::health::HealthService;
+use crate::limit::Limiter;
 use crate::metrics::{Metrics, MetricsApp};
 use crate::pool::Pool;
-use crate::proxy::HotHotProxy;
+use crate::proxy::{HotHotProxy, LiveSettings, ProxyParts};
+use crate::reload::{Live, Reloader};
 use crate::replication::Replicator;
 use crate::selection::CapacityWeighted;
 use crate::service::ProxyService;
 use crate::signals::SignalService;
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use futures::FutureExt;
 use pingora_core::listeners::ListenerConfig;
@@ -25,6 +28,7 @@ use pingora_core::services::listening::Service;
 use pingora_load_balancing::discovery::Static;
 use pingora_load_balancing::{Backend, Backends, LoadBalancer};
 use std::collections::BTreeSet;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -100,6 +104,10 @@ const DEFAULT_WORK_STEALING: bool = true;
 /// before its origin's next turn, and each request opened a new one.
 const IDLE_UPSTREAM_CONNECTIONS_PER_ORIGIN: usize = 2;
 
+/// Pingora's cap on attempts per request; hothot's `retries` (validated
+/// below it) is what decides.
+const MAX_ATTEMPTS: usize = 1000;
+
 /// Pingora's `grace_period_seconds` default is 300: too long for a proxy whose
 /// peers health-check it every few seconds.
 const DEFAULT_GRACE_PERIOD_SECONDS: u64 = 5;
@@ -131,8 +139,10 @@ fn server_conf(config: &Config) -> ServerConf {
     conf.listener_tasks_per_fd = s
         .listener_tasks_per_fd
         .unwrap_or(conf.listener_tasks_per_fd);
-    // Pingora counts attempts, not retries, in `max_retries`.
-    conf.max_retries = config.retries as usize + 1;
+    // Pingora counts attempts, not retries, in `max_retries`. hothot decides
+    // each retry itself (a reload may change `retries`): Pingora's cap only
+    // has to stay out of the way.
+    conf.max_retries = MAX_ATTEMPTS;
     conf
 }
 
@@ -167,8 +177,9 @@ pub fn connection_budget(config: &Config) -> Result<usize, StartError> {
         .map_err(|(key, reason)| StartError::Limit { key, reason })
 }
 
-/// Builds a ready-to-run server for `config`.
-pub fn build(config: &Config, opt: Option<Opt>) -> Result<Server, StartError> {
+/// Builds a ready-to-run server for `config`, read from `path` (which a
+/// reload reads again).
+pub fn build(config: &Config, opt: Option<Opt>, path: Option<&Path>) -> Result<Server, StartError> {
     // An upgrade (-u) takes the listening sockets over from the running
     // process: the addresses are in use on purpose.
     if !opt.as_ref().is_some_and(|o| o.upgrade) {
@@ -183,7 +194,8 @@ pub fn build(config: &Config, opt: Option<Opt>) -> Result<Server, StartError> {
     let pool = Arc::new(Pool::new(&config.origins, config.health.passive));
     let metrics = Arc::new(Metrics::new(&pool).map_err(StartError::Metrics)?);
 
-    let health = HealthService::new(pool.clone(), metrics.clone(), config.health.clone());
+    let health_config = Arc::new(ArcSwap::from_pointee(config.health.clone()));
+    let health = HealthService::new(pool.clone(), metrics.clone(), health_config.clone());
     let health_handle = server.add_service(background_service("health checks", health));
 
     let replicator = Replicator::open(
@@ -215,22 +227,43 @@ pub fn build(config: &Config, opt: Option<Opt>) -> Result<Server, StartError> {
         )),
         None => None,
     };
+    let balancing = &config.balancing;
+    let limiter = Arc::new(Limiter::new(
+        &pool,
+        balancing.limit,
+        balancing.queue_timeout,
+    ));
+    let live = Arc::new(LiveSettings::new(&pool, config.timeouts, config.retries));
+    let proxy = HotHotProxy::new(ProxyParts {
+        pool: pool.clone(),
+        balancer: Arc::new(balancer(&pool)?),
+        adaptive: adaptive.clone(),
+        limiter: limiter.clone(),
+        live: live.clone(),
+        metrics: metrics.clone(),
+        replicator,
+        access_log: access_log.clone(),
+        limits: config.limits,
+    });
+    let reloader = Arc::new(Reloader::new(
+        path.map(Path::to_owned),
+        config,
+        Live {
+            pool: pool.clone(),
+            metrics: metrics.clone(),
+            limiter,
+            adaptive,
+            health: health_config,
+            proxy: live,
+        },
+    ));
     server.add_service(background_service(
         "signals",
         SignalService {
-            access_log: access_log.clone(),
+            access_log,
+            reloader: reloader.clone(),
         },
     ));
-
-    let proxy = HotHotProxy::new(
-        pool.clone(),
-        Arc::new(balancer(&pool)?),
-        adaptive,
-        metrics.clone(),
-        replicator,
-        access_log,
-        config,
-    );
     let book = Book::new(connection_budget(config)?, metrics.connections.clone());
     let gate = Arc::new(Gate::new(book.clone()));
     let mut app = pingora_proxy::HttpProxy::new(proxy, server.configuration.clone());
@@ -251,7 +284,13 @@ pub fn build(config: &Config, opt: Option<Opt>) -> Result<Server, StartError> {
     proxy_handle.add_dependency(&health_handle);
 
     if let Some(settings) = &config.admin {
-        let app = AdminApp::new(pool.clone(), metrics.clone(), settings.clone(), config);
+        let app = AdminApp::new(
+            pool.clone(),
+            metrics.clone(),
+            settings.clone(),
+            reloader.version(),
+            config,
+        );
         let mut admin_service = Service::new("admin".to_owned(), app);
         admin_service.add_tcp(&settings.listen.to_string());
         server.add_service(admin_service);
@@ -307,7 +346,7 @@ impl ShutdownSignalWatch for StopSignal {
 
 /// Starts the proxy on a background thread of this process.
 pub fn spawn(config: &Config) -> Result<RunningProxy, StartError> {
-    let server = build(config, None)?;
+    let server = build(config, None, None)?;
     let (stop, receiver) = tokio::sync::oneshot::channel();
     let signal = StopSignal(Mutex::new(Some(receiver)));
     let thread = std::thread::Builder::new()

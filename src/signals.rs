@@ -1,8 +1,10 @@
 //! The signals hothot handles beside Pingora's own (SIGTERM graceful
-//! shutdown, SIGINT fast exit, SIGQUIT socket hand-over): `SIGUSR1` reopens
-//! the access log, for log rotation (as nginx's `USR1`).
+//! shutdown, SIGINT fast exit, SIGQUIT socket hand-over): `SIGHUP` reloads
+//! the configuration ([`crate::reload`]), `SIGUSR1` reopens the access log
+//! for log rotation (nginx's `HUP` and `USR1`).
 
 use crate::access_log::AccessLog;
+use crate::reload::Reloader;
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
@@ -11,6 +13,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 pub struct SignalService {
     pub access_log: Option<Arc<AccessLog>>,
+    pub reloader: Arc<Reloader>,
 }
 
 #[async_trait]
@@ -23,8 +26,23 @@ impl BackgroundService for SignalService {
                 return;
             }
         };
+        let mut reload = match signal(SignalKind::hangup()) {
+            Ok(stream) => stream,
+            Err(e) => {
+                log::error!("cannot handle SIGHUP (configuration reload): {e}");
+                return;
+            }
+        };
         loop {
             tokio::select! {
+                _ = reload.recv() => {
+                    log::info!("SIGHUP: reloading the configuration");
+                    let reloader = self.reloader.clone();
+                    // File reading and validation stay off this runtime's thread.
+                    if let Err(e) = tokio::task::spawn_blocking(move || reloader.reload()).await {
+                        log::error!("reload: {e}");
+                    }
+                }
                 _ = reopen.recv() => match &self.access_log {
                     Some(access_log) => {
                         log::info!("SIGUSR1: reopening the access log");

@@ -39,7 +39,7 @@ fn default_retries() -> u32 {
 
 /// Pingora server settings passed through to `ServerConf`. Only the keys that
 /// make sense for hothot are accepted; the rest are decided by hothot.
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerSection {
     pub threads: Option<usize>,

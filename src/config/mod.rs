@@ -27,10 +27,31 @@ pub use balancing::{Balancing, LimitMode};
 pub use cidr::Cidr;
 pub use journal::{FsyncPolicy, JournalConfig};
 pub use limits::Limits;
-pub use replication::{
-    OnTimeout, Order, OrderKey, Oversize, ReplicateOn, ReplicationConfig, ReplicationMode,
-};
+pub use replication::{OnTimeout, Order, OrderKey, Oversize, ReplicateOn, ReplicationConfig};
 pub use validate::validate;
+
+/// How writes reach the other origins (`replication.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplicationMode {
+    /// Writes go to one origin only.
+    Off,
+    /// The client gets the primary's answer at once; peers follow behind.
+    Async,
+    /// The client's answer waits for `quorum` peers or `timeout`.
+    Sync,
+}
+
+impl ReplicationMode {
+    /// As written in the config file.
+    pub fn name(self) -> &'static str {
+        match self {
+            ReplicationMode::Off => "off",
+            ReplicationMode::Async => "async",
+            ReplicationMode::Sync => "sync",
+        }
+    }
+}
 
 /// Why a config file was refused.
 #[derive(Debug, thiserror::Error)]

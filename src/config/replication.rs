@@ -3,31 +3,9 @@
 use super::cidr::Cidr;
 use super::journal::{validate_journal, JournalConfig, JournalSection};
 use super::units::{ByteSize, HumanDuration};
-use super::ConfigError;
+use super::{ConfigError, ReplicationMode};
 use serde::Deserialize;
 use std::time::Duration;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ReplicationMode {
-    /// Writes go to one origin only.
-    Off,
-    /// The client gets the primary's answer at once; peers follow behind.
-    Async,
-    /// The client's answer waits for `quorum` peers or `timeout`.
-    Sync,
-}
-
-impl ReplicationMode {
-    /// As written in the config file.
-    pub fn name(self) -> &'static str {
-        match self {
-            ReplicationMode::Off => "off",
-            ReplicationMode::Async => "async",
-            ReplicationMode::Sync => "sync",
-        }
-    }
-}
 
 /// In which order the origins receive the writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

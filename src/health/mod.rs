@@ -16,6 +16,7 @@ mod probe;
 use crate::config::HealthConfig;
 use crate::metrics::Metrics;
 use crate::pool::Pool;
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
@@ -29,7 +30,8 @@ use tokio::task::JoinSet;
 pub struct HealthService {
     pool: Arc<Pool>,
     metrics: Arc<Metrics>,
-    config: Arc<HealthConfig>,
+    /// Swapped by a reload; each round reads it afresh.
+    config: Arc<ArcSwap<HealthConfig>>,
     /// Per origin: (currently up, streak of results disagreeing with that).
     trackers: Mutex<Vec<Tracker>>,
 }
@@ -41,12 +43,12 @@ struct Tracker {
 }
 
 impl HealthService {
-    pub fn new(pool: Arc<Pool>, metrics: Arc<Metrics>, config: HealthConfig) -> Self {
+    pub fn new(pool: Arc<Pool>, metrics: Arc<Metrics>, config: Arc<ArcSwap<HealthConfig>>) -> Self {
         let trackers = Mutex::new(vec![Tracker::default(); pool.len()]);
         HealthService {
             pool,
             metrics,
-            config: Arc::new(config),
+            config,
             trackers,
         }
     }
@@ -60,12 +62,13 @@ impl HealthService {
     async fn round(&self, first: bool) {
         let mut probes = JoinSet::new();
         let origins = self.pool.origins();
+        let config = self.config.load_full();
         let spacing = match first {
             true => Duration::ZERO,
-            false => self.config.interval / u32::try_from(origins.len().max(1)).unwrap_or(u32::MAX),
+            false => config.interval / u32::try_from(origins.len().max(1)).unwrap_or(u32::MAX),
         };
         for (index, origin) in origins.iter().enumerate() {
-            let config = self.config.clone();
+            let config = config.clone();
             let address = origin.address;
             let delay = spacing * u32::try_from(index).unwrap_or(u32::MAX);
             probes.spawn(async move {
@@ -92,11 +95,8 @@ impl HealthService {
         let mut trackers = self.trackers.lock().unwrap_or_else(|e| e.into_inner());
         let tracker = &mut trackers[index];
         let ok = result.is_ok();
-        let threshold = if tracker.up {
-            self.config.fall
-        } else {
-            self.config.rise
-        };
+        let config = self.config.load();
+        let threshold = if tracker.up { config.fall } else { config.rise };
         if first {
             tracker.up = ok;
             tracker.streak = 0;
@@ -145,12 +145,11 @@ impl BackgroundService for HealthService {
     ) {
         self.round(true).await;
         ready.notify_ready();
-        let mut ticker = tokio::time::interval(self.config.interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        ticker.tick().await; // the first tick is immediate: that round just ran
         loop {
+            // Read each time: a reload may change the interval.
+            let interval = self.config.load().interval;
             tokio::select! {
-                _ = ticker.tick() => self.round(false).await,
+                _ = tokio::time::sleep(interval) => self.round(false).await,
                 _ = shutdown.changed() => return,
             }
         }

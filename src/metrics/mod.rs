@@ -37,6 +37,11 @@ pub struct Metrics {
     pub shed: IntCounter,
     /// `hothot_access_log_dropped_total`: lines the access log could not keep up with.
     pub access_log_dropped: IntCounter,
+    /// `hothot_config_reloads_total{result="success"}` and `{result="failure"}`.
+    reloads_success: IntCounter,
+    reloads_failure: IntCounter,
+    /// `hothot_config_last_reload_success_timestamp_seconds`.
+    last_reload_success: Gauge,
     /// Indexed like the pool's origins.
     pub origins: Vec<OriginMetrics>,
     pub replication: ReplicationMetrics,
@@ -89,6 +94,19 @@ impl Metrics {
             "Access log lines dropped because the log writer fell behind (16 MiB were waiting to be written)",
         )?;
         registry.register(Box::new(access_log_dropped.clone()))?;
+        let reloads = IntCounterVec::new(
+            Opts::new(
+                "hothot_config_reloads_total",
+                "Configuration reloads (SIGHUP), by result: success, or failure (refused, the running configuration stayed)",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(reloads.clone()))?;
+        let last_reload_success = Gauge::new(
+            "hothot_config_last_reload_success_timestamp_seconds",
+            "Unix time the configuration in force was loaded (at start-up, then at each successful reload)",
+        )?;
+        registry.register(Box::new(last_reload_success.clone()))?;
 
         let requests = IntCounterVec::new(
             Opts::new(
@@ -182,7 +200,8 @@ impl Metrics {
         let origins = pool
             .origins()
             .iter()
-            .map(|origin| {
+            .enumerate()
+            .map(|(i, origin)| {
                 let name = origin.name.as_str();
                 let metrics = OriginMetrics {
                     requests: RequestCounters::new(&requests, name),
@@ -198,7 +217,7 @@ impl Metrics {
                     weight: weight.with_label_values(&[name]),
                     factor: factor.with_label_values(&[name]),
                 };
-                metrics.capacity.set(i64::from(origin.capacity));
+                metrics.capacity.set(i64::from(pool.capacity(i)));
                 metrics.factor.set(1.0);
                 metrics
             })
@@ -212,6 +231,9 @@ impl Metrics {
             no_origin,
             shed,
             access_log_dropped,
+            reloads_success: reloads.with_label_values(&["success"]),
+            reloads_failure: reloads.with_label_values(&["failure"]),
+            last_reload_success,
             origins,
             replication,
             connections,
@@ -220,9 +242,11 @@ impl Metrics {
         Ok(metrics)
     }
 
-    /// Sets `hothot_origin_up`, `_drained`, `_serving_reads` and `_weight` from the pool's current state.
+    /// Sets `hothot_origin_up`, `_drained`, `_serving_reads`, `_capacity`
+    /// and `_weight` from the pool's current state.
     pub fn publish_pool(&self, pool: &Pool) {
         for (i, (metrics, share)) in self.origins.iter().zip(pool.shares()).enumerate() {
+            metrics.capacity.set(i64::from(pool.capacity(i)));
             metrics.up.set(i64::from(pool.is_serving(i)));
             metrics.drained.set(i64::from(pool.is_drained(i)));
             metrics
@@ -230,6 +254,22 @@ impl Metrics {
                 .set(i64::from(pool.is_serving_reads(i)));
             metrics.weight.set(share);
         }
+    }
+
+    /// A configuration came into force at `at` (start-up or a reload).
+    pub fn config_reloaded(&self, at: std::time::SystemTime) {
+        let seconds = at
+            .duration_since(std::time::SystemTime::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        if self.last_reload_success.get() > 0.0 {
+            self.reloads_success.inc();
+        }
+        self.last_reload_success.set(seconds);
+    }
+
+    /// A reload was refused.
+    pub fn reload_failed(&self) {
+        self.reloads_failure.inc();
     }
 
     /// The Prometheus text exposition of every series.

@@ -9,6 +9,7 @@
 mod answers;
 mod finished;
 mod headers;
+mod live;
 mod ordered;
 mod outcome;
 mod route;
@@ -16,7 +17,7 @@ mod write;
 
 use crate::access_log::AccessLog;
 use crate::adaptive::Adaptive;
-use crate::config::{Config, Limits, Timeouts};
+use crate::config::Limits;
 use crate::limit::Limiter;
 use crate::metrics::{InFlight, Metrics};
 use crate::pool::Pool;
@@ -25,6 +26,7 @@ use crate::selection::{CapacityWeighted, Traffic};
 use answers::{error_body, respond_plain, respond_shed, status_for};
 use async_trait::async_trait;
 use bytes::Bytes;
+pub use live::LiveSettings;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -45,11 +47,22 @@ pub struct HotHotProxy {
     adaptive: Arc<Adaptive>,
     metrics: Arc<Metrics>,
     replicator: Arc<Replicator>,
-    /// Each origin's peer, with the configured timeouts, built once.
-    peers: Vec<HttpPeer>,
-    retries: u32,
+    live: Arc<LiveSettings>,
     limits: Limits,
     access_log: Option<Arc<AccessLog>>,
+}
+
+/// What the proxy is built from.
+pub struct ProxyParts {
+    pub pool: Arc<Pool>,
+    pub balancer: Arc<LoadBalancer<CapacityWeighted>>,
+    pub adaptive: Arc<Adaptive>,
+    pub limiter: Arc<Limiter>,
+    pub live: Arc<LiveSettings>,
+    pub metrics: Arc<Metrics>,
+    pub replicator: Arc<Replicator>,
+    pub access_log: Option<Arc<AccessLog>>,
+    pub limits: Limits,
 }
 
 /// Per-request state; it lives across retries.
@@ -78,31 +91,21 @@ pub struct RequestCtx {
 }
 
 impl HotHotProxy {
-    pub fn new(
-        pool: Arc<Pool>,
-        balancer: Arc<LoadBalancer<CapacityWeighted>>,
-        adaptive: Arc<Adaptive>,
-        metrics: Arc<Metrics>,
-        replicator: Arc<Replicator>,
-        access_log: Option<Arc<AccessLog>>,
-        config: &Config,
-    ) -> Self {
-        let balancing = &config.balancing;
-        let limiter = Limiter::new(&pool, balancing.limit, balancing.queue_timeout);
+    pub fn new(parts: ProxyParts) -> Self {
         HotHotProxy {
-            peers: pool
-                .origins()
-                .iter()
-                .map(|origin| peer_for(origin.address, config.timeouts))
-                .collect(),
-            router: Router::new(balancer, pool.clone(), replicator.clone(), limiter),
-            pool,
-            adaptive,
-            metrics,
-            replicator,
-            retries: config.retries,
-            limits: config.limits,
-            access_log,
+            router: Router::new(
+                parts.balancer,
+                parts.pool.clone(),
+                parts.replicator.clone(),
+                parts.limiter,
+            ),
+            pool: parts.pool,
+            adaptive: parts.adaptive,
+            metrics: parts.metrics,
+            replicator: parts.replicator,
+            live: parts.live,
+            limits: parts.limits,
+            access_log: parts.access_log,
         }
     }
 }
@@ -246,7 +249,10 @@ impl ProxyHttp for HotHotProxy {
         ctx.tried.push(index);
         ctx.response_started = false;
         ctx.attempt_started = Instant::now();
-        Ok(Box::new(self.peers[index].clone()))
+        let peer = self.live.peer(index).ok_or_else(|| {
+            Error::explain(ErrorType::InternalError, "no peer for the chosen origin")
+        })?;
+        Ok(Box::new(peer))
     }
 
     async fn upstream_request_filter(
@@ -355,16 +361,6 @@ impl ProxyHttp for HotHotProxy {
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         self.finished(session, ctx);
     }
-}
-
-fn peer_for(address: std::net::SocketAddr, timeouts: Timeouts) -> HttpPeer {
-    let mut peer = HttpPeer::new(address, false, String::new());
-    let options = &mut peer.options;
-    options.connection_timeout = Some(timeouts.connect);
-    options.read_timeout = Some(timeouts.read);
-    options.write_timeout = Some(timeouts.write);
-    options.idle_timeout = Some(timeouts.idle);
-    peer
 }
 
 fn client_ip(session: &Session) -> Option<std::net::IpAddr> {

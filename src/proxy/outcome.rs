@@ -52,7 +52,7 @@ impl HotHotProxy {
     /// Another attempt is allowed and some untried origin is serving.
     fn can_retry(&self, ctx: &RequestCtx) -> bool {
         let attempts = u32::try_from(ctx.tried.len()).unwrap_or(u32::MAX);
-        attempts <= self.retries
+        attempts <= self.live.retries()
             && (0..self.pool.len()).any(|i| !ctx.tried.contains(&i) && self.pool.is_serving(i))
     }
 

@@ -73,7 +73,7 @@ pub struct Router {
     pub balancer: Arc<LoadBalancer<CapacityWeighted>>,
     pub pool: Arc<Pool>,
     replicator: Arc<Replicator>,
-    limiter: Limiter,
+    limiter: Arc<Limiter>,
 }
 
 impl Router {
@@ -81,7 +81,7 @@ impl Router {
         balancer: Arc<LoadBalancer<CapacityWeighted>>,
         pool: Arc<Pool>,
         replicator: Arc<Replicator>,
-        limiter: Limiter,
+        limiter: Arc<Limiter>,
     ) -> Self {
         Router {
             balancer,
@@ -114,10 +114,10 @@ impl Router {
     /// Under `limit: queue`, tries `pick` again as room frees up, until
     /// `queue_timeout`; otherwise once.
     async fn with_room(&self, pick: impl Fn() -> Route) -> Route {
-        let deadline = Instant::now() + self.limiter.queue_timeout;
+        let deadline = Instant::now() + self.limiter.queue_timeout();
         loop {
             let route = pick();
-            if route != Route::Full || self.limiter.mode != LimitMode::Queue {
+            if route != Route::Full || self.limiter.mode() != LimitMode::Queue {
                 return route;
             }
             let left = deadline.saturating_duration_since(Instant::now());

@@ -130,7 +130,7 @@ impl BackendSelection for CapacityWeighted {
                     .cloned()
             })
             .collect();
-        let weights: Vec<u32> = pool.origins().iter().map(|o| o.capacity).collect();
+        let weights: Vec<u32> = (0..pool.len()).map(|i| pool.capacity(i)).collect();
         if ordered.len() != pool.len() {
             // Pingora builds a first selector before discovery has run.
             if !backends.is_empty() {

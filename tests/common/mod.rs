@@ -59,12 +59,25 @@ where
 
 /// An ephemeral port that was free a moment ago (Pingora binds by address,
 /// so the proxy cannot be handed port 0 and report back).
+///
+/// Never the same port twice in one test process: tests run in parallel,
+/// and Pingora binds with `SO_REUSEPORT`, so two proxies handed the same
+/// port would both listen on it and share its connections (a PUT then
+/// reached another proxy's metrics listener and got 405).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut handed_out = HANDED_OUT.lock().unwrap();
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            return port;
+        }
+    }
 }
 
 /// Two different free ports (the proxy's and its metrics listener's): two

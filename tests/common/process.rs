@@ -28,10 +28,20 @@ impl ProxyProcess {
         origins_and_more: &str,
         nofile: Option<u64>,
     ) -> ProxyProcess {
+        Self::start_with_server(dir, "", origins_and_more, nofile).await
+    }
+
+    /// `server_extra`: more keys of the `server` section (`, pid_file: ...`).
+    pub async fn start_with_server(
+        dir: &Path,
+        server_extra: &str,
+        origins_and_more: &str,
+        nofile: Option<u64>,
+    ) -> ProxyProcess {
         std::fs::create_dir_all(dir).unwrap();
         let (port, metrics_port) = two_free_ports();
         let config = format!(
-            "server: {{threads: 2, grace_period_seconds: 0, graceful_shutdown_timeout_seconds: 2}}\n\
+            "server: {{threads: 2, grace_period_seconds: 0, graceful_shutdown_timeout_seconds: 2{server_extra}}}\n\
              listen: [\"127.0.0.1:{port}\"]\nmetrics: {{listen: \"127.0.0.1:{metrics_port}\"}}\n{origins_and_more}"
         );
         std::fs::write(dir.join("hothot.yaml"), config).unwrap();

@@ -1,0 +1,184 @@
+//! Live reload: `SIGHUP` (or `hothot -s reload -c FILE`) re-reads the
+//! configuration file and applies it without closing a connection.
+//!
+//! A new configuration is validated whole first; an invalid one is refused
+//! and the running one stays (the log names the key). What changes live:
+//! origins' capacities, `health` (probes and passive ejection), `timeouts`,
+//! `retries` and `balancing`. Keys that need a restart (or a `-u` upgrade)
+//! are refused with a message naming them: `listen`, `metrics`, `admin`,
+//! `access_log`, `limits`, `server`, `replication`, and origins added,
+//! removed, renamed, moved to another address or reordered.
+
+use crate::adaptive::Adaptive;
+use crate::config::{Config, HealthConfig};
+use crate::limit::Limiter;
+use crate::metrics::Metrics;
+use crate::pool::Pool;
+use crate::proxy::LiveSettings;
+use arc_swap::ArcSwap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+/// The configuration in force: what `/status` reports.
+#[derive(Debug, Clone)]
+pub struct ConfigVersion {
+    pub sha256: String,
+    pub loaded_at: SystemTime,
+}
+
+/// The pieces a reload changes.
+pub struct Live {
+    pub pool: Arc<Pool>,
+    pub metrics: Arc<Metrics>,
+    pub limiter: Arc<Limiter>,
+    pub adaptive: Arc<Adaptive>,
+    pub health: Arc<ArcSwap<HealthConfig>>,
+    pub proxy: Arc<LiveSettings>,
+}
+
+pub struct Reloader {
+    /// The file to re-read; `None` for a proxy built without one (tests).
+    path: Option<PathBuf>,
+    current: Mutex<Config>,
+    version: Arc<Mutex<ConfigVersion>>,
+    live: Live,
+}
+
+impl Reloader {
+    pub fn new(path: Option<PathBuf>, config: &Config, live: Live) -> Self {
+        let version = ConfigVersion {
+            sha256: config.sha256.clone(),
+            loaded_at: SystemTime::now(),
+        };
+        live.metrics.config_reloaded(version.loaded_at);
+        Reloader {
+            path,
+            current: Mutex::new(config.clone()),
+            version: Arc::new(Mutex::new(version)),
+            live,
+        }
+    }
+
+    /// The version in force, shared with the admin API.
+    pub fn version(&self) -> Arc<Mutex<ConfigVersion>> {
+        self.version.clone()
+    }
+
+    /// Re-reads the file and applies it, or refuses it whole; logs and
+    /// counts either way.
+    pub fn reload(&self) {
+        let Some(path) = &self.path else {
+            log::warn!("reload: this hothot was not started from a config file");
+            return;
+        };
+        let outcome = crate::config::load(path)
+            .map_err(|e| e.to_string())
+            .and_then(|new| self.apply(new));
+        match outcome {
+            Ok(what) => {
+                let now = SystemTime::now();
+                self.live.metrics.config_reloaded(now);
+                log::warn!("reload: {} applied ({what})", path.display());
+            }
+            Err(reason) => {
+                self.live.metrics.reload_failed();
+                log::error!(
+                    "reload: {} refused, the running configuration stays: {reason}",
+                    path.display()
+                );
+            }
+        }
+    }
+
+    fn apply(&self, new: Config) -> Result<String, String> {
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if new.sha256 == current.sha256 {
+            return Ok("unchanged".into());
+        }
+        needs_restart(&current, &new)?;
+        for warning in &new.warnings {
+            log::warn!("reload: {warning}");
+        }
+        let live = &self.live;
+        let mut changed = Vec::new();
+        for (index, (old, origin)) in current.origins.iter().zip(&new.origins).enumerate() {
+            if old.capacity != origin.capacity {
+                live.pool.set_capacity(index, origin.capacity);
+                live.limiter.set_capacity(index, origin.capacity);
+                changed.push(format!(
+                    "origin {} capacity {} -> {}",
+                    origin.name, old.capacity, origin.capacity
+                ));
+            }
+        }
+        if current.health != new.health {
+            live.pool.set_passive(new.health.passive);
+            live.health.store(Arc::new(new.health.clone()));
+            changed.push("health".into());
+        }
+        if (current.timeouts, current.retries) != (new.timeouts, new.retries) {
+            live.proxy.set(&live.pool, new.timeouts, new.retries);
+            changed.push("timeouts and retries".into());
+        }
+        if current.balancing != new.balancing {
+            live.adaptive.set_settings(new.balancing);
+            let balancing = &new.balancing;
+            live.limiter
+                .set_mode(balancing.limit, balancing.queue_timeout);
+            changed.push("balancing".into());
+        }
+        live.metrics.publish_pool(&live.pool);
+        *self.version.lock().unwrap_or_else(|e| e.into_inner()) = ConfigVersion {
+            sha256: new.sha256.clone(),
+            loaded_at: SystemTime::now(),
+        };
+        *current = new;
+        Ok(match changed.is_empty() {
+            true => "no setting changed".into(),
+            false => changed.join(", "),
+        })
+    }
+}
+
+/// The first key whose change needs a restart, as a refusal.
+fn needs_restart(old: &Config, new: &Config) -> Result<(), String> {
+    let restart = |key: &str| {
+        Err(format!(
+            "{key} cannot change while hothot runs: restart it (or start a new one with -u)"
+        ))
+    };
+    let same_origins = old.origins.len() == new.origins.len()
+        && old
+            .origins
+            .iter()
+            .zip(&new.origins)
+            .all(|(a, b)| a.name == b.name && a.address == b.address);
+    if !same_origins {
+        return Err("origins were added, removed, renamed, moved or reordered: \
+                    that needs a restart in this version (capacities change live)"
+            .into());
+    }
+    if old.listen != new.listen {
+        return restart("listen");
+    }
+    if old.metrics_listen != new.metrics_listen {
+        return restart("metrics.listen");
+    }
+    if old.admin != new.admin {
+        return restart("admin");
+    }
+    if old.access_log != new.access_log {
+        return restart("access_log");
+    }
+    if old.limits != new.limits {
+        return restart("limits");
+    }
+    if old.server != new.server {
+        return restart("server");
+    }
+    if old.replication != new.replication {
+        return restart("replication");
+    }
+    Ok(())
+}
