@@ -6,6 +6,9 @@ missing=()
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 command -v cc >/dev/null 2>&1 || missing+=(gcc)
 command -v make >/dev/null 2>&1 || missing+=(make)
+# TLS (Pingora's openssl feature) links the system OpenSSL, found by pkg-config.
+command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+pkg-config --exists openssl 2>/dev/null || missing+=(libssl-dev)
 [ ${#missing[@]} -eq 0 ] && exit 0
 echo "installing build dependencies: ${missing[*]}" >&2
 sudo_cmd=()

@@ -3,10 +3,19 @@
 # nginx-core, which has the WebDAV module), started by tests/ordering.rs as a
 # real origin that stores PUT bodies and applies DELETE.
 set -euo pipefail
-command -v nginx >/dev/null 2>&1 && exit 0
-echo "installing test dependencies: nginx-core" >&2
+# nginx: a real origin; openssl: test certificates; curl: a real HTTP/2 client.
+missing=()
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
 sudo_cmd=()
 [ "$(id -u)" -ne 0 ] && sudo_cmd=(sudo)
-"${sudo_cmd[@]}" apt-get update -qq
-DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq nginx-core ||
-  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq nginx
+if ! command -v nginx >/dev/null 2>&1; then
+  echo "installing test dependencies: nginx-core ${missing[*]}" >&2
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq nginx-core "${missing[@]}" ||
+    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq nginx "${missing[@]}"
+elif [ ${#missing[@]} -gt 0 ]; then
+  echo "installing test dependencies: ${missing[*]}" >&2
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${missing[@]}"
+fi

@@ -4,7 +4,7 @@
 use crate::access_log::AccessLog;
 use crate::adaptive::{Adaptive, AdaptiveService};
 use crate::admin::AdminApp;
-use crate::config::Config;
+use crate::config::{Config, TlsFiles};
 use crate::connections::{Book, Gate, Guarded};
 use crate::health::HealthService;
 use crate::limit::Limiter;
@@ -19,6 +19,7 @@ use crate::signals::SignalService;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use futures::FutureExt;
+use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::listeners::ListenerConfig;
 use pingora_core::protocols::l4::stream::L4BufferSettings;
 use pingora_core::server::configuration::{Opt, ServerConf};
@@ -45,6 +46,12 @@ pub enum StartError {
     },
     #[error("cannot start the server thread: {0}")]
     Thread(#[source] std::io::Error),
+    #[error("{key}: {source}")]
+    Tls {
+        key: String,
+        #[source]
+        source: Box<pingora_error::Error>,
+    },
     #[error("access_log.path: cannot open: {0}")]
     AccessLog(#[source] std::io::Error),
     #[error("replication journal: {0}")]
@@ -68,7 +75,7 @@ pub fn unbindable(config: &Config) -> Vec<StartError> {
         .listen
         .iter()
         .enumerate()
-        .map(|(i, a)| (format!("listen[{i}]"), *a))
+        .map(|(i, l)| (format!("listen[{i}]"), l.address))
         .chain(std::iter::once((
             "metrics.listen".to_owned(),
             config.metrics_listen,
@@ -167,6 +174,15 @@ fn balancer(pool: &Arc<Pool>) -> Result<LoadBalancer<CapacityWeighted>, StartErr
         log::error!("load balancer update failed: {e}");
     }
     Ok(balancer)
+}
+
+/// A TLS listener's settings: Mozilla's "intermediate" profile (OpenSSL,
+/// as Pingora builds it), offering HTTP/2 and HTTP/1.1 by ALPN.
+fn tls_settings(files: &TlsFiles) -> pingora_error::Result<TlsSettings> {
+    let path = |p: &Path| p.to_string_lossy().into_owned();
+    let mut settings = TlsSettings::intermediate(&path(&files.cert), &path(&files.key))?;
+    settings.enable_h2();
+    Ok(settings)
 }
 
 /// How many client connections the proxy may hold (see [`crate::connections`]).
@@ -277,8 +293,15 @@ pub fn build(config: &Config, opt: Option<Opt>, path: Option<&Path>) -> Result<S
         config.limits.client_read_buffer,
         config.limits.client_write_buffer,
     );
-    for address in &config.listen {
-        proxy_service.add_listener(ListenerConfig::tcp(address.to_string()).l4_buffer(buffers));
+    for (i, listener) in config.listen.iter().enumerate() {
+        let mut endpoint = ListenerConfig::tcp(listener.address.to_string()).l4_buffer(buffers);
+        if let Some(files) = &listener.tls {
+            endpoint = endpoint.tls(tls_settings(files).map_err(|source| StartError::Tls {
+                key: format!("listen[{i}].tls"),
+                source,
+            })?);
+        }
+        proxy_service.add_listener(endpoint);
     }
     let proxy_handle = server.add_service(ProxyService::new(proxy_service, replication));
     proxy_handle.add_dependency(&health_handle);

@@ -375,3 +375,24 @@ fn admin_and_access_log_mistakes_name_their_key() {
     let defaults = hothot::config::parse(&with_origins("")).unwrap();
     assert!(defaults.admin.is_none() && defaults.access_log.is_none());
 }
+
+#[test]
+fn tls_listener_mistakes_name_their_key() {
+    let origins = BASE_ORIGINS;
+    refused(
+        &format!("listen: [{{address: \"127.0.0.1:8443\", tls: {{cert: /nonexistent/cert.pem, key: /nonexistent/key.pem}}}}]\n{origins}"),
+        "listen[0].tls.cert",
+        "cannot read /nonexistent/cert.pem",
+    );
+    refused(
+        &format!("listen: [{{address: \"localhost:8443\"}}]\n{origins}"),
+        "listen[0].address",
+        "not an IP address with a port",
+    );
+    let plain = hothot::config::parse(&format!(
+        "listen: [\"127.0.0.1:8080\", {{address: \"127.0.0.1:8081\"}}]\n{origins}"
+    ))
+    .unwrap();
+    assert_eq!(plain.listen.len(), 2);
+    assert!(plain.listen.iter().all(|l| l.tls.is_none()));
+}

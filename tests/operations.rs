@@ -511,3 +511,72 @@ async fn reload_under_load_changes_shares_refuses_bad_configs_and_closes_nothing
     assert_eq!(c.served(), 0);
     hothot.terminate().await;
 }
+
+/// A self-signed certificate for `localhost` and 127.0.0.1, made by the
+/// `openssl` command: (certificate, key).
+fn certificate(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    std::fs::create_dir_all(dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    (cert, key)
+}
+
+/// `curl` over TLS with `protocol` (`--http2` or `--http1.1`): "<version> <status> <body>".
+async fn curl_tls(port: u16, ca: &std::path::Path, protocol: &str) -> String {
+    let (ca, protocol) = (ca.to_owned(), protocol.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let output = std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "10", &protocol, "--cacert"])
+            .arg(&ca)
+            .args(["-w", " %{http_version} %{http_code}"])
+            .arg(format!("https://localhost:{port}/tls"))
+            .args(["--resolve", &format!("localhost:{port}:127.0.0.1")])
+            .output()
+            .expect("curl runs");
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        format!("{text}{}", String::from_utf8_lossy(&output.stderr))
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_listener_speaks_http2_and_http11_by_alpn() {
+    let a = TestOrigin::start("a").await;
+    let dir = temp_dir("tls-listener");
+    let (cert, key) = certificate(&dir);
+    let [port, metrics] = free_ports();
+    let yaml = format!(
+        "listen: [{{address: \"127.0.0.1:{port}\", tls: {{cert: \"{}\", key: \"{}\"}}}}]\n\
+         metrics: {{listen: \"127.0.0.1:{metrics}\"}}\n\
+         origins: [{{name: a, address: \"{}\", capacity: 100}}]\n{STEADY}\
+         replication: {{journal: {{dir: \"{}\"}}}}\n",
+        cert.display(),
+        key.display(),
+        a.addr,
+        dir.join("journal").display()
+    );
+    let config = hothot::config::parse(&yaml).expect("valid config");
+    let _running = hothot::spawn(&config).expect("proxy starts");
+    wait_for_port(port).await;
+    // curl prints the body ("a"), then the protocol and the status.
+    assert_eq!(curl_tls(port, &cert, "--http2").await, "a 2 200");
+    assert_eq!(curl_tls(port, &cert, "--http1.1").await, "a 1.1 200");
+    assert_eq!(a.served(), 2);
+}

@@ -13,7 +13,7 @@ use serde::Deserialize;
 pub struct FileConfig {
     #[serde(default)]
     pub server: ServerSection,
-    pub listen: Vec<String>,
+    pub listen: Vec<super::listen::ListenEntry>,
     #[serde(default)]
     pub metrics: MetricsSection,
     pub origins: Vec<OriginSection>,

@@ -12,6 +12,7 @@ mod cidr;
 pub mod file;
 mod journal;
 mod limits;
+pub mod listen;
 pub mod replication;
 mod shape;
 pub mod units;
@@ -27,6 +28,7 @@ pub use balancing::{Balancing, LimitMode};
 pub use cidr::Cidr;
 pub use journal::{FsyncPolicy, JournalConfig};
 pub use limits::Limits;
+pub use listen::{Listener, TlsFiles};
 pub use replication::{OnTimeout, Order, OrderKey, Oversize, ReplicateOn, ReplicationConfig};
 pub use validate::validate;
 
@@ -86,7 +88,7 @@ impl ConfigError {
 pub struct Config {
     pub server: file::ServerSection,
     /// Proxy listeners; at least one.
-    pub listen: Vec<SocketAddr>,
+    pub listen: Vec<Listener>,
     /// Where `/metrics` is served. Default `127.0.0.1:9100`.
     pub metrics_listen: SocketAddr,
     /// The admin API; `None` when the `admin` section is absent.

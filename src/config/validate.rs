@@ -10,18 +10,7 @@ use std::time::Duration;
 const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9100";
 
 pub fn validate(file: FileConfig) -> Result<Config, ConfigError> {
-    if file.listen.is_empty() {
-        return Err(ConfigError::invalid(
-            "listen",
-            "at least one address is required",
-        ));
-    }
-    let listen = file
-        .listen
-        .iter()
-        .enumerate()
-        .map(|(i, addr)| parse_addr(&format!("listen[{i}]"), addr))
-        .collect::<Result<Vec<_>, _>>()?;
+    let listen = super::listen::validate(&file.listen, parse_addr)?;
     let metrics_listen = parse_addr(
         "metrics.listen",
         file.metrics
@@ -30,7 +19,8 @@ pub fn validate(file: FileConfig) -> Result<Config, ConfigError> {
             .unwrap_or(DEFAULT_METRICS_LISTEN),
     )?;
     let admin = super::admin::validate(file.admin, parse_addr)?;
-    check_listeners(&listen, metrics_listen, admin.as_ref().map(|a| a.listen))?;
+    let addresses: Vec<SocketAddr> = listen.iter().map(|l| l.address).collect();
+    check_listeners(&addresses, metrics_listen, admin.as_ref().map(|a| a.listen))?;
     validate_server(&file.server)?;
     let origins = validate_origins(&file.origins)?;
     let mut warnings = Vec::new();
