@@ -17,6 +17,7 @@ pub mod journal;
 pub mod limit;
 pub mod logging;
 pub mod metrics;
+pub mod origin_tls;
 pub mod pool;
 pub mod proxy;
 pub mod reload;

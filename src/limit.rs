@@ -174,6 +174,7 @@ mod tests {
             name: "a".into(),
             address: "127.0.0.1:9000".parse().unwrap(),
             capacity,
+            tls: None,
         }];
         let pool = Pool::new(
             &origins,
@@ -181,7 +182,8 @@ mod tests {
                 failures: 0,
                 eject: Duration::from_secs(1),
             },
-        );
+        )
+        .unwrap();
         Limiter::new(&pool, LimitMode::Shed, Duration::from_millis(100))
     }
 

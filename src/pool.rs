@@ -6,9 +6,11 @@
 //! origin that is dead at start-up never receives a request.
 
 use crate::config::{OriginConfig, PassiveConfig};
+use crate::origin_tls::TlsClient;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// One origin and its live state. All state is atomics: it is read on every pick.
@@ -24,6 +26,8 @@ pub struct Origin {
     /// Milliseconds since the pool's epoch until which the origin is ejected; 0 when not ejected.
     ejected_until_ms: AtomicU64,
     consecutive_failures: AtomicU32,
+    /// How to reach it over TLS, when it speaks TLS.
+    pub tls: Option<Arc<TlsClient>>,
     /// Taken out of rotation by an operator (admin API): no new traffic,
     /// while replicated writes still reach it.
     drained: AtomicBool,
@@ -60,27 +64,39 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub fn new(origins: &[OriginConfig], passive: PassiveConfig) -> Self {
+    /// The pool of `origins`; the error names an origin whose TLS settings
+    /// OpenSSL refused.
+    pub fn new(origins: &[OriginConfig], passive: PassiveConfig) -> Result<Self, String> {
         let origins: Vec<Origin> = origins
             .iter()
-            .map(|o| Origin {
-                name: o.name.clone(),
-                address: o.address,
-                capacity: AtomicU32::new(o.capacity),
-                probe_up: AtomicBool::new(false),
-                lagging: AtomicBool::new(false),
-                ejected_until_ms: AtomicU64::new(0),
-                consecutive_failures: AtomicU32::new(0),
-                drained: AtomicBool::new(false),
-                factor_milli: AtomicU32::new(FULL_FACTOR),
+            .enumerate()
+            .map(|(i, o)| {
+                let tls = match &o.tls {
+                    None => None,
+                    Some(settings) => Some(Arc::new(
+                        TlsClient::new(settings).map_err(|e| format!("origins[{i}].tls: {e}"))?,
+                    )),
+                };
+                Ok(Origin {
+                    tls,
+                    name: o.name.clone(),
+                    address: o.address,
+                    capacity: AtomicU32::new(o.capacity),
+                    probe_up: AtomicBool::new(false),
+                    lagging: AtomicBool::new(false),
+                    ejected_until_ms: AtomicU64::new(0),
+                    consecutive_failures: AtomicU32::new(0),
+                    drained: AtomicBool::new(false),
+                    factor_milli: AtomicU32::new(FULL_FACTOR),
+                })
             })
-            .collect();
+            .collect::<Result<_, String>>()?;
         let by_address = origins
             .iter()
             .enumerate()
             .map(|(i, o)| (o.address, i))
             .collect();
-        Pool {
+        Ok(Pool {
             origins,
             by_address,
             passive_failures: AtomicU32::new(passive.failures),
@@ -88,7 +104,7 @@ impl Pool {
             epoch: Instant::now(),
             changes: AtomicU64::new(0),
             next_ejection_end_ms: AtomicU64::new(u64::MAX),
-        }
+        })
     }
 
     /// A number that changes whenever the set of serving origins or their
@@ -323,6 +339,7 @@ mod tests {
                 name: format!("o{i}"),
                 address: format!("127.0.0.1:{}", 9000 + i).parse().unwrap(),
                 capacity: *c,
+                tls: None,
             })
             .collect();
         Pool::new(
@@ -332,6 +349,7 @@ mod tests {
                 eject: Duration::from_secs(60),
             },
         )
+        .unwrap()
     }
 
     #[test]

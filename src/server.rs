@@ -52,6 +52,8 @@ pub enum StartError {
         #[source]
         source: Box<pingora_error::Error>,
     },
+    #[error("{0}")]
+    OriginTls(String),
     #[error("access_log.path: cannot open: {0}")]
     AccessLog(#[source] std::io::Error),
     #[error("replication journal: {0}")]
@@ -207,7 +209,8 @@ pub fn build(config: &Config, opt: Option<Opt>, path: Option<&Path>) -> Result<S
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
-    let pool = Arc::new(Pool::new(&config.origins, config.health.passive));
+    let pool =
+        Arc::new(Pool::new(&config.origins, config.health.passive).map_err(StartError::OriginTls)?);
     let metrics = Arc::new(Metrics::new(&pool).map_err(StartError::Metrics)?);
 
     let health_config = Arc::new(ArcSwap::from_pointee(config.health.clone()));

@@ -396,3 +396,27 @@ fn tls_listener_mistakes_name_their_key() {
     assert_eq!(plain.listen.len(), 2);
     assert!(plain.listen.iter().all(|l| l.tls.is_none()));
 }
+
+#[test]
+fn origin_tls_mistakes_name_their_key() {
+    let origin = |tls: &str| {
+        format!("listen: [\"127.0.0.1:8080\"]\norigins: [{{name: a, address: \"127.0.0.1:9443\", capacity: 1, tls: {tls}}}]\n")
+    };
+    refused(
+        &origin("{ca: /nonexistent/ca.pem}"),
+        "origins[0].tls.ca",
+        "cannot read",
+    );
+    refused(
+        &origin("{sni: \"bad name\"}"),
+        "origins[0].tls.sni",
+        "not a host name",
+    );
+    refused(&origin("{verify: maybe}"), "origins[0].tls", "verify");
+    let config = hothot::config::parse(&origin("{sni: example.com}")).unwrap();
+    let tls = config.origins[0].tls.clone().unwrap();
+    assert_eq!(
+        (tls.sni.as_str(), tls.verify, tls.ca),
+        ("example.com", true, None)
+    );
+}

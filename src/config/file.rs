@@ -68,6 +68,7 @@ pub struct OriginSection {
     pub name: String,
     pub address: String,
     pub capacity: u32,
+    pub tls: Option<super::listen::OriginTlsSection>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -1,6 +1,7 @@
-//! The `listen` entries: a plain address (`"0.0.0.0:8080"`, HTTP/1.1 and
-//! h2c-less cleartext), or `{address, tls: {cert, key}}` for a listener that
-//! terminates TLS and offers HTTP/2 and HTTP/1.1 by ALPN.
+//! TLS on both sides. The `listen` entries: a plain address
+//! (`"0.0.0.0:8080"`, cleartext HTTP/1.1), or `{address, tls: {cert, key}}`
+//! for a listener that terminates TLS and offers HTTP/2 and HTTP/1.1 by
+//! ALPN. And `origins[].tls: {sni, verify, ca}`: an origin reached over TLS.
 
 use super::ConfigError;
 use serde::Deserialize;
@@ -79,4 +80,53 @@ fn readable(key: &str, path: &std::path::Path) -> Result<PathBuf, ConfigError> {
     std::fs::File::open(path)
         .map(|_| path.to_owned())
         .map_err(|e| ConfigError::invalid(key, format!("cannot read {}: {e}", path.display())))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OriginTlsSection {
+    pub sni: Option<String>,
+    pub verify: Option<bool>,
+    pub ca: Option<PathBuf>,
+}
+
+/// How an origin is reached over TLS (proxied requests, probes and
+/// replicated copies alike).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginTls {
+    /// Server name sent (SNI) and, when verifying, the name the certificate
+    /// must hold; empty: no SNI, and only the chain is verified.
+    pub sni: String,
+    /// Verify the origin's certificate. Default true.
+    pub verify: bool,
+    /// PEM file of the CAs to trust instead of the system's.
+    pub ca: Option<PathBuf>,
+}
+
+pub fn validate_origin_tls(
+    index: usize,
+    section: Option<&OriginTlsSection>,
+) -> Result<Option<OriginTls>, ConfigError> {
+    let Some(section) = section else {
+        return Ok(None);
+    };
+    let sni = section.sni.clone().unwrap_or_default();
+    if !sni
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.'))
+    {
+        return Err(ConfigError::invalid(
+            format!("origins[{index}].tls.sni"),
+            format!("{sni:?} is not a host name"),
+        ));
+    }
+    let ca = match &section.ca {
+        None => None,
+        Some(path) => Some(readable(&format!("origins[{index}].tls.ca"), path)?),
+    };
+    Ok(Some(OriginTls {
+        sni,
+        verify: section.verify.unwrap_or(true),
+        ca,
+    }))
 }

@@ -28,7 +28,7 @@ pub use balancing::{Balancing, LimitMode};
 pub use cidr::Cidr;
 pub use journal::{FsyncPolicy, JournalConfig};
 pub use limits::Limits;
-pub use listen::{Listener, TlsFiles};
+pub use listen::{Listener, OriginTls, TlsFiles};
 pub use replication::{OnTimeout, Order, OrderKey, Oversize, ReplicateOn, ReplicationConfig};
 pub use validate::validate;
 
@@ -116,6 +116,8 @@ pub struct OriginConfig {
     pub address: SocketAddr,
     /// Requests per second the origin can take; 0 means drained.
     pub capacity: u32,
+    /// Reached over TLS when set.
+    pub tls: Option<OriginTls>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

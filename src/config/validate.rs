@@ -170,6 +170,7 @@ fn validate_origins(origins: &[OriginSection]) -> Result<Vec<OriginConfig>, Conf
             name: name.to_owned(),
             address,
             capacity: origin.capacity,
+            tls: super::listen::validate_origin_tls(i, origin.tls.as_ref())?,
         });
     }
     if validated.iter().all(|o| o.capacity == 0) {

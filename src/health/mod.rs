@@ -70,10 +70,14 @@ impl HealthService {
         for (index, origin) in origins.iter().enumerate() {
             let config = config.clone();
             let address = origin.address;
+            let tls = origin.tls.clone();
             let delay = spacing * u32::try_from(index).unwrap_or(u32::MAX);
             probes.spawn(async move {
                 tokio::time::sleep(delay).await;
-                (index, probe(&config.kind, address, config.timeout).await)
+                (
+                    index,
+                    probe(&config.kind, address, tls.as_deref(), config.timeout).await,
+                )
             });
         }
         while let Some(joined) = probes.join_next().await {

@@ -2,10 +2,10 @@
 //! health endpoint answer with an expected status within the timeout?
 
 use crate::config::ProbeKind;
+use crate::origin_tls::{OriginStream, TlsClient};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// Why a probe failed; shown in the log line of an up→down transition.
 #[derive(Debug, thiserror::Error)]
@@ -22,20 +22,26 @@ pub enum ProbeError {
     Malformed,
 }
 
-/// Probes `address` once, all of it (connect, request, status line) within `timeout`.
+/// Probes `address` once (over TLS with `tls`), all of it (connect,
+/// handshake, request, status line) within `timeout`.
 pub async fn probe(
     kind: &ProbeKind,
     address: SocketAddr,
+    tls: Option<&TlsClient>,
     timeout: Duration,
 ) -> Result<(), ProbeError> {
-    match tokio::time::timeout(timeout, probe_unbounded(kind, address)).await {
+    match tokio::time::timeout(timeout, probe_unbounded(kind, address, tls)).await {
         Ok(result) => result,
         Err(_) => Err(ProbeError::Timeout(timeout)),
     }
 }
 
-async fn probe_unbounded(kind: &ProbeKind, address: SocketAddr) -> Result<(), ProbeError> {
-    let mut stream = TcpStream::connect(address)
+async fn probe_unbounded(
+    kind: &ProbeKind,
+    address: SocketAddr,
+    tls: Option<&TlsClient>,
+) -> Result<(), ProbeError> {
+    let mut stream = OriginStream::connect(address, tls)
         .await
         .map_err(ProbeError::Connect)?;
     let ProbeKind::Http {
@@ -63,7 +69,7 @@ async fn probe_unbounded(kind: &ProbeKind, address: SocketAddr) -> Result<(), Pr
 }
 
 /// Reads just enough of the response for its status line: `HTTP/1.x NNN`.
-async fn read_status(stream: &mut TcpStream) -> Result<u16, ProbeError> {
+async fn read_status(stream: &mut OriginStream) -> Result<u16, ProbeError> {
     let mut head = [0u8; 12];
     let mut filled = 0;
     while filled < head.len() {

@@ -44,6 +44,9 @@ fn peers(pool: &Pool, timeouts: Timeouts) -> Vec<HttpPeer> {
         .iter()
         .map(|origin| {
             let mut peer = HttpPeer::new(origin.address, false, String::new());
+            if let Some(tls) = &origin.tls {
+                tls.apply_to(&mut peer);
+            }
             let options = &mut peer.options;
             options.connection_timeout = Some(timeouts.connect);
             options.read_timeout = Some(timeouts.read);

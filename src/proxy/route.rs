@@ -209,6 +209,7 @@ mod tests {
                 name: n.to_string(),
                 address: format!("127.0.0.1:{}", 9000 + i).parse().unwrap(),
                 capacity: 1,
+                tls: None,
             })
             .collect();
         let pool = Pool::new(
@@ -217,7 +218,8 @@ mod tests {
                 failures: 0,
                 eject: std::time::Duration::from_secs(1),
             },
-        );
+        )
+        .unwrap();
         let mut request = RequestHeader::build("GET", b"/", None).unwrap();
         request
             .insert_header("cookie", "theme=dark; hothot_v=42.b; lang=en")

@@ -235,8 +235,9 @@ impl Lane {
                 void: false,
             }));
             if connection.is_none() {
+                let tls = self.replicator.pool.origins()[self.index].tls.as_deref();
                 *connection =
-                    Some(PeerConnection::connect(self.address, self.timeouts.connect).await?);
+                    Some(PeerConnection::connect(self.address, tls, self.timeouts.connect).await?);
             }
             if let Some(connection) = connection.as_mut() {
                 connection.send(&bytes, self.timeouts.write).await?;

@@ -6,6 +6,7 @@
 //! skipped. Most answers are only needed for their status; the ones a client
 //! waits for are kept whole ([`Answer::raw`]) and [`decode`]d for relaying.
 
+use crate::origin_tls::{OriginStream, TlsClient};
 use bytes::{Buf, Bytes, BytesMut};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -44,20 +45,26 @@ pub struct Decoded {
 }
 
 pub struct PeerConnection {
-    stream: TcpStream,
+    stream: OriginStream,
     buffer: BytesMut,
 }
 
 const MAX_HEADERS: usize = 64;
 
 impl PeerConnection {
-    pub async fn connect(address: SocketAddr, timeout: Duration) -> Result<Self, PipelineError> {
-        let stream = tokio::time::timeout(timeout, TcpStream::connect(address))
+    /// Connects to `address` (over TLS with `tls`), the handshake included
+    /// in `timeout`.
+    pub async fn connect(
+        address: SocketAddr,
+        tls: Option<&TlsClient>,
+        timeout: Duration,
+    ) -> Result<Self, PipelineError> {
+        let stream = tokio::time::timeout(timeout, OriginStream::connect(address, tls))
             .await
             .map_err(|_| PipelineError::Timeout(timeout))?
             .map_err(PipelineError::Connect)?;
-        let _ = stream.set_nodelay(true);
-        quick_ack(&stream);
+        let _ = stream.tcp().set_nodelay(true);
+        quick_ack(stream.tcp());
         Ok(PeerConnection {
             stream,
             buffer: BytesMut::with_capacity(16 * 1024),
@@ -163,7 +170,7 @@ impl PeerConnection {
         if n == 0 {
             return Err(PipelineError::Closed);
         }
-        quick_ack(&self.stream);
+        quick_ack(self.stream.tcp());
         Ok(())
     }
 }

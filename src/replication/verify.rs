@@ -181,13 +181,16 @@ Authorization: Bearer t\r\n\r\n";
     #[test]
     fn sampling_is_an_exact_fraction() {
         let metrics = Arc::new(
-            Metrics::new(&crate::pool::Pool::new(
-                &[],
-                crate::config::PassiveConfig {
-                    failures: 0,
-                    eject: std::time::Duration::from_secs(1),
-                },
-            ))
+            Metrics::new(
+                &crate::pool::Pool::new(
+                    &[],
+                    crate::config::PassiveConfig {
+                        failures: 0,
+                        eject: std::time::Duration::from_secs(1),
+                    },
+                )
+                .unwrap(),
+            )
             .unwrap(),
         );
         let verifier = Verifier::new(0.01, Vec::new(), metrics.clone());

@@ -19,18 +19,35 @@ impl Nginx {
     /// Starts nginx serving `dir/root` on an ephemeral port. Panics with
     /// the reason if nginx is missing (`.ci/run` installs it).
     pub async fn start(dir: &Path) -> Nginx {
+        Self::start_with(dir, None).await
+    }
+
+    /// The same, over TLS with this certificate and key (PEM files).
+    pub async fn start_tls(dir: &Path, cert: &Path, key: &Path) -> Nginx {
+        Self::start_with(dir, Some((cert, key))).await
+    }
+
+    async fn start_with(dir: &Path, tls: Option<(&Path, &Path)>) -> Nginx {
         for sub in ["root", "tmp"] {
             std::fs::create_dir_all(dir.join(sub)).unwrap();
         }
         let port = free_port();
         let d = dir.display();
+        let ssl = match tls {
+            Some((cert, key)) => format!(
+                " ssl;\n    ssl_certificate {};\n    ssl_certificate_key {}",
+                cert.display(),
+                key.display()
+            ),
+            None => String::new(),
+        };
         let config = format!(
             "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\n\
              error_log {d}/error.log;\nevents {{ worker_connections 512; }}\n\
              http {{\n  access_log off;\n  client_body_temp_path {d}/tmp/body;\n\
              proxy_temp_path {d}/tmp/proxy;\n  fastcgi_temp_path {d}/tmp/fastcgi;\n\
              uwsgi_temp_path {d}/tmp/uwsgi;\n  scgi_temp_path {d}/tmp/scgi;\n\
-             server {{\n    listen 127.0.0.1:{port};\n    root {d}/root;\n\
+             server {{\n    listen 127.0.0.1:{port}{ssl};\n    root {d}/root;\n\
              location = /health {{ return 200 \"ok\\n\"; }}\n\
              location / {{ dav_methods PUT DELETE; create_full_put_path on; client_max_body_size 16m; }}\n\
              }}\n}}\n"
