@@ -9,6 +9,7 @@
 pub mod access_log;
 pub mod adaptive;
 pub mod admin;
+pub mod certificates;
 pub mod cli;
 pub mod config;
 pub mod connections;

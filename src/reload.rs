@@ -1,7 +1,9 @@
 //! Live reload: `SIGHUP` (or `hothot -s reload -c FILE`) re-reads the
 //! configuration file and applies it without closing a connection.
 //!
-//! A new configuration is validated whole first; an invalid one is refused
+//! TLS listeners' certificate files are read again each time (a renewed
+//! certificate is served to new connections). A new configuration is
+//! validated whole first; an invalid one is refused
 //! and the running one stays (the log names the key). What changes live:
 //! origins' capacities, `health` (probes and passive ejection), `timeouts`,
 //! `retries` and `balancing`. Keys that need a restart (or a `-u` upgrade)
@@ -10,11 +12,13 @@
 //! removed, renamed, moved to another address or reordered.
 
 use crate::adaptive::Adaptive;
+use crate::certificates::ListenerCertificate;
 use crate::config::{Config, HealthConfig};
 use crate::limit::Limiter;
 use crate::metrics::Metrics;
 use crate::pool::Pool;
 use crate::proxy::LiveSettings;
+use crate::replication::Replicator;
 use arc_swap::ArcSwap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -35,6 +39,9 @@ pub struct Live {
     pub adaptive: Arc<Adaptive>,
     pub health: Arc<ArcSwap<HealthConfig>>,
     pub proxy: Arc<LiveSettings>,
+    pub replicator: Arc<Replicator>,
+    /// The TLS listeners' certificates, read again at every reload.
+    pub certificates: Vec<Arc<ListenerCertificate>>,
 }
 
 pub struct Reloader {
@@ -93,10 +100,16 @@ impl Reloader {
 
     fn apply(&self, new: Config) -> Result<String, String> {
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        if new.sha256 == current.sha256 {
-            return Ok("unchanged".into());
-        }
         needs_restart(&current, &new)?;
+        // Certificates are read again even when the file is unchanged:
+        // renewing one rewrites its files, not the configuration.
+        ListenerCertificate::reload_all(&self.live.certificates)?;
+        if new.sha256 == current.sha256 {
+            return Ok(match self.live.certificates.is_empty() {
+                true => "unchanged".into(),
+                false => "unchanged; TLS certificates read again".into(),
+            });
+        }
         for warning in &new.warnings {
             log::warn!("reload: {warning}");
         }
@@ -120,6 +133,10 @@ impl Reloader {
         if (current.timeouts, current.retries) != (new.timeouts, new.retries) {
             live.proxy.set(&live.pool, new.timeouts, new.retries);
             changed.push("timeouts and retries".into());
+        }
+        if current.replication != new.replication {
+            live.replicator.set_config(new.replication.clone());
+            changed.push("replication".into());
         }
         if current.balancing != new.balancing {
             live.adaptive.set_settings(new.balancing);
@@ -177,8 +194,25 @@ fn needs_restart(old: &Config, new: &Config) -> Result<(), String> {
     if old.server != new.server {
         return restart("server");
     }
-    if old.replication != new.replication {
-        return restart("replication");
+    let (a, b) = (&old.replication, &new.replication);
+    let restart_only = [
+        ("replication.mode", a.mode != b.mode),
+        ("replication.order", a.order != b.order),
+        ("replication.order_key", a.order_key != b.order_key),
+        ("replication.journal", a.journal != b.journal),
+        ("replication.linger", a.linger != b.linger),
+        (
+            "replication.retry.initial and max",
+            (a.retry_initial, a.retry_max) != (b.retry_initial, b.retry_max),
+        ),
+        ("replication.max_pending", a.max_pending != b.max_pending),
+        (
+            "replication.verify.sample",
+            a.verify_sample != b.verify_sample,
+        ),
+    ];
+    match restart_only.iter().find(|(_, changed)| *changed) {
+        Some((key, _)) => restart(key),
+        None => Ok(()),
     }
-    Ok(())
 }

@@ -4,7 +4,8 @@
 use crate::access_log::AccessLog;
 use crate::adaptive::{Adaptive, AdaptiveService};
 use crate::admin::AdminApp;
-use crate::config::{Config, TlsFiles};
+use crate::certificates::ListenerCertificate;
+use crate::config::Config;
 use crate::connections::{Book, Gate, Guarded};
 use crate::health::HealthService;
 use crate::limit::Limiter;
@@ -46,6 +47,8 @@ pub enum StartError {
     },
     #[error("cannot start the server thread: {0}")]
     Thread(#[source] std::io::Error),
+    #[error("{key}: {reason}")]
+    Certificate { key: String, reason: String },
     #[error("{key}: {source}")]
     Tls {
         key: String,
@@ -179,10 +182,10 @@ fn balancer(pool: &Arc<Pool>) -> Result<LoadBalancer<CapacityWeighted>, StartErr
 }
 
 /// A TLS listener's settings: Mozilla's "intermediate" profile (OpenSSL,
-/// as Pingora builds it), offering HTTP/2 and HTTP/1.1 by ALPN.
-fn tls_settings(files: &TlsFiles) -> pingora_error::Result<TlsSettings> {
-    let path = |p: &Path| p.to_string_lossy().into_owned();
-    let mut settings = TlsSettings::intermediate(&path(&files.cert), &path(&files.key))?;
+/// as Pingora builds it), offering HTTP/2 and HTTP/1.1 by ALPN, presenting
+/// `certificate` (which a reload may renew).
+fn tls_settings(certificate: &Arc<ListenerCertificate>) -> pingora_error::Result<TlsSettings> {
+    let mut settings = TlsSettings::with_callbacks(certificate.presenter())?;
     settings.enable_h2();
     Ok(settings)
 }
@@ -260,29 +263,10 @@ pub fn build(config: &Config, opt: Option<Opt>, path: Option<&Path>) -> Result<S
         limiter: limiter.clone(),
         live: live.clone(),
         metrics: metrics.clone(),
-        replicator,
+        replicator: replicator.clone(),
         access_log: access_log.clone(),
         limits: config.limits,
     });
-    let reloader = Arc::new(Reloader::new(
-        path.map(Path::to_owned),
-        config,
-        Live {
-            pool: pool.clone(),
-            metrics: metrics.clone(),
-            limiter,
-            adaptive,
-            health: health_config,
-            proxy: live,
-        },
-    ));
-    server.add_service(background_service(
-        "signals",
-        SignalService {
-            access_log,
-            reloader: reloader.clone(),
-        },
-    ));
     let book = Book::new(connection_budget(config)?, metrics.connections.clone());
     let gate = Arc::new(Gate::new(book.clone()));
     let mut app = pingora_proxy::HttpProxy::new(proxy, server.configuration.clone());
@@ -296,16 +280,44 @@ pub fn build(config: &Config, opt: Option<Opt>, path: Option<&Path>) -> Result<S
         config.limits.client_read_buffer,
         config.limits.client_write_buffer,
     );
+    let mut certificates = Vec::new();
     for (i, listener) in config.listen.iter().enumerate() {
         let mut endpoint = ListenerConfig::tcp(listener.address.to_string()).l4_buffer(buffers);
         if let Some(files) = &listener.tls {
-            endpoint = endpoint.tls(tls_settings(files).map_err(|source| StartError::Tls {
-                key: format!("listen[{i}].tls"),
-                source,
-            })?);
+            let key = format!("listen[{i}].tls");
+            let certificate =
+                ListenerCertificate::load(files).map_err(|reason| StartError::Certificate {
+                    key: key.clone(),
+                    reason,
+                })?;
+            let settings =
+                tls_settings(&certificate).map_err(|source| StartError::Tls { key, source })?;
+            certificates.push(certificate);
+            endpoint = endpoint.tls(settings);
         }
         proxy_service.add_listener(endpoint);
     }
+    let reloader = Arc::new(Reloader::new(
+        path.map(Path::to_owned),
+        config,
+        Live {
+            pool: pool.clone(),
+            metrics: metrics.clone(),
+            limiter,
+            adaptive,
+            health: health_config,
+            proxy: live,
+            replicator,
+            certificates,
+        },
+    ));
+    server.add_service(background_service(
+        "signals",
+        SignalService {
+            access_log,
+            reloader: reloader.clone(),
+        },
+    ));
     let proxy_handle = server.add_service(ProxyService::new(proxy_service, replication));
     proxy_handle.add_dependency(&health_handle);
 

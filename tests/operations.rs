@@ -243,9 +243,20 @@ async fn the_access_log_has_one_parseable_line_per_request() {
         .iter()
         .map(|l| serde_json::from_str(l).expect("a JSON line"))
         .collect();
-    for (i, entry) in entries[..10].iter().enumerate() {
-        assert_eq!(entry["method"], "GET");
-        assert_eq!(entry["path"], format!("/item/{i}?q=1"));
+    // Lines are written as requests end: neighbours may swap places.
+    let (gets, writes): (Vec<_>, Vec<_>) = entries.iter().partition(|e| e["method"] == "GET");
+    let mut paths: Vec<String> = gets
+        .iter()
+        .map(|e| e["path"].as_str().unwrap().to_owned())
+        .collect();
+    paths.sort();
+    assert_eq!(
+        paths,
+        (0..10)
+            .map(|i| format!("/item/{i}?q=1"))
+            .collect::<Vec<_>>()
+    );
+    for entry in &gets {
         assert_eq!(entry["status"], 200);
         assert_eq!(entry["upstream_status"], 200);
         assert_eq!(entry["attempts"], 1);
@@ -256,24 +267,28 @@ async fn the_access_log_has_one_parseable_line_per_request() {
         assert!(entry["duration_seconds"].as_f64().unwrap() >= 0.0);
         assert!(entry["time"].as_str().unwrap().ends_with('Z'));
     }
-    let write = &entries[10];
+    let write = writes[0];
     assert_eq!(write["method"], "PUT");
     assert!(write["version"].as_u64().unwrap() > 0, "{write}");
     assert_eq!(write["replication"], "queued");
 
     let combined = lines(&combined_path);
+    let line = |needle: &str| {
+        combined
+            .iter()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no line with {needle}: {combined:?}"))
+            .clone()
+    };
+    let get3 = line("\"GET /item/3?q=1 HTTP/1.1\"");
     assert!(
-        combined[3].starts_with("127.0.0.1 - - [")
-            && combined[3]
-                .contains("] \"GET /item/3?q=1 HTTP/1.1\" 200 1 \"-\" \"hothot-test/1\" rt=")
-            && combined[3].contains(" origin=a attempts=1 upstream_status=200"),
-        "{}",
-        combined[3]
+        get3.starts_with("127.0.0.1 - - [")
+            && get3.contains("] \"GET /item/3?q=1 HTTP/1.1\" 200 1 \"-\" \"hothot-test/1\" rt=")
+            && get3.contains(" origin=a attempts=1 upstream_status=200"),
+        "{get3}"
     );
-    assert!(
-        combined[10].contains("\"PUT /kv/key HTTP/1.1\" 200 ")
-            && combined[10].contains(" replication=queued")
-    );
+    let put = line("\"PUT /kv/key HTTP/1.1\" 200 ");
+    assert!(put.contains(" replication=queued"), "{put}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -320,13 +335,22 @@ async fn sigusr1_reopens_the_access_log_and_rotation_loses_no_line() {
         old.len(),
         new.len()
     );
-    // In order, each request once.
-    for (i, line) in old.iter().chain(&new).enumerate() {
-        assert!(
-            line.contains(&format!("\"GET /r/{i} HTTP/1.1\"")),
-            "line {i}: {line}"
-        );
-    }
+    // Each request once. (Lines are written when requests end, and two
+    // worker threads may end neighbours in either order.)
+    let mut logged: Vec<usize> = old
+        .iter()
+        .chain(&new)
+        .filter_map(|line| {
+            line.split("\"GET /r/")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    logged.sort_unstable();
+    assert_eq!(logged, (0..sent).collect::<Vec<_>>());
 }
 
 /// Clients that each keep one keep-alive connection for their whole run;
@@ -398,19 +422,25 @@ impl SteadyClients {
     }
 }
 
-/// Sends SIGHUP and waits for the reload to be refused (the `failures`-th
-/// refusal) with `why` in the log.
-async fn refused_reload(hothot: &ProxyProcess, failures: f64, why: &str) {
+/// Sends SIGHUP and waits until `hothot_config_reloads_total{result}` is `count`.
+async fn hup_until(hothot: &ProxyProcess, result: &str, count: f64) {
     let pid = hothot.pid().unwrap().to_string();
     let signalled = std::process::Command::new("kill")
         .args(["-HUP", &pid])
         .status();
     assert!(signalled.unwrap().success());
-    let refused = wait_until(Duration::from_secs(5), || async {
-        reloads(hothot, "failure").await == failures
+    let reached = wait_until(Duration::from_secs(5), || async {
+        reloads(hothot, result).await == count
     })
     .await;
-    assert!(refused && hothot.log().contains(why), "{}", hothot.log());
+    assert!(reached, "no {result} number {count}: {}", hothot.log());
+}
+
+/// Sends SIGHUP and waits for the reload to be refused (the `failures`-th
+/// refusal) with `why` in the log.
+async fn refused_reload(hothot: &ProxyProcess, failures: f64, why: &str) {
+    hup_until(hothot, "failure", failures).await;
+    assert!(hothot.log().contains(why), "{}", hothot.log());
 }
 
 /// The process's `hothot_config_reloads_total{result}`.
@@ -500,6 +530,24 @@ async fn reload_under_load_changes_shares_refuses_bad_configs_and_closes_nothing
         ),
     ));
     refused_reload(&hothot, 2.0, "needs a restart").await;
+
+    // 4. Replication keys read per write change live; the ones the workers
+    // started with are refused by name.
+    rewrite(origins(300, "").replace(
+        "replication: {mode: off}",
+        "replication: {mode: off, max_lag: 2s}",
+    ));
+    hup_until(&hothot, "success", 2.0).await;
+    rewrite(origins(300, "").replace(
+        "replication: {mode: off}",
+        "replication: {mode: off, linger: 5ms}",
+    ));
+    refused_reload(
+        &hothot,
+        3.0,
+        "replication.linger cannot change while hothot runs",
+    )
+    .await;
 
     let (origins_seen, errors) = steady.stop().await;
     assert!(errors.is_empty(), "errors during reloads: {errors:?}");
@@ -652,4 +700,54 @@ async fn an_origin_over_tls_is_probed_proxied_and_replicated_to() {
         get(&format!("http://127.0.0.1:{port}/doc.txt")).await.body,
         "over tls"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_serves_the_renewed_certificate_to_new_connections() {
+    let a = TestOrigin::start("a").await;
+    let dir = temp_dir("tls-reload");
+    let (old_cert, old_key) = certificate(&dir.join("old"));
+    let (new_cert, new_key) = certificate(&dir.join("new"));
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::copy(&old_cert, &cert).unwrap();
+    std::fs::copy(&old_key, &key).unwrap();
+    let mut hothot = ProxyProcess::start(
+        &dir,
+        &format!(
+            "origins: [{{name: a, address: \"{}\", capacity: 100}}]\n{STEADY}replication: {{mode: off}}\n",
+            a.addr
+        ),
+    )
+    .await;
+    // The same process, on the same port, with the listener made TLS.
+    hothot.kill();
+    let config_path = dir.join("hothot.yaml");
+    let plain = format!("listen: [\"127.0.0.1:{}\"]", hothot.port);
+    let tls = format!(
+        "listen: [{{address: \"127.0.0.1:{}\", tls: {{cert: \"{}\", key: \"{}\"}}}}]",
+        hothot.port,
+        cert.display(),
+        key.display()
+    );
+    let yaml = std::fs::read_to_string(&config_path)
+        .unwrap()
+        .replace(&plain, &tls);
+    std::fs::write(&config_path, yaml).unwrap();
+    hothot.spawn().await;
+    assert_eq!(
+        curl_tls(hothot.port, &old_cert, "--http1.1").await,
+        "a 1.1 200"
+    );
+
+    // Renewal: new files over the old ones, then SIGHUP.
+    std::fs::copy(&new_cert, &cert).unwrap();
+    std::fs::copy(&new_key, &key).unwrap();
+    hup_until(&hothot, "success", 1.0).await;
+    assert_eq!(curl_tls(hothot.port, &new_cert, "--http2").await, "a 2 200");
+    let old_trust = curl_tls(hothot.port, &old_cert, "--http2").await;
+    assert!(
+        !old_trust.contains("200"),
+        "the old certificate is still served: {old_trust}"
+    );
+    hothot.terminate().await;
 }

@@ -282,7 +282,7 @@ impl Lane {
         if answer.status >= 500 {
             return self.server_error(sent, answer, in_flight);
         }
-        let sequenced = self.replicator.config.order.is_sequenced();
+        let sequenced = self.replicator.config().order.is_sequenced();
         if answer.status < 300 || sequenced {
             // Under total or key order, a 4xx is an answer: in the same
             // state every origin gives it, and the sequence goes on.
@@ -323,7 +323,7 @@ impl Lane {
         self.fail_reply(write, answer.raw.clone());
         let counts = self.replicator.pool.is_probe_up(self.index);
         let failures = self.queue().record_failure(sent.id, counts);
-        let max_attempts = self.replicator.config.retry_max_attempts;
+        let max_attempts = self.replicator.config().retry_max_attempts;
         if failures >= max_attempts {
             self.metrics().failed.inc();
             log::error!(

@@ -27,6 +27,7 @@ use crate::config::{ReplicationConfig, ReplicationMode, Timeouts};
 use crate::journal::{Journal, JournalError};
 use crate::metrics::Metrics;
 use crate::pool::Pool;
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use key::Keying;
 use pingora_http::RequestHeader;
@@ -83,7 +84,8 @@ pub const ANSWER_TIMEOUT_MESSAGE: &str =
     "gateway timeout: no origin answered the write in time; it stays queued for every origin\n";
 
 pub struct Replicator {
-    config: ReplicationConfig,
+    /// Swapped by a reload (the keys [`crate::reload`] lets change live).
+    config: ArcSwap<ReplicationConfig>,
     clock: VersionClock,
     keying: Keying,
     sequencer: Sequencer,
@@ -133,7 +135,7 @@ impl Replicator {
             metrics.clone(),
         ));
         Ok(Replicator {
-            config,
+            config: ArcSwap::from_pointee(config),
             clock,
             keying,
             sequencer,
@@ -145,19 +147,26 @@ impl Replicator {
         })
     }
 
-    pub fn config(&self) -> &ReplicationConfig {
-        &self.config
+    /// The replication settings in force.
+    pub fn config(&self) -> arc_swap::Guard<Arc<ReplicationConfig>> {
+        self.config.load()
+    }
+
+    /// A reload's settings (only keys that may change live differ).
+    pub fn set_config(&self, config: ReplicationConfig) {
+        self.config.store(Arc::new(config));
     }
 
     /// Is a request with this method a write to replicate?
     pub fn replicates(&self, method: &http::Method) -> bool {
-        self.config.mode != ReplicationMode::Off && self.config.methods.contains(method)
+        let config = self.config();
+        config.mode != ReplicationMode::Off && config.methods.contains(method)
     }
 
     /// May this client mark its request as an already-replicated copy?
     pub fn trusts(&self, client: Option<IpAddr>) -> bool {
         client.is_some_and(|ip| {
-            self.config
+            self.config()
                 .trusted_sources
                 .iter()
                 .any(|range| range.contains(ip))
@@ -226,7 +235,7 @@ impl Replicator {
     /// any) followed by hothot's own for this version.
     pub fn idempotency_key(&self, client: Option<&str>, version: u64) -> String {
         let own = self.clock.idempotency_key(version);
-        match (client, self.config.order) {
+        match (client, self.config().order) {
             (Some(client), crate::config::Order::Total) => client.to_owned(),
             (Some(client), _) => format!("{client}.{own}"),
             (None, _) => own,
@@ -248,7 +257,7 @@ impl Replicator {
         new: &NewWrite,
         reply: Option<Arc<Reply>>,
     ) -> Result<(Arc<Write>, Option<crate::journal::Durability>), String> {
-        let sequenced = self.config.order.is_sequenced();
+        let sequenced = self.config().order.is_sequenced();
         let targets = match sequenced {
             true => Targets::All,
             false => Targets::AllBut(new.primary),
@@ -315,8 +324,8 @@ impl Replicator {
         let out_of_service = |i: usize| !self.pool.is_serving(i) || self.is_failing(i);
         match reply.wait(deadline, &out_of_service).await {
             Outcome::Answer { origin, raw } => {
-                let quorum =
-                    self.config.mode != ReplicationMode::Sync || self.wait_for_quorum(&write).await;
+                let quorum = self.config().mode != ReplicationMode::Sync
+                    || self.wait_for_quorum(&write).await;
                 Ordered::Answer {
                     origin,
                     raw,
@@ -351,9 +360,9 @@ impl Replicator {
     /// `write`, at most `timeout`. False (and counted) on timeout; the write
     /// stays queued either way.
     pub async fn wait_for_quorum(&self, write: &Write) -> bool {
-        let quorum = u32::try_from(self.config.quorum).unwrap_or(u32::MAX);
+        let quorum = u32::try_from(self.config().quorum).unwrap_or(u32::MAX);
         let acknowledged =
-            tokio::time::timeout(self.config.timeout, write.acknowledged_by(quorum)).await;
+            tokio::time::timeout(self.config().timeout, write.acknowledged_by(quorum)).await;
         if acknowledged.is_err() {
             self.metrics.replication.quorum_timeouts.inc();
         }

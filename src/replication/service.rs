@@ -36,12 +36,13 @@ impl Replicator {
             let lag = queue.oldest_age();
             metrics.lag.set(lag.as_secs_f64());
             let name = self.origin_name(index);
-            if lag > self.config.max_lag && self.pool.set_lagging(index, true) {
+            let max_lag = self.config().max_lag;
+            if lag > max_lag && self.pool.set_lagging(index, true) {
                 changed = true;
                 log::warn!(
                     "origin {name} lags {lag:.1?} behind on replicated writes (max_lag {:?}): \
                      no reads until it catches up",
-                    self.config.max_lag
+                    max_lag
                 );
             } else if self.pool.is_lagging(index)
                 && queue.is_empty()
@@ -69,8 +70,8 @@ impl Replicator {
         } else {
             1
         };
-        let linger = match self.config.mode {
-            ReplicationMode::Async => self.config.linger,
+        let linger = match self.config().mode {
+            ReplicationMode::Async => self.config().linger,
             // A sync client waits for its copies: they must leave at once.
             _ => Duration::ZERO,
         };
@@ -85,8 +86,8 @@ impl Replicator {
                 timeouts,
                 linger,
                 backoff: Backoff::new(
-                    self.config.retry_initial,
-                    self.config.retry_max,
+                    self.config().retry_initial,
+                    self.config().retry_max,
                     self.clock.next() ^ (index * KEY_LANES + lane) as u64,
                 ),
             })

@@ -1,0 +1,96 @@
+//! Which certificate a TLS listener presents: read from its files at
+//! start-up, and again at each reload (`SIGHUP`), so that a renewed
+//! certificate written over the old files is served without a restart.
+//! Connections already open keep the certificate they were handshaken with.
+
+use crate::config::TlsFiles;
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use openssl::pkey::{PKey, Private};
+use openssl::x509::X509;
+use pingora_core::listeners::TlsAccept;
+use pingora_core::protocols::tls::TlsRef;
+use pingora_core::tls::ext;
+use std::sync::Arc;
+
+/// A certificate chain (leaf first) and its private key.
+struct Loaded {
+    chain: Vec<X509>,
+    key: PKey<Private>,
+}
+
+/// One TLS listener's certificate.
+pub struct ListenerCertificate {
+    files: TlsFiles,
+    current: ArcSwap<Loaded>,
+}
+
+impl ListenerCertificate {
+    /// Reads the files; the error says what is wrong with them.
+    pub fn load(files: &TlsFiles) -> Result<Arc<Self>, String> {
+        Ok(Arc::new(ListenerCertificate {
+            current: ArcSwap::from_pointee(read(files)?),
+            files: files.clone(),
+        }))
+    }
+
+    /// Reads every listener's files again and, only if all of them are
+    /// valid, switches every listener to its new certificate; otherwise the
+    /// certificates in use stay.
+    pub fn reload_all(certificates: &[Arc<Self>]) -> Result<(), String> {
+        let loaded = certificates
+            .iter()
+            .map(|c| read(&c.files))
+            .collect::<Result<Vec<_>, _>>()?;
+        for (certificate, loaded) in certificates.iter().zip(loaded) {
+            certificate.current.store(Arc::new(loaded));
+        }
+        Ok(())
+    }
+
+    /// Pingora's handshake callback presenting this certificate.
+    pub fn presenter(self: &Arc<Self>) -> Box<dyn TlsAccept + Send + Sync> {
+        Box::new(Presenter(self.clone()))
+    }
+}
+
+fn read(files: &TlsFiles) -> Result<Loaded, String> {
+    let pem = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    };
+    let chain = X509::stack_from_pem(&pem(&files.cert)?)
+        .map_err(|e| format!("{}: not a PEM certificate chain: {e}", files.cert.display()))?;
+    if chain.is_empty() {
+        return Err(format!("{} holds no certificate", files.cert.display()));
+    }
+    let key = PKey::private_key_from_pem(&pem(&files.key)?)
+        .map_err(|e| format!("{}: not a PEM private key: {e}", files.key.display()))?;
+    let matches = chain[0]
+        .public_key()
+        .is_ok_and(|public| public.public_eq(&key));
+    if !matches {
+        return Err(format!(
+            "{} is not the key of the certificate in {}",
+            files.key.display(),
+            files.cert.display()
+        ));
+    }
+    Ok(Loaded { chain, key })
+}
+
+struct Presenter(Arc<ListenerCertificate>);
+
+#[async_trait]
+impl TlsAccept for Presenter {
+    async fn certificate_callback(&self, ssl: &mut TlsRef) {
+        let loaded = self.0.current.load();
+        let mut result = ext::ssl_use_certificate(ssl, &loaded.chain[0])
+            .and_then(|()| ext::ssl_use_private_key(ssl, &loaded.key));
+        for intermediate in &loaded.chain[1..] {
+            result = result.and_then(|()| ext::ssl_add_chain_cert(ssl, intermediate));
+        }
+        if let Err(e) = result {
+            log::error!("TLS: cannot present the certificate: {e}");
+        }
+    }
+}
