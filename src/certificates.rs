@@ -3,7 +3,6 @@
 //! certificate written over the old files is served without a restart.
 //! Connections already open keep the certificate they were handshaken with.
 
-use crate::config::TlsFiles;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use openssl::pkey::{PKey, Private};
@@ -11,6 +10,7 @@ use openssl::x509::X509;
 use pingora_core::listeners::TlsAccept;
 use pingora_core::protocols::tls::TlsRef;
 use pingora_core::tls::ext;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// A certificate chain (leaf first) and its private key.
@@ -21,17 +21,25 @@ struct Loaded {
 
 /// One TLS listener's certificate.
 pub struct ListenerCertificate {
-    files: TlsFiles,
+    cert: PathBuf,
+    key: PathBuf,
     current: ArcSwap<Loaded>,
 }
 
 impl ListenerCertificate {
-    /// Reads the files; the error says what is wrong with them.
-    pub fn load(files: &TlsFiles) -> Result<Arc<Self>, String> {
+    /// Reads the PEM files of a certificate chain and its key; the error
+    /// says what is wrong with them.
+    pub fn load(cert: &Path, key: &Path) -> Result<Arc<Self>, String> {
         Ok(Arc::new(ListenerCertificate {
-            current: ArcSwap::from_pointee(read(files)?),
-            files: files.clone(),
+            current: ArcSwap::from_pointee(read(cert, key)?),
+            cert: cert.to_owned(),
+            key: key.to_owned(),
         }))
+    }
+
+    /// Checks the files as [`Self::load`] would (for `hothot -t`).
+    pub fn check(cert: &Path, key: &Path) -> Result<(), String> {
+        read(cert, key).map(|_| ())
     }
 
     /// Reads every listener's files again and, only if all of them are
@@ -40,7 +48,7 @@ impl ListenerCertificate {
     pub fn reload_all(certificates: &[Arc<Self>]) -> Result<(), String> {
         let loaded = certificates
             .iter()
-            .map(|c| read(&c.files))
+            .map(|c| read(&c.cert, &c.key))
             .collect::<Result<Vec<_>, _>>()?;
         for (certificate, loaded) in certificates.iter().zip(loaded) {
             certificate.current.store(Arc::new(loaded));
@@ -54,25 +62,26 @@ impl ListenerCertificate {
     }
 }
 
-fn read(files: &TlsFiles) -> Result<Loaded, String> {
-    let pem = |path: &std::path::Path| {
+fn read(cert: &Path, key: &Path) -> Result<Loaded, String> {
+    let pem = |path: &Path| {
         std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
     };
-    let chain = X509::stack_from_pem(&pem(&files.cert)?)
-        .map_err(|e| format!("{}: not a PEM certificate chain: {e}", files.cert.display()))?;
+    let chain = X509::stack_from_pem(&pem(cert)?)
+        .map_err(|e| format!("{}: not a PEM certificate chain: {e}", cert.display()))?;
     if chain.is_empty() {
-        return Err(format!("{} holds no certificate", files.cert.display()));
+        return Err(format!("{} holds no certificate", cert.display()));
     }
-    let key = PKey::private_key_from_pem(&pem(&files.key)?)
-        .map_err(|e| format!("{}: not a PEM private key: {e}", files.key.display()))?;
+    let key_path = key;
+    let key = PKey::private_key_from_pem(&pem(key_path)?)
+        .map_err(|e| format!("{}: not a PEM private key: {e}", key_path.display()))?;
     let matches = chain[0]
         .public_key()
         .is_ok_and(|public| public.public_eq(&key));
     if !matches {
         return Err(format!(
             "{} is not the key of the certificate in {}",
-            files.key.display(),
-            files.cert.display()
+            key_path.display(),
+            cert.display()
         ));
     }
     Ok(Loaded { chain, key })

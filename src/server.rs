@@ -286,9 +286,11 @@ pub fn build(config: &Config, opt: Option<Opt>, path: Option<&Path>) -> Result<S
         if let Some(files) = &listener.tls {
             let key = format!("listen[{i}].tls");
             let certificate =
-                ListenerCertificate::load(files).map_err(|reason| StartError::Certificate {
-                    key: key.clone(),
-                    reason,
+                ListenerCertificate::load(&files.cert, &files.key).map_err(|reason| {
+                    StartError::Certificate {
+                        key: key.clone(),
+                        reason,
+                    }
                 })?;
             let settings =
                 tls_settings(&certificate).map_err(|source| StartError::Tls { key, source })?;

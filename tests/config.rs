@@ -420,3 +420,23 @@ fn origin_tls_mistakes_name_their_key() {
         ("example.com", true, None)
     );
 }
+
+#[test]
+fn certificate_files_are_checked_before_start() {
+    let dir = std::env::temp_dir().join(format!("hothot-config-pem-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let garbage = dir.join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate\n").unwrap();
+    let g = garbage.display();
+    refused(
+        &format!("listen: [{{address: \"127.0.0.1:8443\", tls: {{cert: \"{g}\", key: \"{g}\"}}}}]\n{BASE_ORIGINS}"),
+        "listen[0].tls",
+        "holds no certificate",
+    );
+    refused(
+        &format!("listen: [\"127.0.0.1:8080\"]\norigins: [{{name: a, address: \"127.0.0.1:9443\", capacity: 1, tls: {{ca: \"{g}\"}}}}]\n"),
+        "origins[0].tls.ca",
+        "holds no PEM certificate",
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -65,10 +65,13 @@ pub fn validate(
                 address: parse_addr(&format!("listen[{i}].address"), &section.address)?,
                 tls: match &section.tls {
                     None => None,
-                    Some(tls) => Some(TlsFiles {
-                        cert: readable(&format!("listen[{i}].tls.cert"), &tls.cert)?,
-                        key: readable(&format!("listen[{i}].tls.key"), &tls.key)?,
-                    }),
+                    Some(tls) => {
+                        let cert = readable(&format!("listen[{i}].tls.cert"), &tls.cert)?;
+                        let key = readable(&format!("listen[{i}].tls.key"), &tls.key)?;
+                        crate::certificates::ListenerCertificate::check(&cert, &key)
+                            .map_err(|e| ConfigError::invalid(format!("listen[{i}].tls"), e))?;
+                        Some(TlsFiles { cert, key })
+                    }
                 },
             }),
         })
@@ -122,7 +125,21 @@ pub fn validate_origin_tls(
     }
     let ca = match &section.ca {
         None => None,
-        Some(path) => Some(readable(&format!("origins[{index}].tls.ca"), path)?),
+        Some(path) => {
+            let key = format!("origins[{index}].tls.ca");
+            let pem = std::fs::read(path).map_err(|e| {
+                ConfigError::invalid(&key, format!("cannot read {}: {e}", path.display()))
+            })?;
+            match openssl::x509::X509::stack_from_pem(&pem) {
+                Ok(certificates) if !certificates.is_empty() => Some(path.clone()),
+                _ => {
+                    return Err(ConfigError::invalid(
+                        key,
+                        format!("{} holds no PEM certificate", path.display()),
+                    ))
+                }
+            }
+        }
     };
     Ok(Some(OriginTls {
         sni,
