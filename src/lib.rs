@@ -3,7 +3,7 @@
 //! Requests are spread over the origins in proportion to their declared
 //! capacities ([`selection`]), origins are probed actively and passively
 //! ([`health`], [`pool`]), and everything is exported to Prometheus
-//! ([`metrics`]). [`server::spawn`] starts a proxy in-process; `hothot -c FILE`
+//! ([`metrics`]). [`embed::spawn`] starts a proxy in-process; `hothot -c FILE`
 //! ([`cli`]) runs one as a program.
 
 pub mod access_log;
@@ -13,6 +13,7 @@ pub mod certificates;
 pub mod cli;
 pub mod config;
 pub mod connections;
+pub mod embed;
 pub mod health;
 pub mod journal;
 pub mod limit;
@@ -29,4 +30,5 @@ pub mod service;
 pub mod signals;
 
 pub use config::{Config, ConfigError};
-pub use server::{spawn, RunningProxy, StartError};
+pub use embed::{spawn, RunningProxy};
+pub use server::StartError;

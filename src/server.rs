@@ -1,5 +1,8 @@
-//! Assembles the Pingora server: the health service first, then the proxy
-//! and the metrics listener, which wait for its first probe round.
+//! Assembles the Pingora server from a validated configuration: the health
+//! service first, then the adaptive weights, the proxy (its listeners, TLS
+//! included) and the metrics and admin listeners, which wait for its first
+//! probe round; the signal handlers and the reloader get the pieces a
+//! reload changes.
 
 use crate::access_log::AccessLog;
 use crate::adaptive::{Adaptive, AdaptiveService};
@@ -18,21 +21,19 @@ use crate::selection::CapacityWeighted;
 use crate::service::ProxyService;
 use crate::signals::SignalService;
 use arc_swap::ArcSwap;
-use async_trait::async_trait;
 use futures::FutureExt;
 use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::listeners::ListenerConfig;
 use pingora_core::protocols::l4::stream::L4BufferSettings;
 use pingora_core::server::configuration::{Opt, ServerConf};
-use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use pingora_core::server::Server;
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
 use pingora_load_balancing::discovery::Static;
 use pingora_load_balancing::{Backend, Backends, LoadBalancer};
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::Arc;
 
 /// Why hothot could not start.
 #[derive(Debug, thiserror::Error)]
@@ -340,65 +341,4 @@ pub fn build(config: &Config, opt: Option<Opt>, path: Option<&Path>) -> Result<S
     metrics_service.add_tcp(&config.metrics_listen.to_string());
     server.add_service(metrics_service);
     Ok(server)
-}
-
-/// A proxy running on a thread of this process, as tests and embedders use it.
-pub struct RunningProxy {
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl RunningProxy {
-    /// Stops the proxy (fast shutdown) and waits for it to finish.
-    pub fn stop(mut self) {
-        self.shutdown();
-    }
-
-    fn shutdown(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Drop for RunningProxy {
-    fn drop(&mut self) {
-        self.shutdown();
-    }
-}
-
-struct StopSignal(Mutex<Option<tokio::sync::oneshot::Receiver<()>>>);
-
-#[async_trait]
-impl ShutdownSignalWatch for StopSignal {
-    async fn recv(&self) -> ShutdownSignal {
-        let receiver = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(receiver) = receiver {
-            // A dropped sender means the handle is gone: stop as well.
-            let _ = receiver.await;
-        }
-        ShutdownSignal::FastShutdown
-    }
-}
-
-/// Starts the proxy on a background thread of this process.
-pub fn spawn(config: &Config) -> Result<RunningProxy, StartError> {
-    let server = build(config, None, None)?;
-    let (stop, receiver) = tokio::sync::oneshot::channel();
-    let signal = StopSignal(Mutex::new(Some(receiver)));
-    let thread = std::thread::Builder::new()
-        .name("hothot-server".to_owned())
-        .spawn(move || {
-            server.run(RunArgs {
-                shutdown_signal: Box::new(signal),
-            })
-        })
-        .map_err(StartError::Thread)?;
-    Ok(RunningProxy {
-        stop: Some(stop),
-        thread: Some(thread),
-    })
 }

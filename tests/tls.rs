@@ -1,0 +1,111 @@
+//! TLS on both sides: listeners that terminate TLS (HTTP/2 and HTTP/1.1 by
+//! ALPN, reached with curl) and origins reached over TLS (Debian's nginx),
+//! with certificates the tests make with the openssl command.
+
+mod common;
+
+use common::tls::{certificate, curl_tls};
+use common::*;
+
+/// Probes at start-up only, no passive ejection, no slow start: the pool
+/// changes only when the test says so.
+const STEADY: &str = "health: {interval: 1m, timeout: 500ms, passive: {failures: 0}}\n\
+                      balancing: {slow_start: 0s}\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_listener_speaks_http2_and_http11_by_alpn() {
+    let a = TestOrigin::start("a").await;
+    let dir = temp_dir("tls-listener");
+    let (cert, key) = certificate(&dir);
+    let [port, metrics] = free_ports();
+    let yaml = format!(
+        "listen: [{{address: \"127.0.0.1:{port}\", tls: {{cert: \"{}\", key: \"{}\"}}}}]\n\
+         metrics: {{listen: \"127.0.0.1:{metrics}\"}}\n\
+         origins: [{{name: a, address: \"{}\", capacity: 100}}]\n{STEADY}\
+         replication: {{journal: {{dir: \"{}\"}}}}\n",
+        cert.display(),
+        key.display(),
+        a.addr,
+        dir.join("journal").display()
+    );
+    let config = hothot::config::parse(&yaml).expect("valid config");
+    let _running = hothot::spawn(&config).expect("proxy starts");
+    wait_for_port(port).await;
+    // curl prints the body ("a"), then the protocol and the status.
+    assert_eq!(curl_tls(port, &cert, "--http2").await, "a 2 200");
+    assert_eq!(curl_tls(port, &cert, "--http1.1").await, "a 1.1 200");
+    assert_eq!(a.served(), 2);
+}
+
+/// Starts hothot in-process on `origins_yaml` (an `origins:` section);
+/// returns it and its proxy and metrics ports.
+async fn spawn_with_origins(
+    dir: &std::path::Path,
+    origins_yaml: &str,
+) -> (hothot::RunningProxy, u16, u16) {
+    let [port, metrics] = free_ports();
+    let yaml = format!(
+        "listen: [\"127.0.0.1:{port}\"]\nmetrics: {{listen: \"127.0.0.1:{metrics}\"}}\n{origins_yaml}\
+         health: {{interval: 100ms, timeout: 500ms, passive: {{failures: 0}}}}\n\
+         replication: {{journal: {{dir: \"{}\"}}}}\n",
+        dir.join(format!("journal-{port}")).display()
+    );
+    let config = hothot::config::parse(&yaml).expect("valid config");
+    let running = hothot::spawn(&config).expect("proxy starts");
+    wait_for_port(port).await;
+    (running, port, metrics)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_over_tls_is_probed_proxied_and_replicated_to() {
+    let dir = temp_dir("tls-origin");
+    let (cert, key) = certificate(&dir.join("certs"));
+    let nginx = common::nginx::Nginx::start_tls(&dir.join("nginx"), &cert, &key).await;
+    let origin = |tls: &str| {
+        format!(
+            "origins: [{{name: n, address: \"{}\", capacity: 100, tls: {tls}}}]\n",
+            nginx.addr
+        )
+    };
+    let trusted = format!("{{sni: localhost, ca: \"{}\"}}", cert.display());
+    let (_proxy, port, _) = spawn_with_origins(&dir, &origin(&trusted)).await;
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    // The write reaches nginx through the replication lane, the read
+    // through Pingora's connector: both over TLS.
+    let stored = put(&url("/doc.txt"), "over tls").await;
+    assert!(
+        (200..300).contains(&stored.status),
+        "{} {}",
+        stored.status,
+        stored.body
+    );
+    let read = get(&url("/doc.txt")).await;
+    assert_eq!((read.status, read.body.as_str()), (200, "over tls"));
+    assert_eq!(
+        nginx.files().get("/doc.txt").map(Vec::as_slice),
+        Some(&b"over tls"[..])
+    );
+
+    // Certificates are verified: trusting only the system's CAs, the
+    // self-signed origin fails its probes and gets no traffic.
+    let (_untrusting, port, metrics) = spawn_with_origins(&dir, &origin("{sni: localhost}")).await;
+    let body = get(&format!("http://127.0.0.1:{metrics}/metrics"))
+        .await
+        .body;
+    assert_eq!(
+        metric_value(&body, "hothot_origin_up{origin=\"n\"}"),
+        Some(0.0)
+    );
+    assert_eq!(
+        get(&format!("http://127.0.0.1:{port}/doc.txt"))
+            .await
+            .status,
+        503
+    );
+    // ...unless told not to verify.
+    let (_unverified, port, _) = spawn_with_origins(&dir, &origin("{verify: false}")).await;
+    assert_eq!(
+        get(&format!("http://127.0.0.1:{port}/doc.txt")).await.body,
+        "over tls"
+    );
+}
