@@ -80,7 +80,7 @@ impl AdminApp {
                 serde_json::to_vec_pretty(&self.status()).unwrap_or_default(),
             ),
             "/healthz" => text(StatusCode::OK, "ok"),
-            "/readyz" => match (0..self.pool.len()).any(|i| self.pool.is_serving(i)) {
+            "/readyz" => match self.pool.any_serving() {
                 true => text(StatusCode::OK, "ready"),
                 false => text(StatusCode::SERVICE_UNAVAILABLE, "not ready: no origin is serving"),
             },
@@ -190,7 +190,7 @@ impl AdminApp {
         json!({
             "version": env!("CARGO_PKG_VERSION"),
             "config": {"sha256": version.sha256, "loaded_at_unix": loaded_at},
-            "ready": (0..self.pool.len()).any(|i| self.pool.is_serving(i)),
+            "ready": self.pool.any_serving(),
             "replication": {
                 "mode": self.replication_mode,
                 "order": self.replication_order,

@@ -163,6 +163,11 @@ impl Pool {
             && !self.is_ejected(index)
     }
 
+    /// Is any origin serving (hothot is ready for traffic)?
+    pub fn any_serving(&self) -> bool {
+        (0..self.len()).any(|i| self.is_serving(i))
+    }
+
     /// Has an operator drained this origin?
     pub fn is_drained(&self, index: usize) -> bool {
         self.origins[index].drained.load(Ordering::Acquire)

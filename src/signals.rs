@@ -19,19 +19,14 @@ pub struct SignalService {
 #[async_trait]
 impl BackgroundService for SignalService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut reopen = match signal(SignalKind::user_defined1()) {
-            Ok(stream) => stream,
-            Err(e) => {
-                log::error!("cannot handle SIGUSR1 (access log reopening): {e}");
-                return;
-            }
-        };
-        let mut reload = match signal(SignalKind::hangup()) {
-            Ok(stream) => stream,
-            Err(e) => {
-                log::error!("cannot handle SIGHUP (configuration reload): {e}");
-                return;
-            }
+        let (Some(mut reopen), Some(mut reload)) = (
+            handle(
+                SignalKind::user_defined1(),
+                "SIGUSR1 (access log reopening)",
+            ),
+            handle(SignalKind::hangup(), "SIGHUP (configuration reload)"),
+        ) else {
+            return;
         };
         loop {
             tokio::select! {
@@ -60,4 +55,11 @@ impl BackgroundService for SignalService {
             }
         }
     }
+}
+
+/// The stream of `kind` signals; `None` (logged) when it cannot be had.
+fn handle(kind: SignalKind, what: &str) -> Option<tokio::signal::unix::Signal> {
+    signal(kind)
+        .map_err(|e| log::error!("cannot handle {what}: {e}"))
+        .ok()
 }

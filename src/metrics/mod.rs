@@ -200,8 +200,7 @@ impl Metrics {
         let origins = pool
             .origins()
             .iter()
-            .enumerate()
-            .map(|(i, origin)| {
+            .map(|origin| {
                 let name = origin.name.as_str();
                 let metrics = OriginMetrics {
                     requests: RequestCounters::new(&requests, name),
@@ -217,7 +216,7 @@ impl Metrics {
                     weight: weight.with_label_values(&[name]),
                     factor: factor.with_label_values(&[name]),
                 };
-                metrics.capacity.set(i64::from(pool.capacity(i)));
+                // Capacity, like the other pool gauges, is set by publish_pool below.
                 metrics.factor.set(1.0);
                 metrics
             })

@@ -124,10 +124,11 @@ impl ProxyHttp for HotHotProxy {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
+        let now = Instant::now();
         RequestCtx {
             _in_flight: InFlight::start(&self.metrics.in_flight),
-            started: Instant::now(),
-            attempt_started: Instant::now(),
+            started: now,
+            attempt_started: now,
             tried: Vec::new(),
             shed: false,
             response_started: false,

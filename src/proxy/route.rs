@@ -114,12 +114,15 @@ impl Router {
     /// Under `limit: queue`, tries `pick` again as room frees up, until
     /// `queue_timeout`; otherwise once.
     async fn with_room(&self, pick: impl Fn() -> Route) -> Route {
-        let deadline = Instant::now() + self.limiter.queue_timeout();
+        // Read the clock only once a request has to wait: most never do.
+        let mut deadline = None;
         loop {
             let route = pick();
             if route != Route::Full || self.limiter.mode() != LimitMode::Queue {
                 return route;
             }
+            let deadline =
+                *deadline.get_or_insert_with(|| Instant::now() + self.limiter.queue_timeout());
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Route::Full;
@@ -187,9 +190,11 @@ impl Router {
         let index = |backend: &pingora_load_balancing::Backend| {
             backend.as_inet().and_then(|addr| self.pool.index_of(*addr))
         };
+        // Without a limit every pick is accepted, with no lookup.
+        let limited = self.limiter.is_on();
         self.balancer
             .select_with(key, self.pool.len(), |backend, _| {
-                index(backend).is_some_and(|i| self.limiter.try_take(i))
+                !limited || index(backend).is_some_and(|i| self.limiter.try_take(i))
             })
             .and_then(|backend| index(&backend))
     }
