@@ -117,7 +117,8 @@ pub struct Adaptive {
     settings: Mutex<Balancing>,
     /// `settings.adaptive`, read by every request.
     enabled: AtomicBool,
-    samples: Vec<Samples>,
+    /// Indexed like the pool's origins; grows when a reload adds some.
+    samples: boxcar::Vec<Samples>,
     /// `None` until the first tick, which runs after the first probe round.
     averages: Mutex<Option<Vec<Averages>>>,
 }
@@ -184,7 +185,13 @@ impl Adaptive {
                 .map(|i| Averages::starting(self.pool.is_serving(i), now, None))
                 .collect()
         });
-        let taken: Vec<Taken> = self.samples.iter().map(Taken::from).collect();
+        // Origins a reload added start unmeasured and not serving: they
+        // ramp like a rejoining origin once their probes pass.
+        for _ in self.samples.count()..self.pool.len() {
+            self.samples.push(Samples::default());
+        }
+        averages.resize_with(self.pool.len(), || Averages::starting(false, now, None));
+        let taken: Vec<Taken> = self.samples.iter().map(|(_, s)| Taken::from(s)).collect();
         // What an origin is assumed to answer in before it has been
         // measured: like its peers (or, at start-up, like the whole pool),
         // so that its first few requests, which open connections, do not
@@ -208,7 +215,9 @@ impl Adaptive {
         let mut changed = false;
         for (index, average) in averages.iter_mut().enumerate() {
             let factor = factor(&settings, average, reference, now);
-            self.metrics.origins[index].factor.set(factor);
+            if let Some(metrics) = self.metrics.origins.get(index) {
+                metrics.factor.set(factor);
+            }
             changed |= self
                 .pool
                 .set_factor(index, (factor * f64::from(FULL_FACTOR)).round() as u32);

@@ -128,7 +128,7 @@ impl AdminApp {
     }
 
     fn drain(&self, name: &str, drain: bool) -> Answer {
-        let Some(index) = self.pool.origins().iter().position(|o| o.name == name) else {
+        let Some(index) = self.pool.find(name) else {
             return text(StatusCode::NOT_FOUND, &format!("no origin named {name:?}"));
         };
         if self.pool.set_drained(index, drain) {
@@ -142,8 +142,12 @@ impl AdminApp {
 
     fn origin_status(&self, index: usize, shares: &[f64]) -> serde_json::Value {
         let pool = &self.pool;
-        let origin = &pool.origins()[index];
-        let peer = &self.metrics.replication.peers[index];
+        let (Some(origin), Some(peer)) = (
+            pool.origin(index),
+            self.metrics.replication.peers.get(index),
+        ) else {
+            return serde_json::Value::Null;
+        };
         let state = if pool.is_drained(index) {
             "drained"
         } else if pool.is_ejected(index) {
@@ -174,8 +178,8 @@ impl AdminApp {
 
     fn status(&self) -> serde_json::Value {
         let shares = self.pool.shares();
-        let origins: Vec<_> = (0..self.pool.len())
-            .map(|i| self.origin_status(i, &shares))
+        let origins: Vec<_> = (self.pool.members())
+            .map(|(i, _)| self.origin_status(i, &shares))
             .collect();
         let version = self
             .version

@@ -18,6 +18,7 @@ pub mod health;
 pub mod journal;
 pub mod limit;
 pub mod logging;
+pub mod membership;
 pub mod metrics;
 pub mod origin_tls;
 pub mod pool;

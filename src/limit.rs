@@ -41,25 +41,31 @@ pub struct Limiter {
     mode: AtomicU8,
     queue_timeout_ns: AtomicU64,
     epoch: Instant,
-    buckets: Vec<Bucket>,
+    /// Indexed like the pool's origins.
+    buckets: boxcar::Vec<Bucket>,
 }
 
 impl Limiter {
     pub fn new(pool: &Pool, mode: LimitMode, queue_timeout: Duration) -> Self {
-        let buckets = (0..pool.len())
-            .map(|i| Bucket {
-                interval_ns: AtomicU64::new(interval_ns(pool.capacity(i))),
-                arrival_ns: AtomicU64::new(0),
-            })
-            .collect();
         let limiter = Limiter {
             mode: AtomicU8::new(0),
             queue_timeout_ns: AtomicU64::new(0),
             epoch: Instant::now(),
-            buckets,
+            buckets: boxcar::Vec::with_capacity(pool.len()),
         };
         limiter.set_mode(mode, queue_timeout);
+        limiter.add_new_origins(pool);
         limiter
+    }
+
+    /// Buckets for the origins the pool gained (a reload added them).
+    pub fn add_new_origins(&self, pool: &Pool) {
+        for index in self.buckets.count()..pool.len() {
+            self.buckets.push(Bucket {
+                interval_ns: AtomicU64::new(interval_ns(pool.capacity(index))),
+                arrival_ns: AtomicU64::new(0),
+            });
+        }
     }
 
     /// A reload's `balancing.limit`.

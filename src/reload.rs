@@ -5,11 +5,14 @@
 //! certificate is served to new connections). A new configuration is
 //! validated whole first; an invalid one is refused
 //! and the running one stays (the log names the key). What changes live:
-//! origins' capacities, `health` (probes and passive ejection), `timeouts`,
-//! `retries` and `balancing`. Keys that need a restart (or a `-u` upgrade)
-//! are refused with a message naming them: `listen`, `metrics`, `admin`,
-//! `access_log`, `limits`, `server`, `replication`, and origins added,
-//! removed, renamed, moved to another address or reordered.
+//! `origins` (added, removed, renamed, re-weighted: see
+//! [`crate::membership`]), `health` (probes and passive ejection),
+//! `timeouts`, `retries`, `balancing`, and replication's tunables (`methods`,
+//! `quorum`, `timeout`, `max_lag`, `linger`, `retry`, `max_pending`,
+//! `verify`, ...). Keys that need a restart (or a `-u` upgrade) are refused
+//! with a message naming them: `listen`, `metrics`, `admin`, `access_log`,
+//! `limits`, `server`, and `replication.mode`, `order`, `order_key` and
+//! `journal` (they decide how writes already journaled are read back).
 
 use crate::adaptive::Adaptive;
 use crate::certificates::ListenerCertificate;
@@ -19,6 +22,7 @@ use crate::metrics::Metrics;
 use crate::pool::Pool;
 use crate::proxy::LiveSettings;
 use crate::replication::Replicator;
+use crate::selection::Balancer;
 use arc_swap::ArcSwap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -40,6 +44,10 @@ pub struct Live {
     pub health: Arc<ArcSwap<HealthConfig>>,
     pub proxy: Arc<LiveSettings>,
     pub replicator: Arc<Replicator>,
+    /// Rebuilt when origins are added or removed.
+    pub balancer: Arc<Balancer>,
+    /// Told when origins are added: the health service probes them at once.
+    pub probe_added: Arc<tokio::sync::Notify>,
     /// The TLS listeners' certificates, read again at every reload.
     pub certificates: Vec<Arc<ListenerCertificate>>,
 }
@@ -114,17 +122,7 @@ impl Reloader {
             log::warn!("reload: {warning}");
         }
         let live = &self.live;
-        let mut changed = Vec::new();
-        for (index, (old, origin)) in current.origins.iter().zip(&new.origins).enumerate() {
-            if old.capacity != origin.capacity {
-                live.pool.set_capacity(index, origin.capacity);
-                live.limiter.set_capacity(index, origin.capacity);
-                changed.push(format!(
-                    "origin {} capacity {} -> {}",
-                    origin.name, old.capacity, origin.capacity
-                ));
-            }
-        }
+        let mut changed = crate::membership::apply(live, &current, &new)?;
         if current.health != new.health {
             live.pool.set_passive(new.health.passive);
             live.health.store(Arc::new(new.health.clone()));
@@ -165,17 +163,6 @@ fn needs_restart(old: &Config, new: &Config) -> Result<(), String> {
             "{key} cannot change while hothot runs: restart it (or start a new one with -u)"
         ))
     };
-    let same_origins = old.origins.len() == new.origins.len()
-        && old
-            .origins
-            .iter()
-            .zip(&new.origins)
-            .all(|(a, b)| a.name == b.name && a.address == b.address);
-    if !same_origins {
-        return Err("origins were added, removed, renamed, moved or reordered: \
-                    that needs a restart in this version (capacities change live)"
-            .into());
-    }
     if old.listen != new.listen {
         return restart("listen");
     }
@@ -200,16 +187,6 @@ fn needs_restart(old: &Config, new: &Config) -> Result<(), String> {
         ("replication.order", a.order != b.order),
         ("replication.order_key", a.order_key != b.order_key),
         ("replication.journal", a.journal != b.journal),
-        ("replication.linger", a.linger != b.linger),
-        (
-            "replication.retry.initial and max",
-            (a.retry_initial, a.retry_max) != (b.retry_initial, b.retry_max),
-        ),
-        ("replication.max_pending", a.max_pending != b.max_pending),
-        (
-            "replication.verify.sample",
-            a.verify_sample != b.verify_sample,
-        ),
     ];
     match restart_only.iter().find(|(_, changed)| *changed) {
         Some((key, _)) => restart(key),

@@ -17,11 +17,10 @@ use crate::pool::Pool;
 use crate::proxy::{HotHotProxy, LiveSettings, ProxyParts};
 use crate::reload::{Live, Reloader};
 use crate::replication::Replicator;
-use crate::selection::CapacityWeighted;
+use crate::selection::Balancer;
 use crate::service::ProxyService;
 use crate::signals::SignalService;
 use arc_swap::ArcSwap;
-use futures::FutureExt;
 use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::listeners::ListenerConfig;
 use pingora_core::protocols::l4::stream::L4BufferSettings;
@@ -29,9 +28,6 @@ use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
-use pingora_load_balancing::discovery::Static;
-use pingora_load_balancing::{Backend, Backends, LoadBalancer};
-use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -40,12 +36,6 @@ use std::sync::Arc;
 pub enum StartError {
     #[error("cannot register metrics: {0}")]
     Metrics(#[source] prometheus::Error),
-    #[error("origin {name}: {source}")]
-    Origin {
-        name: String,
-        #[source]
-        source: Box<pingora_error::Error>,
-    },
     #[error("cannot start the server thread: {0}")]
     Thread(#[source] std::io::Error),
     #[error("{key}: {reason}")]
@@ -159,29 +149,6 @@ fn server_conf(config: &Config) -> ServerConf {
     conf
 }
 
-fn balancer(pool: &Arc<Pool>) -> Result<LoadBalancer<CapacityWeighted>, StartError> {
-    let mut backends = BTreeSet::new();
-    for origin in pool.origins() {
-        // The weight stays 1: Pingora keys health by (address, weight), and
-        // capacities live in the pool where selection reads them.
-        let backend =
-            Backend::new(&origin.address.to_string()).map_err(|source| StartError::Origin {
-                name: origin.name.clone(),
-                source,
-            })?;
-        backends.insert(backend);
-    }
-    let balancer = LoadBalancer::from_backends_with_config(
-        Backends::new(Static::new(backends)),
-        Some(pool.clone()),
-    );
-    // Static discovery never waits; this only publishes the backends to the selector.
-    if let Some(Err(e)) = balancer.update().now_or_never() {
-        log::error!("load balancer update failed: {e}");
-    }
-    Ok(balancer)
-}
-
 /// A TLS listener's settings: Mozilla's "intermediate" profile (OpenSSL,
 /// as Pingora builds it), offering HTTP/2 and HTTP/1.1 by ALPN, presenting
 /// `certificate` (which a reload may renew).
@@ -219,6 +186,7 @@ pub fn build(config: &Config, opt: Option<Opt>, path: Option<&Path>) -> Result<S
 
     let health_config = Arc::new(ArcSwap::from_pointee(config.health.clone()));
     let health = HealthService::new(pool.clone(), metrics.clone(), health_config.clone());
+    let probe_added = health.on_added();
     let health_handle = server.add_service(background_service("health checks", health));
 
     let replicator = Replicator::open(
@@ -257,9 +225,10 @@ pub fn build(config: &Config, opt: Option<Opt>, path: Option<&Path>) -> Result<S
         balancing.queue_timeout,
     ));
     let live = Arc::new(LiveSettings::new(&pool, config.timeouts, config.retries));
+    let balancer = Arc::new(Balancer::new(pool.clone()));
     let proxy = HotHotProxy::new(ProxyParts {
         pool: pool.clone(),
-        balancer: Arc::new(balancer(&pool)?),
+        balancer: balancer.clone(),
         adaptive: adaptive.clone(),
         limiter: limiter.clone(),
         live: live.clone(),
@@ -311,6 +280,8 @@ pub fn build(config: &Config, opt: Option<Opt>, path: Option<&Path>) -> Result<S
             health: health_config,
             proxy: live,
             replicator,
+            balancer,
+            probe_added,
             certificates,
         },
     ));

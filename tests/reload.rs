@@ -1,6 +1,6 @@
-//! Live reload under load: capacities, replication keys and certificates
-//! change without a closed connection; bad or restart-only configurations
-//! are refused. hothot as a real process, signalled for real.
+//! Live reload under load: origins added and removed, capacities,
+//! replication keys and certificates change without a closed connection;
+//! bad or restart-only configurations are refused. hothot as a real process, signalled for real.
 
 mod common;
 
@@ -112,6 +112,19 @@ async fn reloads(hothot: &ProxyProcess, result: &str) -> f64 {
     metric_value(&hothot.metrics().await, &series).unwrap_or(-1.0)
 }
 
+/// Rewrites the config at `path` with a new body: the harness wrote
+/// server/listen/metrics first; they stay, the rest is swapped.
+fn rewriter(path: &std::path::Path) -> impl Fn(String) {
+    let config = std::fs::read_to_string(path).unwrap();
+    let keep: String = config
+        .lines()
+        .take_while(|l| !l.starts_with("origins:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let path = path.to_owned();
+    move |body: String| std::fs::write(&path, format!("{keep}{body}")).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_under_load_changes_shares_refuses_bad_configs_and_closes_nothing() {
     let (a, b, c) = (
@@ -131,14 +144,7 @@ async fn reload_under_load_changes_shares_refuses_bad_configs_and_closes_nothing
     let mut hothot =
         ProxyProcess::start_with_server(&dir, &pid_file, &origins(100, ""), None).await;
     let config_path = dir.join("hothot.yaml");
-    let header = std::fs::read_to_string(&config_path).unwrap();
-    // The harness wrote server/listen/metrics first; keep them, swap the rest.
-    let keep: String = header
-        .lines()
-        .take_while(|l| !l.starts_with("origins:"))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    let rewrite = |body: String| std::fs::write(&config_path, format!("{keep}{body}")).unwrap();
+    let rewrite = rewriter(&config_path);
     let steady = SteadyClients::start(hothot.port, 4);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(reloads(&hothot, "success").await, 0.0);
@@ -184,31 +190,57 @@ async fn reload_under_load_changes_shares_refuses_bad_configs_and_closes_nothing
         "the refused config changed shares: a got {share_a}"
     );
 
-    // 3. Adding an origin needs a restart in this version: refused, with that said.
-    rewrite(origins(300, "").replace(
-        "capacity: 100}\n",
-        &format!(
-            "capacity: 100}}\n  - {{name: c, address: \"{}\", capacity: 100}}\n",
-            c.addr
-        ),
-    ));
-    refused_reload(&hothot, 2.0, "needs a restart").await;
-
-    // 4. Replication keys read per write change live; the ones the workers
-    // started with are refused by name.
-    rewrite(origins(300, "").replace(
-        "replication: {mode: off}",
-        "replication: {mode: off, max_lag: 2s}",
-    ));
+    // 3. One reload adds c, removes b and changes a's capacity: c is probed
+    // at once and the shares follow (a 100, c 300); b gets nothing new.
+    let a_and_c = |replication: &str| {
+        format!(
+            "origins:\n  - {{name: a, address: \"{}\", capacity: 100}}\n  - {{name: c, address: \"{}\", capacity: 300}}\n\
+             {STEADY}replication: {replication}\n",
+            a.addr, c.addr,
+        )
+    };
+    rewrite(a_and_c("{mode: off}"));
     hup_until(&hothot, "success", 2.0).await;
-    rewrite(origins(300, "").replace(
-        "replication: {mode: off}",
-        "replication: {mode: off, linger: 5ms}",
-    ));
+    let c_serves = wait_until(Duration::from_secs(5), || async { c.served() > 0 }).await;
+    assert!(
+        c_serves,
+        "the added origin got no traffic: {}",
+        hothot.log()
+    );
+    // Requests already on their way to b finish there.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (a_before, b_before, c_before) = (a.served(), b.served(), c.served());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (a_now, c_now) = (a.served() - a_before, c.served() - c_before);
+    let share_c = c_now as f64 / (a_now + c_now) as f64;
+    assert!(
+        (share_c - 0.75).abs() < 0.05,
+        "c got {share_c} after a 100, c 300"
+    );
+    assert_eq!(
+        b.served(),
+        b_before,
+        "the removed origin still got requests"
+    );
+    let metrics = hothot.metrics().await;
+    assert_eq!(
+        metric_value(&metrics, "hothot_origin_capacity{origin=\"c\"}"),
+        Some(300.0)
+    );
+    assert!(
+        !metrics.contains("hothot_origin_up{origin=\"b\"}"),
+        "the removed origin is still exported as an origin: {metrics}"
+    );
+
+    // 4. Replication tunables change live; the keys that decide how the
+    // journal is read are refused by name.
+    rewrite(a_and_c("{mode: off, max_lag: 2s, linger: 5ms}"));
+    hup_until(&hothot, "success", 3.0).await;
+    rewrite(a_and_c("{mode: off, order: version}"));
     refused_reload(
         &hothot,
-        3.0,
-        "replication.linger cannot change while hothot runs",
+        2.0,
+        "replication.order cannot change while hothot runs",
     )
     .await;
 
@@ -219,7 +251,6 @@ async fn reload_under_load_changes_shares_refuses_bad_configs_and_closes_nothing
         "only {} requests",
         origins_seen.len()
     );
-    assert_eq!(c.served(), 0);
     hothot.terminate().await;
 }
 
@@ -270,5 +301,80 @@ async fn a_reload_serves_the_renewed_certificate_to_new_connections() {
         !old_trust.contains("200"),
         "the old certificate is still served: {old_trust}"
     );
+    hothot.terminate().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_origins_backlog_is_dropped_and_an_added_one_starts_from_now() {
+    let (a, b, c) = (
+        TestOrigin::start("a").await,
+        TestOrigin::start("b").await,
+        TestOrigin::start("c").await,
+    );
+    // d never answers: every write waits in its backlog.
+    let dead = format!("127.0.0.1:{}", free_port());
+    let dir = temp_dir("reload-members");
+    let pool = |third: (&str, &str)| {
+        format!(
+            "origins:\n  - {{name: a, address: \"{}\", capacity: 100}}\n  - {{name: b, address: \"{}\", capacity: 100}}\n  - {{name: {}, address: \"{}\", capacity: 100}}\n{}",
+            a.addr,
+            b.addr,
+            third.0,
+            third.1,
+            replication_settings("  journal: {dir: journal}\n"),
+        )
+    };
+    let mut hothot = ProxyProcess::start(&dir, &pool(("d", &dead))).await;
+    let rewrite = rewriter(&dir.join("hothot.yaml"));
+    for i in 0..5 {
+        let answer = put(&hothot.url(&format!("/kv/k{i}")), &i.to_string()).await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+    }
+    let pending = "hothot_replication_pending{peer=\"d\"}";
+    assert_eq!(metric_value(&hothot.metrics().await, pending), Some(5.0));
+
+    // d leaves, c joins, in one reload.
+    let c_addr = c.addr.to_string();
+    rewrite(pool(("c", &c_addr)));
+    hup_until(&hothot, "success", 1.0).await;
+    let metrics = hothot.metrics().await;
+    assert_eq!(
+        metric_value(&metrics, "hothot_replication_dropped_total{peer=\"d\"}"),
+        Some(5.0),
+        "{metrics}"
+    );
+    assert!(!metrics.contains(pending), "d's backlog is still exported");
+    assert!(
+        hothot
+            .log()
+            .contains("5 writes it had not received are dropped"),
+        "{}",
+        hothot.log()
+    );
+    for i in 5..8 {
+        let answer = put(&hothot.url(&format!("/kv/k{i}")), &i.to_string()).await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+    }
+    let delivered = wait_until(Duration::from_secs(5), || async {
+        c.applied().len() == 3 && a.applied().len() == 8 && b.applied().len() == 8
+    })
+    .await;
+    assert!(delivered, "a {:?}\nc {:?}", a.applied(), c.applied());
+    // c starts from now: the writes after it joined, in the pool's order.
+    let paths = |o: &TestOrigin| o.applied().into_iter().map(|w| w.1).collect::<Vec<_>>();
+    assert_eq!(paths(&c), paths(&a)[5..].to_vec());
+    assert_eq!(paths(&a), paths(&b));
+
+    // A restart owes nobody anything: no write is dropped or sent again.
+    hothot.terminate().await;
+    hothot.spawn().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let log = std::fs::read_to_string(dir.join("hothot-2.log")).unwrap();
+    assert!(
+        log.contains("pending per origin: a: 0, b: 0, c: 0"),
+        "{log}"
+    );
+    assert!(!log.contains("dropped"), "{log}");
+    assert_eq!((a.applied().len(), c.applied().len()), (8, 3));
     hothot.terminate().await;
 }

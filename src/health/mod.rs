@@ -24,6 +24,7 @@ use pingora_core::services::ServiceReadyNotifier;
 pub use probe::{probe, ProbeError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
 /// Runs the active probes as a Pingora background service.
@@ -34,12 +35,17 @@ pub struct HealthService {
     config: Arc<ArcSwap<HealthConfig>>,
     /// Per origin: (currently up, streak of results disagreeing with that).
     trackers: Mutex<Vec<Tracker>>,
+    /// Told when a reload added origins: they are probed at once.
+    added: Arc<Notify>,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Tracker {
     up: bool,
     streak: u32,
+    /// Has a probe decided this origin's state yet? An origin's first probe
+    /// decides on its own (at start-up, or once a reload added it).
+    decided: bool,
 }
 
 impl HealthService {
@@ -50,7 +56,24 @@ impl HealthService {
             metrics,
             config,
             trackers,
+            added: Arc::new(Notify::new()),
         }
+    }
+
+    /// What a reload notifies when it added origins, so that they are
+    /// probed at once instead of at the next round.
+    pub fn on_added(&self) -> Arc<Notify> {
+        self.added.clone()
+    }
+
+    /// Origins no probe has decided yet (a reload just added them).
+    fn undecided(&self) -> Vec<usize> {
+        let trackers = self.trackers.lock().unwrap_or_else(|e| e.into_inner());
+        self.pool
+            .members()
+            .map(|(index, _)| index)
+            .filter(|index| trackers.get(*index).is_none_or(|t| !t.decided))
+            .collect()
     }
 
     /// Probes every origin once and applies each result as it comes. The
@@ -60,18 +83,31 @@ impl HealthService {
     /// connections instead of 1,000 in one burst every interval (which
     /// stalled live requests for milliseconds on a small machine).
     async fn round(&self, first: bool) {
-        let mut probes = JoinSet::new();
-        let origins = self.pool.origins();
-        let config = self.config.load_full();
+        // Origins a reload removed are no longer probed; added ones are.
+        let origins: Vec<usize> = self.pool.members().map(|(index, _)| index).collect();
         let spacing = match first {
             true => Duration::ZERO,
-            false => config.interval / u32::try_from(origins.len().max(1)).unwrap_or(u32::MAX),
+            false => {
+                let interval = self.config.load().interval;
+                interval / u32::try_from(origins.len().max(1)).unwrap_or(u32::MAX)
+            }
         };
-        for (index, origin) in origins.iter().enumerate() {
+        self.probe(&origins, spacing, first).await;
+    }
+
+    /// Probes `origins`, `spacing` apart, and applies each result as it comes.
+    async fn probe(&self, origins: &[usize], spacing: Duration, first: bool) {
+        let mut probes = JoinSet::new();
+        let config = self.config.load_full();
+        for (position, (index, origin)) in origins
+            .iter()
+            .filter_map(|i| Some((*i, self.pool.origin(*i)?)))
+            .enumerate()
+        {
             let config = config.clone();
             let address = origin.address;
             let tls = origin.tls.clone();
-            let delay = spacing * u32::try_from(index).unwrap_or(u32::MAX);
+            let delay = spacing * u32::try_from(position).unwrap_or(u32::MAX);
             probes.spawn(async move {
                 tokio::time::sleep(delay).await;
                 (
@@ -90,20 +126,31 @@ impl HealthService {
     }
 
     fn apply(&self, index: usize, result: Result<(), ProbeError>, first: bool) {
-        let origin = &self.pool.origins()[index];
-        let metrics = &self.metrics.origins[index];
+        let (Some(origin), Some(metrics)) =
+            (self.pool.origin(index), self.metrics.origins.get(index))
+        else {
+            return;
+        };
+        if !self.pool.is_member(index) {
+            return; // removed by a reload while its probe was out
+        }
         match &result {
             Ok(()) => metrics.probe_success.inc(),
             Err(_) => metrics.probe_failure.inc(),
         }
         let mut trackers = self.trackers.lock().unwrap_or_else(|e| e.into_inner());
+        if trackers.len() <= index {
+            trackers.resize(index + 1, Tracker::default());
+        }
         let tracker = &mut trackers[index];
         let ok = result.is_ok();
         let config = self.config.load();
         let threshold = if tracker.up { config.fall } else { config.rise };
+        let first = first || !tracker.decided;
         if first {
             tracker.up = ok;
             tracker.streak = 0;
+            tracker.decided = true;
         } else if ok == tracker.up {
             tracker.streak = 0;
             return;
@@ -127,7 +174,7 @@ impl HealthService {
                 origin.address
             ),
             (Err(e), true) => log::warn!(
-                "origin {} ({}) is down at start: {e}",
+                "origin {} ({}) is down at its first probe: {e}",
                 origin.name,
                 origin.address
             ),
@@ -149,11 +196,17 @@ impl BackgroundService for HealthService {
     ) {
         self.round(true).await;
         ready.notify_ready();
+        // Read after each round: a reload may change the interval.
+        let mut next_round = tokio::time::Instant::now() + self.config.load().interval;
         loop {
-            // Read each time: a reload may change the interval.
-            let interval = self.config.load().interval;
             tokio::select! {
-                _ = tokio::time::sleep(interval) => self.round(false).await,
+                _ = tokio::time::sleep_until(next_round) => {
+                    self.round(false).await;
+                    next_round = tokio::time::Instant::now() + self.config.load().interval;
+                }
+                () = self.added.notified() => {
+                    self.probe(&self.undecided(), Duration::ZERO, false).await;
+                }
                 _ = shutdown.changed() => return,
             }
         }

@@ -83,9 +83,9 @@ impl Log {
     }
 
     /// Logs the peers' acknowledgements that moved; true if any did.
-    pub fn append_acks(&mut self, peers: &[String], acks: &[AtomicU64]) -> io::Result<bool> {
+    pub fn append_acks(&mut self, peers: &boxcar::Vec<(String, AtomicU64)>) -> io::Result<bool> {
         let mut bytes = Vec::new();
-        for (peer, ack) in peers.iter().zip(acks) {
+        for (_, (peer, ack)) in peers.iter() {
             let seq = ack.load(Ordering::Relaxed);
             let cursor = self.cursors.entry(peer.clone()).or_insert(0);
             if seq > *cursor {

@@ -162,10 +162,12 @@ impl Journal {
             policy: config.fsync,
             interval: config.fsync_interval,
             commit_delay: config.commit_delay,
-            peers: peers.to_vec(),
-            acks: peers
+            peers: peers
                 .iter()
-                .map(|p| AtomicU64::new(replay.cursors.get(p).copied().unwrap_or(0)))
+                .map(|p| {
+                    let cursor = replay.cursors.get(p).copied().unwrap_or(0);
+                    (p.clone(), AtomicU64::new(cursor))
+                })
                 .collect(),
             synced: watch::Sender::new(Synced {
                 seq: written_seq,
@@ -238,9 +240,17 @@ impl Journal {
     /// within `fsync_interval`; losing the last few in a crash only means those
     /// copies are sent again, and deduplicated by the peer.
     pub fn ack(&self, index: usize, seq: u64) {
-        if let Some(cursor) = self.shared.acks.get(index) {
+        if let Some((_, cursor)) = self.shared.peers.get(index) {
             cursor.fetch_max(seq, Ordering::Relaxed);
         }
+    }
+
+    /// A reload added the peer `name` (the next index) with every write up
+    /// to `settled` behind it: it only receives writes numbered after.
+    pub fn add_peer(&self, name: &str, settled: u64) {
+        self.shared
+            .peers
+            .push((name.to_owned(), AtomicU64::new(settled)));
     }
 
     /// Calls `hook` with the highest sequence made durable, after every

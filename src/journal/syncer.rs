@@ -32,9 +32,9 @@ pub struct Shared {
     pub policy: FsyncPolicy,
     pub interval: Duration,
     pub commit_delay: Duration,
-    /// Peer names and their newest settled sequences, indexed alike.
-    pub peers: Vec<String>,
-    pub acks: Vec<AtomicU64>,
+    /// Peer names and their newest settled sequences, by the pool's
+    /// origin indexes; a reload may add peers.
+    pub peers: boxcar::Vec<(String, AtomicU64)>,
     /// Highest sequence known durable; clients of `fsync: always` wait on it.
     pub synced: watch::Sender<Synced>,
     pub closing: AtomicBool,
@@ -81,15 +81,13 @@ pub fn run(shared: Arc<Shared>) {
         let (file, target, acks_logged, unwritten) = {
             let mut log = shared.log();
             let acks_logged = log_acks
-                && log
-                    .append_acks(&shared.peers, &shared.acks)
-                    .unwrap_or_else(|e| {
-                        log::error!(
-                            "journal: cannot log acknowledgements in {}: {e}",
-                            log.dir.display()
-                        );
-                        false
-                    });
+                && log.append_acks(&shared.peers).unwrap_or_else(|e| {
+                    log::error!(
+                        "journal: cannot log acknowledgements in {}: {e}",
+                        log.dir.display()
+                    );
+                    false
+                });
             // The group's appends go in with one write (`fsync: always`).
             let unwritten = log.write_buffered().err().map(|e| {
                 log::error!("journal: cannot write to {}: {e}", log.dir.display());

@@ -42,10 +42,62 @@ pub struct Metrics {
     reloads_failure: IntCounter,
     /// `hothot_config_last_reload_success_timestamp_seconds`.
     last_reload_success: Gauge,
-    /// Indexed like the pool's origins.
-    pub origins: Vec<OriginMetrics>,
+    /// Indexed like the pool's origins; grows when a reload adds some.
+    pub origins: boxcar::Vec<OriginMetrics>,
+    /// The families the per-origin handles come from.
+    families: OriginFamilies,
     pub replication: ReplicationMetrics,
     pub connections: ConnectionMetrics,
+}
+
+/// The labelled families behind [`OriginMetrics`].
+struct OriginFamilies {
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    retries: IntCounterVec,
+    checks: IntCounterVec,
+    ejections: IntCounterVec,
+    up: IntGaugeVec,
+    drained: IntGaugeVec,
+    serving_reads: IntGaugeVec,
+    capacity: IntGaugeVec,
+    weight: GaugeVec,
+    factor: GaugeVec,
+}
+
+impl OriginFamilies {
+    /// The handles of the origin `name` (an origin a reload adds back
+    /// under an old name continues its counters).
+    fn resolve(&self, name: &str) -> OriginMetrics {
+        let metrics = OriginMetrics {
+            requests: RequestCounters::new(&self.requests, name),
+            duration: self.duration.with_label_values(&[name]),
+            retries: self.retries.with_label_values(&[name]),
+            probe_success: self.checks.with_label_values(&[name, "success"]),
+            probe_failure: self.checks.with_label_values(&[name, "failure"]),
+            ejections: self.ejections.with_label_values(&[name]),
+            up: self.up.with_label_values(&[name]),
+            drained: self.drained.with_label_values(&[name]),
+            serving_reads: self.serving_reads.with_label_values(&[name]),
+            capacity: self.capacity.with_label_values(&[name]),
+            weight: self.weight.with_label_values(&[name]),
+            factor: self.factor.with_label_values(&[name]),
+        };
+        // Capacity, like the other pool gauges, is set by publish_pool.
+        metrics.factor.set(1.0);
+        metrics
+    }
+
+    /// Drops the gauges of an origin a reload removed, so that it does
+    /// not show as down for ever; its counters stay (their rates fall to 0).
+    fn forget(&self, name: &str) {
+        for family in [&self.up, &self.drained, &self.serving_reads, &self.capacity] {
+            let _ = family.remove_label_values(&[name]);
+        }
+        for family in [&self.weight, &self.factor] {
+            let _ = family.remove_label_values(&[name]);
+        }
+    }
 }
 
 /// The series of one origin, labels already resolved.
@@ -197,32 +249,20 @@ impl Metrics {
         registry.register(Box::new(weight.clone()))?;
         registry.register(Box::new(factor.clone()))?;
 
-        let origins = pool
-            .origins()
-            .iter()
-            .map(|origin| {
-                let name = origin.name.as_str();
-                let metrics = OriginMetrics {
-                    requests: RequestCounters::new(&requests, name),
-                    duration: duration.with_label_values(&[name]),
-                    retries: retries.with_label_values(&[name]),
-                    probe_success: checks.with_label_values(&[name, "success"]),
-                    probe_failure: checks.with_label_values(&[name, "failure"]),
-                    ejections: ejections.with_label_values(&[name]),
-                    up: up.with_label_values(&[name]),
-                    drained: drained.with_label_values(&[name]),
-                    serving_reads: serving_reads.with_label_values(&[name]),
-                    capacity: capacity.with_label_values(&[name]),
-                    weight: weight.with_label_values(&[name]),
-                    factor: factor.with_label_values(&[name]),
-                };
-                // Capacity, like the other pool gauges, is set by publish_pool below.
-                metrics.factor.set(1.0);
-                metrics
-            })
-            .collect();
-        let names: Vec<&str> = pool.origins().iter().map(|o| o.name.as_str()).collect();
-        let replication = ReplicationMetrics::new(&registry, &names)?;
+        let families = OriginFamilies {
+            requests,
+            duration,
+            retries,
+            checks,
+            ejections,
+            up,
+            drained,
+            serving_reads,
+            capacity,
+            weight,
+            factor,
+        };
+        let replication = ReplicationMetrics::new(&registry)?;
         let connections = ConnectionMetrics::new(&registry)?;
         let metrics = Metrics {
             registry,
@@ -233,18 +273,40 @@ impl Metrics {
             reloads_success: reloads.with_label_values(&["success"]),
             reloads_failure: reloads.with_label_values(&["failure"]),
             last_reload_success,
-            origins,
+            origins: boxcar::Vec::with_capacity(pool.len()),
+            families,
             replication,
             connections,
         };
-        metrics.publish_pool(pool);
+        metrics.add_new_origins(pool);
         Ok(metrics)
+    }
+
+    /// Series for the origins the pool gained (at start-up, or a reload
+    /// added them), indexed like the pool.
+    pub fn add_new_origins(&self, pool: &Pool) {
+        for index in self.origins.count()..pool.len() {
+            let name = pool.origin(index).map_or("", |o| o.name.as_str());
+            self.origins.push(self.families.resolve(name));
+            self.replication.add_peer(name);
+        }
+        self.publish_pool(pool);
+    }
+
+    /// A reload removed the origin `name` (and kept no origin of that name).
+    pub fn forget_origin(&self, name: &str) {
+        self.families.forget(name);
+        self.replication.forget_peer(name);
     }
 
     /// Sets `hothot_origin_up`, `_drained`, `_serving_reads`, `_capacity`
     /// and `_weight` from the pool's current state.
     pub fn publish_pool(&self, pool: &Pool) {
-        for (i, (metrics, share)) in self.origins.iter().zip(pool.shares()).enumerate() {
+        let shares = pool.shares();
+        for (i, metrics) in self.origins.iter() {
+            let Some(share) = shares.get(i).copied().filter(|_| pool.is_member(i)) else {
+                continue;
+            };
             metrics.capacity.set(i64::from(pool.capacity(i)));
             metrics.up.set(i64::from(pool.is_serving(i)));
             metrics.drained.set(i64::from(pool.is_drained(i)));

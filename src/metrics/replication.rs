@@ -13,7 +13,8 @@ const SYNC_BUCKETS: &[f64] = &[
 
 pub struct ReplicationMetrics {
     /// Indexed like the pool's origins (each origin is a peer of the others).
-    pub peers: Vec<PeerMetrics>,
+    pub peers: boxcar::Vec<PeerMetrics>,
+    families: PeerFamilies,
     /// `hothot_replication_quorum_timeouts_total`.
     pub quorum_timeouts: IntCounter,
     /// `hothot_replication_dropped_total{peer}`: backlog of a peer removed from the pool.
@@ -25,6 +26,15 @@ pub struct ReplicationMetrics {
     pub verified_match: IntCounter,
     /// `hothot_replication_verified_total{result="mismatch"}`.
     pub verified_mismatch: IntCounter,
+}
+
+/// The labelled families behind [`PeerMetrics`].
+struct PeerFamilies {
+    total: IntCounterVec,
+    pending: IntGaugeVec,
+    lag: GaugeVec,
+    sync: HistogramVec,
+    divergence: IntCounterVec,
 }
 
 /// `hothot_replication_*{peer}` for one peer.
@@ -51,7 +61,8 @@ pub struct PeerMetrics {
 }
 
 impl ReplicationMetrics {
-    pub fn new(registry: &Registry, peer_names: &[&str]) -> Result<Self, prometheus::Error> {
+    /// The series, with no peer yet ([`ReplicationMetrics::add_peer`]).
+    pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
         let total = IntCounterVec::new(
             Opts::new(
                 "hothot_replication_total",
@@ -106,24 +117,10 @@ impl ReplicationMetrics {
         )?;
         registry.register(Box::new(divergence.clone()))?;
         registry.register(Box::new(verified.clone()))?;
-        let peers = peer_names
-            .iter()
-            .map(|peer| PeerMetrics {
-                delivered: total.with_label_values(&[peer, "delivered"]),
-                retried: total.with_label_values(&[peer, "retried"]),
-                failed: total.with_label_values(&[peer, "failed"]),
-                rejected: total.with_label_values(&[peer, "rejected"]),
-                skipped: total.with_label_values(&[peer, "skipped"]),
-                pending: pending.with_label_values(&[peer]),
-                lag: lag.with_label_values(&[peer]),
-                sync: sync.with_label_values(&[peer]),
-                divergence: divergence.with_label_values(&[peer]),
-            })
-            .collect();
         let dropped = IntCounterVec::new(
             Opts::new(
                 "hothot_replication_dropped_total",
-                "Pending writes dropped at start-up because their peer left the pool",
+                "Pending writes dropped because their peer left the pool (removed by a reload, or missing from the configuration at start-up)",
             ),
             &["peer"],
         )?;
@@ -134,12 +131,41 @@ impl ReplicationMetrics {
         registry.register(Box::new(dropped.clone()))?;
         registry.register(Box::new(journal_bytes.clone()))?;
         Ok(ReplicationMetrics {
-            peers,
+            peers: boxcar::Vec::new(),
+            families: PeerFamilies {
+                total,
+                pending,
+                lag,
+                sync,
+                divergence,
+            },
             quorum_timeouts,
             dropped,
             journal_bytes,
             verified_match: verified.with_label_values(&["match"]),
             verified_mismatch: verified.with_label_values(&["mismatch"]),
         })
+    }
+
+    /// The series of the next peer (indexed like the pool's origins).
+    pub fn add_peer(&self, peer: &str) {
+        let families = &self.families;
+        self.peers.push(PeerMetrics {
+            delivered: families.total.with_label_values(&[peer, "delivered"]),
+            retried: families.total.with_label_values(&[peer, "retried"]),
+            failed: families.total.with_label_values(&[peer, "failed"]),
+            rejected: families.total.with_label_values(&[peer, "rejected"]),
+            skipped: families.total.with_label_values(&[peer, "skipped"]),
+            pending: families.pending.with_label_values(&[peer]),
+            lag: families.lag.with_label_values(&[peer]),
+            sync: families.sync.with_label_values(&[peer]),
+            divergence: families.divergence.with_label_values(&[peer]),
+        });
+    }
+
+    /// Drops the gauges of a peer a reload removed; counters stay.
+    pub fn forget_peer(&self, peer: &str) {
+        let _ = self.families.pending.remove_label_values(&[peer]);
+        let _ = self.families.lag.remove_label_values(&[peer]);
     }
 }

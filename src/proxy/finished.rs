@@ -52,7 +52,8 @@ impl HotHotProxy {
             origin: ctx
                 .tried
                 .last()
-                .map(|i| self.pool.origins()[*i].name.as_str()),
+                .and_then(|i| self.pool.origin(*i))
+                .map(|origin| origin.name.as_str()),
             attempts: ctx.tried.len(),
             upstream_status: ctx.upstream_status,
             write,

@@ -1,5 +1,5 @@
 //! What a reload changes in the proxy itself: each origin's peer (its
-//! timeouts) and the number of retries. Requests read them per attempt.
+//! timeouts, and peers for origins it adds) and the number of retries. Requests read them per attempt.
 
 use crate::config::Timeouts;
 use crate::pool::Pool;
@@ -24,7 +24,8 @@ impl LiveSettings {
         }
     }
 
-    /// A reload's timeouts and retries.
+    /// A reload's timeouts and retries (or new origins: the peers cover
+    /// every index of the pool).
     pub fn set(&self, pool: &Pool, timeouts: Timeouts, retries: u32) {
         self.peers.store(Arc::new(peers(pool, timeouts)));
         self.retries.store(retries, Ordering::Release);
@@ -40,8 +41,8 @@ impl LiveSettings {
 }
 
 fn peers(pool: &Pool, timeouts: Timeouts) -> Vec<HttpPeer> {
-    pool.origins()
-        .iter()
+    (0..pool.len())
+        .filter_map(|index| pool.origin(index))
         .map(|origin| {
             let mut peer = HttpPeer::new(origin.address, false, String::new());
             if let Some(tls) = &origin.tls {

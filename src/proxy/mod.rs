@@ -22,7 +22,7 @@ use crate::limit::Limiter;
 use crate::metrics::{InFlight, Metrics};
 use crate::pool::Pool;
 use crate::replication::Replicator;
-use crate::selection::{CapacityWeighted, Traffic};
+use crate::selection::{Balancer, Traffic};
 use answers::{error_body, respond_plain, respond_shed, status_for};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -30,7 +30,6 @@ pub use live::LiveSettings;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
-use pingora_load_balancing::LoadBalancer;
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use route::{Route, Router, SeenWrite};
 use std::sync::Arc;
@@ -55,7 +54,7 @@ pub struct HotHotProxy {
 /// What the proxy is built from.
 pub struct ProxyParts {
     pub pool: Arc<Pool>,
-    pub balancer: Arc<LoadBalancer<CapacityWeighted>>,
+    pub balancer: Arc<Balancer>,
     pub adaptive: Arc<Adaptive>,
     pub limiter: Arc<Limiter>,
     pub live: Arc<LiveSettings>,

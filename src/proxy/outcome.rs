@@ -38,12 +38,13 @@ impl HotHotProxy {
     /// Passive health: a live failure of `index`, which may eject it.
     fn note_failure(&self, index: usize) {
         if self.pool.record_failure(index) == FailureVerdict::Ejected {
-            let origin = &self.pool.origins()[index];
-            log::warn!(
-                "origin {} ({}) ejected after consecutive live-traffic failures",
-                origin.name,
-                origin.address
-            );
+            if let Some(origin) = self.pool.origin(index) {
+                log::warn!(
+                    "origin {} ({}) ejected after consecutive live-traffic failures",
+                    origin.name,
+                    origin.address
+                );
+            }
             self.metrics.origins[index].ejections.inc();
             self.metrics.publish_pool(&self.pool);
         }

@@ -15,9 +15,8 @@ use crate::config::LimitMode;
 use crate::limit::Limiter;
 use crate::pool::Pool;
 use crate::replication::Replicator;
-use crate::selection::{selection_key, CapacityWeighted, Traffic};
+use crate::selection::{selection_key, Balancer, Traffic};
 use pingora_http::RequestHeader;
-use pingora_load_balancing::LoadBalancer;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -62,7 +61,7 @@ pub fn seen_write(request: &RequestHeader, pool: &Pool) -> Option<SeenWrite> {
     let (version, primary) = value.split_once('.')?;
     Some(SeenWrite {
         version: version.parse().ok()?,
-        primary: pool.origins().iter().position(|o| o.name == primary),
+        primary: pool.find(primary),
     })
 }
 
@@ -70,7 +69,7 @@ pub fn seen_write(request: &RequestHeader, pool: &Pool) -> Option<SeenWrite> {
 /// states and the limiter's room, for proxied requests and sequenced
 /// writes alike.
 pub struct Router {
-    pub balancer: Arc<LoadBalancer<CapacityWeighted>>,
+    pub balancer: Arc<Balancer>,
     pub pool: Arc<Pool>,
     replicator: Arc<Replicator>,
     limiter: Arc<Limiter>,
@@ -78,7 +77,7 @@ pub struct Router {
 
 impl Router {
     pub fn new(
-        balancer: Arc<LoadBalancer<CapacityWeighted>>,
+        balancer: Arc<Balancer>,
         pool: Arc<Pool>,
         replicator: Arc<Replicator>,
         limiter: Arc<Limiter>,
@@ -187,16 +186,10 @@ impl Router {
 
     /// The origin the balancer picks for selection `key` that has room, if any.
     fn pick_by_capacity(&self, key: &[u8]) -> Option<usize> {
-        let index = |backend: &pingora_load_balancing::Backend| {
-            backend.as_inet().and_then(|addr| self.pool.index_of(*addr))
-        };
-        // Without a limit every pick is accepted, with no lookup.
+        // Without a limit every pick is accepted.
         let limited = self.limiter.is_on();
         self.balancer
-            .select_with(key, self.pool.len(), |backend, _| {
-                !limited || index(backend).is_some_and(|i| self.limiter.try_take(i))
-            })
-            .and_then(|backend| index(&backend))
+            .select_with(key, |index| !limited || self.limiter.try_take(index))
     }
 }
 

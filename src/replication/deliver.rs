@@ -58,6 +58,15 @@ impl Backoff {
         self.current = self.initial;
     }
 
+    /// A reload's `retry.initial` and `retry.max`, from the next delay.
+    pub fn set_bounds(&mut self, initial: Duration, max: Duration) {
+        if (initial, max) != (self.initial, self.max) {
+            self.initial = initial;
+            self.max = max;
+            self.current = self.current.clamp(initial, max);
+        }
+    }
+
     pub fn next_delay(&mut self) -> Duration {
         // xorshift64: jitter only needs to spread retries apart.
         self.seed ^= self.seed << 13;
@@ -78,8 +87,6 @@ pub struct Lane {
     pub lane: usize,
     pub address: SocketAddr,
     pub timeouts: Timeouts,
-    /// How long entries nobody waits for here wait for company (zero in sync mode).
-    pub linger: Duration,
     pub backoff: Backoff,
 }
 
@@ -121,6 +128,10 @@ impl Lane {
         let mut in_flight: VecDeque<Sent> = VecDeque::new();
         let mut window = 1;
         loop {
+            let config = self.replicator.config();
+            self.backoff
+                .set_bounds(config.retry_initial, config.retry_max);
+            drop(config);
             let batch = if in_flight.is_empty() {
                 self.wait_for_work(window).await
             } else {
@@ -172,17 +183,19 @@ impl Lane {
     /// whose client waits for this origin joins it: then it leaves at once.
     async fn wait_for_work(&self, window: usize) -> Vec<Taken> {
         let queue = self.queue();
+        // Read once per batch: a reload may change it.
+        let linger = self.replicator.linger();
         let mut linger_until: Option<Instant> = None;
         loop {
             let woken = queue.wake().notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
             let patient =
-                !self.linger.is_zero() && linger_until.is_none_or(|until| Instant::now() < until);
+                !linger.is_zero() && linger_until.is_none_or(|until| Instant::now() < until);
             match queue.take(self.lane, window, patient) {
                 Next::Send(batch) => return batch,
                 Next::Hold => {
-                    let until = *linger_until.get_or_insert_with(|| Instant::now() + self.linger);
+                    let until = *linger_until.get_or_insert_with(|| Instant::now() + linger);
                     let _ = tokio::time::timeout_at(until.into(), woken).await;
                 }
                 Next::Until(until) => {
@@ -209,7 +222,8 @@ impl Lane {
         if room == 0 || connection.is_some_and(PeerConnection::answer_arrived) {
             return Vec::new();
         }
-        match self.queue().take(self.lane, room, !self.linger.is_zero()) {
+        let patient = !self.replicator.linger().is_zero();
+        match self.queue().take(self.lane, room, patient) {
             Next::Send(batch) => batch,
             Next::Hold | Next::Until(_) | Next::Wait => Vec::new(),
         }
@@ -235,7 +249,8 @@ impl Lane {
                 void: false,
             }));
             if connection.is_none() {
-                let tls = self.replicator.pool.origins()[self.index].tls.as_deref();
+                let origin = self.replicator.pool.origin(self.index);
+                let tls = origin.and_then(|o| o.tls.as_deref());
                 *connection =
                     Some(PeerConnection::connect(self.address, tls, self.timeouts.connect).await?);
             }

@@ -11,8 +11,10 @@
 //! origins' backlogs once the primary has answered. A sampled fraction of
 //! writes is read back from every origin and compared (`verify`).
 
+mod admission;
 mod deliver;
 mod key;
+mod membership;
 mod pipeline;
 mod queue;
 mod recover;
@@ -37,7 +39,7 @@ use reply::{Outcome, Reply};
 use sequencer::{Sequencer, Targets};
 pub use service::ReplicationService;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 use verify::Verifier;
@@ -94,6 +96,9 @@ pub struct Replicator {
     pool: Arc<Pool>,
     metrics: Arc<Metrics>,
     timeouts: Timeouts,
+    /// Told when a reload added or removed origins: the service starts or
+    /// stops their lanes.
+    membership: tokio::sync::Notify,
 }
 
 impl Replicator {
@@ -105,11 +110,15 @@ impl Replicator {
         metrics: Arc<Metrics>,
         timeouts: Timeouts,
     ) -> Result<Self, JournalError> {
-        let names: Vec<String> = pool.origins().iter().map(|o| o.name.clone()).collect();
+        let names: Vec<String> = pool.members().map(|(_, o)| o.name.clone()).collect();
         let queues = (0..names.len())
-            .map(|index| PeerQueue::new(index, config.max_pending))
+            .map(|index| PeerQueue::new(index, config.max_pending, 0))
             .collect();
-        let pending = metrics.replication.peers.iter().map(|p| p.pending.clone());
+        let pending = metrics
+            .replication
+            .peers
+            .iter()
+            .map(|(_, p)| p.pending.clone());
         let (journal, recovered) = match config.mode {
             ReplicationMode::Off => (None, None),
             _ => {
@@ -131,7 +140,7 @@ impl Replicator {
                 ReplicationMode::Off => 0.0,
                 _ => config.verify_sample,
             },
-            names,
+            pool.clone(),
             metrics.clone(),
         ));
         Ok(Replicator {
@@ -144,17 +153,13 @@ impl Replicator {
             pool,
             metrics,
             timeouts,
+            membership: tokio::sync::Notify::new(),
         })
     }
 
     /// The replication settings in force.
     pub fn config(&self) -> arc_swap::Guard<Arc<ReplicationConfig>> {
         self.config.load()
-    }
-
-    /// A reload's settings (only keys that may change live differ).
-    pub fn set_config(&self, config: ReplicationConfig) {
-        self.config.store(Arc::new(config));
     }
 
     /// Is a request with this method a write to replicate?
@@ -171,53 +176,6 @@ impl Replicator {
                 .iter()
                 .any(|range| range.contains(ip))
         })
-    }
-
-    /// Room for one more write in every peer's backlog and in the journal?
-    /// A refusal is counted and says which is full.
-    pub fn admit(&self) -> Result<(), Full> {
-        let mut admitted = true;
-        for (index, queue) in self.sequencer.queues().iter().enumerate() {
-            if !queue.has_room() {
-                self.metrics.replication.peers[index].rejected.inc();
-                admitted = false;
-            }
-        }
-        let journal_full = self.sequencer.journal().is_some_and(|j| !j.has_room());
-        if self.journal_full.swap(journal_full, Ordering::Relaxed) != journal_full {
-            match journal_full {
-                true => log::error!(
-                    "journal full (max_bytes): refusing new writes until peers catch up"
-                ),
-                false => log::info!("journal has room again: accepting writes"),
-            }
-        }
-        if journal_full && admitted {
-            self.count_rejected();
-        }
-        match (admitted, journal_full) {
-            (true, false) => Ok(()),
-            (_, true) => Err(Full::Journal),
-            (false, false) => Err(Full::Backlog),
-        }
-    }
-
-    /// Counts a write refused before reaching any origin, on every peer.
-    pub fn count_rejected(&self) {
-        self.metrics
-            .replication
-            .peers
-            .iter()
-            .for_each(|p| p.rejected.inc());
-    }
-
-    /// Counts a write deliberately not replicated, on the peers of `primary`.
-    pub fn count_skipped(&self, primary: Option<usize>) {
-        for (index, peer) in self.metrics.replication.peers.iter().enumerate() {
-            if Some(index) != primary {
-                peer.skipped.inc();
-            }
-        }
     }
 
     pub fn next_version(&self) -> u64 {
@@ -262,11 +220,15 @@ impl Replicator {
             true => Targets::All,
             false => Targets::AllBut(new.primary),
         };
-        let names: Vec<&str> = (0..self.pool.len())
-            .filter(|i| targets.contains(*i))
-            .map(|i| self.origin_name(i))
-            .collect();
+        // Under the sequence lock: the origins in the pool cannot change
+        // until this write has joined their backlogs.
         let next = self.sequencer.next();
+        let names: Vec<&str> = self
+            .sequencer
+            .members()
+            .filter(|(i, _)| targets.contains(*i))
+            .map(|(i, _)| self.origin_name(i))
+            .collect();
         let primary = self.origin_name(new.primary);
         let write = Arc::new(Write::new(next.seq, new, primary, reply));
         // A pool of one has nobody to copy to under version order, and nothing to journal.
@@ -279,7 +241,9 @@ impl Replicator {
                 return Err(error.to_owned());
             }
         }
-        let read = self.verifier.read_for(&write);
+        let read = self
+            .verifier
+            .read_for(&write, self.sequencer.members().count());
         next.hand_off(write.clone(), read, targets);
         Ok((write, stored))
     }
@@ -291,7 +255,8 @@ impl Replicator {
     /// `fdatasync` does not hold the client).
     /// `None` only if the write was refused (never under version order).
     pub async fn submit(&self, new: NewWrite) -> Option<Arc<Write>> {
-        let others = u32::try_from(self.pool.len().saturating_sub(1)).unwrap_or(u32::MAX);
+        let others = self.sequencer.members().count().saturating_sub(1);
+        let others = u32::try_from(others).unwrap_or(u32::MAX);
         let (write, stored) = self.sequence(&new, None).ok()?;
         if let Some(stored) = stored {
             tokio::select! {
@@ -371,10 +336,7 @@ impl Replicator {
 
     /// Name of the origin at `index`.
     pub fn origin_name(&self, index: usize) -> &str {
-        self.pool
-            .origins()
-            .get(index)
-            .map_or("", |o| o.name.as_str())
+        self.pool.origin(index).map_or("", |o| o.name.as_str())
     }
 
     /// Does the origin at `index` hold the write stamped `version` (and

@@ -12,7 +12,7 @@
 
 use super::write::Write;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -26,11 +26,17 @@ pub struct PeerQueue {
     index: usize,
     state: Mutex<State>,
     wake: Notify,
-    max_pending: usize,
+    /// `replication.max_pending`, which a reload may change.
+    max_pending: AtomicUsize,
+    /// Writes numbered at or below this are not for this origin: it joined
+    /// the pool (a reload added it) after they were sequenced.
+    joined_after: u64,
     /// The origin's last attempt failed (a 5xx or a broken connection).
     failing: AtomicBool,
     /// Failed attempts since the last success.
     failures: AtomicU64,
+    /// `State::retired`, readable without the lock (set under it).
+    retired: AtomicBool,
 }
 
 #[derive(Default)]
@@ -47,6 +53,9 @@ struct State {
     in_flight: HashMap<u64, (usize, u32)>,
     /// Keys waiting out a backoff after a 5xx, and until when.
     blocked: HashMap<u64, Instant>,
+    /// The origin left the pool (a reload removed it): the backlog was
+    /// dropped and nothing joins it any more.
+    retired: bool,
 }
 
 struct Entry {
@@ -76,14 +85,17 @@ pub enum Next {
 }
 
 impl PeerQueue {
-    pub fn new(index: usize, max_pending: usize) -> Self {
+    /// The backlog of the origin at `index`, for writes numbered after `joined_after`.
+    pub fn new(index: usize, max_pending: usize, joined_after: u64) -> Self {
         PeerQueue {
             index,
             state: Mutex::new(State::default()),
             wake: Notify::new(),
-            max_pending,
+            max_pending: AtomicUsize::new(max_pending),
+            joined_after,
             failing: AtomicBool::new(false),
             failures: AtomicU64::new(0),
+            retired: AtomicBool::new(false),
         }
     }
 
@@ -95,7 +107,37 @@ impl PeerQueue {
     /// it reaches any origin. Writes already admitted are always queued, so
     /// the backlog may exceed `max_pending` by the writes in flight.
     pub fn has_room(&self) -> bool {
-        self.lock().writes < self.max_pending
+        self.lock().writes < self.max_pending.load(Ordering::Relaxed)
+    }
+
+    /// A reload's `replication.max_pending`.
+    pub fn set_max_pending(&self, max_pending: usize) {
+        self.max_pending.store(max_pending, Ordering::Relaxed);
+    }
+
+    /// Was the origin in the pool when the write numbered `seq` was
+    /// sequenced? (Once it is retired, [`PeerQueue::push`] refuses anyway.)
+    pub fn accepts(&self, seq: u64) -> bool {
+        seq > self.joined_after
+    }
+
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
+    }
+
+    /// The origin left the pool: drops its backlog; returns how many
+    /// writes (verify reads aside) were dropped.
+    pub fn retire(&self) -> usize {
+        let mut state = self.lock();
+        let dropped = state.writes;
+        *state = State {
+            retired: true,
+            ..State::default()
+        };
+        self.retired.store(true, Ordering::Release);
+        drop(state);
+        self.wake.notify_waiters();
+        dropped
     }
 
     /// Unsettled writes.
@@ -116,8 +158,12 @@ impl PeerQueue {
             .is_none_or(|oldest| *oldest > version)
     }
 
-    pub fn push(&self, write: Arc<Write>) {
+    /// Appends an entry; false (and nothing queued) once the origin is retired.
+    pub fn push(&self, write: Arc<Write>) -> bool {
         let mut state = self.lock();
+        if state.retired {
+            return false;
+        }
         if !write.is_verify_read() {
             state.writes += 1;
             *state.versions.entry(write.version).or_default() += 1;
@@ -134,6 +180,7 @@ impl PeerQueue {
         );
         drop(state);
         self.wake.notify_one();
+        true
     }
 
     /// Woken when entries arrive or may be sent again.
@@ -310,71 +357,5 @@ impl State {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::replication::write::{CapturedRequest, NewWrite};
-    use bytes::Bytes;
-
-    fn write(seq: u64, key: u64) -> Arc<Write> {
-        let header = pingora_http::RequestHeader::build("PUT", b"/k", None).unwrap();
-        let new = NewWrite {
-            version: seq,
-            idempotency_key: String::new(),
-            primary: 9,
-            key,
-            request: CapturedRequest::of(&header),
-            body: Bytes::new(),
-        };
-        Arc::new(Write::new(seq, &new, "p", None))
-    }
-
-    fn sent(next: Next) -> Vec<(u64, u64)> {
-        match next {
-            Next::Send(taken) => taken.iter().map(|t| (t.id, t.write.seq)).collect(),
-            _ => Vec::new(),
-        }
-    }
-
-    #[test]
-    fn one_key_is_one_ordered_pipeline() {
-        let queue = PeerQueue::new(0, 100);
-        for seq in 1..=4 {
-            queue.push(write(seq, 0));
-        }
-        assert_eq!(sent(queue.take(0, 2, false)), vec![(0, 1), (1, 2)]);
-        // Pipelined behind them on the same lane, never on another.
-        assert!(matches!(queue.take(1, 8, false), Next::Wait));
-        assert_eq!(sent(queue.take(0, 8, false)), vec![(2, 3), (3, 4)]);
-        // #1 fails: it and everything after it wait out the backoff, in order.
-        queue.release(0, Some(Duration::from_secs(60)));
-        for id in 1..=3 {
-            queue.release(id, None);
-        }
-        assert!(matches!(queue.take(0, 8, false), Next::Until(_)));
-        assert_eq!(queue.settle(0), Some(2));
-        assert_eq!(queue.len(), 3);
-    }
-
-    #[test]
-    fn other_keys_overtake_a_key_in_backoff() {
-        let queue = PeerQueue::new(0, 100);
-        queue.push(write(1, 7));
-        queue.push(write(2, 7));
-        queue.push(write(3, 8));
-        assert_eq!(sent(queue.take(0, 1, false)), vec![(0, 1)]);
-        // Key 7 is in flight on lane 0: lane 1 may only take key 8.
-        assert_eq!(sent(queue.take(1, 8, false)), vec![(2, 3)]);
-        queue.release(0, Some(Duration::from_secs(60)));
-        assert!(matches!(queue.take(1, 8, false), Next::Until(_)));
-        assert_eq!(queue.settle(2), Some(1));
-        assert!(queue.is_past(0) && !queue.is_past(1));
-    }
-
-    #[test]
-    fn a_patient_lane_holds_writes_nobody_waits_for() {
-        let queue = PeerQueue::new(0, 100);
-        queue.push(write(1, 0));
-        assert!(matches!(queue.take(0, 4, true), Next::Hold));
-        assert_eq!(sent(queue.take(0, 1, true)), vec![(0, 1)]);
-    }
-}
+#[path = "queue_tests.rs"]
+mod tests;

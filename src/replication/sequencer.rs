@@ -56,14 +56,16 @@ pub struct Sequencer {
 
 /// The backlogs, and the sequenced writes waiting to join them.
 pub struct Handoff {
-    pub queues: Vec<PeerQueue>,
+    /// Indexed like the pool's origins; a reload adds backlogs (and retires
+    /// them) under the sequence lock, between two writes.
+    pub queues: boxcar::Vec<PeerQueue>,
     /// Written but not yet durable (write-ahead only).
     staged: Mutex<Staging>,
     /// The highest sequence handed to the backlogs: every write at or below
     /// it is in the backlogs it targets (or settled there).
     published: AtomicU64,
     /// `hothot_replication_pending{peer}`, indexed like the queues.
-    pending: Vec<IntGauge>,
+    pending: boxcar::Vec<IntGauge>,
 }
 
 #[derive(Default)]
@@ -92,8 +94,8 @@ impl Sequencer {
     /// `next_seq` follows the journal's last write; `write_ahead` holds
     /// writes back from the backlogs until the journal has made them durable.
     pub fn new(
-        queues: Vec<PeerQueue>,
-        pending: Vec<IntGauge>,
+        queues: boxcar::Vec<PeerQueue>,
+        pending: boxcar::Vec<IntGauge>,
         journal: Option<Journal>,
         next_seq: u64,
         write_ahead: bool,
@@ -116,8 +118,49 @@ impl Sequencer {
         }
     }
 
-    pub fn queues(&self) -> &[PeerQueue] {
+    /// Every origin's backlog, by pool index (retired ones included).
+    pub fn queues(&self) -> &boxcar::Vec<PeerQueue> {
         &self.handoff.queues
+    }
+
+    /// The backlogs of the origins in the pool, with their indexes.
+    pub fn members(&self) -> impl Iterator<Item = (usize, &PeerQueue)> {
+        self.handoff.queues.iter().filter(|(_, q)| !q.is_retired())
+    }
+
+    /// A reload added the origin `name`: its backlog takes the writes
+    /// numbered from now on (it is a new origin, with nothing to catch up
+    /// on). Returns its index, which is the pool's next.
+    pub fn join(&self, name: &str, max_pending: usize, pending: IntGauge) -> usize {
+        let next_seq = self.next_seq.lock().unwrap_or_else(|e| e.into_inner());
+        let settled = next_seq.saturating_sub(1);
+        let index = self.handoff.queues.count();
+        self.handoff.pending.push(pending);
+        self.handoff
+            .queues
+            .push(PeerQueue::new(index, max_pending, settled));
+        if let Some(journal) = &self.journal {
+            journal.add_peer(name, settled);
+        }
+        index
+    }
+
+    /// A reload removed the origin at `index`: its backlog is dropped and
+    /// the journal counts every write numbered so far as settled for it.
+    /// Returns how many writes were dropped.
+    pub fn retire(&self, index: usize) -> usize {
+        let next_seq = self.next_seq.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(queue) = self.handoff.queues.get(index) else {
+            return 0;
+        };
+        let dropped = queue.retire();
+        if let Some(pending) = self.handoff.pending.get(index) {
+            pending.set(0);
+        }
+        if let Some(journal) = &self.journal {
+            journal.ack(index, next_seq.saturating_sub(1));
+        }
+        dropped
     }
 
     pub fn journal(&self) -> Option<&Journal> {
@@ -142,9 +185,20 @@ impl Sequencer {
         // Read before the backlog: every write up to it is in the backlog
         // already, so an empty backlog means all of them are settled.
         let published = self.handoff.published.load(Ordering::Acquire);
-        let oldest = self.handoff.queues[index].settle(id);
-        if !write.is_verify_read() {
-            self.handoff.pending[index].dec();
+        let Some(queue) = self.handoff.queues.get(index) else {
+            return;
+        };
+        if queue.is_retired() {
+            return; // its pending count was reset when it was retired
+        }
+        let oldest = queue.settle(id);
+        if let Some(pending) = self
+            .handoff
+            .pending
+            .get(index)
+            .filter(|_| !write.is_verify_read())
+        {
+            pending.dec();
         }
         if let Some(journal) = &self.journal {
             journal.ack(index, oldest.map_or(published, |seq| seq - 1));
@@ -161,7 +215,7 @@ impl Sequencer {
             .writes
             .front()
             .map(|s| s.write.seq);
-        let heads = self.handoff.queues.iter().filter_map(|q| q.head_seq());
+        let heads = self.handoff.queues.iter().filter_map(|(_, q)| q.head_seq());
         heads.chain(staged).min().unwrap_or(*next_seq)
     }
 
@@ -211,15 +265,25 @@ impl Handoff {
     }
 
     fn push(&self, index: usize, write: Arc<Write>) {
-        if !write.is_verify_read() {
-            self.pending[index].inc();
+        let (Some(queue), Some(pending)) = (self.queues.get(index), self.pending.get(index)) else {
+            return;
+        };
+        // Counted first: the origin may settle it as soon as it is queued.
+        let counted = !write.is_verify_read();
+        if counted {
+            pending.inc();
         }
-        self.queues[index].push(write);
+        if !queue.push(write) && counted {
+            pending.dec(); // retired meanwhile
+        }
     }
 
     fn deliver(&self, staged: Staged) {
         let seq = staged.write.seq;
-        for index in 0..self.queues.len() {
+        for (index, queue) in self.queues.iter() {
+            if !queue.accepts(seq) {
+                continue;
+            }
             if staged.targets.contains(index) {
                 self.push(index, staged.write.clone());
             }

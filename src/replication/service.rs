@@ -9,6 +9,7 @@ use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::task::{AbortHandle, JoinSet};
 
 /// How often lag gauges are refreshed and the journal trimmed.
 const HOUSEKEEPING: Duration = Duration::from_millis(100);
@@ -30,11 +31,9 @@ impl Replicator {
     /// (and drained ones back), and lets the journal drop what every origin has.
     fn housekeeping(&self) {
         let mut changed = false;
-        let queues = self.sequencer.queues();
-        let origins = queues.iter().zip(&self.metrics.replication.peers);
-        for (index, (queue, metrics)) in origins.enumerate() {
+        for (index, queue) in self.sequencer.members() {
             let lag = queue.oldest_age();
-            metrics.lag.set(lag.as_secs_f64());
+            self.peer_metrics(index, |peer| peer.lag.set(lag.as_secs_f64()));
             let name = self.origin_name(index);
             let max_lag = self.config().max_lag;
             if lag > max_lag && self.pool.set_lagging(index, true) {
@@ -64,34 +63,67 @@ impl Replicator {
         }
     }
 
-    fn lanes(self: &Arc<Self>, timeouts: Timeouts) -> Vec<Lane> {
+    /// The lanes of the origin at `index`.
+    fn lanes(self: &Arc<Self>, index: usize, timeouts: Timeouts) -> Vec<Lane> {
         let lanes = if self.keying.is_per_key() {
             KEY_LANES
         } else {
             1
         };
-        let linger = match self.config().mode {
-            ReplicationMode::Async => self.config().linger,
-            // A sync client waits for its copies: they must leave at once.
-            _ => Duration::ZERO,
+        let Some(origin) = self.pool.origin(index) else {
+            return Vec::new();
         };
-        let origins = self.pool.origins().iter().enumerate();
-        origins
-            .flat_map(|(index, origin)| (0..lanes).map(move |lane| (index, lane, origin.address)))
-            .map(|(index, lane, address)| Lane {
+        let config = self.config();
+        (0..lanes)
+            .map(|lane| Lane {
                 replicator: self.clone(),
                 index,
                 lane,
-                address,
+                address: origin.address,
                 timeouts,
-                linger,
                 backoff: Backoff::new(
-                    self.config().retry_initial,
-                    self.config().retry_max,
+                    config.retry_initial,
+                    config.retry_max,
                     self.clock.next() ^ (index * KEY_LANES + lane) as u64,
                 ),
             })
             .collect()
+    }
+
+    /// How long entries nobody waits for wait for company (see `deliver`).
+    pub(super) fn linger(&self) -> Duration {
+        let config = self.config();
+        match config.mode {
+            ReplicationMode::Async => config.linger,
+            // A sync client waits for its copies: they must leave at once.
+            _ => Duration::ZERO,
+        }
+    }
+}
+
+/// The running lanes, by origin index.
+#[derive(Default)]
+struct Workers {
+    set: JoinSet<()>,
+    by_origin: Vec<Vec<AbortHandle>>,
+}
+
+impl Workers {
+    /// Starts the lanes of origins that joined, stops those of origins that left.
+    fn follow(&mut self, replicator: &Arc<Replicator>, timeouts: Timeouts) {
+        for (index, queue) in replicator.sequencer.queues().iter() {
+            if self.by_origin.len() <= index {
+                self.by_origin.resize_with(index + 1, Vec::new);
+            }
+            let handles = &mut self.by_origin[index];
+            if queue.is_retired() {
+                handles.drain(..).for_each(|h| h.abort());
+            } else if handles.is_empty() {
+                for lane in replicator.lanes(index, timeouts) {
+                    handles.push(self.set.spawn(lane.run()));
+                }
+            }
+        }
     }
 }
 
@@ -105,20 +137,21 @@ impl BackgroundService for ReplicationService {
                 std::process::exit(1);
             }
         }
-        let mut workers = tokio::task::JoinSet::new();
-        for lane in replicator.lanes(self.timeouts) {
-            workers.spawn(lane.run());
-        }
+        let mut workers = Workers::default();
+        workers.follow(replicator, self.timeouts);
         let mut ticker = tokio::time::interval(HOUSEKEEPING);
         loop {
             tokio::select! {
                 _ = ticker.tick() => replicator.housekeeping(),
+                () = replicator.membership_changed() => workers.follow(replicator, self.timeouts),
+                // Finished lanes (aborted ones) are reaped here.
+                Some(_) = workers.set.join_next(), if !workers.set.is_empty() => {}
                 _ = shutdown.changed() => break,
             }
         }
-        workers.abort_all();
-        let queues = replicator.sequencer.queues();
-        let undelivered: usize = queues.iter().map(|q| q.len()).sum();
+        workers.set.abort_all();
+        let queues = replicator.sequencer.members();
+        let undelivered: usize = queues.map(|(_, q)| q.len()).sum();
         match replicator.sequencer.journal() {
             Some(journal) => {
                 journal.close();

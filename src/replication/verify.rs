@@ -14,9 +14,10 @@
 use super::pipeline;
 use super::write::Write;
 use crate::metrics::Metrics;
+use crate::pool::Pool;
 use bytes::Bytes;
 use std::hash::{DefaultHasher, Hasher};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Request headers the verify read copies from its write: the virtual host
@@ -24,9 +25,10 @@ use std::sync::{Arc, Mutex};
 const COPIED_HEADERS: [&str; 3] = ["host", "authorization", "cookie"];
 
 pub struct Verifier {
-    /// Fraction of writes verified; 0 turns verification off.
-    sample: f64,
-    names: Vec<String>,
+    /// Fraction of writes verified (an `f64`'s bits, a reload may change
+    /// it); 0 turns verification off.
+    sample: AtomicU64,
+    pool: Arc<Pool>,
     metrics: Arc<Metrics>,
 }
 
@@ -42,23 +44,30 @@ pub struct Sample {
 }
 
 impl Verifier {
-    pub fn new(sample: f64, names: Vec<String>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(sample: f64, pool: Arc<Pool>, metrics: Arc<Metrics>) -> Self {
         Verifier {
-            sample,
-            names,
+            sample: AtomicU64::new(sample.to_bits()),
+            pool,
             metrics,
         }
+    }
+
+    /// A reload's `verify.sample`.
+    pub fn set_sample(&self, sample: f64) {
+        self.sample.store(sample.to_bits(), Ordering::Relaxed);
     }
 
     /// Is the write numbered `seq` verified? Exactly `sample` of all writes,
     /// evenly spread: no randomness to reason about.
     fn samples(&self, seq: u64) -> bool {
+        let sample = f64::from_bits(self.sample.load(Ordering::Relaxed));
         let seq = seq as f64;
-        self.sample > 0.0 && (seq * self.sample).floor() > ((seq - 1.0) * self.sample).floor()
+        sample > 0.0 && (seq * sample).floor() > ((seq - 1.0) * sample).floor()
     }
 
-    /// The read that verifies `write`, if it is sampled.
-    pub fn read_for(self: &Arc<Self>, write: &Write) -> Option<Arc<Write>> {
+    /// The read that verifies `write`, if it is sampled; `origins` is how
+    /// many origins it goes to (every origin in the pool).
+    pub fn read_for(self: &Arc<Self>, write: &Write, origins: usize) -> Option<Arc<Write>> {
         if write.is_verify_read() || !self.samples(write.seq) {
             return None;
         }
@@ -68,8 +77,8 @@ impl Verifier {
             path,
             version: write.version,
             primary: write.primary,
-            answers: Mutex::new(vec![None; self.names.len()]),
-            remaining: AtomicUsize::new(self.names.len()),
+            answers: Mutex::new(vec![None; self.pool.len()]),
+            remaining: AtomicUsize::new(origins),
         });
         Some(Arc::new(write.verify_read(request, sample)))
     }
@@ -121,17 +130,22 @@ impl Sample {
     /// Every origin answered: count and log the ones that differ from the
     /// most common answer (on a tie, the primary's).
     fn compare(&self) {
-        let answers: Vec<(u16, u64)> = self
+        // Only the origins the read went to answered it.
+        let (indexes, answers): (Vec<usize>, Vec<(u16, u64)>) = self
             .answers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .map(|a| a.unwrap_or_default())
-            .collect();
+            .enumerate()
+            .filter_map(|(index, answer)| Some((index, (*answer)?)))
+            .unzip();
         let verifier = &self.verifier;
         let replication = &verifier.metrics.replication;
         let count = |answer: &(u16, u64)| answers.iter().filter(|a| *a == answer).count();
-        let primary_answer = self.primary.and_then(|p| answers.get(p));
+        let primary_answer = self
+            .primary
+            .and_then(|p| indexes.iter().position(|i| *i == p))
+            .and_then(|p| answers.get(p));
         let reference = answers
             .iter()
             .max_by_key(|a| (count(a), Some(*a) == primary_answer))
@@ -143,11 +157,13 @@ impl Sample {
         }
         replication.verified_mismatch.inc();
         let mut listing = Vec::new();
-        for (index, answer) in answers.iter().enumerate() {
+        for (index, answer) in indexes.iter().copied().zip(&answers) {
             if *answer != reference {
-                replication.peers[index].divergence.inc();
+                if let Some(peer) = replication.peers.get(index) {
+                    peer.divergence.inc();
+                }
             }
-            let name = verifier.names.get(index).map_or("?", String::as_str);
+            let name = verifier.pool.origin(index).map_or("?", |o| o.name.as_str());
             listing.push(format!(
                 "{name}: {} (body hash {:016x})",
                 answer.0, answer.1
@@ -180,24 +196,22 @@ Authorization: Bearer t\r\n\r\n";
 
     #[test]
     fn sampling_is_an_exact_fraction() {
-        let metrics = Arc::new(
-            Metrics::new(
-                &crate::pool::Pool::new(
-                    &[],
-                    crate::config::PassiveConfig {
-                        failures: 0,
-                        eject: std::time::Duration::from_secs(1),
-                    },
-                )
-                .unwrap(),
+        let pool = Arc::new(
+            Pool::new(
+                &[],
+                crate::config::PassiveConfig {
+                    failures: 0,
+                    eject: std::time::Duration::from_secs(1),
+                },
             )
             .unwrap(),
         );
-        let verifier = Verifier::new(0.01, Vec::new(), metrics.clone());
+        let metrics = Arc::new(Metrics::new(&pool).unwrap());
+        let verifier = Verifier::new(0.01, pool.clone(), metrics.clone());
         assert_eq!((1..=10_000).filter(|s| verifier.samples(*s)).count(), 100);
-        let all = Verifier::new(1.0, Vec::new(), metrics.clone());
+        let all = Verifier::new(1.0, pool.clone(), metrics.clone());
         assert!((1..=10).all(|s| all.samples(s)));
-        let off = Verifier::new(0.0, Vec::new(), metrics);
+        let off = Verifier::new(0.0, pool, metrics);
         assert!(!(1..=10).any(|s| off.samples(s)));
     }
 }

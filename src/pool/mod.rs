@@ -5,36 +5,12 @@
 //! service runs a first probe round before the proxy starts listening, so an
 //! origin that is dead at start-up never receives a request.
 
-use crate::config::{OriginConfig, PassiveConfig};
-use crate::origin_tls::TlsClient;
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+mod origin;
 
-/// One origin and its live state. All state is atomics: it is read on every pick.
-#[derive(Debug)]
-pub struct Origin {
-    pub name: String,
-    pub address: SocketAddr,
-    /// Declared requests/s; 0 means drained. Changes on reload.
-    capacity: AtomicU32,
-    probe_up: AtomicBool,
-    /// Too far behind on replicated writes to serve reads (see `replication.max_lag`).
-    lagging: AtomicBool,
-    /// Milliseconds since the pool's epoch until which the origin is ejected; 0 when not ejected.
-    ejected_until_ms: AtomicU64,
-    consecutive_failures: AtomicU32,
-    /// How to reach it over TLS, when it speaks TLS.
-    pub tls: Option<Arc<TlsClient>>,
-    /// Taken out of rotation by an operator (admin API): no new traffic,
-    /// while replicated writes still reach it.
-    drained: AtomicBool,
-    /// Thousandths of its capacity the origin is given now (see
-    /// [`crate::adaptive`]); 1000 until something says otherwise.
-    factor_milli: AtomicU32,
-}
+use crate::config::{OriginConfig, PassiveConfig};
+pub use origin::Origin;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 /// A factor of 1, in the thousandths [`Pool::set_factor`] takes.
 pub const FULL_FACTOR: u32 = 1000;
@@ -49,8 +25,10 @@ pub enum FailureVerdict {
 
 #[derive(Debug)]
 pub struct Pool {
-    origins: Vec<Origin>,
-    by_address: HashMap<SocketAddr, usize>,
+    /// Every origin this process has had, by index: an index names one
+    /// origin for the life of the process (an origin a reload removes is
+    /// retired, never reused), so per-origin state elsewhere is indexed alike.
+    origins: boxcar::Vec<Origin>,
     /// `health.passive`, which a reload may change.
     passive_failures: AtomicU32,
     passive_eject_ms: AtomicU64,
@@ -65,48 +43,23 @@ pub struct Pool {
 
 impl Pool {
     /// The pool of `origins`; the error names an origin whose TLS settings
-    /// OpenSSL refused.
+    /// OpenSSL refused. A reload may add more ([`Pool::add`]) and retire
+    /// some ([`Pool::retire`]).
     pub fn new(origins: &[OriginConfig], passive: PassiveConfig) -> Result<Self, String> {
-        let origins: Vec<Origin> = origins
-            .iter()
-            .enumerate()
-            .map(|(i, o)| {
-                let tls = match &o.tls {
-                    None => None,
-                    Some(settings) => Some(Arc::new(
-                        TlsClient::new(settings).map_err(|e| format!("origins[{i}].tls: {e}"))?,
-                    )),
-                };
-                Ok(Origin {
-                    tls,
-                    name: o.name.clone(),
-                    address: o.address,
-                    capacity: AtomicU32::new(o.capacity),
-                    probe_up: AtomicBool::new(false),
-                    lagging: AtomicBool::new(false),
-                    ejected_until_ms: AtomicU64::new(0),
-                    consecutive_failures: AtomicU32::new(0),
-                    drained: AtomicBool::new(false),
-                    factor_milli: AtomicU32::new(FULL_FACTOR),
-                })
-            })
-            .collect::<Result<_, String>>()?;
-        let by_address = origins
-            .iter()
-            .enumerate()
-            .map(|(i, o)| (o.address, i))
-            .collect();
-        Ok(Pool {
-            origins,
-            by_address,
+        let pool = Pool {
+            origins: boxcar::Vec::with_capacity(origins.len()),
             passive_failures: AtomicU32::new(passive.failures),
             passive_eject_ms: AtomicU64::new(duration_ms(passive.eject)),
             epoch: Instant::now(),
             changes: AtomicU64::new(0),
             next_ejection_end_ms: AtomicU64::new(u64::MAX),
-        })
+        };
+        for (i, origin) in origins.iter().enumerate() {
+            pool.add(origin)
+                .map_err(|e| format!("origins[{i}].tls: {e}"))?;
+        }
+        Ok(pool)
     }
-
     /// A number that changes whenever the set of serving origins or their
     /// weights may have changed (a probe verdict, an ejection starting or
     /// ending, lag, a new factor), so
@@ -126,7 +79,7 @@ impl Pool {
         let next = self
             .origins
             .iter()
-            .map(|o| o.ejected_until_ms.load(Ordering::Acquire))
+            .map(|(_, o)| o.ejected_until_ms.load(Ordering::Acquire))
             .filter(|until| *until > now)
             .min()
             .unwrap_or(u64::MAX);
@@ -138,26 +91,64 @@ impl Pool {
         self.changes.fetch_add(1, Ordering::AcqRel);
     }
 
-    pub fn origins(&self) -> &[Origin] {
-        &self.origins
+    /// Adds an origin (at start-up, or by a reload) as the next index; it
+    /// starts down, until its first probe. The error is OpenSSL's refusal
+    /// of its TLS settings.
+    pub fn add(&self, config: &OriginConfig) -> Result<usize, String> {
+        let index = self.origins.push(Origin::new(config)?);
+        self.changed();
+        Ok(index)
     }
 
+    /// Takes an origin out of the pool for good (a reload removed it): it
+    /// serves nothing more and is no longer probed; its index stays taken.
+    pub fn retire(&self, index: usize) {
+        if let Some(origin) = self.origins.get(index) {
+            origin.retired.store(true, Ordering::Release);
+            origin.probe_up.store(false, Ordering::Release);
+            self.changed();
+        }
+    }
+
+    /// Is the origin still in the pool (not removed by a reload)?
+    pub fn is_member(&self, index: usize) -> bool {
+        self.origins
+            .get(index)
+            .is_some_and(|o| !o.retired.load(Ordering::Acquire))
+    }
+
+    /// The origins in the pool now, with their indexes.
+    pub fn members(&self) -> impl Iterator<Item = (usize, &Origin)> {
+        self.origins
+            .iter()
+            .filter(|(_, o)| !o.retired.load(Ordering::Acquire))
+    }
+
+    /// The origin at `index`, retired or not.
+    pub fn origin(&self, index: usize) -> Option<&Origin> {
+        self.origins.get(index)
+    }
+
+    /// The index of the origin in the pool named `name`.
+    pub fn find(&self, name: &str) -> Option<usize> {
+        self.members().find(|(_, o)| o.name == name).map(|(i, _)| i)
+    }
+
+    /// How many indexes there are, retired origins' included: per-origin
+    /// state elsewhere has this many entries.
     pub fn len(&self) -> usize {
-        self.origins.len()
+        self.origins.count()
     }
 
     pub fn is_empty(&self) -> bool {
         self.origins.is_empty()
     }
 
-    pub fn index_of(&self, address: SocketAddr) -> Option<usize> {
-        self.by_address.get(&address).copied()
-    }
-
     /// May this origin take new traffic right now?
     pub fn is_serving(&self, index: usize) -> bool {
         let origin = &self.origins[index];
         origin.capacity.load(Ordering::Acquire) > 0
+            && !origin.retired.load(Ordering::Acquire)
             && origin.probe_up.load(Ordering::Acquire)
             && !origin.drained.load(Ordering::Acquire)
             && !self.is_ejected(index)
@@ -212,6 +203,9 @@ impl Pool {
 
     /// Records the active probes' verdict (after rise/fall were applied).
     pub fn set_probe_up(&self, index: usize, up: bool) {
+        if up && !self.is_member(index) {
+            return; // a probe that was on its way when a reload removed the origin
+        }
         if self.origins[index].probe_up.swap(up, Ordering::AcqRel) != up {
             self.changed();
         }
@@ -333,62 +327,4 @@ fn duration_ms(d: Duration) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn pool(capacities: &[u32], failures: u32) -> Pool {
-        let origins: Vec<OriginConfig> = capacities
-            .iter()
-            .enumerate()
-            .map(|(i, c)| OriginConfig {
-                name: format!("o{i}"),
-                address: format!("127.0.0.1:{}", 9000 + i).parse().unwrap(),
-                capacity: *c,
-                tls: None,
-            })
-            .collect();
-        Pool::new(
-            &origins,
-            PassiveConfig {
-                failures,
-                eject: Duration::from_secs(60),
-            },
-        )
-        .unwrap()
-    }
-
-    #[test]
-    fn origins_start_down_and_drained_ones_never_serve() {
-        let p = pool(&[10, 0], 3);
-        assert!(!p.is_serving(0));
-        p.set_probe_up(0, true);
-        p.set_probe_up(1, true);
-        assert!(p.is_serving(0));
-        assert!(!p.is_serving(1));
-        assert_eq!(p.shares(), vec![1.0, 0.0]);
-    }
-
-    #[test]
-    fn consecutive_failures_eject_and_success_resets_the_streak() {
-        let p = pool(&[10, 10], 3);
-        p.set_probe_up(0, true);
-        assert_eq!(p.record_failure(0), FailureVerdict::Counted);
-        assert_eq!(p.record_failure(0), FailureVerdict::Counted);
-        p.record_success(0);
-        assert_eq!(p.record_failure(0), FailureVerdict::Counted);
-        assert_eq!(p.record_failure(0), FailureVerdict::Counted);
-        assert_eq!(p.record_failure(0), FailureVerdict::Ejected);
-        assert!(!p.is_serving(0));
-        assert!(p.is_ejected(0));
-    }
-
-    #[test]
-    fn passive_ejection_can_be_turned_off() {
-        let p = pool(&[10], 0);
-        p.set_probe_up(0, true);
-        for _ in 0..100 {
-            assert_eq!(p.record_failure(0), FailureVerdict::Counted);
-        }
-        assert!(p.is_serving(0));
-    }
-}
+mod tests;
