@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian machine lacks to run the tests: nginx (Debian's
 # nginx-core, which has the WebDAV module), started by tests/ordering.rs as a
-# real origin that stores PUT bodies and applies DELETE.
+# real origin that stores PUT bodies and applies DELETE; prometheus (with
+# promtool), started by tests/observability.rs to scrape hothot.
 set -euo pipefail
 # nginx: a real origin; openssl: test certificates; curl: a real HTTP/2 client.
 missing=()
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 sudo_cmd=()
 [ "$(id -u)" -ne 0 ] && sudo_cmd=(sudo)
 if ! command -v nginx >/dev/null 2>&1; then

@@ -280,10 +280,40 @@ async fn metrics_expose_every_documented_series() {
     assert_eq!(
         metric_value(
             &metrics,
-            "hothot_request_duration_seconds_count{origin=\"c\"}"
+            "hothot_request_duration_seconds_count{kind=\"read\",origin=\"c\"}"
         ),
         Some(6.0)
     );
+    // Series known in advance exist from start-up, at 0: the first 5xx or
+    // the first dropped write is an increase Prometheus sees.
+    for (series, value) in [
+        (
+            "hothot_responses_total{class=\"2xx\",kind=\"read\",origin=\"c\"}",
+            6.0,
+        ),
+        (
+            "hothot_responses_total{class=\"5xx\",kind=\"read\",origin=\"c\"}",
+            0.0,
+        ),
+        (
+            "hothot_responses_total{class=\"none\",kind=\"write\",origin=\"a\"}",
+            0.0,
+        ),
+        (
+            "hothot_responses_total{class=\"5xx\",kind=\"read\",origin=\"\"}",
+            0.0,
+        ),
+        ("hothot_replication_dropped_total{peer=\"b\"}", 0.0),
+        ("hothot_passive_ejections_total{origin=\"b\"}", 0.0),
+        ("hothot_build_info{version=\"0.1.0\"}", 1.0),
+    ] {
+        assert_eq!(metric_value(&metrics, series), Some(value), "{series}");
+    }
+    assert!(
+        metrics.contains("\nprocess_resident_memory_bytes "),
+        "{metrics}"
+    );
+    assert!(metrics.contains("\nprocess_open_fds "), "{metrics}");
     assert_eq!(
         metric_value(&metrics, "hothot_origin_up{origin=\"b\"}"),
         Some(1.0)

@@ -197,6 +197,25 @@ impl Journal {
         self.total_bytes.load(Ordering::Relaxed)
     }
 
+    /// Bytes the segment files take on disk (allocated blocks): more than
+    /// [`Journal::bytes`], since a segment is allocated whole when created.
+    pub fn disk_bytes(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        // Paths are read under the lock; the files are looked at outside it.
+        let (active, closed) = {
+            let log = self.shared.log();
+            let closed: Vec<PathBuf> = log.closed.iter().map(|s| s.path.clone()).collect();
+            (log.active.clone(), closed)
+        };
+        let allocated = |m: fs::Metadata| m.blocks() * 512;
+        let closed: u64 = closed
+            .iter()
+            .filter_map(|path| fs::metadata(path).ok())
+            .map(allocated)
+            .sum();
+        closed + active.metadata().map_or(0, allocated)
+    }
+
     /// Room for more writes? When full, new writes are refused until peers catch up.
     pub fn has_room(&self) -> bool {
         self.bytes() < self.max_bytes

@@ -6,24 +6,19 @@
 //! The registry is our own, not the process-wide default one.
 
 mod connections;
+mod origin;
 mod replication;
 mod requests;
 mod service;
 
 use crate::pool::Pool;
 pub use connections::ConnectionMetrics;
-use prometheus::{
-    Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry,
-};
+use origin::OriginFamilies;
+pub use origin::{OriginMetrics, Unrouted};
+use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 pub use replication::{PeerMetrics, ReplicationMetrics};
-pub use requests::RequestCounters;
+pub use requests::{Kind, RequestCounters};
 pub use service::MetricsApp;
-
-/// Request latency buckets, in seconds: from half a millisecond to ten seconds.
-const LATENCY_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
 
 /// All of hothot's metrics.
 pub struct Metrics {
@@ -46,81 +41,10 @@ pub struct Metrics {
     pub origins: boxcar::Vec<OriginMetrics>,
     /// The families the per-origin handles come from.
     families: OriginFamilies,
+    /// Answers given before an origin was picked.
+    pub unrouted: Unrouted,
     pub replication: ReplicationMetrics,
     pub connections: ConnectionMetrics,
-}
-
-/// The labelled families behind [`OriginMetrics`].
-struct OriginFamilies {
-    requests: IntCounterVec,
-    duration: HistogramVec,
-    retries: IntCounterVec,
-    checks: IntCounterVec,
-    ejections: IntCounterVec,
-    up: IntGaugeVec,
-    drained: IntGaugeVec,
-    serving_reads: IntGaugeVec,
-    capacity: IntGaugeVec,
-    weight: GaugeVec,
-    factor: GaugeVec,
-}
-
-impl OriginFamilies {
-    /// The handles of the origin `name` (an origin a reload adds back
-    /// under an old name continues its counters).
-    fn resolve(&self, name: &str) -> OriginMetrics {
-        let metrics = OriginMetrics {
-            requests: RequestCounters::new(&self.requests, name),
-            duration: self.duration.with_label_values(&[name]),
-            retries: self.retries.with_label_values(&[name]),
-            probe_success: self.checks.with_label_values(&[name, "success"]),
-            probe_failure: self.checks.with_label_values(&[name, "failure"]),
-            ejections: self.ejections.with_label_values(&[name]),
-            up: self.up.with_label_values(&[name]),
-            drained: self.drained.with_label_values(&[name]),
-            serving_reads: self.serving_reads.with_label_values(&[name]),
-            capacity: self.capacity.with_label_values(&[name]),
-            weight: self.weight.with_label_values(&[name]),
-            factor: self.factor.with_label_values(&[name]),
-        };
-        // Capacity, like the other pool gauges, is set by publish_pool.
-        metrics.factor.set(1.0);
-        metrics
-    }
-
-    /// Drops the gauges of an origin a reload removed, so that it does
-    /// not show as down for ever; its counters stay (their rates fall to 0).
-    fn forget(&self, name: &str) {
-        for family in [&self.up, &self.drained, &self.serving_reads, &self.capacity] {
-            let _ = family.remove_label_values(&[name]);
-        }
-        for family in [&self.weight, &self.factor] {
-            let _ = family.remove_label_values(&[name]);
-        }
-    }
-}
-
-/// The series of one origin, labels already resolved.
-pub struct OriginMetrics {
-    /// `hothot_requests_total{origin,method,code}`.
-    pub requests: RequestCounters,
-    /// `hothot_request_duration_seconds{origin}`: from request start to the last byte sent.
-    pub duration: Histogram,
-    /// `hothot_retries_total{origin}`: attempts on this origin that failed and were retried elsewhere.
-    pub retries: IntCounter,
-    /// `hothot_health_checks_total{origin,result="success"}`.
-    pub probe_success: IntCounter,
-    /// `hothot_health_checks_total{origin,result="failure"}`.
-    pub probe_failure: IntCounter,
-    /// `hothot_passive_ejections_total{origin}`.
-    pub ejections: IntCounter,
-    up: IntGauge,
-    drained: IntGauge,
-    serving_reads: IntGauge,
-    capacity: IntGauge,
-    weight: Gauge,
-    /// `hothot_origin_factor{origin}`: the fraction of its capacity the origin is given now.
-    pub factor: Gauge,
 }
 
 impl Metrics {
@@ -160,108 +84,23 @@ impl Metrics {
         )?;
         registry.register(Box::new(last_reload_success.clone()))?;
 
-        let requests = IntCounterVec::new(
+        let families = OriginFamilies::new(&registry)?;
+        let build_info = IntGaugeVec::new(
             Opts::new(
-                "hothot_requests_total",
-                "Requests proxied, by origin, method and status",
+                "hothot_build_info",
+                "Always 1; the version of hothot running, as a label",
             ),
-            &["origin", "method", "code"],
+            &["version"],
         )?;
-        let duration = HistogramVec::new(
-            HistogramOpts::new(
-                "hothot_request_duration_seconds",
-                "Time to answer a request, by origin",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-            &["origin"],
-        )?;
-        let up = IntGaugeVec::new(
-            Opts::new(
-                "hothot_origin_up",
-                "1 when the origin takes new traffic (probed up, not ejected, not drained)",
-            ),
-            &["origin"],
-        )?;
-        let drained = IntGaugeVec::new(
-            Opts::new(
-                "hothot_origin_drained",
-                "1 when an operator drained the origin through the admin API (no new traffic; writes still replicate to it)",
-            ),
-            &["origin"],
-        )?;
-        let serving_reads = IntGaugeVec::new(
-            Opts::new(
-                "hothot_origin_serving_reads",
-                "1 when the origin takes reads: serving and not lagging more than replication.max_lag",
-            ),
-            &["origin"],
-        )?;
-        let capacity = IntGaugeVec::new(
-            Opts::new(
-                "hothot_origin_capacity",
-                "Declared capacity of the origin, requests per second",
-            ),
-            &["origin"],
-        )?;
-        let weight = GaugeVec::new(
-            Opts::new(
-                "hothot_origin_weight",
-                "Current share (0..1) of new traffic sent to the origin",
-            ),
-            &["origin"],
-        )?;
-        let factor = GaugeVec::new(
-            Opts::new(
-                "hothot_origin_factor",
-                "Fraction (min_factor..1) of its declared capacity the origin is given now: adaptive weights and slow start",
-            ),
-            &["origin"],
-        )?;
-        let checks = IntCounterVec::new(
-            Opts::new(
-                "hothot_health_checks_total",
-                "Active health probes, by origin and result",
-            ),
-            &["origin", "result"],
-        )?;
-        let retries = IntCounterVec::new(
-            Opts::new(
-                "hothot_retries_total",
-                "Failed attempts on the origin that were retried on another",
-            ),
-            &["origin"],
-        )?;
-        let ejections = IntCounterVec::new(
-            Opts::new(
-                "hothot_passive_ejections_total",
-                "Times live-traffic failures ejected the origin",
-            ),
-            &["origin"],
-        )?;
-        for collector in [&requests, &checks, &retries, &ejections] {
-            registry.register(Box::new(collector.clone()))?;
-        }
-        registry.register(Box::new(duration.clone()))?;
-        registry.register(Box::new(up.clone()))?;
-        registry.register(Box::new(drained.clone()))?;
-        registry.register(Box::new(serving_reads.clone()))?;
-        registry.register(Box::new(capacity.clone()))?;
-        registry.register(Box::new(weight.clone()))?;
-        registry.register(Box::new(factor.clone()))?;
-
-        let families = OriginFamilies {
-            requests,
-            duration,
-            retries,
-            checks,
-            ejections,
-            up,
-            drained,
-            serving_reads,
-            capacity,
-            weight,
-            factor,
-        };
+        registry.register(Box::new(build_info.clone()))?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        // process_cpu_seconds_total, process_resident_memory_bytes,
+        // process_open_fds, process_max_fds, ... of this process.
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         let replication = ReplicationMetrics::new(&registry)?;
         let connections = ConnectionMetrics::new(&registry)?;
         let metrics = Metrics {
@@ -274,6 +113,7 @@ impl Metrics {
             reloads_failure: reloads.with_label_values(&["failure"]),
             last_reload_success,
             origins: boxcar::Vec::with_capacity(pool.len()),
+            unrouted: families.unrouted(),
             families,
             replication,
             connections,
@@ -315,6 +155,18 @@ impl Metrics {
                 .set(i64::from(pool.is_serving_reads(i)));
             metrics.weight.set(share);
         }
+    }
+
+    /// `hothot_replication_max_lag_seconds` and `hothot_journal_max_bytes`
+    /// (0 when replication is off).
+    pub fn publish_replication_settings(&self, config: &crate::config::ReplicationConfig) {
+        let replication = &self.replication;
+        replication.max_lag.set(config.max_lag.as_secs_f64());
+        let max_bytes = match config.mode {
+            crate::config::ReplicationMode::Off => 0,
+            _ => i64::try_from(config.journal.max_bytes).unwrap_or(i64::MAX),
+        };
+        replication.journal_max_bytes.set(max_bytes);
     }
 
     /// A configuration came into force at `at` (start-up or a reload).

@@ -19,8 +19,14 @@ pub struct ReplicationMetrics {
     pub quorum_timeouts: IntCounter,
     /// `hothot_replication_dropped_total{peer}`: backlog of a peer removed from the pool.
     pub dropped: IntCounterVec,
-    /// `hothot_journal_bytes`: bytes the journal holds on disk.
+    /// `hothot_journal_bytes`: bytes of the records the journal holds.
     pub journal_bytes: IntGauge,
+    /// `hothot_journal_disk_bytes`: bytes its segment files take on disk.
+    pub journal_disk_bytes: IntGauge,
+    /// `hothot_journal_max_bytes`: `journal.max_bytes`.
+    pub journal_max_bytes: IntGauge,
+    /// `hothot_replication_max_lag_seconds`: `replication.max_lag`.
+    pub max_lag: Gauge,
     /// `hothot_replication_verified_total{result="match"}`: verify samples
     /// every origin answered alike.
     pub verified_match: IntCounter,
@@ -126,10 +132,25 @@ impl ReplicationMetrics {
         )?;
         let journal_bytes = IntGauge::new(
             "hothot_journal_bytes",
-            "Bytes the replication journal holds on disk",
+            "Bytes of the records (writes and acknowledgements) in the replication journal's segments; journal.max_bytes applies to this",
+        )?;
+        let journal_disk_bytes = IntGauge::new(
+            "hothot_journal_disk_bytes",
+            "Bytes the replication journal's segment files take on disk (each segment is allocated whole when created, so this exceeds hothot_journal_bytes)",
+        )?;
+        let journal_max_bytes = IntGauge::new(
+            "hothot_journal_max_bytes",
+            "replication.journal.max_bytes: at this hothot_journal_bytes new writes are refused with 503",
+        )?;
+        let max_lag = Gauge::new(
+            "hothot_replication_max_lag_seconds",
+            "replication.max_lag: a peer whose hothot_replication_lag_seconds exceeds it takes no reads",
         )?;
         registry.register(Box::new(dropped.clone()))?;
-        registry.register(Box::new(journal_bytes.clone()))?;
+        for gauge in [&journal_bytes, &journal_disk_bytes, &journal_max_bytes] {
+            registry.register(Box::new(gauge.clone()))?;
+        }
+        registry.register(Box::new(max_lag.clone()))?;
         Ok(ReplicationMetrics {
             peers: boxcar::Vec::new(),
             families: PeerFamilies {
@@ -142,6 +163,9 @@ impl ReplicationMetrics {
             quorum_timeouts,
             dropped,
             journal_bytes,
+            journal_disk_bytes,
+            journal_max_bytes,
+            max_lag,
             verified_match: verified.with_label_values(&["match"]),
             verified_mismatch: verified.with_label_values(&["mismatch"]),
         })
@@ -161,6 +185,8 @@ impl ReplicationMetrics {
             sync: families.sync.with_label_values(&[peer]),
             divergence: families.divergence.with_label_values(&[peer]),
         });
+        // Exists at 0, so that an alert on its increase sees the first drop.
+        self.dropped.with_label_values(&[peer]);
     }
 
     /// Drops the gauges of a peer a reload removed; counters stay.

@@ -1,4 +1,6 @@
-//! `hothot_requests_total{origin,method,code}` without a label lookup per request.
+//! `hothot_requests_total{origin,method,code}` without a label lookup per
+//! request, and `hothot_responses_total{origin,kind,class}` with every
+//! series made at start-up.
 //!
 //! Method and status vary per request, so their handles cannot all be made at
 //! start-up without exporting thousands of zero series. Instead each
@@ -51,9 +53,70 @@ impl RequestCounters {
     }
 }
 
+/// What a request did: `read` (GET, HEAD, OPTIONS, TRACE: the safe
+/// methods) or `write` (every other method).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Read,
+    Write,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 2] = [Kind::Read, Kind::Write];
+
+    pub fn of(method: &http::Method) -> Kind {
+        match *method {
+            http::Method::GET
+            | http::Method::HEAD
+            | http::Method::OPTIONS
+            | http::Method::TRACE => Kind::Read,
+            _ => Kind::Write,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::Read => "read",
+            Kind::Write => "write",
+        }
+    }
+}
+
+/// `class` label values: the status class, or `none` for a client that
+/// left before any answer.
+pub const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
+
+/// `hothot_responses_total{origin,kind,class}` of one origin: every
+/// combination exists from start-up, at 0, so that `rate()` and
+/// `increase()` see the first of each.
+pub struct ResponseCounters {
+    by_kind: [[IntCounter; CLASSES.len()]; 2],
+}
+
+impl ResponseCounters {
+    pub fn new(family: &IntCounterVec, origin: &str) -> Self {
+        let counters = |kind: Kind| {
+            CLASSES.map(|class| family.with_label_values(&[origin, kind.label(), class]))
+        };
+        ResponseCounters {
+            by_kind: [counters(Kind::Read), counters(Kind::Write)],
+        }
+    }
+
+    /// Counts one answer with `status` (`None`: the client left first).
+    pub fn inc(&self, kind: Kind, status: Option<u16>) {
+        let class = match status {
+            Some(status @ 100..=599) => usize::from(status / 100 - 1),
+            _ => CLASSES.len() - 1,
+        };
+        self.by_kind[kind as usize][class].inc();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prometheus::core::Collector;
     use prometheus::Opts;
 
     #[test]
@@ -66,5 +129,19 @@ mod tests {
         counters.inc("BREW", 418);
         assert_eq!(family.with_label_values(&["a", "GET", "200"]).get(), 2);
         assert_eq!(family.with_label_values(&["a", "OTHER", "418"]).get(), 1);
+    }
+
+    #[test]
+    fn every_response_class_exists_at_zero_and_counts_by_kind() {
+        let family = IntCounterVec::new(Opts::new("r", "r"), &["origin", "kind", "class"]).unwrap();
+        let counters = ResponseCounters::new(&family, "a");
+        assert_eq!(family.collect()[0].get_metric().len(), 12);
+        counters.inc(Kind::of(&http::Method::GET), Some(504));
+        counters.inc(Kind::of(&http::Method::PUT), Some(201));
+        counters.inc(Kind::Read, None);
+        assert_eq!(family.with_label_values(&["a", "read", "5xx"]).get(), 1);
+        assert_eq!(family.with_label_values(&["a", "write", "2xx"]).get(), 1);
+        assert_eq!(family.with_label_values(&["a", "read", "none"]).get(), 1);
+        assert_eq!(family.with_label_values(&["a", "write", "5xx"]).get(), 0);
     }
 }

@@ -3,6 +3,7 @@
 
 use super::{HotHotProxy, RequestCtx, CLIENT_CLOSED};
 use crate::access_log::Entry;
+use crate::metrics::Kind;
 use pingora_proxy::Session;
 use std::time::SystemTime;
 
@@ -15,10 +16,20 @@ impl HotHotProxy {
             .unwrap_or(CLIENT_CLOSED);
         let request = session.req_header();
         let duration = ctx.started.elapsed();
-        if let Some(&index) = ctx.tried.last() {
-            let metrics = &self.metrics.origins[index];
-            metrics.requests.inc(request.method.as_str(), status);
-            metrics.duration.observe(duration.as_secs_f64());
+        let kind = Kind::of(&request.method);
+        let answered = (status != CLIENT_CLOSED).then_some(status);
+        match ctx.tried.last() {
+            Some(&index) => {
+                let metrics = &self.metrics.origins[index];
+                metrics.requests.inc(request.method.as_str(), status);
+                metrics.responses.inc(kind, answered);
+                metrics.duration[kind as usize].observe(duration.as_secs_f64());
+            }
+            None => {
+                let unrouted = &self.metrics.unrouted;
+                unrouted.requests.inc(request.method.as_str(), status);
+                unrouted.responses.inc(kind, answered);
+            }
         }
         let Some(log) = &self.access_log else {
             return;

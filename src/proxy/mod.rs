@@ -359,6 +359,9 @@ impl ProxyHttp for HotHotProxy {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        if let Some(write) = ctx.write.as_mut() {
+            write.unanswered(&self.replicator, ctx.tried.last().copied());
+        }
         self.finished(session, ctx);
     }
 }

@@ -175,6 +175,7 @@ impl WriteCapture {
                 if self.body.len() + chunk.len() > self.body_limit {
                     if config.oversize == Oversize::Reject {
                         replicator.count_rejected();
+                        self.outcome = "rejected";
                         return Err(Error::explain(
                             ErrorType::HTTPStatus(413),
                             "body exceeds replication.max_body",
@@ -189,6 +190,16 @@ impl WriteCapture {
         }
         self.complete |= end;
         Ok(())
+    }
+
+    /// The request ended without the primary's answer (it timed out, failed,
+    /// or the client left first): the write is not replicated, and is
+    /// counted `skipped` like any write the primary did not answer with 2xx.
+    pub fn unanswered(&mut self, replicator: &Replicator, primary: Option<usize>) {
+        if self.outcome == "pending" {
+            replicator.count_skipped(primary);
+            self.outcome = "skipped";
+        }
     }
 
     /// The primary answered: replicate (and in sync mode wait), or count why not.

@@ -22,6 +22,7 @@ impl Replicator {
         for (_, queue) in self.sequencer.queues().iter() {
             queue.set_max_pending(config.max_pending);
         }
+        self.metrics.publish_replication_settings(&config);
         self.verifier.set_sample(match config.mode {
             crate::config::ReplicationMode::Off => 0.0,
             _ => config.verify_sample,

@@ -135,6 +135,7 @@ impl Replicator {
         if let Some(recovered) = recovered {
             recover::requeue(recovered, &names, &sequencer, &clock, &metrics, &keying);
         }
+        metrics.publish_replication_settings(&config);
         let verifier = Arc::new(Verifier::new(
             match config.mode {
                 ReplicationMode::Off => 0.0,

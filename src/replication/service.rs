@@ -56,10 +56,11 @@ impl Replicator {
         }
         if let Some(journal) = self.sequencer.journal() {
             journal.trim(self.sequencer.oldest_pending());
-            self.metrics
-                .replication
-                .journal_bytes
-                .set(journal.bytes() as i64);
+            let replication = &self.metrics.replication;
+            replication.journal_bytes.set(journal.bytes() as i64);
+            replication
+                .journal_disk_bytes
+                .set(i64::try_from(journal.disk_bytes()).unwrap_or(i64::MAX));
         }
     }
 

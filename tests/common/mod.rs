@@ -4,6 +4,7 @@
 pub mod nginx;
 pub mod origin;
 pub mod process;
+pub mod prometheus;
 pub mod tls;
 pub mod workload;
 
