@@ -12,7 +12,8 @@
 //! `verify`, ...). Keys that need a restart (or a `-u` upgrade) are refused
 //! with a message naming them: `listen`, `metrics`, `admin`, `access_log`,
 //! `limits`, `server`, and `replication.mode`, `order`, `order_key` and
-//! `journal` (they decide how writes already journaled are read back).
+//! `journal` but its `max_bytes` (they decide how writes are numbered,
+//! stored and read back).
 
 use crate::adaptive::Adaptive;
 use crate::certificates::ListenerCertificate;
@@ -186,7 +187,19 @@ fn needs_restart(old: &Config, new: &Config) -> Result<(), String> {
         ("replication.mode", a.mode != b.mode),
         ("replication.order", a.order != b.order),
         ("replication.order_key", a.order_key != b.order_key),
-        ("replication.journal", a.journal != b.journal),
+        ("replication.journal.dir", a.journal.dir != b.journal.dir),
+        (
+            "replication.journal.fsync, fsync_interval and commit_delay",
+            (
+                a.journal.fsync,
+                a.journal.fsync_interval,
+                a.journal.commit_delay,
+            ) != (
+                b.journal.fsync,
+                b.journal.fsync_interval,
+                b.journal.commit_delay,
+            ),
+        ),
     ];
     match restart_only.iter().find(|(_, changed)| *changed) {
         Some((key, _)) => restart(key),

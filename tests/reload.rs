@@ -319,17 +319,17 @@ async fn a_removed_origins_backlog_is_dropped_and_an_added_one_starts_from_now()
     // d never answers: every write waits in its backlog.
     let dead = format!("127.0.0.1:{}", free_port());
     let dir = temp_dir("reload-members");
-    let pool = |third: (&str, &str)| {
+    let pool = |third: (&str, &str), journal: &str| {
         format!(
             "origins:\n  - {{name: a, address: \"{}\", capacity: 100}}\n  - {{name: b, address: \"{}\", capacity: 100}}\n  - {{name: {}, address: \"{}\", capacity: 100}}\n{}",
             a.addr,
             b.addr,
             third.0,
             third.1,
-            replication_settings("  journal: {dir: journal}\n"),
+            replication_settings(&format!("  journal: {{dir: journal{journal}}}\n")),
         )
     };
-    let mut hothot = ProxyProcess::start(&dir, &pool(("d", &dead))).await;
+    let mut hothot = ProxyProcess::start(&dir, &pool(("d", &dead), "")).await;
     let rewrite = rewriter(&dir.join("hothot.yaml"));
     for i in 0..5 {
         let answer = put(&hothot.url(&format!("/kv/k{i}")), &i.to_string()).await;
@@ -340,7 +340,7 @@ async fn a_removed_origins_backlog_is_dropped_and_an_added_one_starts_from_now()
 
     // d leaves, c joins, in one reload.
     let c_addr = c.addr.to_string();
-    rewrite(pool(("c", &c_addr)));
+    rewrite(pool(("c", &c_addr), ", max_bytes: 64MiB"));
     hup_until(&hothot, "success", 1.0).await;
     let metrics = hothot.metrics().await;
     assert_eq!(
@@ -349,6 +349,11 @@ async fn a_removed_origins_backlog_is_dropped_and_an_added_one_starts_from_now()
         "{metrics}"
     );
     assert!(!metrics.contains(pending), "d's backlog is still exported");
+    // A replication tunable changed in the same reload.
+    assert_eq!(
+        metric_value(&metrics, "hothot_journal_max_bytes"),
+        Some(64.0 * 1024.0 * 1024.0)
+    );
     assert!(
         hothot
             .log()

@@ -76,7 +76,8 @@ enum SyncerThread {
 pub struct Journal {
     shared: Arc<Shared>,
     total_bytes: Arc<AtomicU64>,
-    max_bytes: u64,
+    /// `journal.max_bytes`, which a reload may change.
+    max_bytes: AtomicU64,
     syncer: Mutex<SyncerThread>,
     /// The syncer, to wake it without taking the lock above on every append.
     syncer_thread: OnceLock<Thread>,
@@ -184,7 +185,7 @@ impl Journal {
         let journal = Journal {
             shared,
             total_bytes,
-            max_bytes: config.max_bytes,
+            max_bytes: AtomicU64::new(config.max_bytes),
             syncer: Mutex::new(SyncerThread::NotStarted),
             syncer_thread: OnceLock::new(),
             _lock: lock,
@@ -216,9 +217,14 @@ impl Journal {
         closed + active.metadata().map_or(0, allocated)
     }
 
+    /// A reload's `journal.max_bytes` (segments already made keep their size).
+    pub fn set_max_bytes(&self, max_bytes: u64) {
+        self.max_bytes.store(max_bytes, Ordering::Relaxed);
+    }
+
     /// Room for more writes? When full, new writes are refused until peers catch up.
     pub fn has_room(&self) -> bool {
-        self.bytes() < self.max_bytes
+        self.bytes() < self.max_bytes.load(Ordering::Relaxed)
     }
 
     /// Appends a write (with `fsync: interval` or `off`, one `write` into the

@@ -23,6 +23,9 @@ impl Replicator {
             queue.set_max_pending(config.max_pending);
         }
         self.metrics.publish_replication_settings(&config);
+        if let Some(journal) = self.sequencer.journal() {
+            journal.set_max_bytes(config.journal.max_bytes);
+        }
         self.verifier.set_sample(match config.mode {
             crate::config::ReplicationMode::Off => 0.0,
             _ => config.verify_sample,
