@@ -72,7 +72,6 @@ pub fn apply(live: &Live, old: &Config, new: &Config) -> Result<Vec<String>, Str
             continue;
         };
         pool.retire(index);
-        live.replicator.retire_origin(index);
         live.metrics.forget_origin(&origin.name);
         log::warn!(
             "origin {} ({}) removed from the pool",
@@ -103,10 +102,11 @@ pub fn apply(live: &Live, old: &Config, new: &Config) -> Result<Vec<String>, Str
         // Per-origin state for the new indexes, before selection can pick them.
         live.limiter.add_new_origins(pool);
         live.metrics.add_new_origins(pool);
-        live.replicator.add_new_origins();
-        live.probe_added.notify_one();
     }
     if !plan.add.is_empty() || !plan.retire.is_empty() {
+        // Backlogs: the leaving and the joining in one step between two writes.
+        live.replicator.change_origins(&plan.retire);
+        live.probe_added.notify_one();
         live.proxy.set(pool, new.timeouts, new.retries);
         live.balancer.rebuild();
     }

@@ -388,3 +388,106 @@ async fn a_removed_origins_backlog_is_dropped_and_an_added_one_starts_from_now()
     assert_eq!((a.applied().len(), c.applied().len()), (8, 3));
     hothot.terminate().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origins_change_while_writes_stream_and_every_origin_keeps_the_one_order() {
+    let (a, b, c) = (
+        TestOrigin::start("a").await,
+        TestOrigin::start("b").await,
+        TestOrigin::start("c").await,
+    );
+    let dir = temp_dir("reload-writes");
+    let pool = |second: (&str, std::net::SocketAddr)| {
+        format!(
+            "origins:\n  - {{name: a, address: \"{}\", capacity: 100}}\n  - {{name: {}, address: \"{}\", capacity: 100}}\n{}",
+            a.addr,
+            second.0,
+            second.1,
+            replication_settings("  journal: {dir: journal}\n"),
+        )
+    };
+    let mut hothot = ProxyProcess::start(&dir, &pool(("b", b.addr))).await;
+    let rewrite = rewriter(&dir.join("hothot.yaml"));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = (0..3)
+        .map(|w| {
+            let (url, stop) = (hothot.url(&format!("/kv/w{w}")), stop.clone());
+            tokio::spawn(async move {
+                let (mut last, mut refused) = (0, Vec::new());
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    last += 1;
+                    let answer = put(&url, &last.to_string()).await;
+                    if answer.status != 200 {
+                        refused.push(answer.status);
+                    }
+                }
+                (last, refused)
+            })
+        })
+        .collect();
+    // b leaves and c joins while the writes stream.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    rewrite(pool(("c", c.addr)));
+    hup_until(&hothot, "success", 1.0).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut written = Vec::new();
+    for writer in writers {
+        let (last, refused) = writer.await.unwrap();
+        assert!(
+            refused.is_empty(),
+            "writes refused during the reload: {refused:?}"
+        );
+        written.push(last);
+    }
+    let settled = wait_until(Duration::from_secs(10), || async {
+        (0..3).all(|w| a.value(&format!("w{w}")) == Some(written[w].to_string()))
+            && metric_value(
+                &hothot.metrics().await,
+                "hothot_replication_pending{peer=\"c\"}",
+            ) == Some(0.0)
+    })
+    .await;
+    assert!(settled, "a holds {:?} of {written:?}", a.state());
+    let writes = |o: &TestOrigin| {
+        o.applied()
+            .into_iter()
+            .map(|(_, path, body)| format!("{path}={}", String::from_utf8_lossy(&body)))
+            .collect::<Vec<_>>()
+    };
+    let (at_a, at_b, at_c) = (writes(&a), writes(&b), writes(&c));
+    println!(
+        "writes: {} in all; b applied {} before it left, c {} after it joined",
+        at_a.len(),
+        at_b.len(),
+        at_c.len()
+    );
+    assert_eq!(
+        at_a.len(),
+        written.iter().sum::<usize>(),
+        "a lost or doubled writes"
+    );
+    assert!(
+        !at_b.is_empty() && !at_c.is_empty(),
+        "b {at_b:?} c {at_c:?}"
+    );
+    // Every write b missed when it left was counted as dropped for it.
+    let dropped = metric_value(
+        &hothot.metrics().await,
+        "hothot_replication_dropped_total{peer=\"b\"}",
+    )
+    .unwrap_or(0.0);
+    let missed = at_a.len() - at_b.len() - at_c.len();
+    assert!(
+        dropped >= missed as f64,
+        "b missed {missed} writes, {dropped} counted dropped"
+    );
+    // One order: b holds a beginning of a's sequence, c its end.
+    assert_eq!(at_b[..], at_a[..at_b.len()], "b's order differs from a's");
+    assert_eq!(
+        at_c[..],
+        at_a[at_a.len() - at_c.len()..],
+        "c's order differs from a's"
+    );
+    hothot.terminate().await;
+}

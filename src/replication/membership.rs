@@ -6,9 +6,11 @@
 //! hold the pool's data already, as a replica brought up from a copy does).
 //! An origin a reload removes has its backlog dropped, with a log line and
 //! `hothot_replication_dropped_total{peer}`, as at a restart that no longer
-//! lists it; the journal counts those writes as settled for it. Both happen
-//! under the sequence lock, between two writes, so that every write's
-//! journal record names exactly the origins whose backlogs it joined.
+//! lists it; the journal counts those writes as settled for it. A reload's
+//! departures and arrivals happen together under the sequence lock, between
+//! two writes: every write's journal record names exactly the origins whose
+//! backlogs it joined, and no write falls between an origin leaving and its
+//! replacement joining.
 
 use super::Replicator;
 use crate::config::ReplicationConfig;
@@ -33,43 +35,36 @@ impl Replicator {
         self.config.store(Arc::new(config));
     }
 
-    /// Backlogs for the origins the pool gained (a reload added them).
-    pub fn add_new_origins(&self) {
-        let mut added = false;
+    /// A reload's change of origins, in one step between two writes: the
+    /// origins at `leaving` (retired from the pool) drop their backlogs,
+    /// counted and logged, and their lanes stop; the origins the pool
+    /// gained get backlogs that take every write from now on.
+    pub fn change_origins(&self, leaving: &[usize]) {
+        let max_pending = self.config().max_pending;
+        let mut joining = Vec::new();
         for index in self.sequencer.queues().count()..self.pool.len() {
             let name = self.origin_name(index).to_owned();
             let Some(peer) = self.metrics.replication.peers.get(index) else {
                 log::error!("replication: no metrics for origin {name}; not replicating to it");
-                return;
+                break;
             };
-            let max_pending = self.config().max_pending;
-            let joined = self
-                .sequencer
-                .join(&name, max_pending, peer.pending.clone());
-            debug_assert_eq!(joined, index, "backlogs are indexed like the pool");
+            joining.push((name, max_pending, peer.pending.clone()));
+        }
+        let joined: Vec<String> = joining.iter().map(|(name, ..)| name.clone()).collect();
+        let dropped = self.sequencer.change(leaving, joining);
+        for (&index, dropped) in leaving.iter().zip(dropped) {
+            let name = self.origin_name(index);
+            if dropped > 0 {
+                let counter = &self.metrics.replication.dropped;
+                counter.with_label_values(&[name]).inc_by(dropped as u64);
+                log::warn!(
+                    "replication: origin {name} left the pool; {dropped} writes it had not \
+                     received are dropped for it"
+                );
+            }
+        }
+        for name in joined {
             log::info!("replication: origin {name} joined; it receives writes from now on");
-            added = true;
-        }
-        if added {
-            self.membership.notify_one();
-        }
-    }
-
-    /// The origin at `index` left the pool (a reload removed it): its
-    /// backlog is dropped and counted, and its lanes stop.
-    pub fn retire_origin(&self, index: usize) {
-        let name = self.origin_name(index).to_owned();
-        let dropped = self.sequencer.retire(index);
-        if dropped > 0 {
-            self.metrics
-                .replication
-                .dropped
-                .with_label_values(&[&name])
-                .inc_by(dropped as u64);
-            log::warn!(
-                "replication: origin {name} left the pool; {dropped} writes it had not \
-                 received are dropped for it"
-            );
         }
         self.membership.notify_one();
     }

@@ -128,43 +128,64 @@ impl Sequencer {
         self.handoff.queues.iter().filter(|(_, q)| !q.is_retired())
     }
 
-    /// A reload added the origin `name`: its backlog takes the writes
-    /// numbered from now on (it is a new origin, with nothing to catch up
-    /// on). Returns its index, which is the pool's next.
-    pub fn join(&self, name: &str, max_pending: usize, pending: IntGauge) -> usize {
-        let next_seq = self.next_seq.lock().unwrap_or_else(|e| e.into_inner());
-        let settled = next_seq.saturating_sub(1);
-        let index = self.handoff.queues.count();
-        self.handoff.pending.push(pending);
-        self.handoff
-            .queues
-            .push(PeerQueue::new(index, max_pending, settled));
-        if let Some(journal) = &self.journal {
-            journal.add_peer(name, settled);
-        }
-        index
+    pub fn journal(&self) -> Option<&Journal> {
+        self.journal.as_ref()
     }
 
-    /// A reload removed the origin at `index`: its backlog is dropped and
-    /// the journal counts every write numbered so far as settled for it.
-    /// Returns how many writes were dropped.
-    pub fn retire(&self, index: usize) -> usize {
+    /// A reload's change of origins, between two writes (under the
+    /// sequence lock, so that no write is numbered while some origins have
+    /// left and the new ones not yet joined): the origins at `leaving` are
+    /// retired, and `joining` (name, `max_pending`, pending gauge) get the
+    /// next indexes. Returns how many writes each leaving origin drops.
+    pub fn change(&self, leaving: &[usize], joining: Vec<(String, usize, IntGauge)>) -> Vec<usize> {
         let next_seq = self.next_seq.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(queue) = self.handoff.queues.get(index) else {
-            return 0;
-        };
-        let dropped = queue.retire();
-        if let Some(pending) = self.handoff.pending.get(index) {
-            pending.set(0);
-        }
-        if let Some(journal) = &self.journal {
-            journal.ack(index, next_seq.saturating_sub(1));
+        let settled = next_seq.saturating_sub(1);
+        let dropped = leaving
+            .iter()
+            .map(|&index| self.retire(index, settled))
+            .collect();
+        for (name, max_pending, pending) in joining {
+            // It takes the writes numbered from now on: it is a new origin,
+            // with nothing to catch up on.
+            let index = self.handoff.queues.count();
+            self.handoff.pending.push(pending);
+            self.handoff
+                .queues
+                .push(PeerQueue::new(index, max_pending, settled));
+            if let Some(journal) = &self.journal {
+                journal.add_peer(&name, settled);
+            }
         }
         dropped
     }
 
-    pub fn journal(&self) -> Option<&Journal> {
-        self.journal.as_ref()
+    /// Retires the backlog at `index` (the sequence lock is held): it is
+    /// dropped, and the journal counts every write numbered so far
+    /// (`settled`) as settled for it. Returns how many writes it dropped.
+    fn retire(&self, index: usize, settled: u64) -> usize {
+        let Some(queue) = self.handoff.queues.get(index) else {
+            return 0;
+        };
+        // Sequenced writes still waiting for the journal to make them
+        // durable (write-ahead) were meant for it too: they will not join
+        // its retired backlog, so they are dropped with it. The staging lock
+        // is held throughout, so that the journal's thread cannot be between
+        // taking a write out of staging and handing it to this backlog.
+        let staging = self.handoff.lock_staged();
+        let staged = staging
+            .writes
+            .iter()
+            .filter(|s| s.targets.contains(index) && queue.accepts(s.write.seq))
+            .count();
+        let dropped = queue.retire() + staged;
+        drop(staging);
+        if let Some(pending) = self.handoff.pending.get(index) {
+            pending.set(0);
+        }
+        if let Some(journal) = &self.journal {
+            journal.ack(index, settled);
+        }
+        dropped
     }
 
     /// Takes the next sequence number.
