@@ -2,9 +2,9 @@
 //! removes and changes, applied without a restart.
 //!
 //! Origins are matched by name. A name the running pool does not have is
-//! added: it starts down, is probed from the next probe round on, ramps up
-//! like a rejoining origin (`balancing.slow_start`), and receives replicated
-//! writes from now on (see [`crate::replication`]). A name the new list no
+//! added: it starts down, is probed at once and serves once a probe passes,
+//! ramps up like a rejoining origin (`balancing.slow_start`), and receives
+//! replicated writes from now on (see [`crate::replication`]). A name the new list no
 //! longer has is removed: no new request goes to it (requests in flight
 //! finish), it is no longer probed, and its replication backlog is dropped
 //! and counted. A renamed origin is one removed and one added. An origin

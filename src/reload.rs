@@ -49,6 +49,11 @@ pub struct Live {
     pub balancer: Arc<Balancer>,
     /// Told when origins are added: the health service probes them at once.
     pub probe_added: Arc<tokio::sync::Notify>,
+    /// The client connections' budget, which the number of origins changes
+    /// (descriptors are kept for each one's connections, probes and lanes).
+    pub connections: Arc<crate::connections::Book>,
+    /// Pingora's idle upstream pool size, fixed at start-up.
+    pub upstream_pool: usize,
     /// The TLS listeners' certificates, read again at every reload.
     pub certificates: Vec<Arc<ListenerCertificate>>,
 }
@@ -123,7 +128,17 @@ impl Reloader {
             log::warn!("reload: {warning}");
         }
         let live = &self.live;
+        let reserve = crate::connections::reserve(new.origins.len(), live.upstream_pool);
+        let budget = crate::connections::descriptor_budget(new.limits.max_connections, reserve)
+            .map_err(|(key, reason)| format!("{key}: {reason}"))?;
         let mut changed = crate::membership::apply(live, &current, &new)?;
+        if budget != live.connections.max() {
+            changed.push(format!(
+                "client connection budget {} -> {budget}",
+                live.connections.max()
+            ));
+            live.connections.set_max(budget);
+        }
         if current.health != new.health {
             live.pool.set_passive(new.health.passive);
             live.health.store(Arc::new(new.health.clone()));

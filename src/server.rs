@@ -243,7 +243,7 @@ pub fn build(config: &Config, opt: Option<Opt>, path: Option<&Path>) -> Result<S
     app.handle_init_modules();
     let mut proxy_service = Service::new(
         "hothot proxy".to_owned(),
-        Guarded::new(app, book, config.limits),
+        Guarded::new(app, book.clone(), config.limits),
     );
     proxy_service.set_connection_filter(gate);
     let buffers = L4BufferSettings::new(
@@ -282,6 +282,8 @@ pub fn build(config: &Config, opt: Option<Opt>, path: Option<&Path>) -> Result<S
             replicator,
             balancer,
             probe_added,
+            connections: book.clone(),
+            upstream_pool: server_conf(config).upstream_keepalive_pool_size,
             certificates,
         },
     ));

@@ -244,9 +244,31 @@ async fn reload_under_load_changes_shares_refuses_bad_configs_and_closes_nothing
     )
     .await;
 
+    // 5. b comes back under its old name, as a new origin: it serves again,
+    // and the descriptors kept for a third origin lower the connection limit.
+    let limit = |metrics: &str| metric_value(metrics, "hothot_client_connections_max").unwrap();
+    let limit_for_two = limit(&hothot.metrics().await);
+    rewrite(a_and_c("{mode: off}").replace(
+        "capacity: 300}\n",
+        &format!(
+            "capacity: 300}}\n  - {{name: b, address: \"{}\", capacity: 100}}\n",
+            b.addr
+        ),
+    ));
+    hup_until(&hothot, "success", 4.0).await;
+    let b_before = b.served();
+    let b_serves = wait_until(Duration::from_secs(5), || async { b.served() > b_before }).await;
+    assert!(b_serves, "b did not come back: {}", hothot.log());
+    let metrics = hothot.metrics().await;
+    assert_eq!(
+        metric_value(&metrics, "hothot_origin_up{origin=\"b\"}"),
+        Some(1.0)
+    );
+    assert!(limit(&metrics) < limit_for_two, "{metrics}");
+
     let (origins_seen, errors) = steady.stop().await;
     println!(
-        "4 keep-alive clients through 5 reloads (3 applied, 2 refused): {} requests, {} errors or closed connections",
+        "4 keep-alive clients through 6 reloads (4 applied, 2 refused): {} requests, {} errors or closed connections",
         origins_seen.len(),
         errors.len()
     );

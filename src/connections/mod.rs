@@ -64,7 +64,8 @@ impl Drop for Connection {
 
 /// The connections held, and which of them wait for a request.
 pub struct Book {
-    max: usize,
+    /// The budget; a reload that adds or removes origins recomputes it.
+    max: AtomicUsize,
     open: AtomicUsize,
     /// Accepted by the [`Gate`], not yet admitted.
     pending: AtomicUsize,
@@ -76,13 +77,27 @@ pub struct Book {
 
 impl Book {
     pub fn new(max: usize, metrics: ConnectionMetrics) -> Arc<Self> {
+        metrics.max.set(i64::try_from(max).unwrap_or(i64::MAX));
         Arc::new(Book {
-            max,
+            max: AtomicUsize::new(max),
             open: AtomicUsize::new(0),
             pending: AtomicUsize::new(0),
             waiting: Mutex::new(VecDeque::new()),
             metrics,
         })
+    }
+
+    /// How many client connections may be held.
+    pub fn max(&self) -> usize {
+        self.max.load(Ordering::Relaxed)
+    }
+
+    /// A reload's budget (its origins changed the descriptors kept for
+    /// them): connections already held beyond it stay; new ones are taken
+    /// as at the limit (by evicting an idle one, or refused).
+    pub fn set_max(&self, max: usize) {
+        self.max.store(max, Ordering::Relaxed);
+        self.metrics.max.set(i64::try_from(max).unwrap_or(i64::MAX));
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Weak<Connection>>> {
@@ -93,7 +108,7 @@ impl Book {
     /// connections held and pending reach twice the limit.
     fn pass_gate(&self) -> bool {
         let load = self.open.load(Ordering::Acquire) + self.pending.load(Ordering::Acquire);
-        if load >= 2 * self.max {
+        if load >= 2 * self.max() {
             self.metrics.refused.inc();
             return false;
         }
@@ -109,7 +124,7 @@ impl Book {
             .pending
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| p.checked_sub(1));
         let open = self.open.fetch_add(1, Ordering::AcqRel) + 1;
-        if open > self.max && !self.evict_one() {
+        if open > self.max() && !self.evict_one() {
             self.open.fetch_sub(1, Ordering::AcqRel);
             self.metrics.refused.inc();
             return None;
@@ -172,7 +187,7 @@ impl Gate {
 
 impl std::fmt::Debug for Gate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Gate").field("max", &self.0.max).finish()
+        f.debug_struct("Gate").field("max", &self.0.max()).finish()
     }
 }
 

@@ -7,6 +7,8 @@ use prometheus::{IntCounter, IntGauge, Registry};
 pub struct ConnectionMetrics {
     /// `hothot_client_connections`: client connections held now.
     pub open: IntGauge,
+    /// `hothot_client_connections_max`: how many may be held.
+    pub max: IntGauge,
     /// `hothot_client_connections_refused_total`: refused (503 and close) because hothot was full.
     pub refused: IntCounter,
     /// `hothot_client_connections_evicted_total`: closed while waiting for a request, to make room.
@@ -22,6 +24,10 @@ impl ConnectionMetrics {
             "hothot_client_connections",
             "Client connections held now (limits.max_connections caps them)",
         )?;
+        let max = IntGauge::new(
+            "hothot_client_connections_max",
+            "Client connections hothot may hold: limits.max_connections, or what the descriptor limit allows after those kept for origins (a reload changing the origins changes it)",
+        )?;
         let refused = IntCounter::new(
             "hothot_client_connections_refused_total",
             "Client connections refused with 503 because hothot held limits.max_connections and none was idle",
@@ -32,11 +38,13 @@ impl ConnectionMetrics {
         )?;
         let aborts = crate::logging::client_aborts().clone();
         registry.register(Box::new(open.clone()))?;
+        registry.register(Box::new(max.clone()))?;
         registry.register(Box::new(refused.clone()))?;
         registry.register(Box::new(evicted.clone()))?;
         registry.register(Box::new(aborts.clone()))?;
         Ok(ConnectionMetrics {
             open,
+            max,
             refused,
             evicted,
             aborts,
