@@ -2,7 +2,9 @@
 # Installs what a fresh Debian machine lacks to run the tests: nginx (Debian's
 # nginx-core, which has the WebDAV module), started by tests/ordering.rs as a
 # real origin that stores PUT bodies and applies DELETE; prometheus (with
-# promtool), started by tests/observability.rs to scrape hothot.
+# promtool), started by tests/observability.rs to scrape hothot. Without
+# recommended packages: Debian's prometheus recommends node-exporter, whose
+# service would take port 9100, the demo's metrics port.
 set -euo pipefail
 # nginx: a real origin; openssl: test certificates; curl: a real HTTP/2 client.
 missing=()
@@ -14,10 +16,10 @@ sudo_cmd=()
 if ! command -v nginx >/dev/null 2>&1; then
   echo "installing test dependencies: nginx-core ${missing[*]}" >&2
   "${sudo_cmd[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq nginx-core "${missing[@]}" ||
-    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq nginx "${missing[@]}"
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends nginx-core "${missing[@]}" ||
+    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends nginx "${missing[@]}"
 elif [ ${#missing[@]} -gt 0 ]; then
   echo "installing test dependencies: ${missing[*]}" >&2
   "${sudo_cmd[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${missing[@]}"
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
