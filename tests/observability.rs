@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-const DASHBOARD: &str = include_str!("../grafana/hothot-dashboard.json");
+const DASHBOARD: &str = include_str!("../grafana/provisioning/dashboards/hothot.json");
 
 /// Reads and writes back to back until told to stop.
 fn steady_load(url: String, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<usize> {
@@ -46,6 +46,17 @@ fn dashboard_queries() -> Vec<(String, String)> {
         .map(|v| v["name"].as_str().unwrap())
         .collect();
     assert_eq!(variables, ["datasource", "job", "instance"]);
+    // Provisioning loads this file; import by hand uses the link to it.
+    let root = env!("CARGO_MANIFEST_DIR");
+    let linked = std::fs::read_to_string(format!("{root}/grafana/hothot-dashboard.json")).unwrap();
+    assert_eq!(linked, DASHBOARD);
+    let provider =
+        std::fs::read_to_string(format!("{root}/grafana/provisioning/dashboards/hothot.yml"))
+            .unwrap();
+    assert!(
+        provider.contains("path: $GF_PATHS_PROVISIONING/dashboards"),
+        "{provider}"
+    );
     let mut queries = Vec::new();
     for panel in dashboard["panels"].as_array().unwrap() {
         let title = panel["title"].as_str().unwrap();
