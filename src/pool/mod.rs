@@ -101,11 +101,11 @@ impl Pool {
     }
 
     /// Takes an origin out of the pool for good (a reload removed it): it
-    /// serves nothing more and is no longer probed; its index stays taken.
+    /// serves nothing more (whatever a probe still on its way says) and is
+    /// no longer probed; its index stays taken.
     pub fn retire(&self, index: usize) {
         if let Some(origin) = self.origins.get(index) {
             origin.retired.store(true, Ordering::Release);
-            origin.probe_up.store(false, Ordering::Release);
             self.changed();
         }
     }
@@ -203,9 +203,6 @@ impl Pool {
 
     /// Records the active probes' verdict (after rise/fall were applied).
     pub fn set_probe_up(&self, index: usize, up: bool) {
-        if up && !self.is_member(index) {
-            return; // a probe that was on its way when a reload removed the origin
-        }
         if self.origins[index].probe_up.swap(up, Ordering::AcqRel) != up {
             self.changed();
         }

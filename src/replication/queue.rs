@@ -35,7 +35,9 @@ pub struct PeerQueue {
     failing: AtomicBool,
     /// Failed attempts since the last success.
     failures: AtomicU64,
-    /// `State::retired`, readable without the lock (set under it).
+    /// The origin left the pool (a reload removed it): the backlog was
+    /// dropped and nothing joins it any more. Set under the state's lock,
+    /// so that a push holding the lock sees it.
     retired: AtomicBool,
 }
 
@@ -53,9 +55,6 @@ struct State {
     in_flight: HashMap<u64, (usize, u32)>,
     /// Keys waiting out a backoff after a 5xx, and until when.
     blocked: HashMap<u64, Instant>,
-    /// The origin left the pool (a reload removed it): the backlog was
-    /// dropped and nothing joins it any more.
-    retired: bool,
 }
 
 struct Entry {
@@ -130,10 +129,7 @@ impl PeerQueue {
     pub fn retire(&self) -> usize {
         let mut state = self.lock();
         let dropped = state.writes;
-        *state = State {
-            retired: true,
-            ..State::default()
-        };
+        *state = State::default();
         self.retired.store(true, Ordering::Release);
         drop(state);
         self.wake.notify_waiters();
@@ -161,7 +157,7 @@ impl PeerQueue {
     /// Appends an entry; false (and nothing queued) once the origin is retired.
     pub fn push(&self, write: Arc<Write>) -> bool {
         let mut state = self.lock();
-        if state.retired {
+        if self.is_retired() {
             return false;
         }
         if !write.is_verify_read() {
