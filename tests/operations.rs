@@ -10,11 +10,6 @@ use common::*;
 use http_body_util::Full;
 use std::time::Duration;
 
-/// Probes at start-up only, no passive ejection, no slow start: the pool
-/// changes only when the test says so.
-const STEADY: &str = "health: {interval: 1m, timeout: 500ms, passive: {failures: 0}}\n\
-                      balancing: {slow_start: 0s}\n";
-
 struct Admin {
     port: u16,
 }

@@ -1,16 +1,14 @@
 //! TLS on both sides: listeners that terminate TLS (HTTP/2 and HTTP/1.1 by
 //! ALPN, reached with curl) and origins reached over TLS (Debian's nginx),
-//! with certificates the tests make with the openssl command.
+//! with certificates the tests make with the openssl command; a reload
+//! serves renewed certificates.
 
 mod common;
 
+use common::process::ProxyProcess;
+use common::reload::hup_until;
 use common::tls::{certificate, curl_tls};
 use common::*;
-
-/// Probes at start-up only, no passive ejection, no slow start: the pool
-/// changes only when the test says so.
-const STEADY: &str = "health: {interval: 1m, timeout: 500ms, passive: {failures: 0}}\n\
-                      balancing: {slow_start: 0s}\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_listener_speaks_http2_and_http11_by_alpn() {
@@ -108,4 +106,54 @@ async fn an_origin_over_tls_is_probed_proxied_and_replicated_to() {
         get(&format!("http://127.0.0.1:{port}/doc.txt")).await.body,
         "over tls"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_serves_the_renewed_certificate_to_new_connections() {
+    let a = TestOrigin::start("a").await;
+    let dir = temp_dir("tls-reload");
+    let (old_cert, old_key) = certificate(&dir.join("old"));
+    let (new_cert, new_key) = certificate(&dir.join("new"));
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::copy(&old_cert, &cert).unwrap();
+    std::fs::copy(&old_key, &key).unwrap();
+    let mut hothot = ProxyProcess::start(
+        &dir,
+        &format!(
+            "origins: [{{name: a, address: \"{}\", capacity: 100}}]\n{STEADY}replication: {{mode: off}}\n",
+            a.addr
+        ),
+    )
+    .await;
+    // The same process, on the same port, with the listener made TLS.
+    hothot.kill();
+    let config_path = dir.join("hothot.yaml");
+    let plain = format!("listen: [\"127.0.0.1:{}\"]", hothot.port);
+    let tls = format!(
+        "listen: [{{address: \"127.0.0.1:{}\", tls: {{cert: \"{}\", key: \"{}\"}}}}]",
+        hothot.port,
+        cert.display(),
+        key.display()
+    );
+    let yaml = std::fs::read_to_string(&config_path)
+        .unwrap()
+        .replace(&plain, &tls);
+    std::fs::write(&config_path, yaml).unwrap();
+    hothot.spawn().await;
+    assert_eq!(
+        curl_tls(hothot.port, &old_cert, "--http1.1").await,
+        "a 1.1 200"
+    );
+
+    // Renewal: new files over the old ones, then SIGHUP.
+    std::fs::copy(&new_cert, &cert).unwrap();
+    std::fs::copy(&new_key, &key).unwrap();
+    hup_until(&hothot, "success", 1.0).await;
+    assert_eq!(curl_tls(hothot.port, &new_cert, "--http2").await, "a 2 200");
+    let old_trust = curl_tls(hothot.port, &old_cert, "--http2").await;
+    assert!(
+        !old_trust.contains("200"),
+        "the old certificate is still served: {old_trust}"
+    );
+    hothot.terminate().await;
 }

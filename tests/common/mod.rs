@@ -5,6 +5,7 @@ pub mod nginx;
 pub mod origin;
 pub mod process;
 pub mod prometheus;
+pub mod reload;
 pub mod tls;
 pub mod workload;
 
@@ -29,6 +30,11 @@ pub const FAST_HEALTH: &str = "health:
   fall: 2
   passive: {failures: 3, eject: 1s}
 ";
+
+/// Probes at start-up only, no passive ejection, no slow start: the pool
+/// changes only when the test says so.
+pub const STEADY: &str = "health: {interval: 1m, timeout: 500ms, passive: {failures: 0}}\n\
+                          balancing: {slow_start: 0s}\n";
 
 /// Probes every 100ms with passive ejection off, so that the pool only changes
 /// when a test says so; fast replication retries; then `replication` (indented
