@@ -9,7 +9,7 @@ bench_setup() { # tools the script needs (Debian package names)...
   if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq && apt-get install -y -qq "${missing[@]/nginx/nginx-light}"
   fi
-  cargo build --release --bin hothot --example replica ${CARGO_FLAGS:-} >&2
+  cargo build --release --bin hothot --example replica --example bare_pingora ${CARGO_FLAGS:-} >&2
   work=$(mktemp -d)
   pids=()
   trap 'kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT

@@ -6,10 +6,14 @@
 # pay for replication). Loopback only; every process stops at the end.
 #
 #   scripts/bench.sh [DURATION=10s] [ROUNDS=3] [IDLE_CONNECTIONS=10000] [CONNECTIONS=32]
-#   RUNS="hothot nginx haproxy hothot-100 hothot-1000 nginx-1000 hothot-2t hothot-norepl"
-#   (nginx-1000: nginx with the same 1,000 origins, the reference for what
-#   1,000 upstream sockets cost the kernel and the caches of any proxy;
-#   hothot-nosteal, not run by default: server.work_stealing false)
+#   RUNS="hothot nginx nginx-xff haproxy pingora hothot-100 hothot-1000 nginx-1000 hothot-2t hothot-norepl"
+#   (nginx-xff: nginx also doing the header work hothot does by default,
+#   X-Forwarded-For/-Proto/-Host and the client's Host passed on, as a
+#   typical nginx reverse-proxy configuration does; pingora: Pingora itself
+#   with no hooks beyond a round robin, examples/bare_pingora.rs, the floor
+#   under hothot's cost; nginx-1000: nginx with the same 1,000 origins, the
+#   reference for what 1,000 upstream sockets cost the kernel and the caches
+#   of any proxy; hothot-steal, not run by default: server.work_stealing true)
 #   HOTHOT=path/to/hothot   # compare another build (default: target/release/hothot)
 #   MEMORY=0                # skip the idle-connection measurement
 #   EXTRA_YAML="health: {interval: 5s}"   # top-level keys added to hothot's config
@@ -29,7 +33,7 @@ DURATION=${1:-10s}
 ROUNDS=${2:-3}
 IDLE=${3:-10000}
 CONNECTIONS=${4:-32}
-RUNS=${RUNS:-hothot nginx haproxy hothot-100 hothot-1000 nginx-1000 hothot-2t hothot-norepl}
+RUNS=${RUNS:-hothot nginx nginx-xff haproxy pingora hothot-100 hothot-1000 nginx-1000 hothot-2t hothot-norepl}
 MEMORY=${MEMORY:-1}
 source scripts/bench-lib.sh
 bench_setup wrk nginx haproxy bc
@@ -87,7 +91,7 @@ start_hothot() { # origins threads replication [work_stealing]
   PROXY_PID=$!; WORKER_PID=$PROXY_PID; pids+=($!); STOP_SIGNAL=INT
   wait_port "$PROXY"
 }
-start_nginx() { # origins
+start_nginx() { # origins [extra directives for location /]
   PROXY=$(free_port)
   local servers="" i
   for i in $(seq 0 $(($1 - 1))); do servers+="server $(address "$i"):$ORIGIN; "; done
@@ -107,7 +111,7 @@ http {
   }
   server {
     listen 127.0.0.1:$PROXY;
-    location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection ""; }
+    location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection ""; ${2:-} }
   }
 }
 CONF
@@ -143,6 +147,16 @@ CONF
   PROXY_PID=$!; WORKER_PID=$PROXY_PID; pids+=($!); STOP_SIGNAL=TERM
   wait_port "$PROXY"
 }
+start_pingora() { # origins
+  PROXY=$(free_port)
+  local origins=() i
+  for i in $(seq 0 $(($1 - 1))); do origins+=("$(address "$i"):$ORIGIN"); done
+  taskset -c 1 target/release/examples/bare_pingora "127.0.0.1:$PROXY" "${origins[@]}" 2>>"$work/pingora.log" &
+  PROXY_PID=$!; WORKER_PID=$PROXY_PID; pids+=($!); STOP_SIGNAL=INT
+  wait_port "$PROXY"
+}
+# What hothot does to every request by default, in nginx's words.
+NGINX_AS_HOTHOT='proxy_set_header Host $http_host; proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Proto $scheme; proxy_set_header X-Forwarded-Host $http_host;'
 start() { # run name
   case "$1" in
     hothot) start_hothot 3 1 async ;;
@@ -150,8 +164,10 @@ start() { # run name
     hothot-1000) start_hothot 1000 1 async ;;
     hothot-2t) start_hothot 3 2 async ;;
     hothot-norepl) start_hothot 3 1 off ;;
-    hothot-nosteal) start_hothot 3 1 async false ;;
+    hothot-steal) start_hothot 3 1 async true ;;
     nginx) start_nginx 3 ;;
+    nginx-xff) start_nginx 3 "$NGINX_AS_HOTHOT" ;;
+    pingora) start_pingora 3 ;;
     nginx-1000) start_nginx 1000 ;;
     haproxy) start_haproxy ;;
     *) echo "unknown run $1" >&2; return 1 ;;
@@ -220,8 +236,11 @@ done
 if [[ " $RUNS " == *" nginx-1000 "* && " $RUNS " == *" nginx "* ]]; then
   echo "nginx-1000 / nginx, CPU per request, per round: $(paste -d' ' <(totals_of nginx-1000) <(totals_of nginx) | awk '{printf "%.2f ", $1 / $2}')"
 fi
+if [[ " $RUNS " == *" nginx-xff "* && " $RUNS " == *" hothot "* ]]; then
+  echo "hothot / nginx-xff (the same header work), CPU per request, per round: $(paste -d' ' <(totals_of hothot) <(totals_of nginx-xff) | awk '{printf "%.2f ", $1 / $2}')"
+fi
 if [[ " $RUNS " == *" hothot "* ]]; then
-  for run in hothot-100 hothot-1000 hothot-2t hothot-norepl hothot-nosteal; do
+  for run in pingora hothot-100 hothot-1000 hothot-2t hothot-norepl hothot-steal; do
     [[ " $RUNS " == *" $run "* ]] || continue
     echo "$run / hothot, CPU per request, per round: $(paste -d' ' <(totals_of "$run") <(totals_of hothot) | awk '{printf "%.2f ", $1 / $2}')"
   done

@@ -94,9 +94,11 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
                     return None;
                 }
             }
+            // A reused connection's header may take header_timeout from its
+            // first byte, which has just come.
             let header_deadline = match reused {
-                true => Instant::now() + self.limits.header_timeout,
-                false => from_accept,
+                true => None,
+                false => Some(from_accept),
             };
             let mut session = ServerSession::new_http1(stream);
             match settings {
@@ -118,7 +120,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
                     biased;
                     reused = self.app.process_new_http(session, shutdown) => reused,
                     () = connection.evict.notified() => None,
-                    () = header_overdue(&connection, header_deadline) => None,
+                    () = header_overdue(&connection, header_deadline, self.limits.header_timeout) => None,
                 }
             });
             next = served.await.map(|reused| reused.consume());
@@ -161,9 +163,15 @@ impl<A> Guarded<A> {
     }
 }
 
-/// Completes at `deadline` if the connection still has not sent a whole
-/// request header; never otherwise.
-async fn header_overdue(connection: &Connection, deadline: Instant) {
+/// Completes at `deadline` (`None`: `timeout` from now) if the connection
+/// still has not sent a whole request header; never otherwise. The proxy is
+/// polled first and usually reads the whole header at once: then no timer
+/// is set at all.
+async fn header_overdue(connection: &Connection, deadline: Option<Instant>, timeout: Duration) {
+    if !connection.waiting.load(Ordering::Acquire) {
+        std::future::pending::<()>().await;
+    }
+    let deadline = deadline.unwrap_or_else(|| Instant::now() + timeout);
     tokio::time::sleep_until(deadline.into()).await;
     if !connection.waiting.load(Ordering::Acquire) {
         std::future::pending::<()>().await;

@@ -5,35 +5,42 @@
 //! `Connection`) from requests before they reach an origin; responses are
 //! ours to clean.
 
+use http::header::{self, HeaderName, HeaderValue};
 use pingora_error::Result;
 use pingora_http::{RequestHeader, ResponseHeader};
 use std::net::IpAddr;
 
+// Header names as constants: removing by `HeaderName` skips parsing a name
+// per header per request (most of what these functions cost).
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
+
 /// Hop-by-hop response headers (RFC 9110 §7.6.1) that must not reach the client.
 /// `Transfer-Encoding` is left to Pingora, which re-frames the body itself.
-const HOP_BY_HOP: [&str; 6] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "upgrade",
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
 ];
 
 /// Hop-by-hop request headers (RFC 9110 §7.6.1) that Pingora strips before a
 /// request reaches an origin, and `Expect`: a sequenced write is sent whole.
-const HOP_BY_HOP_REQUEST: [&str; 11] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "http2-settings",
-    "expect",
+const HOP_BY_HOP_REQUEST: [HeaderName; 11] = [
+    header::CONNECTION,
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    HTTP2_SETTINGS,
+    header::EXPECT,
 ];
 
 /// Removes hop-by-hop headers, and the headers the client's `Connection`
@@ -41,24 +48,25 @@ const HOP_BY_HOP_REQUEST: [&str; 11] = [
 /// the requests it proxies).
 pub fn strip_hop_by_hop_request(request: &mut RequestHeader) {
     let nominated = nominated(&request.headers);
-    for name in HOP_BY_HOP_REQUEST
-        .iter()
-        .copied()
-        .chain(nominated.iter().map(String::as_str))
-    {
+    for name in HOP_BY_HOP_REQUEST.iter().chain(&nominated) {
         request.remove_header(name);
     }
 }
 
-/// Header names listed in `Connection` (other than `close` and `keep-alive`).
-fn nominated(headers: &http::HeaderMap) -> Vec<String> {
+/// Header names listed in `Connection` (other than `close` and
+/// `keep-alive`); empty, without allocating, in the usual case.
+fn nominated(headers: &http::HeaderMap) -> Vec<HeaderName> {
     headers
-        .get_all(http::header::CONNECTION)
+        .get_all(header::CONNECTION)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|name| name.trim().to_ascii_lowercase())
-        .filter(|name| !name.is_empty() && name != "close" && name != "keep-alive")
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|name| {
+            !name.is_empty()
+                && !name.eq_ignore_ascii_case(b"close")
+                && !name.eq_ignore_ascii_case(b"keep-alive")
+        })
+        .filter_map(|name| HeaderName::from_bytes(name).ok())
         .collect()
 }
 
@@ -90,7 +98,7 @@ pub fn has_body(request: &RequestHeader) -> bool {
 pub fn add_forwarded(
     request: &mut RequestHeader,
     client: Option<IpAddr>,
-    proto: &str,
+    proto: &'static str,
 ) -> Result<()> {
     if let Some(ip) = client {
         let forwarded_for = match request
@@ -103,7 +111,7 @@ pub fn add_forwarded(
         };
         request.insert_header("x-forwarded-for", forwarded_for)?;
     }
-    request.insert_header("x-forwarded-proto", proto)?;
+    request.insert_header("x-forwarded-proto", HeaderValue::from_static(proto))?;
     let host = request
         .headers
         .get(http::header::HOST)
@@ -127,11 +135,7 @@ pub fn strip_hop_by_hop(response: &mut ResponseHeader) {
         return;
     }
     let nominated = nominated(&response.headers);
-    for name in HOP_BY_HOP
-        .iter()
-        .copied()
-        .chain(nominated.iter().map(String::as_str))
-    {
+    for name in HOP_BY_HOP.iter().chain(&nominated) {
         response.remove_header(name);
     }
 }
@@ -177,5 +181,22 @@ mod tests {
         assert!(resp.headers.get("keep-alive").is_none());
         assert!(resp.headers.get("x-secret").is_none());
         assert_eq!(resp.headers["content-type"], "text/plain");
+    }
+
+    #[test]
+    fn nominated_names_are_matched_whatever_their_case() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.insert_header("Connection", "Keep-Alive, X-Hop ,close,")
+            .unwrap();
+        req.insert_header("X-Hop", "1").unwrap();
+        req.insert_header("Proxy-Authorization", "secret").unwrap();
+        req.insert_header("Accept", "*/*").unwrap();
+        strip_hop_by_hop_request(&mut req);
+        assert!(req.headers.get("x-hop").is_none());
+        assert!(req.headers.get("connection").is_none());
+        assert!(req.headers.get("proxy-authorization").is_none());
+        assert_eq!(req.headers["accept"], "*/*");
+        // The case map Pingora writes from agrees with the header map.
+        assert_eq!(req.case_header_iter().count(), req.headers.len());
     }
 }
