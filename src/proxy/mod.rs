@@ -27,6 +27,7 @@ use answers::{error_body, respond_plain, respond_shed, status_for};
 use async_trait::async_trait;
 use bytes::Bytes;
 pub use live::LiveSettings;
+use pingora_core::modules::http::HttpModules;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -121,6 +122,11 @@ fn is_replayable(request: &RequestHeader) -> bool {
 #[async_trait]
 impl ProxyHttp for HotHotProxy {
     type CTX = RequestCtx;
+
+    /// No downstream modules. Pingora's default is a response compression
+    /// module at level 0: disabled, yet built, boxed and called at every
+    /// request; hothot compresses nothing and passes bodies as they are.
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
     fn new_ctx(&self) -> RequestCtx {
         let now = Instant::now();
