@@ -231,6 +231,17 @@ async fn a_removed_origins_backlog_is_dropped_and_an_added_one_starts_from_now()
     let paths = |o: &TestOrigin| o.applied().into_iter().map(|w| w.1).collect::<Vec<_>>();
     assert_eq!(paths(&c), paths(&a)[5..].to_vec());
     assert_eq!(paths(&a), paths(&b));
+    // Settled in hothot too: an origin applies a write before hothot reads
+    // its answer, and a write whose answer was not read is owed again.
+    let settled = wait_until(Duration::from_secs(5), || async {
+        let metrics = hothot.metrics().await;
+        ["a", "b", "c"].iter().all(|peer| {
+            let series = format!("hothot_replication_pending{{peer=\"{peer}\"}}");
+            metric_value(&metrics, &series) == Some(0.0)
+        })
+    })
+    .await;
+    assert!(settled, "{}", hothot.metrics().await);
 
     // A restart owes nobody anything: no write is dropped or sent again.
     hothot.terminate().await;
