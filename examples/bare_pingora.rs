@@ -42,14 +42,11 @@ impl ProxyHttp for RoundRobin {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [listen, origins @ ..] = args.as_slice() else {
-        eprintln!("usage: bare_pingora LISTEN ORIGIN...");
-        std::process::exit(2);
-    };
-    if origins.is_empty() {
+    if args.len() < 2 {
         eprintln!("usage: bare_pingora LISTEN ORIGIN...");
         std::process::exit(2);
     }
+    let (listen, origins) = (&args[0], &args[1..]);
     let mut conf = ServerConf::default();
     conf.threads = 1;
     conf.work_stealing = false;

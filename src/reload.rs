@@ -128,9 +128,12 @@ impl Reloader {
             log::warn!("reload: {warning}");
         }
         let live = &self.live;
-        let reserve = crate::connections::reserve(new.origins.len(), live.upstream_pool);
-        let budget = crate::connections::descriptor_budget(new.limits.max_connections, reserve)
-            .map_err(|(key, reason)| format!("{key}: {reason}"))?;
+        let budget = crate::connections::budget(
+            new.limits.max_connections,
+            new.origins.len(),
+            live.upstream_pool,
+        )
+        .map_err(|(key, reason)| format!("{key}: {reason}"))?;
         let mut changed = crate::membership::apply(live, &current, &new)?;
         if budget != live.connections.max() {
             changed.push(format!(

@@ -167,8 +167,7 @@ fn tls_settings(certificate: &Arc<ListenerCertificate>) -> pingora_error::Result
 /// How many client connections the proxy may hold (see [`crate::connections`]).
 pub fn connection_budget(config: &Config) -> Result<usize, StartError> {
     let pool = server_conf(config).upstream_keepalive_pool_size;
-    let reserve = crate::connections::reserve(config.origins.len(), pool);
-    crate::connections::descriptor_budget(config.limits.max_connections, reserve)
+    crate::connections::budget(config.limits.max_connections, config.origins.len(), pool)
         .map_err(|(key, reason)| StartError::Limit { key, reason })
 }
 

@@ -7,6 +7,7 @@ mod common;
 
 use common::process::ProxyProcess;
 use common::reload::{hup_until, refused_reload, reloads, rewriter, SteadyClients};
+use common::workload::settled_within;
 use common::*;
 use std::time::Duration;
 
@@ -233,13 +234,11 @@ async fn a_removed_origins_backlog_is_dropped_and_an_added_one_starts_from_now()
     assert_eq!(paths(&a), paths(&b));
     // Settled in hothot too: an origin applies a write before hothot reads
     // its answer, and a write whose answer was not read is owed again.
-    let settled = wait_until(Duration::from_secs(5), || async {
-        let metrics = hothot.metrics().await;
-        ["a", "b", "c"].iter().all(|peer| {
-            let series = format!("hothot_replication_pending{{peer=\"{peer}\"}}");
-            metric_value(&metrics, &series) == Some(0.0)
-        })
-    })
+    let settled = settled_within(
+        Duration::from_secs(5),
+        hothot.metrics_port,
+        &["a", "b", "c"],
+    )
     .await;
     assert!(settled, "{}", hothot.metrics().await);
 

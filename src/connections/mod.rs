@@ -77,14 +77,15 @@ pub struct Book {
 
 impl Book {
     pub fn new(max: usize, metrics: ConnectionMetrics) -> Arc<Self> {
-        metrics.max.set(i64::try_from(max).unwrap_or(i64::MAX));
-        Arc::new(Book {
-            max: AtomicUsize::new(max),
+        let book = Arc::new(Book {
+            max: AtomicUsize::new(0),
             open: AtomicUsize::new(0),
             pending: AtomicUsize::new(0),
             waiting: Mutex::new(VecDeque::new()),
             metrics,
-        })
+        });
+        book.set_max(max);
+        book
     }
 
     /// How many client connections may be held.
@@ -92,9 +93,10 @@ impl Book {
         self.max.load(Ordering::Relaxed)
     }
 
-    /// A reload's budget (its origins changed the descriptors kept for
-    /// them): connections already held beyond it stay; new ones are taken
-    /// as at the limit (by evicting an idle one, or refused).
+    /// Sets the budget, and exports it. At a reload (its origins changed the
+    /// descriptors kept for them) connections already held beyond it stay;
+    /// new ones are taken as at the limit (by evicting an idle one, or
+    /// refused).
     pub fn set_max(&self, max: usize) {
         self.max.store(max, Ordering::Relaxed);
         self.metrics.max.set(i64::try_from(max).unwrap_or(i64::MAX));
@@ -202,8 +204,19 @@ impl ConnectionFilter for Gate {
 /// connection needs (see [`descriptor_budget`]): the upstream keep-alive
 /// pool, probes and replication lanes (a few per origin), the journal,
 /// listeners and the runtime.
-pub fn reserve(origins: usize, upstream_pool: usize) -> usize {
+fn reserve(origins: usize, upstream_pool: usize) -> usize {
     64 + upstream_pool + 8 * origins
+}
+
+/// The client connection budget for `origins` origins and an idle upstream
+/// pool of `upstream_pool` connections: [`descriptor_budget`] after the
+/// [`reserve`]. At start-up and at every reload (the origins may change).
+pub fn budget(
+    configured: Option<usize>,
+    origins: usize,
+    upstream_pool: usize,
+) -> Result<usize, (String, String)> {
+    descriptor_budget(configured, reserve(origins, upstream_pool))
 }
 
 /// How many client connections hothot may hold: `limits.max_connections`,

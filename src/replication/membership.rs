@@ -40,7 +40,6 @@ impl Replicator {
     /// counted and logged, and their lanes stop; the origins the pool
     /// gained get backlogs that take every write from now on.
     pub fn change_origins(&self, leaving: &[usize]) {
-        let max_pending = self.config().max_pending;
         let mut joining = Vec::new();
         for index in self.sequencer.queues().count()..self.pool.len() {
             let name = self.origin_name(index).to_owned();
@@ -48,10 +47,10 @@ impl Replicator {
                 log::error!("replication: no metrics for origin {name}; not replicating to it");
                 break;
             };
-            joining.push((name, max_pending, peer.pending.clone()));
+            joining.push((name, peer.pending.clone()));
         }
-        let joined: Vec<String> = joining.iter().map(|(name, ..)| name.clone()).collect();
-        let dropped = self.sequencer.change(leaving, joining);
+        let max_pending = self.config().max_pending;
+        let dropped = self.sequencer.change(leaving, &joining, max_pending);
         for (&index, dropped) in leaving.iter().zip(dropped) {
             let name = self.origin_name(index);
             if dropped > 0 {
@@ -63,7 +62,7 @@ impl Replicator {
                 );
             }
         }
-        for name in joined {
+        for (name, _) in &joining {
             log::info!("replication: origin {name} joined; it receives writes from now on");
         }
         self.membership.notify_one();

@@ -135,25 +135,31 @@ impl Sequencer {
     /// A reload's change of origins, between two writes (under the
     /// sequence lock, so that no write is numbered while some origins have
     /// left and the new ones not yet joined): the origins at `leaving` are
-    /// retired, and `joining` (name, `max_pending`, pending gauge) get the
-    /// next indexes. Returns how many writes each leaving origin drops.
-    pub fn change(&self, leaving: &[usize], joining: Vec<(String, usize, IntGauge)>) -> Vec<usize> {
+    /// retired, and `joining` (name, pending gauge) get the next indexes,
+    /// each a backlog of at most `max_pending`. Returns how many writes each
+    /// leaving origin drops.
+    pub fn change(
+        &self,
+        leaving: &[usize],
+        joining: &[(String, IntGauge)],
+        max_pending: usize,
+    ) -> Vec<usize> {
         let next_seq = self.next_seq.lock().unwrap_or_else(|e| e.into_inner());
         let settled = next_seq.saturating_sub(1);
         let dropped = leaving
             .iter()
             .map(|&index| self.retire(index, settled))
             .collect();
-        for (name, max_pending, pending) in joining {
+        for (name, pending) in joining {
             // It takes the writes numbered from now on: it is a new origin,
             // with nothing to catch up on.
             let index = self.handoff.queues.count();
-            self.handoff.pending.push(pending);
+            self.handoff.pending.push(pending.clone());
             self.handoff
                 .queues
                 .push(PeerQueue::new(index, max_pending, settled));
             if let Some(journal) = &self.journal {
-                journal.add_peer(&name, settled);
+                journal.add_peer(name, settled);
             }
         }
         dropped

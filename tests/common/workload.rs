@@ -64,7 +64,12 @@ pub async fn mixed_burst(
 
 /// Waits until no origin has a write pending, per hothot's metrics.
 pub async fn settled(metrics_port: u16, origins: &[&str]) -> bool {
-    wait_until(SETTLE, || async {
+    settled_within(SETTLE, metrics_port, origins).await
+}
+
+/// [`settled`], waiting at most `limit`.
+pub async fn settled_within(limit: Duration, metrics_port: u16, origins: &[&str]) -> bool {
+    wait_until(limit, || async {
         let metrics = get(&format!("http://127.0.0.1:{metrics_port}/metrics"))
             .await
             .body;
