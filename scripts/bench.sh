@@ -6,14 +6,15 @@
 # pay for replication). Loopback only; every process stops at the end.
 #
 #   scripts/bench.sh [DURATION=10s] [ROUNDS=3] [IDLE_CONNECTIONS=10000] [CONNECTIONS=32]
-#   RUNS="hothot nginx nginx-xff haproxy pingora hothot-100 hothot-1000 nginx-1000 hothot-2t hothot-norepl"
+#   RUNS="hothot nginx nginx-xff haproxy pingora hothot-100 hothot-1000 nginx-1000 pingora-1000 hothot-2t hothot-norepl"
 #   (nginx-xff: nginx also doing the header work hothot does by default,
 #   X-Forwarded-For/-Proto/-Host and the client's Host passed on, as a
 #   typical nginx reverse-proxy configuration does; pingora: Pingora itself
 #   with no hooks beyond a round robin, examples/bare_pingora.rs, the floor
 #   under hothot's cost; nginx-1000: nginx with the same 1,000 origins, the
 #   reference for what 1,000 upstream sockets cost the kernel and the caches
-#   of any proxy; hothot-steal, not run by default: server.work_stealing true)
+#   of any proxy; pingora-1000: Pingora alone with them, the floor under
+#   hothot-1000; hothot-steal, not run by default: server.work_stealing true)
 #   HOTHOT=path/to/hothot   # compare another build (default: target/release/hothot)
 #   MEMORY=0                # skip the idle-connection measurement
 #   EXTRA_YAML="health: {interval: 5s}"   # top-level keys added to hothot's config
@@ -33,7 +34,7 @@ DURATION=${1:-10s}
 ROUNDS=${2:-3}
 IDLE=${3:-10000}
 CONNECTIONS=${4:-32}
-RUNS=${RUNS:-hothot nginx nginx-xff haproxy pingora hothot-100 hothot-1000 nginx-1000 hothot-2t hothot-norepl}
+RUNS=${RUNS:-hothot nginx nginx-xff haproxy pingora hothot-100 hothot-1000 nginx-1000 pingora-1000 hothot-2t hothot-norepl}
 MEMORY=${MEMORY:-1}
 source scripts/bench-lib.sh
 bench_setup wrk nginx haproxy bc
@@ -168,6 +169,7 @@ start() { # run name
     nginx) start_nginx 3 ;;
     nginx-xff) start_nginx 3 "$NGINX_AS_HOTHOT" ;;
     pingora) start_pingora 3 ;;
+    pingora-1000) start_pingora 1000 ;;
     nginx-1000) start_nginx 1000 ;;
     haproxy) start_haproxy ;;
     *) echo "unknown run $1" >&2; return 1 ;;
@@ -196,12 +198,13 @@ measure() { # name
     "$(awk '$1=="99%" {print $2}' <<<"$out")"
 }
 
-declare -A RESULTS
+declare -A RESULTS STARTED_KIB
 echo "wrk -t1 -c$CONNECTIONS -d$DURATION, $ROUNDS interleaved rounds; CPU = proxy utime+stime per request" >&2
 for round in $(seq "$ROUNDS"); do
   for run in $RUNS; do
     start "$run"
     sleep 1 # hothot: first probe round done, start-up settled
+    [ -n "${STARTED_KIB[$run]:-}" ] || STARTED_KIB[$run]=$(rss_kib "$WORKER_PID")
     result=$(measure "$run")
     stop
     RESULTS[$run]+="$result;"
@@ -236,6 +239,12 @@ done
 if [[ " $RUNS " == *" nginx-1000 "* && " $RUNS " == *" nginx "* ]]; then
   echo "nginx-1000 / nginx, CPU per request, per round: $(paste -d' ' <(totals_of nginx-1000) <(totals_of nginx) | awk '{printf "%.2f ", $1 / $2}')"
 fi
+if [[ " $RUNS " == *" pingora-1000 "* && " $RUNS " == *" pingora "* ]]; then
+  echo "pingora-1000 / pingora, CPU per request, per round: $(paste -d' ' <(totals_of pingora-1000) <(totals_of pingora) | awk '{printf "%.2f ", $1 / $2}')"
+fi
+if [[ " $RUNS " == *" pingora-1000 "* && " $RUNS " == *" hothot-1000 "* ]]; then
+  echo "hothot-1000 / pingora-1000, CPU per request, per round: $(paste -d' ' <(totals_of hothot-1000) <(totals_of pingora-1000) | awk '{printf "%.2f ", $1 / $2}')"
+fi
 if [[ " $RUNS " == *" nginx-xff "* && " $RUNS " == *" hothot "* ]]; then
   echo "hothot / nginx-xff (the same header work), CPU per request, per round: $(paste -d' ' <(totals_of hothot) <(totals_of nginx-xff) | awk '{printf "%.2f ", $1 / $2}')"
 fi
@@ -245,6 +254,8 @@ if [[ " $RUNS " == *" hothot "* ]]; then
     echo "$run / hothot, CPU per request, per round: $(paste -d' ' <(totals_of "$run") <(totals_of hothot) | awk '{printf "%.2f ", $1 / $2}')"
   done
 fi
+
+echo "Resident memory after start-up, before any client (first round, MiB):$(for run in $RUNS; do echo -n " $run $((STARTED_KIB[$run] / 1024));"; done)"
 
 [ "$MEMORY" = 1 ] || exit 0
 # Memory per idle keep-alive client connection: a fresh proxy, IDLE clients

@@ -24,6 +24,7 @@
 //! of clients can never starve the probes and mark the pool down; see
 //! [`descriptor_budget`].
 
+mod evict;
 mod serve;
 
 pub use serve::Guarded;
@@ -34,7 +35,6 @@ use pingora_core::listeners::ConnectionFilter;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use tokio::sync::Notify;
 
 tokio::task_local! {
     /// The connection whose request the current task serves.
@@ -51,7 +51,7 @@ pub fn header_received() {
 pub struct Connection {
     /// Waiting for a request header (idle, or still receiving one).
     waiting: AtomicBool,
-    evict: Notify,
+    evict: evict::Eviction,
     book: Arc<Book>,
 }
 
@@ -134,7 +134,7 @@ impl Book {
         self.metrics.open.inc();
         Some(Arc::new(Connection {
             waiting: AtomicBool::new(true),
-            evict: Notify::new(),
+            evict: evict::Eviction::default(),
             book: self.clone(),
         }))
     }
@@ -153,7 +153,7 @@ impl Book {
                 Ordering::Acquire,
             );
             if idle.is_ok() {
-                connection.evict.notify_one();
+                connection.evict.signal();
                 self.metrics.evicted.inc();
                 return true;
             }

@@ -119,7 +119,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
                 tokio::select! {
                     biased;
                     reused = self.app.process_new_http(session, shutdown) => reused,
-                    () = connection.evict.notified() => None,
+                    () = connection.evict.wait() => None,
                     () = header_overdue(&connection, header_deadline, self.limits.header_timeout) => None,
                 }
             });
@@ -156,7 +156,7 @@ impl<A> Guarded<A> {
             // and puts it back; a stream that cannot peek answers Ok(false),
             // and the request is then read as usual.
             peeked = stream.try_peek(&mut byte) => peeked.is_ok(),
-            () = connection.evict.notified() => false,
+            () = connection.evict.wait() => false,
             () = tokio::time::sleep_until(until.into()) => false,
             _ = shutdown.changed() => false,
         }
