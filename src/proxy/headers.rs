@@ -12,6 +12,9 @@ use std::net::IpAddr;
 
 // Header names as constants: removing by `HeaderName` skips parsing a name
 // per header per request (most of what these functions cost).
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
@@ -47,10 +50,32 @@ const HOP_BY_HOP_REQUEST: [HeaderName; 11] = [
 /// header nominated, from a request hothot sends itself (as Pingora does for
 /// the requests it proxies).
 pub fn strip_hop_by_hop_request(request: &mut RequestHeader) {
+    let held = held(&request.headers, &HOP_BY_HOP_REQUEST);
     let nominated = nominated(&request.headers);
-    for name in HOP_BY_HOP_REQUEST.iter().chain(&nominated) {
+    for name in chosen(&HOP_BY_HOP_REQUEST, held).chain(&nominated) {
         request.remove_header(name);
     }
+}
+
+/// Which of `names` (at most 16) the headers hold, a bit per name, found in
+/// one pass over the names the message has. Most messages hold one or none
+/// (nginx sends `Connection` with every answer); removing every listed name
+/// instead cost a lookup in each of Pingora's two header maps per name.
+fn held<const N: usize>(headers: &http::HeaderMap, names: &[HeaderName; N]) -> u16 {
+    const { assert!(N <= 16) };
+    headers
+        .keys()
+        .filter_map(|name| names.iter().position(|listed| listed == name))
+        .fold(0, |held, position| held | 1 << position)
+}
+
+/// The names whose bit is set in `held`.
+fn chosen(names: &[HeaderName], held: u16) -> impl Iterator<Item = &HeaderName> {
+    names
+        .iter()
+        .enumerate()
+        .filter(move |(position, _)| held & 1 << position != 0)
+        .map(|(_, name)| name)
 }
 
 /// Header names listed in `Connection` (other than `close` and
@@ -100,18 +125,19 @@ pub fn add_forwarded(
     client: Option<IpAddr>,
     proto: &'static str,
 ) -> Result<()> {
+    // The request Pingora cloned for the origin has no room to spare: one
+    // growth of its header maps for all three instead of one or more each.
+    request.reserve(3)?;
     if let Some(ip) = client {
-        let forwarded_for = match request
+        let previous = request
             .headers
-            .get("x-forwarded-for")
+            .get(&X_FORWARDED_FOR)
             .and_then(|v| v.to_str().ok())
-        {
-            Some(previous) if !previous.trim().is_empty() => format!("{previous}, {ip}"),
-            _ => ip.to_string(),
-        };
-        request.insert_header("x-forwarded-for", forwarded_for)?;
+            .filter(|previous| !previous.trim().is_empty());
+        let forwarded_for = forwarded_for(previous, ip);
+        request.insert_header(&X_FORWARDED_FOR, forwarded_for)?;
     }
-    request.insert_header("x-forwarded-proto", HeaderValue::from_static(proto))?;
+    request.insert_header(&X_FORWARDED_PROTO, HeaderValue::from_static(proto))?;
     let host = request
         .headers
         .get(http::header::HOST)
@@ -123,9 +149,41 @@ pub fn add_forwarded(
                 .and_then(|a| a.as_str().parse().ok())
         });
     if let Some(host) = host {
-        request.insert_header("x-forwarded-host", host)?;
+        request.insert_header(&X_FORWARDED_HOST, host)?;
     }
     Ok(())
+}
+
+/// `previous, ip`, or `ip` alone. An IPv4 address is written digit by digit:
+/// through `Display`, formatting it cost more than the rest of
+/// [`add_forwarded`].
+fn forwarded_for(previous: Option<&str>, ip: IpAddr) -> Vec<u8> {
+    let mut value = Vec::with_capacity(previous.map_or(0, |p| p.len() + 2) + 39);
+    if let Some(previous) = previous {
+        value.extend_from_slice(previous.as_bytes());
+        value.extend_from_slice(b", ");
+    }
+    match ip {
+        IpAddr::V4(ip) => {
+            for (position, octet) in ip.octets().into_iter().enumerate() {
+                if position > 0 {
+                    value.push(b'.');
+                }
+                if octet >= 100 {
+                    value.push(b'0' + octet / 100);
+                }
+                if octet >= 10 {
+                    value.push(b'0' + octet / 10 % 10);
+                }
+                value.push(b'0' + octet % 10);
+            }
+        }
+        IpAddr::V6(ip) => {
+            use std::io::Write;
+            let _ = write!(value, "{ip}"); // writing to a Vec cannot fail
+        }
+    }
+    value
 }
 
 /// Removes hop-by-hop headers, and the headers the origin's `Connection`
@@ -134,8 +192,9 @@ pub fn strip_hop_by_hop(response: &mut ResponseHeader) {
     if response.status == http::StatusCode::SWITCHING_PROTOCOLS {
         return;
     }
+    let held = held(&response.headers, &HOP_BY_HOP);
     let nominated = nominated(&response.headers);
-    for name in HOP_BY_HOP.iter().chain(&nominated) {
+    for name in chosen(&HOP_BY_HOP, held).chain(&nominated) {
         response.remove_header(name);
     }
 }
@@ -166,6 +225,34 @@ mod tests {
         assert_eq!(req.headers["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
         assert_eq!(req.headers["x-forwarded-proto"], "http");
         assert_eq!(req.headers["x-forwarded-host"], "example.test");
+    }
+
+    #[test]
+    fn forwarded_for_writes_addresses_as_display_does() {
+        for ip in [
+            "0.0.0.0",
+            "9.10.99.100",
+            "255.255.255.255",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(forwarded_for(None, ip), ip.to_string().into_bytes());
+        }
+        let ip = "192.168.1.20".parse().unwrap();
+        assert_eq!(
+            forwarded_for(Some("10.0.0.1"), ip),
+            b"10.0.0.1, 192.168.1.20"
+        );
+        // A blank or unreadable earlier value is replaced, not appended to.
+        for previous in [&b"  "[..], b"\xff\xfe"] {
+            let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+            req.insert_header("X-Forwarded-For", previous).unwrap();
+            add_forwarded(&mut req, Some(ip), "https").unwrap();
+            assert_eq!(req.headers["x-forwarded-for"], "192.168.1.20");
+            assert_eq!(req.headers["x-forwarded-proto"], "https");
+            assert_eq!(req.case_header_iter().count(), req.headers.len());
+        }
     }
 
     #[test]

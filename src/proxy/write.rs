@@ -58,11 +58,13 @@ pub fn admit(
     request: &mut RequestHeader,
     client: Option<IpAddr>,
 ) -> Admission {
-    if request.headers.contains_key(REPLICATED_FROM) {
+    // By a constant name: a `&str` is parsed into a header name per lookup.
+    const REPLICATED_FROM_NAME: http::HeaderName = http::HeaderName::from_static(REPLICATED_FROM);
+    if request.headers.contains_key(&REPLICATED_FROM_NAME) {
         if replicator.trusts(client) {
             return Admission::Pass; // already a copy: replicating it again would loop
         }
-        request.remove_header(REPLICATED_FROM);
+        request.remove_header(&REPLICATED_FROM_NAME);
     }
     if !replicator.replicates(&request.method) {
         return Admission::Pass;
