@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Instructions per proxied request, counted by callgrind: hothot (every
+# default on) and Pingora alone (examples/bare_pingora.rs), small GETs from
+# wrk -c32 through each to the same origin (one nginx worker on three
+# loopback addresses). Unlike CPU time, the count does not drift with a
+# shared machine's speed: a change that saves 1% shows as 1%, where the
+# CPU-time rounds of scripts/bench.sh need many rounds to see 5%. It counts
+# user-space work only (no kernel time, no cache misses). Loopback only;
+# every process stops at the end.
+#
+#   scripts/bench-instructions.sh [SECONDS=3]
+#   HOTHOT=path/to/hothot   # count another build (default: target/release/hothot)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECONDS_COUNTED=${1:-3}
+source scripts/bench-lib.sh
+bench_setup wrk nginx valgrind
+HOTHOT=${HOTHOT:-target/release/hothot}
+
+ORIGIN=$(free_port)
+cat >"$work/origin.conf" <<CONF
+worker_processes 1; pid $work/origin.pid; error_log $work/origin-error.log;
+events { worker_connections 1024; }
+http { access_log off; keepalive_requests 10000000; keepalive_timeout 300s; server {
+  listen 127.0.0.1:$ORIGIN; listen 127.0.0.2:$ORIGIN; listen 127.0.0.3:$ORIGIN;
+  location / { return 200 "hello from the bench origin\n"; } } }
+CONF
+nginx -c "$work/origin.conf" -g 'daemon off;' &
+pids+=($!)
+wait_port "$ORIGIN"
+
+count() { # name command... -> "name: N instructions per request (R requests)"
+  local name=$1 port=$2 pid requests total
+  shift 2
+  # Instrumentation starts off (start-up is not counted) and is switched on
+  # for the measured window only.
+  valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$work/$name.out" "$@" \
+    >"$work/$name.log" 2>&1 &
+  pid=$!; pids+=($pid)
+  wait_port "$port"
+  sleep 2
+  wrk -t1 -c32 -d1s "http://127.0.0.1:$port/" >/dev/null # warm-up: connections, pools
+  callgrind_control -i on "$pid" >/dev/null 2>&1
+  requests=$(wrk -t1 -c32 -d"${SECONDS_COUNTED}s" "http://127.0.0.1:$port/" | awk '/requests in/ {print $1}')
+  callgrind_control -d "$pid" >/dev/null 2>&1
+  callgrind_control -i off "$pid" >/dev/null 2>&1
+  total=$(callgrind_annotate "$(ls -S "$work/$name.out"* | head -1)" 2>/dev/null |
+    awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+  kill -INT "$pid" 2>/dev/null || true
+  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+  echo "$name: $((total / requests)) instructions per request ($requests requests)"
+}
+
+PROXY=$(free_port)
+METRICS=$(free_port)
+mkdir -p "$work/hothot"
+cat >"$work/hothot/hothot.yaml" <<YAML
+listen: ["127.0.0.1:$PROXY"]
+metrics: {listen: "127.0.0.1:$METRICS"}
+origins:
+  - {name: o0, address: "127.0.0.1:$ORIGIN", capacity: 100}
+  - {name: o1, address: "127.0.0.2:$ORIGIN", capacity: 100}
+  - {name: o2, address: "127.0.0.3:$ORIGIN", capacity: 100}
+replication: {mode: async, journal: {dir: "$work/hothot/journal"}}
+YAML
+# Not in $(...): a subshell's processes would escape the exit trap.
+RUST_LOG=error count hothot "$PROXY" "$HOTHOT" -c "$work/hothot/hothot.yaml" >"$work/hothot.result"
+PINGORA=$(free_port)
+count pingora "$PINGORA" target/release/examples/bare_pingora "127.0.0.1:$PINGORA" \
+  "127.0.0.1:$ORIGIN" "127.0.0.2:$ORIGIN" "127.0.0.3:$ORIGIN" >"$work/pingora.result"
+cat "$work/hothot.result" "$work/pingora.result"
+awk '{n[NR] = $2} END {printf "hothot / Pingora alone: %.2f\n", n[1] / n[2]}' "$work/hothot.result" "$work/pingora.result"
