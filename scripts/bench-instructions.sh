@@ -17,17 +17,7 @@ source scripts/bench-lib.sh
 bench_setup wrk nginx valgrind
 HOTHOT=${HOTHOT:-target/release/hothot}
 
-ORIGIN=$(free_port)
-cat >"$work/origin.conf" <<CONF
-worker_processes 1; pid $work/origin.pid; error_log $work/origin-error.log;
-events { worker_connections 1024; }
-http { access_log off; keepalive_requests 10000000; keepalive_timeout 300s; server {
-  listen 127.0.0.1:$ORIGIN; listen 127.0.0.2:$ORIGIN; listen 127.0.0.3:$ORIGIN;
-  location / { return 200 "hello from the bench origin\n"; } } }
-CONF
-nginx -c "$work/origin.conf" -g 'daemon off;' &
-pids+=($!)
-wait_port "$ORIGIN"
+start_bench_origin 3
 
 count() { # name command... -> "name: N instructions per request (R requests)"
   local name=$1 port=$2 pid requests total
@@ -55,19 +45,11 @@ count() { # name command... -> "name: N instructions per request (R requests)"
 PROXY=$(free_port)
 METRICS=$(free_port)
 mkdir -p "$work/hothot"
-cat >"$work/hothot/hothot.yaml" <<YAML
-listen: ["127.0.0.1:$PROXY"]
-metrics: {listen: "127.0.0.1:$METRICS"}
-origins:
-  - {name: o0, address: "127.0.0.1:$ORIGIN", capacity: 100}
-  - {name: o1, address: "127.0.0.2:$ORIGIN", capacity: 100}
-  - {name: o2, address: "127.0.0.3:$ORIGIN", capacity: 100}
-replication: {mode: async, journal: {dir: "$work/hothot/journal"}}
-YAML
+bench_hothot_config 3 async "$work/hothot" >"$work/hothot/hothot.yaml"
 # Not in $(...): a subshell's processes would escape the exit trap.
 RUST_LOG=error count hothot "$PROXY" "$HOTHOT" -c "$work/hothot/hothot.yaml" >"$work/hothot.result"
 PINGORA=$(free_port)
 count pingora "$PINGORA" target/release/examples/bare_pingora "127.0.0.1:$PINGORA" \
-  "127.0.0.1:$ORIGIN" "127.0.0.2:$ORIGIN" "127.0.0.3:$ORIGIN" >"$work/pingora.result"
+  "$(address 0):$ORIGIN" "$(address 1):$ORIGIN" "$(address 2):$ORIGIN" >"$work/pingora.result"
 cat "$work/hothot.result" "$work/pingora.result"
 awk '{n[NR] = $2} END {printf "hothot / Pingora alone: %.2f\n", n[1] / n[2]}' "$work/hothot.result" "$work/pingora.result"

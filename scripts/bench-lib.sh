@@ -26,3 +26,37 @@ wait_port() { # port: up to 20 s
 metric() { # series -> value, from hothot's /metrics on $METRICS
   curl -s "http://127.0.0.1:$METRICS/metrics" | awk -v s="$1" '$1==s {print $2}'
 }
+
+address() { echo "127.0.$(($1 / 250)).$(($1 % 250 + 1))"; } # the i-th loopback origin address
+
+# The bench origin: nginx, one worker, answering 200 to every path on the
+# first COUNT loopback addresses (pinned to CORE if given); sets ORIGIN.
+start_bench_origin() { # count [core]
+  ORIGIN=$(free_port)
+  {
+    echo "worker_processes 1; pid $work/origin.pid; error_log $work/origin-error.log;"
+    echo "events { worker_connections 20000; }"
+    echo "http { access_log off; keepalive_requests 10000000; keepalive_timeout 300s; server {"
+    for i in $(seq 0 $(($1 - 1))); do echo "listen $(address "$i"):$ORIGIN;"; done
+    echo 'location / { return 200 "hello from the bench origin\n"; } } }'
+  } >"$work/origin.conf"
+  ${2:+taskset -c "$2"} nginx -c "$work/origin.conf" -g 'daemon off;' &
+  pids+=($!)
+  wait_port "$ORIGIN"
+}
+
+# hothot's configuration for a read bench, on stdout: listening on $PROXY and
+# $METRICS, COUNT origins of the bench origin (capacity 100 each),
+# replication MODE with its journal in DIR, SERVER settings if given, then
+# $EXTRA_YAML.
+bench_hothot_config() { # count mode dir [server]
+  [ -z "${4:-}" ] || echo "server: $4"
+  echo "listen: [\"127.0.0.1:$PROXY\"]"
+  echo "metrics: {listen: \"127.0.0.1:$METRICS\"}"
+  echo "origins:"
+  for i in $(seq 0 $(($1 - 1))); do
+    echo "  - {name: o$i, address: \"$(address "$i"):$ORIGIN\", capacity: 100}"
+  done
+  echo "replication: {mode: $2, journal: {dir: \"$3/journal\"}}"
+  echo "${EXTRA_YAML:-}"
+}

@@ -57,37 +57,15 @@ fi
 
 cpu_ticks() { awk '{print $14, $15}' "/proc/$1/stat"; } # user sys
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
-address() { echo "127.0.$(($1 / 250)).$(($1 % 250 + 1))"; } # the i-th loopback origin address
-
 # The origin: nginx, one worker on core 0, on 1,000 loopback addresses.
-ORIGIN=$(free_port)
-{
-  echo "worker_processes 1; pid $work/origin.pid; error_log $work/origin-error.log;"
-  echo "events { worker_connections 20000; }"
-  echo "http { access_log off; keepalive_requests 10000000; keepalive_timeout 300s; server {"
-  for i in $(seq 0 999); do echo "listen $(address "$i"):$ORIGIN;"; done
-  echo 'location / { return 200 "hello from the bench origin\n"; } } }'
-} >"$work/origin.conf"
-taskset -c 0 nginx -c "$work/origin.conf" -g 'daemon off;' &
-pids+=($!)
-wait_port "$ORIGIN"
+start_bench_origin 1000 0
 
 PROXY=0 METRICS=0 PROXY_PID=0 WORKER_PID=0 STOP_SIGNAL=INT
 start_hothot() { # origins threads replication [work_stealing]
   PROXY=$(free_port); METRICS=$(free_port)
   local dir="$work/hothot-$PROXY"
   mkdir -p "$dir"
-  {
-    echo "server: {threads: $2${4:+, work_stealing: $4}}"
-    echo "listen: [\"127.0.0.1:$PROXY\"]"
-    echo "metrics: {listen: \"127.0.0.1:$METRICS\"}"
-    echo "origins:"
-    for i in $(seq 0 $(($1 - 1))); do
-      echo "  - {name: o$i, address: \"$(address "$i"):$ORIGIN\", capacity: 100}"
-    done
-    echo "replication: {mode: $3, journal: {dir: \"$dir/journal\"}}"
-    echo "${EXTRA_YAML:-}"
-  } >"$dir/hothot.yaml"
+  bench_hothot_config "$1" "$3" "$dir" "{threads: $2${4:+, work_stealing: $4}}" >"$dir/hothot.yaml"
   (cd "$dir" && RUST_LOG=error exec taskset -c 1 "$OLDPWD/$HOTHOT" -c hothot.yaml) &
   PROXY_PID=$!; WORKER_PID=$PROXY_PID; pids+=($!); STOP_SIGNAL=INT
   wait_port "$PROXY"
