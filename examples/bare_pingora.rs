@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: hothot::alloc::Allocator = hothot::alloc::Allocator;
 
 struct RoundRobin {
     peers: Vec<HttpPeer>,

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 // benchmark should not be slowed by glibc's malloc on its three requests per write.
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: hothot::alloc::Allocator = hothot::alloc::Allocator;
 
 /// Idempotency keys remembered per generation. Two generations are kept, so
 /// a replayed copy is recognised among the last 100,000-200,000 writes (and

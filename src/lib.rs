@@ -9,6 +9,8 @@
 pub mod access_log;
 pub mod adaptive;
 pub mod admin;
+#[cfg(feature = "mimalloc")]
+pub mod alloc;
 pub mod certificates;
 pub mod cli;
 pub mod config;

@@ -1,6 +1,6 @@
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: hothot::alloc::Allocator = hothot::alloc::Allocator;
 
 fn main() {
     std::process::exit(hothot::cli::main());

@@ -26,6 +26,11 @@ use crate::utils::KVRef;
 
 pub(super) const MAX_HEADERS: usize = 256;
 
+/// How many headers beyond those parsed a request's header maps have room
+/// for when read: what a proxy typically adds (`X-Forwarded-For`, `-Proto`,
+/// `-Host`, `Via`) then fits without rebuilding the maps.
+pub(super) const PROXY_ADDED_HEADERS: usize = 4;
+
 pub(super) const INIT_HEADER_BUF_SIZE: usize = 4096;
 pub(super) const MAX_HEADER_SIZE: usize = 1048575;
 

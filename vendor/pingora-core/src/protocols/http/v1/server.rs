@@ -353,7 +353,11 @@ impl HttpSession {
                             req.method.unwrap_or(""),
                             // we path httparse to allow unsafe bytes in the str
                             req.path.unwrap_or("").as_bytes(),
-                            Some(req.headers.len()),
+                            // Room for the headers a proxy adds (X-Forwarded-*, Via):
+                            // a map sized to exactly the parsed headers is rebuilt
+                            // (every entry rehashed) on the first insert beyond it,
+                            // and its clones for the upstream request keep its size.
+                            Some(req.headers.len() + PROXY_ADDED_HEADERS),
                         )?);
 
                         request_header.set_version(match req.version {
@@ -1877,6 +1881,30 @@ mod tests_stream {
         let res = http_stream.read_request().await;
         assert_eq!(input.len(), res.unwrap().unwrap());
         assert_eq!(0, http_stream.req_header().headers.len());
+    }
+
+    #[tokio::test]
+    async fn read_leaves_room_for_proxy_added_headers() {
+        init_log();
+        let input = b"GET / HTTP/1.1\r\nHost: pingora.org\r\n\r\n";
+        let mock_io = Builder::new().read(&input[..]).build();
+        let mut http_stream = HttpSession::new(Box::new(mock_io));
+        http_stream.read_request().await.unwrap();
+        let headers = &http_stream.req_header().headers;
+        assert_eq!(headers.len(), 1);
+        // the parsed header plus the ones a proxy adds fit without a rebuild,
+        // also in a clone made for the upstream request
+        assert!(headers.capacity() >= 1 + PROXY_ADDED_HEADERS);
+        let mut upstream = http_stream.req_header().clone();
+        let capacity = upstream.headers.capacity();
+        assert!(capacity >= 1 + PROXY_ADDED_HEADERS);
+        for name in ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "via"] {
+            upstream.insert_header(name, "1").unwrap();
+        }
+        assert_eq!(upstream.headers.capacity(), capacity);
+        let mut wire = vec![];
+        upstream.header_to_h1_wire(&mut wire);
+        assert!(wire.starts_with(b"Host: pingora.org\r\n"));
     }
 
     #[cfg(feature = "patched_http1")]
