@@ -125,8 +125,9 @@ pub fn add_forwarded(
     client: Option<IpAddr>,
     proto: &'static str,
 ) -> Result<()> {
-    // The request Pingora cloned for the origin has no room to spare: one
-    // growth of its header maps for all three instead of one or more each.
+    // An HTTP/1 request is read with room for these (vendor/pingora-core);
+    // one read elsewhere (HTTP/2) may have none: then one growth of its
+    // header maps for all three instead of one or more each.
     request.reserve(3)?;
     if let Some(ip) = client {
         let previous = request
