@@ -86,7 +86,7 @@ impl Log {
     pub fn append_acks(&mut self, peers: &boxcar::Vec<(String, AtomicU64)>) -> io::Result<bool> {
         let mut bytes = Vec::new();
         for (_, (peer, ack)) in peers.iter() {
-            let seq = ack.load(Ordering::Relaxed);
+            let seq = ack.load(Ordering::Acquire);
             let cursor = self.cursors.entry(peer.clone()).or_insert(0);
             if seq > *cursor {
                 *cursor = seq;

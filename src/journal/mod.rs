@@ -266,7 +266,9 @@ impl Journal {
     /// copies are sent again, and deduplicated by the peer.
     pub fn ack(&self, index: usize, seq: u64) {
         if let Some((_, cursor)) = self.shared.peers.get(index) {
-            cursor.fetch_max(seq, Ordering::Relaxed);
+            // Release: whoever sees what follows (the pending gauge, then a
+            // stop) sees this acknowledgement in the log of the last acks.
+            cursor.fetch_max(seq, Ordering::Release);
         }
     }
 

@@ -185,11 +185,12 @@ impl Sequencer {
             .count();
         let dropped = queue.retire() + staged;
         drop(staging);
-        if let Some(pending) = self.handoff.pending.get(index) {
-            pending.set(0);
-        }
+        // The journal before the gauge, as in `settled`.
         if let Some(journal) = &self.journal {
             journal.ack(index, settled);
+        }
+        if let Some(pending) = self.handoff.pending.get(index) {
+            pending.set(0);
         }
         dropped
     }
@@ -219,6 +220,18 @@ impl Sequencer {
             return; // its pending count was reset when it was retired
         }
         let oldest = queue.settle(id);
+        // With the backlog empty, everything up to `published` is settled,
+        // and so is everything up to this write: writes join a backlog in
+        // sequence order, so all earlier ones were in it. `published` alone
+        // could lag behind a write that was queued, sent and settled before
+        // the hand-off recorded it; its origin was then owed it again after
+        // a restart.
+        let settled_up_to = oldest.map_or(published.max(write.seq), |seq| seq - 1);
+        // The journal before the pending gauge: once the gauge shows the
+        // write settled, a graceful stop logs its acknowledgement.
+        if let Some(journal) = &self.journal {
+            journal.ack(index, settled_up_to);
+        }
         if let Some(pending) = self
             .handoff
             .pending
@@ -226,9 +239,6 @@ impl Sequencer {
             .filter(|_| !write.is_verify_read())
         {
             pending.dec();
-        }
-        if let Some(journal) = &self.journal {
-            journal.ack(index, oldest.map_or(published, |seq| seq - 1));
         }
     }
 
