@@ -151,6 +151,7 @@ impl Journal {
             active_max_seq: 0,
             closed: VecDeque::from(replay.segments),
             cursors: replay.cursors.clone(),
+            seen_acks: Vec::new(),
             segment_limit,
             total_bytes: total_bytes.clone(),
             written_seq,
