@@ -5,6 +5,7 @@
 mod common;
 
 use common::process::ProxyProcess;
+use common::workload::pending_within;
 use common::*;
 use std::time::Duration;
 
@@ -81,15 +82,9 @@ async fn sigkill_with_a_backlog_of_thousands_loses_nothing() {
     b.stop();
     let (clients, per_client) = (8, 400);
     write_concurrently(proxy.url(""), clients, per_client).await;
-    // The last copies join b's backlog as the journal makes them durable,
-    // which is also when their clients are answered: the gauge may trail.
-    let all_pending = wait_until(Duration::from_secs(5), || async {
-        let metrics = proxy.metrics().await;
-        metric_value(&metrics, "hothot_replication_pending{peer=\"b\"}")
-            == Some((clients * per_client) as f64)
-    })
-    .await;
-    assert!(all_pending, "{}", proxy.metrics().await);
+    let writes = clients * per_client;
+    let all_pending = pending_within(Duration::from_secs(5), proxy.metrics_port, &["b"], writes);
+    assert!(all_pending.await, "{}", proxy.metrics().await);
 
     proxy.kill();
     proxy.spawn().await;

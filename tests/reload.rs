@@ -7,7 +7,7 @@ mod common;
 
 use common::process::ProxyProcess;
 use common::reload::{hup_until, refused_reload, reloads, rewriter, SteadyClients};
-use common::workload::settled_within;
+use common::workload::{pending_within, settled_within};
 use common::*;
 use std::time::Duration;
 
@@ -194,13 +194,8 @@ async fn a_removed_origins_backlog_is_dropped_and_an_added_one_starts_from_now()
         assert_eq!(answer.status, 200, "{}", answer.body);
     }
     let pending = "hothot_replication_pending{peer=\"d\"}";
-    // A copy joins the backlogs as the journal makes it durable, which is
-    // also when its client is answered: the gauge may trail the answer.
-    let queued = wait_until(Duration::from_secs(5), || async {
-        metric_value(&hothot.metrics().await, pending) == Some(5.0)
-    })
-    .await;
-    assert!(queued, "{}", hothot.metrics().await);
+    let queued = pending_within(Duration::from_secs(5), hothot.metrics_port, &["d"], 5);
+    assert!(queued.await, "{}", hothot.metrics().await);
 
     // d leaves, c joins, in one reload.
     let c_addr = c.addr.to_string();

@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::workload::pending_within;
 use common::*;
 use std::time::Duration;
 
@@ -373,12 +374,6 @@ async fn a_hanging_peer_holds_no_client() {
             200
         );
     }
-    // The last copy joins the backlog as its client is answered: the gauge
-    // may trail the answer.
-    let all_pending = wait_until(Duration::from_secs(5), || async {
-        let metrics = proxy.metrics().await;
-        metric_value(&metrics, "hothot_replication_pending{peer=\"hung\"}") == Some(20.0)
-    })
-    .await;
-    assert!(all_pending, "{}", proxy.metrics().await);
+    let all_pending = pending_within(Duration::from_secs(5), proxy.metrics_port, &["hung"], 20);
+    assert!(all_pending.await, "{}", proxy.metrics().await);
 }

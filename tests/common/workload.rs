@@ -69,6 +69,19 @@ pub async fn settled(metrics_port: u16, origins: &[&str]) -> bool {
 
 /// [`settled`], waiting at most `limit`.
 pub async fn settled_within(limit: Duration, metrics_port: u16, origins: &[&str]) -> bool {
+    pending_within(limit, metrics_port, origins, 0).await
+}
+
+/// Waits at most `limit` until each of `origins` has `writes` pending, per
+/// hothot's metrics. A copy joins the backlogs as the journal makes it
+/// durable, which is also when its client is answered: the gauge may trail
+/// the answer, so a test reads it through this rather than once.
+pub async fn pending_within(
+    limit: Duration,
+    metrics_port: u16,
+    origins: &[&str],
+    writes: usize,
+) -> bool {
     wait_until(limit, || async {
         let metrics = get(&format!("http://127.0.0.1:{metrics_port}/metrics"))
             .await
@@ -77,7 +90,7 @@ pub async fn settled_within(limit: Duration, metrics_port: u16, origins: &[&str]
             metric_value(
                 &metrics,
                 &format!("hothot_replication_pending{{peer=\"{o}\"}}"),
-            ) == Some(0.0)
+            ) == Some(writes as f64)
         })
     })
     .await
