@@ -112,8 +112,8 @@ fn default_work_stealing(threads: usize) -> bool {
 const IDLE_UPSTREAM_CONNECTIONS_PER_ORIGIN: usize = 2;
 
 /// Pingora's cap on attempts per request; hothot's `retries` (validated
-/// below it) is what decides.
-const MAX_ATTEMPTS: usize = 1000;
+/// below it: [`crate::config::MAX_RETRIES`]) is what decides.
+const MAX_ATTEMPTS: usize = crate::config::MAX_RETRIES as usize + 1;
 
 /// Pingora's `grace_period_seconds` default is 300: too long for a proxy whose
 /// peers health-check it every few seconds.

@@ -30,7 +30,7 @@ pub use journal::{FsyncPolicy, JournalConfig};
 pub use limits::Limits;
 pub use listen::{Listener, OriginTls, TlsFiles};
 pub use replication::{OnTimeout, Order, OrderKey, Oversize, ReplicateOn, ReplicationConfig};
-pub use validate::validate;
+pub use validate::{validate, MAX_RETRIES};
 
 /// How writes reach the other origins (`replication.mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]

@@ -158,7 +158,8 @@ const MAX_BODY_LIMIT: u64 = 1 << 30;
 /// Default `verify.sample`: one write in a hundred costs each origin one GET.
 const DEFAULT_VERIFY_SAMPLE: f64 = 0.01;
 
-const READS: [&str; 3] = ["GET", "HEAD", "OPTIONS"];
+/// The safe methods (RFC 9110 §9.2.1): reads, never replicated.
+const READS: [&str; 4] = ["GET", "HEAD", "OPTIONS", "TRACE"];
 
 /// Validates the section; settings that are valid but have no effect are
 /// added to `warnings` (`hothot -t` prints them, start-up logs them).

@@ -34,7 +34,7 @@ pub fn validate(file: FileConfig) -> Result<Config, ConfigError> {
         origins,
         health: validate_health(file.health)?,
         timeouts: validate_timeouts(&file.timeouts)?,
-        retries: file.retries,
+        retries: validate_retries(file.retries)?,
         replication,
         limits: super::limits::validate(file.limits)?,
         balancing: super::balancing::validate(file.balancing, &mut warnings)?,
@@ -279,6 +279,22 @@ fn validate_timeouts(t: &TimeoutsSection) -> Result<Timeouts, ConfigError> {
             Duration::from_secs(60),
         )?,
     })
+}
+
+/// Pingora counts attempts against a cap the server sets
+/// ([`crate::server`]'s `MAX_ATTEMPTS`, 1,000): `retries` stays below it,
+/// so that hothot, not that cap, decides when a request stops. No pool is
+/// that large: a request tries each origin at most once.
+pub const MAX_RETRIES: u32 = 999;
+
+fn validate_retries(retries: u32) -> Result<u32, ConfigError> {
+    match retries {
+        0..=MAX_RETRIES => Ok(retries),
+        _ => Err(ConfigError::invalid(
+            "retries",
+            format!("must be at most {MAX_RETRIES}"),
+        )),
+    }
 }
 
 fn positive(

@@ -20,6 +20,13 @@ fn replication_mistakes_name_their_key() {
         "replication.methods[1]",
         "read",
     );
+    // TRACE is a read too: listed, it was replicated while metrics and
+    // retries called it a read.
+    refused(
+        &with_origins("replication: {methods: [trace]}\n"),
+        "replication.methods[0]",
+        "read",
+    );
     refused(
         &with_origins("replication: {trusted_sources: [\"10.0.0.0/40\"]}\n"),
         "replication.trusted_sources[0]",
@@ -122,6 +129,15 @@ fn values_no_machine_could_honour_are_errors() {
         &with_origins("server: {upstream_keepalive_pool_size: 1000000000}\n"),
         "server.upstream_keepalive_pool_size",
         "at most",
+    );
+    // Pingora caps attempts at 1,000: more retries than that would be
+    // that cap's decision, not hothot's.
+    refused(&with_origins("retries: 1000\n"), "retries", "at most 999");
+    assert_eq!(
+        hothot::config::parse(&with_origins("retries: 999\n"))
+            .unwrap()
+            .retries,
+        999
     );
     refused(
         &with_origins("replication: {max_body: 99999999GiB}\n"),
