@@ -29,7 +29,7 @@
 
 use crate::config::Balancing;
 use crate::metrics::Metrics;
-use crate::pool::{Pool, FULL_FACTOR};
+use crate::pool::{Origin, Pool, FULL_FACTOR};
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
@@ -44,6 +44,15 @@ const TOLERANCE_FLOOR: Duration = Duration::from_millis(1);
 const ERROR_PENALTY: f64 = 3.0;
 /// `ln(latency in µs)` is summed in millionths, as an integer.
 const LOG_SCALE: f64 = 1e6;
+
+/// One origin's part (see [`crate::pool::Origin`]): what requests recorded
+/// since the last tick, and the averages the tick keeps.
+#[derive(Debug, Default)]
+pub struct Load {
+    samples: Samples,
+    /// `None` until the tick first sees the origin.
+    averages: Mutex<Option<Averages>>,
+}
 
 /// Outcomes recorded since the last tick, written by requests.
 #[derive(Debug, Default)]
@@ -117,22 +126,19 @@ pub struct Adaptive {
     settings: Mutex<Balancing>,
     /// `settings.adaptive`, read by every request.
     enabled: AtomicBool,
-    /// Indexed like the pool's origins; grows when a reload adds some.
-    samples: boxcar::Vec<Samples>,
-    /// `None` until the first tick, which runs after the first probe round.
-    averages: Mutex<Option<Vec<Averages>>>,
+    /// Held by the tick; true once the first tick (after the first probe
+    /// round) has run.
+    ticked: Mutex<bool>,
 }
 
 impl Adaptive {
     pub fn new(pool: Arc<Pool>, metrics: Arc<Metrics>, settings: Balancing) -> Self {
-        let samples = (0..pool.len()).map(|_| Samples::default()).collect();
         Adaptive {
             pool,
             metrics,
             enabled: AtomicBool::new(settings.adaptive),
             settings: Mutex::new(settings),
-            samples,
-            averages: Mutex::new(None),
+            ticked: Mutex::new(false),
         }
     }
 
@@ -146,16 +152,14 @@ impl Adaptive {
         *self.settings.lock().unwrap_or_else(|e| e.into_inner()) = settings;
     }
 
-    /// One attempt on origin `index` ended: with a response header after
+    /// One attempt on `origin` ended: with a response header after
     /// `latency` (a timeout too), or without one (`None`: refused, reset);
     /// `error` for connect errors, timeouts and 5xx.
-    pub fn record(&self, index: usize, latency: Option<Duration>, error: bool) {
+    pub fn record(&self, origin: &Origin, latency: Option<Duration>, error: bool) {
         if !self.enabled.load(Ordering::Acquire) {
             return;
         }
-        let Some(samples) = self.samples.get(index) else {
-            return;
-        };
+        let samples = &origin.load.samples;
         samples.outcomes.fetch_add(1, Ordering::Relaxed);
         if error {
             samples.errors.fetch_add(1, Ordering::Relaxed);
@@ -177,32 +181,41 @@ impl Adaptive {
     /// Folds the samples into the averages and sets every origin's factor.
     pub fn tick(&self, now: Instant) {
         let settings = self.settings();
-        let mut averages = self.averages.lock().unwrap_or_else(|e| e.into_inner());
+        let mut ticked = self.ticked.lock().unwrap_or_else(|e| e.into_inner());
+        let first = !std::mem::replace(&mut *ticked, true);
+        let members: Vec<&Arc<Origin>> = self.pool.members().collect();
         // Origins serving at start-up (after the first probe round) do not
-        // ramp; their measurements start now.
-        let averages = averages.get_or_insert_with(|| {
-            (0..self.pool.len())
-                .map(|i| Averages::starting(self.pool.is_serving(i), now, None))
-                .collect()
-        });
-        // Origins a reload added start unmeasured and not serving: they
-        // ramp like a rejoining origin once their probes pass.
-        for _ in self.samples.count()..self.pool.len() {
-            self.samples.push(Samples::default());
-        }
-        averages.resize_with(self.pool.len(), || Averages::starting(false, now, None));
-        let taken: Vec<Taken> = self.samples.iter().map(|(_, s)| Taken::from(s)).collect();
+        // ramp; their measurements start now. Origins a reload added start
+        // unmeasured and not serving: they ramp like a rejoining origin
+        // once their probes pass. Only this tick touches the averages: they
+        // are taken out for it and put back at the end.
+        let mut averages: Vec<Averages> = members
+            .iter()
+            .map(|o| {
+                let kept = o
+                    .load
+                    .averages
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take();
+                kept.unwrap_or_else(|| Averages::starting(first && o.is_serving(), now, None))
+            })
+            .collect();
+        let taken: Vec<Taken> = members
+            .iter()
+            .map(|o| Taken::from(&o.load.samples))
+            .collect();
         // What an origin is assumed to answer in before it has been
         // measured: like its peers (or, at start-up, like the whole pool),
         // so that its first few requests, which open connections, do not
         // decide its weight.
-        let prior = lower_median(serving_latencies(averages)).or_else(|| {
+        let prior = lower_median(serving_latencies(&averages)).or_else(|| {
             let timed: u64 = taken.iter().map(|t| t.timed).sum();
             let sum: i64 = taken.iter().map(|t| t.log_micros).sum();
             (timed > 0).then(|| sum as f64 / LOG_SCALE / timed as f64)
         });
-        for (index, (average, taken)) in averages.iter_mut().zip(&taken).enumerate() {
-            let serving = self.pool.is_serving(index);
+        for ((origin, average), taken) in members.iter().zip(averages.iter_mut()).zip(&taken) {
+            let serving = origin.is_serving();
             if serving != average.serving {
                 // Rejoining or leaving: what was measured before says little now.
                 let ramp = !settings.slow_start.is_zero();
@@ -211,16 +224,19 @@ impl Adaptive {
                 fold(&settings, average, taken, prior, now);
             }
         }
-        let reference = lower_median(serving_latencies(averages));
+        let reference = lower_median(serving_latencies(&averages));
         let mut changed = false;
-        for (index, average) in averages.iter_mut().enumerate() {
-            let factor = factor(&settings, average, reference, now);
-            if let Some(metrics) = self.metrics.origins.get(index) {
-                metrics.factor.set(factor);
-            }
+        for (origin, mut average) in members.iter().zip(averages) {
+            let factor = factor(&settings, &mut average, reference, now);
+            origin.metrics.factor.set(factor);
             changed |= self
                 .pool
-                .set_factor(index, (factor * f64::from(FULL_FACTOR)).round() as u32);
+                .set_factor(origin.id, (factor * f64::from(FULL_FACTOR)).round() as u32);
+            *origin
+                .load
+                .averages
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(average);
         }
         if changed {
             self.metrics.publish_pool(&self.pool);

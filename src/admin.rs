@@ -18,7 +18,7 @@
 
 use crate::config::{Admin, Config};
 use crate::metrics::Metrics;
-use crate::pool::Pool;
+use crate::pool::{Origin, OriginId, Pool};
 use crate::reload::ConfigVersion;
 use async_trait::async_trait;
 use http::{Response, StatusCode};
@@ -128,58 +128,22 @@ impl AdminApp {
     }
 
     fn drain(&self, name: &str, drain: bool) -> Answer {
-        let Some(index) = self.pool.find(name) else {
+        let Some(origin) = self.pool.find(name) else {
             return text(StatusCode::NOT_FOUND, &format!("no origin named {name:?}"));
         };
-        if self.pool.set_drained(index, drain) {
+        if self.pool.set_drained(origin.id, drain) {
             let action = if drain { "drained" } else { "enabled again" };
             log::warn!("origin {name} {action} through the admin API");
             self.metrics.publish_pool(&self.pool);
         }
-        let body = serde_json::to_vec_pretty(&self.origin_status(index, &self.pool.shares()));
+        let body = serde_json::to_vec_pretty(&origin_status(origin, &self.pool.shares()));
         (StatusCode::OK, "application/json", body.unwrap_or_default())
-    }
-
-    fn origin_status(&self, index: usize, shares: &[f64]) -> serde_json::Value {
-        let pool = &self.pool;
-        let (Some(origin), Some(peer)) = (
-            pool.origin(index),
-            self.metrics.replication.peers.get(index),
-        ) else {
-            return serde_json::Value::Null;
-        };
-        let state = if pool.is_drained(index) {
-            "drained"
-        } else if pool.is_ejected(index) {
-            "ejected"
-        } else if !pool.is_probe_up(index) {
-            "down"
-        } else if pool.capacity(index) == 0 {
-            "zero capacity"
-        } else {
-            "up"
-        };
-        json!({
-            "name": origin.name,
-            "address": origin.address.to_string(),
-            "state": state,
-            "serving": pool.is_serving(index),
-            "serving_reads": pool.is_serving_reads(index),
-            "probe_up": pool.is_probe_up(index),
-            "ejected": pool.is_ejected(index),
-            "drained": pool.is_drained(index),
-            "capacity": pool.capacity(index),
-            "factor": f64::from(pool.factor_milli(index)) / 1000.0,
-            "share": shares.get(index).copied().unwrap_or(0.0),
-            "pending_writes": peer.pending.get(),
-            "lag_seconds": peer.lag.get(),
-        })
     }
 
     fn status(&self) -> serde_json::Value {
         let shares = self.pool.shares();
         let origins: Vec<_> = (self.pool.members())
-            .map(|(i, _)| self.origin_status(i, &shares))
+            .map(|origin| origin_status(origin, &shares))
             .collect();
         let version = self
             .version
@@ -203,6 +167,38 @@ impl AdminApp {
             "origins": origins,
         })
     }
+}
+
+/// One origin's part of `/status`; `shares` are the pool's.
+fn origin_status(origin: &Origin, shares: &[(OriginId, f64)]) -> serde_json::Value {
+    let state = if origin.is_drained() {
+        "drained"
+    } else if origin.is_ejected() {
+        "ejected"
+    } else if !origin.is_probe_up() {
+        "down"
+    } else if origin.capacity() == 0 {
+        "zero capacity"
+    } else {
+        "up"
+    };
+    let share = shares.iter().find(|(id, _)| *id == origin.id);
+    let replication = &origin.metrics.replication;
+    json!({
+        "name": origin.name,
+        "address": origin.address.to_string(),
+        "state": state,
+        "serving": origin.is_serving(),
+        "serving_reads": origin.is_serving_reads(),
+        "probe_up": origin.is_probe_up(),
+        "ejected": origin.is_ejected(),
+        "drained": origin.is_drained(),
+        "capacity": origin.capacity(),
+        "factor": f64::from(origin.factor_milli()) / 1000.0,
+        "share": share.map_or(0.0, |(_, share)| *share),
+        "pending_writes": replication.pending.get(),
+        "lag_seconds": replication.lag.get(),
+    })
 }
 
 /// `/origins/{name}/drain` or `/enable`: the name, and whether to drain.

@@ -13,6 +13,33 @@ use pingora_core::tls::ext;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// What is wrong with a listener's certificate files.
+#[derive(Debug, thiserror::Error)]
+pub enum CertificateError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: not a PEM certificate chain: {source}")]
+    NotChain {
+        path: PathBuf,
+        #[source]
+        source: openssl::error::ErrorStack,
+    },
+    #[error("{0} holds no certificate")]
+    NoCertificate(PathBuf),
+    #[error("{path}: not a PEM private key: {source}")]
+    NotKey {
+        path: PathBuf,
+        #[source]
+        source: openssl::error::ErrorStack,
+    },
+    #[error("{key} is not the key of the certificate in {cert}")]
+    KeyMismatch { key: PathBuf, cert: PathBuf },
+}
+
 /// A certificate chain (leaf first) and its private key.
 struct Loaded {
     chain: Vec<X509>,
@@ -29,7 +56,7 @@ pub struct ListenerCertificate {
 impl ListenerCertificate {
     /// Reads the PEM files of a certificate chain and its key; the error
     /// says what is wrong with them.
-    pub fn load(cert: &Path, key: &Path) -> Result<Arc<Self>, String> {
+    pub fn load(cert: &Path, key: &Path) -> Result<Arc<Self>, CertificateError> {
         Ok(Arc::new(ListenerCertificate {
             current: ArcSwap::from_pointee(read(cert, key)?),
             cert: cert.to_owned(),
@@ -38,14 +65,14 @@ impl ListenerCertificate {
     }
 
     /// Checks the files as [`Self::load`] would (for `hothot -t`).
-    pub fn check(cert: &Path, key: &Path) -> Result<(), String> {
+    pub fn check(cert: &Path, key: &Path) -> Result<(), CertificateError> {
         read(cert, key).map(|_| ())
     }
 
     /// Reads every listener's files again and, only if all of them are
     /// valid, switches every listener to its new certificate; otherwise the
     /// certificates in use stay.
-    pub fn reload_all(certificates: &[Arc<Self>]) -> Result<(), String> {
+    pub fn reload_all(certificates: &[Arc<Self>]) -> Result<(), CertificateError> {
         let loaded = certificates
             .iter()
             .map(|c| read(&c.cert, &c.key))
@@ -62,27 +89,32 @@ impl ListenerCertificate {
     }
 }
 
-fn read(cert: &Path, key: &Path) -> Result<Loaded, String> {
+fn read(cert: &Path, key: &Path) -> Result<Loaded, CertificateError> {
     let pem = |path: &Path| {
-        std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+        std::fs::read(path).map_err(|source| CertificateError::Read {
+            path: path.to_owned(),
+            source,
+        })
     };
-    let chain = X509::stack_from_pem(&pem(cert)?)
-        .map_err(|e| format!("{}: not a PEM certificate chain: {e}", cert.display()))?;
-    if chain.is_empty() {
-        return Err(format!("{} holds no certificate", cert.display()));
-    }
+    let chain = X509::stack_from_pem(&pem(cert)?).map_err(|source| CertificateError::NotChain {
+        path: cert.to_owned(),
+        source,
+    })?;
+    let Some(leaf) = chain.first() else {
+        return Err(CertificateError::NoCertificate(cert.to_owned()));
+    };
     let key_path = key;
-    let key = PKey::private_key_from_pem(&pem(key_path)?)
-        .map_err(|e| format!("{}: not a PEM private key: {e}", key_path.display()))?;
-    let matches = chain[0]
-        .public_key()
-        .is_ok_and(|public| public.public_eq(&key));
+    let key =
+        PKey::private_key_from_pem(&pem(key_path)?).map_err(|source| CertificateError::NotKey {
+            path: key_path.to_owned(),
+            source,
+        })?;
+    let matches = leaf.public_key().is_ok_and(|public| public.public_eq(&key));
     if !matches {
-        return Err(format!(
-            "{} is not the key of the certificate in {}",
-            key_path.display(),
-            cert.display()
-        ));
+        return Err(CertificateError::KeyMismatch {
+            key: key_path.to_owned(),
+            cert: cert.to_owned(),
+        });
     }
     Ok(Loaded { chain, key })
 }

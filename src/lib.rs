@@ -12,7 +12,9 @@ pub mod admin;
 #[cfg(feature = "mimalloc")]
 pub mod alloc;
 pub mod certificates;
+pub mod classify;
 pub mod cli;
+pub mod codec;
 pub mod config;
 pub mod connections;
 pub mod embed;
@@ -20,16 +22,15 @@ pub mod health;
 pub mod journal;
 pub mod limit;
 pub mod logging;
-pub mod membership;
 pub mod metrics;
 pub mod origin_tls;
 pub mod pool;
 pub mod proxy;
+pub mod proxy_service;
 pub mod reload;
 pub mod replication;
 pub mod selection;
 pub mod server;
-pub mod service;
 pub mod signals;
 
 pub use config::{Config, ConfigError};

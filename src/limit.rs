@@ -10,20 +10,38 @@
 //! burst ahead of now. Lock-free, and the time until room is one subtraction.
 
 use crate::config::LimitMode;
-use crate::pool::Pool;
+use crate::pool::Origin;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 /// The burst an origin may take at once, as time at its capacity.
 const BURST: Duration = Duration::from_millis(100);
 
+/// One origin's bucket (a part of its [`crate::pool::Origin`]).
 #[derive(Debug)]
-struct Bucket {
+pub struct Bucket {
     /// Nanoseconds between two requests at the origin's capacity; 0: no
     /// limit. A reload may change it.
     interval_ns: AtomicU64,
-    /// Theoretical arrival time of the next request, ns since the epoch.
+    /// Theoretical arrival time of the next request, ns since the
+    /// limiter's epoch.
     arrival_ns: AtomicU64,
+}
+
+impl Bucket {
+    /// The bucket of an origin of `capacity` requests/s.
+    pub fn new(capacity: u32) -> Self {
+        Bucket {
+            interval_ns: AtomicU64::new(interval_ns(capacity)),
+            arrival_ns: AtomicU64::new(0),
+        }
+    }
+
+    /// A reload's new capacity.
+    pub fn set_capacity(&self, capacity: u32) {
+        self.interval_ns
+            .store(interval_ns(capacity), Ordering::Release);
+    }
 }
 
 fn interval_ns(capacity: u32) -> u64 {
@@ -33,39 +51,25 @@ fn interval_ns(capacity: u32) -> u64 {
     }
 }
 
-/// The buckets of the pool's origins, and what a full pool does; a reload
-/// may change both.
+/// What a full pool does, and the clock the buckets run on; a reload may
+/// change the mode.
 #[derive(Debug)]
 pub struct Limiter {
     /// [`LimitMode`] as 0 (off), 1 (shed), 2 (queue).
     mode: AtomicU8,
     queue_timeout_ns: AtomicU64,
     epoch: Instant,
-    /// Indexed like the pool's origins.
-    buckets: boxcar::Vec<Bucket>,
 }
 
 impl Limiter {
-    pub fn new(pool: &Pool, mode: LimitMode, queue_timeout: Duration) -> Self {
+    pub fn new(mode: LimitMode, queue_timeout: Duration) -> Self {
         let limiter = Limiter {
             mode: AtomicU8::new(0),
             queue_timeout_ns: AtomicU64::new(0),
             epoch: Instant::now(),
-            buckets: boxcar::Vec::with_capacity(pool.len()),
         };
         limiter.set_mode(mode, queue_timeout);
-        limiter.add_new_origins(pool);
         limiter
-    }
-
-    /// Buckets for the origins the pool gained (a reload added them).
-    pub fn add_new_origins(&self, pool: &Pool) {
-        for index in self.buckets.count()..pool.len() {
-            self.buckets.push(Bucket {
-                interval_ns: AtomicU64::new(interval_ns(pool.capacity(index))),
-                arrival_ns: AtomicU64::new(0),
-            });
-        }
     }
 
     /// A reload's `balancing.limit`.
@@ -78,15 +82,6 @@ impl Limiter {
         self.mode.store(code, Ordering::Release);
         let timeout = u64::try_from(queue_timeout.as_nanos()).unwrap_or(u64::MAX);
         self.queue_timeout_ns.store(timeout, Ordering::Release);
-    }
-
-    /// A reload's new capacity for `index`.
-    pub fn set_capacity(&self, index: usize, capacity: u32) {
-        if let Some(bucket) = self.buckets.get(index) {
-            bucket
-                .interval_ns
-                .store(interval_ns(capacity), Ordering::Release);
-        }
     }
 
     pub fn mode(&self) -> LimitMode {
@@ -116,15 +111,14 @@ impl Limiter {
         burst.max(interval).saturating_sub(interval)
     }
 
-    /// Takes room for one request on `index`; false when it is full (and
+    /// Takes room for one request on `origin`; false when it is full (and
     /// always true with the limit off).
-    pub fn try_take(&self, index: usize) -> bool {
-        if !self.is_on() {
-            return true;
-        }
-        let Some(bucket) = self.buckets.get(index) else {
-            return true;
-        };
+    pub fn try_take(&self, origin: &Origin) -> bool {
+        !self.is_on() || self.take_from(&origin.limit)
+    }
+
+    /// Takes room for one request from `bucket`; false when it is full.
+    fn take_from(&self, bucket: &Bucket) -> bool {
         let interval = bucket.interval_ns.load(Ordering::Acquire);
         if interval == 0 {
             return true;
@@ -149,16 +143,20 @@ impl Limiter {
         }
     }
 
-    /// Would `index` take a request now (without taking its room)?
-    pub fn has_room(&self, index: usize) -> bool {
-        self.time_to_room(std::iter::once(index)).is_zero()
+    /// Would `origin` take a request now (without taking its room)?
+    pub fn has_room(&self, origin: &Origin) -> bool {
+        self.time_to_room(std::iter::once(origin)).is_zero()
     }
 
     /// How long until one of `origins` has room again.
-    pub fn time_to_room(&self, origins: impl Iterator<Item = usize>) -> Duration {
+    pub fn time_to_room<'a>(&self, origins: impl Iterator<Item = &'a Origin>) -> Duration {
+        self.wait_for(origins.map(|o| &o.limit))
+    }
+
+    /// How long until one of `buckets` has room again.
+    fn wait_for<'a>(&self, buckets: impl Iterator<Item = &'a Bucket>) -> Duration {
         let now = self.now_ns();
-        let wait = origins
-            .filter_map(|i| self.buckets.get(i))
+        let wait = buckets
             .map(|b| {
                 let arrival = b.arrival_ns.load(Ordering::Acquire);
                 let tolerance = Self::tolerance_ns(b.interval_ns.load(Ordering::Acquire));
@@ -173,33 +171,20 @@ impl Limiter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{OriginConfig, PassiveConfig};
 
-    fn limiter(capacity: u32) -> Limiter {
-        let origins = [OriginConfig {
-            name: "a".into(),
-            address: "127.0.0.1:9000".parse().unwrap(),
-            capacity,
-            tls: None,
-        }];
-        let pool = Pool::new(
-            &origins,
-            PassiveConfig {
-                failures: 0,
-                eject: Duration::from_secs(1),
-            },
-        )
-        .unwrap();
-        Limiter::new(&pool, LimitMode::Shed, Duration::from_millis(100))
+    /// Takes from `bucket` as the limiter does for an origin.
+    fn take(limiter: &Limiter, bucket: &Bucket) -> bool {
+        limiter.take_from(bucket)
     }
 
     #[test]
     fn a_burst_of_a_tenth_of_a_second_then_refusals() {
-        let limiter = limiter(100);
-        let admitted = (0..50).filter(|_| limiter.try_take(0)).count();
+        let limiter = Limiter::new(LimitMode::Shed, Duration::from_millis(100));
+        let bucket = Bucket::new(100);
+        let admitted = (0..50).filter(|_| take(&limiter, &bucket)).count();
         // A tenth of a second at 100/s, plus the request that starts it.
         assert!((10..=11).contains(&admitted), "{admitted}");
-        let wait = limiter.time_to_room([0].into_iter());
+        let wait = limiter.wait_for(std::iter::once(&bucket));
         assert!(
             wait > Duration::ZERO && wait <= Duration::from_millis(10),
             "{wait:?}"
@@ -208,8 +193,9 @@ mod tests {
 
     #[test]
     fn a_slow_origin_still_takes_one_request() {
-        let limiter = limiter(1);
-        assert!(limiter.try_take(0));
-        assert!(!limiter.try_take(0));
+        let limiter = Limiter::new(LimitMode::Shed, Duration::from_millis(100));
+        let bucket = Bucket::new(1);
+        assert!(take(&limiter, &bucket));
+        assert!(!take(&limiter, &bucket));
     }
 }

@@ -16,7 +16,28 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_openssl::SslStream;
 
-/// One origin's TLS client settings, built once at start-up.
+/// Why an origin's TLS settings cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {path}: {source}")]
+    ReadCa {
+        path: std::path::PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path}: not PEM certificates: {source}")]
+    NotPem {
+        path: std::path::PathBuf,
+        #[source]
+        source: openssl::error::ErrorStack,
+    },
+    #[error("{0} holds no certificate")]
+    NoCertificate(std::path::PathBuf),
+    #[error("{0}")]
+    OpenSsl(#[from] openssl::error::ErrorStack),
+}
+
+/// One origin's TLS client settings, built once when the origin joins.
 pub struct TlsClient {
     connector: SslConnector,
     settings: OriginTls,
@@ -34,24 +55,25 @@ impl std::fmt::Debug for TlsClient {
 
 impl TlsClient {
     /// Builds the client; the error names what is wrong with the CA file.
-    pub fn new(settings: &OriginTls) -> Result<Self, String> {
-        let mut builder =
-            SslConnector::builder(SslMethod::tls_client()).map_err(|e| e.to_string())?;
+    pub fn new(settings: &OriginTls) -> Result<Self, TlsError> {
+        let mut builder = SslConnector::builder(SslMethod::tls_client())?;
         let ca = match &settings.ca {
             None => None,
             Some(path) => {
-                let pem = std::fs::read(path)
-                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-                let certificates = X509::stack_from_pem(&pem)
-                    .map_err(|e| format!("{}: not PEM certificates: {e}", path.display()))?;
+                let pem = std::fs::read(path).map_err(|source| TlsError::ReadCa {
+                    path: path.clone(),
+                    source,
+                })?;
+                let certificates =
+                    X509::stack_from_pem(&pem).map_err(|source| TlsError::NotPem {
+                        path: path.clone(),
+                        source,
+                    })?;
                 if certificates.is_empty() {
-                    return Err(format!("{} holds no certificate", path.display()));
+                    return Err(TlsError::NoCertificate(path.clone()));
                 }
                 for certificate in &certificates {
-                    builder
-                        .cert_store_mut()
-                        .add_cert(certificate.clone())
-                        .map_err(|e| format!("{}: {e}", path.display()))?;
+                    builder.cert_store_mut().add_cert(certificate.clone())?;
                 }
                 Some(Arc::new(certificates.into_boxed_slice()))
             }

@@ -13,12 +13,13 @@ use crate::connections::{Book, Gate, Guarded};
 use crate::health::HealthService;
 use crate::limit::Limiter;
 use crate::metrics::{Metrics, MetricsApp};
-use crate::pool::Pool;
+use crate::origin_tls::TlsError;
+use crate::pool::{NewOrigin, Pool};
 use crate::proxy::{HotHotProxy, LiveSettings, ProxyParts};
+use crate::proxy_service::ProxyService;
 use crate::reload::{Live, Reloader};
 use crate::replication::Replicator;
 use crate::selection::Balancer;
-use crate::service::ProxyService;
 use crate::signals::SignalService;
 use arc_swap::ArcSwap;
 use pingora_core::listeners::tls::TlsSettings;
@@ -38,16 +39,24 @@ pub enum StartError {
     Metrics(#[source] prometheus::Error),
     #[error("cannot start the server thread: {0}")]
     Thread(#[source] std::io::Error),
-    #[error("{key}: {reason}")]
-    Certificate { key: String, reason: String },
+    #[error("{key}: {source}")]
+    Certificate {
+        key: String,
+        #[source]
+        source: crate::certificates::CertificateError,
+    },
     #[error("{key}: {source}")]
     Tls {
         key: String,
         #[source]
         source: Box<pingora_error::Error>,
     },
-    #[error("{0}")]
-    OriginTls(String),
+    #[error("{key}: {source}")]
+    OriginTls {
+        key: String,
+        #[source]
+        source: TlsError,
+    },
     #[error("access_log.path: cannot open: {0}")]
     AccessLog(#[source] std::io::Error),
     #[error("replication journal: {0}")]
@@ -196,24 +205,40 @@ pub fn build(config: &Config, opt: Option<Opt>, path: Option<&Path>) -> Result<S
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
-    let pool =
-        Arc::new(Pool::new(&config.origins, config.health.passive).map_err(StartError::OriginTls)?);
-    let metrics = Arc::new(Metrics::new(&pool).map_err(StartError::Metrics)?);
-
-    let health_config = Arc::new(ArcSwap::from_pointee(config.health.clone()));
-    let health = HealthService::new(pool.clone(), metrics.clone(), health_config.clone());
-    let probe_added = health.on_added();
-    let health_handle = server.add_service(background_service("health checks", health));
-
+    let metrics = Arc::new(Metrics::new().map_err(StartError::Metrics)?);
+    let pool = Arc::new(Pool::new(
+        config.health.passive,
+        config.timeouts,
+        metrics.clone(),
+    ));
+    let origins = config
+        .origins
+        .iter()
+        .enumerate()
+        .map(|(i, origin)| {
+            NewOrigin::build(origin).map_err(|source| StartError::OriginTls {
+                key: format!("origins[{i}].tls"),
+                source,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    // The origins join the pool as the journal is opened, before its
+    // pending writes are queued for them.
     let replicator = Replicator::open(
         config.replication.clone(),
         pool.clone(),
         metrics.clone(),
         config.timeouts,
+        origins,
     )
     .map_err(StartError::Journal)?;
     let replicator = Arc::new(replicator);
     let replication = replicator.service();
+
+    let health_config = Arc::new(ArcSwap::from_pointee(config.health.clone()));
+    let health = HealthService::new(pool.clone(), metrics.clone(), health_config.clone());
+    let probe_added = health.on_added();
+    let health_handle = server.add_service(background_service("health checks", health));
 
     let adaptive = Arc::new(Adaptive::new(
         pool.clone(),
@@ -235,12 +260,8 @@ pub fn build(config: &Config, opt: Option<Opt>, path: Option<&Path>) -> Result<S
         None => None,
     };
     let balancing = &config.balancing;
-    let limiter = Arc::new(Limiter::new(
-        &pool,
-        balancing.limit,
-        balancing.queue_timeout,
-    ));
-    let live = Arc::new(LiveSettings::new(&pool, config.timeouts, config.retries));
+    let limiter = Arc::new(Limiter::new(balancing.limit, balancing.queue_timeout));
+    let live = Arc::new(LiveSettings::new(config.retries));
     let balancer = Arc::new(Balancer::new(pool.clone()));
     let proxy = HotHotProxy::new(ProxyParts {
         pool: pool.clone(),
@@ -272,10 +293,10 @@ pub fn build(config: &Config, opt: Option<Opt>, path: Option<&Path>) -> Result<S
         if let Some(files) = &listener.tls {
             let key = format!("listen[{i}].tls");
             let certificate =
-                ListenerCertificate::load(&files.cert, &files.key).map_err(|reason| {
+                ListenerCertificate::load(&files.cert, &files.key).map_err(|source| {
                     StartError::Certificate {
                         key: key.clone(),
-                        reason,
+                        source,
                     }
                 })?;
             let settings =

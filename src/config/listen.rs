@@ -68,8 +68,9 @@ pub fn validate(
                     Some(tls) => {
                         let cert = readable(&format!("listen[{i}].tls.cert"), &tls.cert)?;
                         let key = readable(&format!("listen[{i}].tls.key"), &tls.key)?;
-                        crate::certificates::ListenerCertificate::check(&cert, &key)
-                            .map_err(|e| ConfigError::invalid(format!("listen[{i}].tls"), e))?;
+                        crate::certificates::ListenerCertificate::check(&cert, &key).map_err(
+                            |e| ConfigError::invalid(format!("listen[{i}].tls"), e.to_string()),
+                        )?;
                         Some(TlsFiles { cert, key })
                     }
                 },

@@ -14,6 +14,7 @@
 
 use super::{Book, Connection, CURRENT};
 use crate::config::Limits;
+use crate::proxy::Canned;
 use async_trait::async_trait;
 use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora_core::protocols::http::ServerSession;
@@ -24,10 +25,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 
-/// The answer to a connection refused because hothot is full.
-const FULL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n\
-Content-Length: 52\r\nRetry-After: 1\r\nConnection: close\r\n\r\n\
-service unavailable: too many client connections\r\n";
+/// The answer to a connection refused because hothot is full, made once.
+static FULL: std::sync::LazyLock<Vec<u8>> =
+    std::sync::LazyLock::new(|| Canned::TooManyConnections.raw());
 
 /// Pingora's keep-alive default for a new HTTP/1 session; the proxy sets
 /// `limits.keepalive_timeout` once it has read the request.
@@ -180,5 +180,5 @@ async fn header_overdue(connection: &Connection, deadline: Option<Instant>, time
 
 /// Answers a connection hothot has no room for, then closes it.
 async fn refuse(mut stream: Stream) {
-    let _ = tokio::time::timeout(Duration::from_millis(100), stream.write_all(FULL)).await;
+    let _ = tokio::time::timeout(Duration::from_millis(100), stream.write_all(&FULL)).await;
 }

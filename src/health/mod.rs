@@ -15,7 +15,7 @@ mod probe;
 
 use crate::config::HealthConfig;
 use crate::metrics::Metrics;
-use crate::pool::Pool;
+use crate::pool::{OriginId, Pool};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
@@ -33,11 +33,14 @@ pub struct HealthService {
     metrics: Arc<Metrics>,
     /// Swapped by a reload; each round reads it afresh.
     config: Arc<ArcSwap<HealthConfig>>,
-    /// Per origin: (currently up, streak of results disagreeing with that).
-    trackers: Mutex<Vec<Tracker>>,
     /// Told when a reload added origins: they are probed at once.
     added: Arc<Notify>,
 }
+
+/// One origin's part (see [`crate::pool::Origin`]): its probes' verdict and
+/// the streak of results disagreeing with it.
+#[derive(Debug, Default)]
+pub struct Streak(Mutex<Tracker>);
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Tracker {
@@ -50,12 +53,10 @@ struct Tracker {
 
 impl HealthService {
     pub fn new(pool: Arc<Pool>, metrics: Arc<Metrics>, config: Arc<ArcSwap<HealthConfig>>) -> Self {
-        let trackers = Mutex::new(vec![Tracker::default(); pool.len()]);
         HealthService {
             pool,
             metrics,
             config,
-            trackers,
             added: Arc::new(Notify::new()),
         }
     }
@@ -67,12 +68,11 @@ impl HealthService {
     }
 
     /// Origins no probe has decided yet (a reload just added them).
-    fn undecided(&self) -> Vec<usize> {
-        let trackers = self.trackers.lock().unwrap_or_else(|e| e.into_inner());
+    fn undecided(&self) -> Vec<OriginId> {
         self.pool
             .members()
-            .map(|(index, _)| index)
-            .filter(|index| trackers.get(*index).is_none_or(|t| !t.decided))
+            .filter(|o| !o.probes.lock().decided)
+            .map(|o| o.id)
             .collect()
     }
 
@@ -84,7 +84,7 @@ impl HealthService {
     /// stalled live requests for milliseconds on a small machine).
     async fn round(&self, first: bool) {
         // Origins a reload removed are no longer probed; added ones are.
-        let origins: Vec<usize> = self.pool.members().map(|(index, _)| index).collect();
+        let origins: Vec<OriginId> = self.pool.members().map(|o| o.id).collect();
         let spacing = match first {
             true => Duration::ZERO,
             false => {
@@ -96,14 +96,15 @@ impl HealthService {
     }
 
     /// Probes `origins`, `spacing` apart, and applies each result as it comes.
-    async fn probe(&self, origins: &[usize], spacing: Duration, first: bool) {
+    async fn probe(&self, origins: &[OriginId], spacing: Duration, first: bool) {
         let mut probes = JoinSet::new();
         let config = self.config.load_full();
-        for (position, (index, origin)) in origins
+        for (position, origin) in origins
             .iter()
-            .filter_map(|i| Some((*i, self.pool.origin(*i)?)))
+            .filter_map(|id| self.pool.get(*id))
             .enumerate()
         {
+            let id = origin.id;
             let config = config.clone();
             let address = origin.address;
             let tls = origin.tls.clone();
@@ -111,38 +112,29 @@ impl HealthService {
             probes.spawn(async move {
                 tokio::time::sleep(delay).await;
                 (
-                    index,
+                    id,
                     probe(&config.kind, address, tls.as_deref(), config.timeout).await,
                 )
             });
         }
         while let Some(joined) = probes.join_next().await {
             match joined {
-                Ok((index, result)) => self.apply(index, result, first),
+                Ok((id, result)) => self.apply(id, result, first),
                 Err(e) => log::error!("health: probe task failed: {e}"),
             }
         }
         self.metrics.publish_pool(&self.pool);
     }
 
-    fn apply(&self, index: usize, result: Result<(), ProbeError>, first: bool) {
-        let (Some(origin), Some(metrics)) =
-            (self.pool.origin(index), self.metrics.origins.get(index))
-        else {
-            return;
-        };
-        if !self.pool.is_member(index) {
+    fn apply(&self, id: OriginId, result: Result<(), ProbeError>, first: bool) {
+        let Some(origin) = self.pool.get(id).filter(|o| !o.is_retired()) else {
             return; // removed by a reload while its probe was out
-        }
+        };
         match &result {
-            Ok(()) => metrics.probe_success.inc(),
-            Err(_) => metrics.probe_failure.inc(),
+            Ok(()) => origin.metrics.probe_success.inc(),
+            Err(_) => origin.metrics.probe_failure.inc(),
         }
-        let mut trackers = self.trackers.lock().unwrap_or_else(|e| e.into_inner());
-        if trackers.len() <= index {
-            trackers.resize(index + 1, Tracker::default());
-        }
-        let tracker = &mut trackers[index];
+        let mut tracker = origin.probes.lock();
         let ok = result.is_ok();
         let config = self.config.load();
         let threshold = if tracker.up { config.fall } else { config.rise };
@@ -162,7 +154,8 @@ impl HealthService {
             tracker.up = ok;
             tracker.streak = 0;
         }
-        self.pool.set_probe_up(index, ok);
+        drop(tracker);
+        self.pool.set_probe_up(id, ok);
         if !first {
             self.metrics.publish_pool(&self.pool);
         }
@@ -184,6 +177,12 @@ impl HealthService {
                 origin.address
             ),
         }
+    }
+}
+
+impl Streak {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Tracker> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

@@ -1,5 +1,5 @@
 //! The journal's files: the active segment being appended to, the closed
-//! segments still holding unsettled writes, and each peer's settled cursor.
+//! segments still holding unsettled entries, and each target's settled cursor.
 //!
 //! With `fsync: interval` or `off`, appends are written straight from the
 //! caller (one `write` into the page cache, under this lock), so a process
@@ -49,11 +49,11 @@ pub struct Log {
     pub active_bytes: u64,
     pub active_max_seq: u64,
     pub closed: VecDeque<SegmentInfo>,
-    /// Each peer's settled-through sequence, as logged.
+    /// Each target's settled-through sequence, as logged.
     pub cursors: BTreeMap<String, u64>,
-    /// The same per peer index (as `Journal`'s peers), as last seen by
-    /// [`Log::append_acks`]: lets it pass over a peer that has not moved
-    /// without a lookup by name.
+    /// The same by position in the journal's tracked targets, as last seen
+    /// by [`Log::append_acks`]: lets it pass over a target that has not
+    /// moved without a lookup by name.
     pub seen_acks: Vec<u64>,
     pub segment_limit: u64,
     /// Total bytes on disk, shared with the admission check.
@@ -70,7 +70,7 @@ pub struct Log {
 }
 
 impl Log {
-    /// Appends framed records holding writes up to `seq`.
+    /// Appends framed records holding entries up to `seq`.
     pub fn append(&mut self, bytes: &[u8], seq: u64) -> io::Result<()> {
         if self.buffer_appends {
             self.buffered.extend_from_slice(bytes);
@@ -86,14 +86,14 @@ impl Log {
         self.roll_if_full()
     }
 
-    /// Logs the peers' acknowledgements that moved; true if any did.
-    pub fn append_acks(&mut self, peers: &boxcar::Vec<(String, AtomicU64)>) -> io::Result<bool> {
+    /// Logs the targets' acknowledgements that moved; true if any did.
+    pub fn append_acks(&mut self, targets: &[(String, Arc<AtomicU64>)]) -> io::Result<bool> {
         let mut bytes = Vec::new();
-        for (index, (peer, ack)) in peers.iter() {
+        for (index, (target, ack)) in targets.iter().enumerate() {
             let seq = ack.load(Ordering::Acquire);
             // This runs every `fsync_interval` even when idle; with 1,000
-            // origins a name lookup (a clone and a tree walk) per peer each
-            // time cost the journal's thread 1.6% of a core.
+            // origins a name lookup (a clone and a tree walk) per target
+            // each time cost the journal's thread 1.6% of a core.
             if self.seen_acks.len() <= index {
                 self.seen_acks.resize(index + 1, 0);
             }
@@ -101,11 +101,11 @@ impl Log {
                 continue;
             }
             self.seen_acks[index] = seq;
-            let cursor = self.cursors.entry(peer.clone()).or_insert(0);
+            let cursor = self.cursors.entry(target.clone()).or_insert(0);
             if seq > *cursor {
                 *cursor = seq;
                 Record::Ack {
-                    peer: peer.clone(),
+                    target: target.clone(),
                     seq,
                 }
                 .encode(&mut bytes);
@@ -172,7 +172,7 @@ impl Log {
         }
     }
 
-    /// Deletes closed segments whose writes are all below `below`.
+    /// Deletes closed segments whose entries are all below `below`.
     pub fn trim(&mut self, below: u64) {
         while let Some(oldest) = self.closed.front() {
             if oldest.max_seq >= below {
@@ -235,10 +235,10 @@ mod tests {
     use super::*;
     use crate::journal::segments::replay;
 
-    fn ack(peer: &str, seq: u64) -> Vec<u8> {
+    fn ack(target: &str, seq: u64) -> Vec<u8> {
         let mut bytes = Vec::new();
         Record::Ack {
-            peer: peer.into(),
+            target: target.into(),
             seq,
         }
         .encode(&mut bytes);
@@ -272,18 +272,17 @@ mod tests {
     fn acks_are_logged_when_they_move_and_replay() {
         let mut log = new_log("acks", 1 << 20, false);
         let dir = log.dir.clone();
-        let peers = boxcar::Vec::new();
-        peers.push(("a".to_owned(), AtomicU64::new(3)));
-        peers.push(("b".to_owned(), AtomicU64::new(0)));
-        assert!(log.append_acks(&peers).unwrap());
+        let cursor = |name: &str, seq| (name.to_owned(), Arc::new(AtomicU64::new(seq)));
+        let mut targets = vec![cursor("a", 3), cursor("b", 0)];
+        assert!(log.append_acks(&targets).unwrap());
         let bytes = log.active_bytes;
-        assert!(!log.append_acks(&peers).unwrap(), "nothing moved");
+        assert!(!log.append_acks(&targets).unwrap(), "nothing moved");
         assert_eq!(log.active_bytes, bytes);
-        peers[1].1.store(5, Ordering::Release);
-        assert!(log.append_acks(&peers).unwrap());
-        // A peer a reload added is logged from its first acknowledgement.
-        peers.push(("c".to_owned(), AtomicU64::new(7)));
-        assert!(log.append_acks(&peers).unwrap());
+        targets[1].1.store(5, Ordering::Release);
+        assert!(log.append_acks(&targets).unwrap());
+        // A target a reload added is logged from its first acknowledgement.
+        targets.push(cursor("c", 7));
+        assert!(log.append_acks(&targets).unwrap());
         let replayed = replay(&dir, &[1]).unwrap();
         assert_eq!(replayed.cursors["a"], 3);
         assert_eq!(replayed.cursors["b"], 5);

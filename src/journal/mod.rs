@@ -1,17 +1,20 @@
-//! The durable replication journal: every write whose replication is pending
-//! is on disk before its client is answered, and survives crashes until every
-//! peer has it.
+//! The durable journal: numbered entries addressed to named targets, kept on
+//! disk until every target has settled them, through crashes.
 //!
-//! An append-only log of checksummed records in numbered segment files
-//! ([`record`], `segments`, `files`): writes are appended by the request
-//! that made them, and made durable by one syncer thread with group commit
-//! (`syncer`). Peers' progress is logged as acknowledgements; a segment is
-//! deleted once every write in it is settled, so disk use follows what is
-//! still pending. At start-up the log is replayed and a torn tail is cut off
-//! and reported.
+//! The journal knows nothing of HTTP or of replication: an entry is its
+//! sequence, its targets' names and opaque bytes (what replication stores of
+//! a write, [`crate::replication`]). It is an append-only log of
+//! checksummed records in numbered segment files ([`record`], `segments`,
+//! `files`): entries are appended by their callers and made durable by one
+//! syncer thread with group commit (`syncer`), which publishes how far it
+//! got ([`Journal::durable_after`]). Each target's progress is a cursor its
+//! owner moves ([`Journal::track`]) and the syncer logs as
+//! acknowledgements; a segment is deleted once every entry in it is
+//! settled, so disk use follows what is still pending. At start-up the log
+//! is replayed and a torn tail is cut off and reported.
 //!
 //! Why not an embedded database: the journal is a FIFO with one cursor per
-//! peer. An append-only log stores a batch of writes with one `write` and one
+//! target. An append-only log stores a batch of entries with one `write` and one
 //! `fdatasync`, deletes settled data by unlinking whole files, and can say
 //! exactly what a torn tail lost. A B-tree store (redb) rewrites pages and
 //! rolls back a torn commit silently; an LSM store (fjall) keeps its own log,
@@ -25,7 +28,7 @@ mod segments;
 mod syncer;
 
 use crate::config::{FsyncPolicy, JournalConfig};
-use record::{WriteRecord, WriteView};
+pub use record::EntryRecord;
 use std::collections::BTreeMap;
 use std::collections::VecDeque;
 use std::fs::{self, File};
@@ -34,7 +37,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
-pub use syncer::DurableHook;
 use syncer::{Shared, Synced};
 use tokio::sync::watch;
 
@@ -57,9 +59,9 @@ pub enum JournalError {
 /// What the journal held at start-up.
 #[derive(Debug, Default)]
 pub struct Recovered {
-    /// Every write still on disk, in sequence order.
-    pub writes: Vec<WriteRecord>,
-    /// Each peer's settled-through sequence.
+    /// Every entry still on disk, in sequence order.
+    pub entries: Vec<EntryRecord>,
+    /// Each target's settled-through sequence.
     pub cursors: BTreeMap<String, u64>,
     /// How long reading the journal took.
     pub elapsed: Duration,
@@ -85,20 +87,36 @@ pub struct Journal {
     _lock: File,
 }
 
-/// Becomes ready once an appended write is stored per the fsync policy.
+/// Why an entry was not stored, or not made durable.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot append: {0}")]
+    Append(Arc<str>),
+    #[error("fdatasync failed: {0}")]
+    Sync(Arc<str>),
+    #[error("the journal is closed")]
+    Closed,
+}
+
+/// Becomes ready once an appended entry is stored per the fsync policy.
 pub struct Durability {
     seq: u64,
     wait: Option<watch::Receiver<Synced>>,
-    error: Option<String>,
+    error: Option<StoreError>,
 }
 
 impl Durability {
     /// The append itself failed: nothing was stored.
-    pub fn failed(&self) -> Option<&str> {
-        self.error.as_deref()
+    pub fn failed(&self) -> Option<&StoreError> {
+        self.error.as_ref()
     }
 
-    pub async fn wait(self) -> Result<(), String> {
+    /// Is it stored already as far as the fsync policy asks?
+    pub fn is_ready(&self) -> bool {
+        self.error.is_none() && self.wait.is_none()
+    }
+
+    pub async fn wait(self) -> Result<(), StoreError> {
         if let Some(error) = self.error {
             return Err(error);
         }
@@ -108,8 +126,10 @@ impl Durability {
         let seq = self.seq;
         let outcome = match synced.wait_for(|s| s.seq >= seq || s.error.is_some()).await {
             Ok(s) if s.seq >= seq => Ok(()),
-            Ok(s) => Err(s.error.as_deref().unwrap_or("fdatasync failed").to_owned()),
-            Err(_) => Err("the journal is closed".to_owned()),
+            Ok(s) => Err(StoreError::Sync(
+                s.error.clone().unwrap_or_else(|| Arc::from("unknown")),
+            )),
+            Err(_) => Err(StoreError::Closed),
         };
         outcome
     }
@@ -117,11 +137,7 @@ impl Durability {
 
 impl Journal {
     /// Opens (creating if needed) the journal directory and replays it.
-    /// `peers` are the names acknowledgements will refer to by index.
-    pub fn open(
-        config: &JournalConfig,
-        peers: &[String],
-    ) -> Result<(Journal, Recovered), JournalError> {
+    pub fn open(config: &JournalConfig) -> Result<(Journal, Recovered), JournalError> {
         let started = Instant::now();
         let dir = config.dir.clone();
         let io_error = |source| JournalError::Directory {
@@ -142,7 +158,7 @@ impl Journal {
                 .map_err(io_error)?;
         let total: u64 = replay.segments.iter().map(|s| s.bytes).sum::<u64>() + active_bytes;
         let total_bytes = Arc::new(AtomicU64::new(total));
-        let written_seq = replay.writes.keys().next_back().copied().unwrap_or(0);
+        let written_seq = replay.entries.keys().next_back().copied().unwrap_or(0);
         let log = files::Log {
             dir: dir.clone(),
             active: Arc::new(active),
@@ -164,22 +180,15 @@ impl Journal {
             policy: config.fsync,
             interval: config.fsync_interval,
             commit_delay: config.commit_delay,
-            peers: peers
-                .iter()
-                .map(|p| {
-                    let cursor = replay.cursors.get(p).copied().unwrap_or(0);
-                    (p.clone(), AtomicU64::new(cursor))
-                })
-                .collect(),
+            targets: Mutex::new(Vec::new()),
             synced: watch::Sender::new(Synced {
                 seq: written_seq,
                 error: None,
             }),
             closing: AtomicBool::new(false),
-            on_durable: OnceLock::new(),
         });
         let recovered = Recovered {
-            writes: replay.writes.into_values().collect(),
+            entries: replay.entries.into_values().collect(),
             cursors: replay.cursors,
             elapsed: started.elapsed(),
         };
@@ -223,30 +232,33 @@ impl Journal {
         self.max_bytes.store(max_bytes, Ordering::Relaxed);
     }
 
-    /// Room for more writes? When full, new writes are refused until peers catch up.
+    /// Room for more entries? When full, the caller refuses new ones until
+    /// targets catch up.
     pub fn has_room(&self) -> bool {
         self.bytes() < self.max_bytes.load(Ordering::Relaxed)
     }
 
-    /// Appends a write (with `fsync: interval` or `off`, one `write` into the
+    /// Appends the entry `seq` for `targets`, storing the concatenation of
+    /// `payload` (with `fsync: interval` or `off`, one `write` into the
     /// page cache, so a process crash loses nothing from here on; with
     /// `always`, into the group the syncer writes); wait on the answer for
     /// the fsync policy.
-    pub fn append(&self, write: &WriteView<'_>) -> Durability {
-        let mut bytes = Vec::with_capacity(256 + write.body.len());
-        write.encode(&mut bytes);
-        let appended = self.shared.log().append(&bytes, write.seq);
+    pub fn append(&self, seq: u64, targets: &[&str], payload: &[&[u8]]) -> Durability {
+        let size: usize = payload.iter().map(|piece| piece.len()).sum();
+        let mut bytes = Vec::with_capacity(64 + 16 * targets.len() + size);
+        record::encode_entry(seq, targets, payload, &mut bytes);
+        let appended = self.shared.log().append(&bytes, seq);
         if let Err(e) = appended {
-            log::error!("journal: cannot append write #{}: {e}", write.seq);
+            log::error!("journal: cannot append entry #{seq}: {e}");
             return Durability {
-                seq: write.seq,
+                seq,
                 wait: None,
-                error: Some(e.to_string()),
+                error: Some(StoreError::Append(Arc::from(e.to_string()))),
             };
         }
         if self.shared.policy != FsyncPolicy::Always {
             return Durability {
-                seq: write.seq,
+                seq,
                 wait: None,
                 error: None,
             };
@@ -255,40 +267,39 @@ impl Journal {
             thread.unpark();
         }
         Durability {
-            seq: write.seq,
+            seq,
             wait: Some(self.shared.synced.subscribe()),
             error: None,
         }
     }
 
-    /// The peer `peers[index]` (as given to [`Journal::open`]) has settled
-    /// every write addressed to it up to `seq`. Acks are logged by the syncer
-    /// within `fsync_interval`; losing the last few in a crash only means those
-    /// copies are sent again, and deduplicated by the peer.
-    pub fn ack(&self, index: usize, seq: u64) {
-        if let Some((_, cursor)) = self.shared.peers.get(index) {
-            // Release: whoever sees what follows (the pending gauge, then a
-            // stop) sees this acknowledgement in the log of the last acks.
-            cursor.fetch_max(seq, Ordering::Release);
-        }
-    }
-
-    /// A reload added the peer `name` (the next index) with every write up
-    /// to `settled` behind it: it only receives writes numbered after.
-    pub fn add_peer(&self, name: &str, settled: u64) {
+    /// The cursor of the target `name`: its owner raises it (`fetch_max`)
+    /// to the sequence through which the target has settled every entry
+    /// addressed to it, and the syncer logs it within `fsync_interval`
+    /// (losing the last few in a crash only means those entries are
+    /// delivered again). It starts at what the journal remembers for the
+    /// name, or at `settled` if that is later: a target that joins now has
+    /// everything so far behind it.
+    pub fn track(&self, name: &str, settled: u64) -> Arc<AtomicU64> {
+        // Not under the targets' lock: the syncer takes the log's first.
+        let remembered = self.shared.log().cursors.get(name).copied();
+        let cursor = Arc::new(AtomicU64::new(remembered.unwrap_or(0).max(settled)));
         self.shared
-            .peers
-            .push((name.to_owned(), AtomicU64::new(settled)));
+            .targets()
+            .push((name.to_owned(), cursor.clone()));
+        cursor
     }
 
-    /// Calls `hook` with the highest sequence made durable, after every
-    /// `fdatasync` of the syncer thread (`fsync: always`), before any new
-    /// append is synced. Set once; later calls do nothing.
-    pub fn on_durable(&self, hook: DurableHook) {
-        let _ = self.shared.on_durable.set(hook);
+    /// Waits until the syncer has made entries past `known` durable (with
+    /// `fsync: always`, after each `fdatasync`); returns the highest durable
+    /// sequence, or `None` once the journal is gone.
+    pub async fn durable_after(&self, known: u64) -> Option<u64> {
+        let mut synced = self.shared.synced.subscribe();
+        let synced = synced.wait_for(|s| s.seq > known).await.ok()?;
+        Some(synced.seq)
     }
 
-    /// Deletes segments whose writes are all below `below`.
+    /// Deletes segments whose entries are all below `below`.
     pub fn trim(&self, below: u64) {
         self.shared.log().trim(below);
     }

@@ -5,107 +5,42 @@
 //! readable part of a segment: that is how a torn write is recognised.
 //!
 //! Payloads start with a kind byte:
-//! - `W` a write: sequence, version, acceptance time, primary, target peers,
-//!   idempotency key, method, target URI, headers, body;
-//! - `A` an acknowledgement: peer name and the sequence it has settled through;
-//! - `C` a checkpoint: every peer's settled-through sequence, written first in
-//!   each segment so that older segments can be deleted without losing acks.
+//! - `E` an entry: its sequence, the names of the targets it must reach, and
+//!   what the caller stored (opaque bytes: the journal never looks inside);
+//! - `A` an acknowledgement: a target's name and the sequence it has settled through;
+//! - `C` a checkpoint: every target's settled-through sequence, written first
+//!   in each segment so that older segments can be deleted without losing acks;
+//! - `W` (read only) an entry as builds before entries were opaque wrote it,
+//!   with three of the stored fields before the targets and the rest after
+//!   them: read as an `E` whose stored bytes are those fields in order, so
+//!   that a journal written by an older build is delivered whole after an
+//!   upgrade (`-u`) or a restart.
 
+use crate::codec::{put_bytes, put_u32, put_u64, Reader};
 use bytes::Bytes;
 
-const WRITE: u8 = b'W';
+const ENTRY: u8 = b'E';
 const ACK: u8 = b'A';
 const CHECKPOINT: u8 = b'C';
+const LEGACY_WRITE: u8 = b'W';
 pub const FRAME_HEADER: usize = 8;
 
-/// A write as the journal keeps it.
+/// An entry as the journal keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WriteRecord {
+pub struct EntryRecord {
     pub seq: u64,
-    pub version: u64,
-    /// Milliseconds since the Unix epoch when the primary answered.
-    pub accepted_unix_ms: u64,
-    pub primary: String,
-    /// Names of the peers this write must reach.
+    /// Names of the targets this entry must reach.
     pub targets: Vec<String>,
-    pub idempotency_key: String,
-    pub method: String,
-    pub uri: String,
-    pub headers: Vec<(String, Vec<u8>)>,
-    pub body: Bytes,
-}
-
-/// A write borrowed from wherever it lives, so that the write path encodes it
-/// without first copying it into a [`WriteRecord`].
-pub struct WriteView<'a> {
-    pub seq: u64,
-    pub version: u64,
-    pub accepted_unix_ms: u64,
-    pub primary: &'a str,
-    pub targets: &'a [&'a str],
-    pub idempotency_key: &'a str,
-    /// Method, target URI and headers, as [`encode_request`] wrote them
-    /// (the proxy encodes them once, while it still holds the request).
-    pub request: &'a [u8],
-    pub body: &'a [u8],
-}
-
-/// Encodes a write's method, target URI and headers, the part of a write
-/// record that [`WriteView::request`] holds.
-/// `headers` yields `count` name-value pairs.
-pub fn encode_request<'h>(
-    method: &str,
-    uri: &str,
-    count: usize,
-    headers: impl Iterator<Item = (&'h str, &'h [u8])>,
-    out: &mut Vec<u8>,
-) {
-    put_bytes(out, method.as_bytes());
-    put_bytes(out, uri.as_bytes());
-    put_u32(out, count as u32);
-    for (name, value) in headers.take(count) {
-        put_bytes(out, name.as_bytes());
-        put_bytes(out, value);
-    }
-}
-
-impl WriteView<'_> {
-    /// Appends the framed write record to `out`.
-    pub fn encode(&self, out: &mut Vec<u8>) {
-        frame(out, |out| {
-            out.push(WRITE);
-            put_u64(out, self.seq);
-            put_u64(out, self.version);
-            put_u64(out, self.accepted_unix_ms);
-            put_bytes(out, self.primary.as_bytes());
-            put_u32(out, self.targets.len() as u32);
-            for target in self.targets {
-                put_bytes(out, target.as_bytes());
-            }
-            put_bytes(out, self.idempotency_key.as_bytes());
-            out.extend_from_slice(self.request);
-            put_bytes(out, self.body);
-        });
-    }
-}
-
-/// Writes `payload` framed: length and CRC-32 first.
-fn frame(out: &mut Vec<u8>, payload: impl FnOnce(&mut Vec<u8>)) {
-    let start = out.len();
-    out.extend_from_slice(&[0; FRAME_HEADER]);
-    payload(out);
-    let payload_len = (out.len() - start - FRAME_HEADER) as u32;
-    let crc = crc32fast::hash(&out[start + FRAME_HEADER..]);
-    out[start..start + 4].copy_from_slice(&payload_len.to_le_bytes());
-    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    /// What the caller stored.
+    pub payload: Bytes,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
-    Write(WriteRecord),
-    /// `peer` has settled every write addressed to it up to `seq`.
+    Entry(EntryRecord),
+    /// `target` has settled every entry addressed to it up to `seq`.
     Ack {
-        peer: String,
+        target: String,
         seq: u64,
     },
     Checkpoint(Vec<(String, u64)>),
@@ -120,36 +55,54 @@ pub enum FrameError {
     Corrupt,
 }
 
+/// Appends the framed entry `seq` for `targets`, whose stored bytes are the
+/// concatenation of `payload` (pieces, so that a large body is copied once,
+/// straight into the frame).
+pub fn encode_entry(seq: u64, targets: &[&str], payload: &[&[u8]], out: &mut Vec<u8>) {
+    frame(out, |out| {
+        out.push(ENTRY);
+        put_u64(out, seq);
+        put_u32(out, targets.len() as u32);
+        for target in targets {
+            put_bytes(out, target.as_bytes());
+        }
+        let len: usize = payload.iter().map(|piece| piece.len()).sum();
+        put_u32(out, u32::try_from(len).unwrap_or(u32::MAX));
+        for piece in payload {
+            out.extend_from_slice(piece);
+        }
+    });
+}
+
+/// Writes `payload` framed: length and CRC-32 first.
+fn frame(out: &mut Vec<u8>, payload: impl FnOnce(&mut Vec<u8>)) {
+    let start = out.len();
+    out.extend_from_slice(&[0; FRAME_HEADER]);
+    payload(out);
+    let payload_len = (out.len() - start - FRAME_HEADER) as u32;
+    let crc = crc32fast::hash(&out[start + FRAME_HEADER..]);
+    out[start..start + 4].copy_from_slice(&payload_len.to_le_bytes());
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
 impl Record {
     /// Appends the framed record to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
         match self {
-            Record::Write(w) => {
-                let mut request = Vec::new();
-                let headers = w.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice()));
-                encode_request(&w.method, &w.uri, w.headers.len(), headers, &mut request);
-                WriteView {
-                    seq: w.seq,
-                    version: w.version,
-                    accepted_unix_ms: w.accepted_unix_ms,
-                    primary: &w.primary,
-                    targets: &w.targets.iter().map(String::as_str).collect::<Vec<_>>(),
-                    idempotency_key: &w.idempotency_key,
-                    request: &request,
-                    body: &w.body,
-                }
-                .encode(out)
+            Record::Entry(e) => {
+                let targets: Vec<&str> = e.targets.iter().map(String::as_str).collect();
+                encode_entry(e.seq, &targets, &[&e.payload], out)
             }
-            Record::Ack { peer, seq } => frame(out, |out| {
+            Record::Ack { target, seq } => frame(out, |out| {
                 out.push(ACK);
-                put_bytes(out, peer.as_bytes());
+                put_bytes(out, target.as_bytes());
                 put_u64(out, *seq);
             }),
             Record::Checkpoint(cursors) => frame(out, |out| {
                 out.push(CHECKPOINT);
                 put_u32(out, cursors.len() as u32);
-                for (peer, seq) in cursors {
-                    put_bytes(out, peer.as_bytes());
+                for (target, seq) in cursors {
+                    put_bytes(out, target.as_bytes());
                     put_u64(out, *seq);
                 }
             }),
@@ -169,138 +122,78 @@ impl Record {
         if crc32fast::hash(payload) != crc {
             return Err(FrameError::Corrupt);
         }
-        let record = Reader { bytes: payload }
-            .record()
-            .ok_or(FrameError::Corrupt)?;
+        let record = read(&mut Reader::new(payload)).ok_or(FrameError::Corrupt)?;
         Ok((record, FRAME_HEADER + len))
     }
 }
 
-fn put_u32(out: &mut Vec<u8>, v: u32) {
-    out.extend_from_slice(&v.to_le_bytes());
-}
-
-fn put_u64(out: &mut Vec<u8>, v: u64) {
-    out.extend_from_slice(&v.to_le_bytes());
-}
-
-fn put_bytes(out: &mut Vec<u8>, v: &[u8]) {
-    put_u32(out, v.len() as u32);
-    out.extend_from_slice(v);
-}
-
-struct Reader<'a> {
-    bytes: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.bytes.len() < n {
-            return None;
+fn read(reader: &mut Reader<'_>) -> Option<Record> {
+    let record = match reader.u8()? {
+        ENTRY => {
+            let seq = reader.u64()?;
+            let targets = targets(reader)?;
+            let payload = Bytes::copy_from_slice(reader.bytes()?);
+            Record::Entry(EntryRecord {
+                seq,
+                targets,
+                payload,
+            })
         }
-        let (head, rest) = self.bytes.split_at(n);
-        self.bytes = rest;
-        Some(head)
-    }
+        LEGACY_WRITE => {
+            let seq = reader.u64()?;
+            // Two u64 fields and a string, then the targets, then the rest.
+            let before = reader.rest();
+            reader.take(16)?;
+            reader.bytes()?;
+            let head = &before[..before.len() - reader.rest().len()];
+            let targets = targets(reader)?;
+            let mut payload = Vec::with_capacity(head.len() + reader.rest().len());
+            payload.extend_from_slice(head);
+            payload.extend_from_slice(reader.take(reader.rest().len())?);
+            Record::Entry(EntryRecord {
+                seq,
+                targets,
+                payload: Bytes::from(payload),
+            })
+        }
+        ACK => Record::Ack {
+            target: reader.string()?,
+            seq: reader.u64()?,
+        },
+        CHECKPOINT => Record::Checkpoint(
+            (0..reader.u32()?)
+                .map(|_| Some((reader.string()?, reader.u64()?)))
+                .collect::<Option<Vec<_>>>()?,
+        ),
+        _ => return None,
+    };
+    reader.is_empty().then_some(record)
+}
 
-    fn u8(&mut self) -> Option<u8> {
-        self.take(1).map(|b| b[0])
-    }
-
-    fn u32(&mut self) -> Option<u32> {
-        self.take(4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    }
-
-    fn u64(&mut self) -> Option<u64> {
-        let b = self.take(8)?;
-        Some(u64::from_le_bytes([
-            b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7],
-        ]))
-    }
-
-    fn bytes(&mut self) -> Option<&'a [u8]> {
-        let len = self.u32()? as usize;
-        self.take(len)
-    }
-
-    fn string(&mut self) -> Option<String> {
-        String::from_utf8(self.bytes()?.to_vec()).ok()
-    }
-
-    fn record(&mut self) -> Option<Record> {
-        let record = match self.u8()? {
-            WRITE => {
-                let seq = self.u64()?;
-                let version = self.u64()?;
-                let accepted_unix_ms = self.u64()?;
-                let primary = self.string()?;
-                let targets = (0..self.u32()?)
-                    .map(|_| self.string())
-                    .collect::<Option<Vec<_>>>()?;
-                let idempotency_key = self.string()?;
-                let method = self.string()?;
-                let uri = self.string()?;
-                let headers = (0..self.u32()?)
-                    .map(|_| Some((self.string()?, self.bytes()?.to_vec())))
-                    .collect::<Option<Vec<_>>>()?;
-                let body = Bytes::copy_from_slice(self.bytes()?);
-                Record::Write(WriteRecord {
-                    seq,
-                    version,
-                    accepted_unix_ms,
-                    primary,
-                    targets,
-                    idempotency_key,
-                    method,
-                    uri,
-                    headers,
-                    body,
-                })
-            }
-            ACK => Record::Ack {
-                peer: self.string()?,
-                seq: self.u64()?,
-            },
-            CHECKPOINT => Record::Checkpoint(
-                (0..self.u32()?)
-                    .map(|_| Some((self.string()?, self.u64()?)))
-                    .collect::<Option<Vec<_>>>()?,
-            ),
-            _ => return None,
-        };
-        self.bytes.is_empty().then_some(record)
-    }
+fn targets(reader: &mut Reader<'_>) -> Option<Vec<String>> {
+    (0..reader.u32()?)
+        .map(|_| reader.string())
+        .collect::<Option<Vec<_>>>()
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
 
-    pub fn sample(seq: u64) -> WriteRecord {
-        WriteRecord {
+    pub fn sample(seq: u64) -> EntryRecord {
+        EntryRecord {
             seq,
-            version: 1000 + seq,
-            accepted_unix_ms: 1_700_000_000_000,
-            primary: "a".into(),
             targets: vec!["b".into(), "c".into()],
-            idempotency_key: format!("key-{seq}"),
-            method: "PUT".into(),
-            uri: format!("/kv/{seq}?x=1"),
-            headers: vec![
-                ("content-type".into(), b"text/plain".to_vec()),
-                ("x-bin".into(), vec![0xff, 0x01]),
-            ],
-            body: Bytes::from(vec![seq as u8; 100]),
+            payload: Bytes::from(vec![seq as u8; 100]),
         }
     }
 
     #[test]
     fn records_round_trip() {
         let records = [
-            Record::Write(sample(7)),
+            Record::Entry(sample(7)),
             Record::Ack {
-                peer: "b".into(),
+                target: "b".into(),
                 seq: 7,
             },
             Record::Checkpoint(vec![("b".into(), 7), ("c".into(), 3)]),
@@ -319,9 +212,56 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn an_entry_is_stored_from_pieces_as_one_payload() {
+        let mut bytes = Vec::new();
+        encode_entry(3, &["a"], &[b"head", b"", b"body"], &mut bytes);
+        let (record, _) = Record::decode(&bytes).unwrap();
+        assert_eq!(
+            record,
+            Record::Entry(EntryRecord {
+                seq: 3,
+                targets: vec!["a".into()],
+                payload: Bytes::from_static(b"headbody"),
+            })
+        );
+    }
+
+    #[test]
+    fn an_entry_written_by_an_older_build_reads_as_its_fields_in_order() {
+        // The older builds' write record: seq, version, acceptance time, primary,
+        // targets, then idempotency key, method, target URI, headers, body.
+        let mut fields_before = Vec::new();
+        put_u64(&mut fields_before, 42);
+        put_u64(&mut fields_before, 1_700_000_000_000);
+        put_bytes(&mut fields_before, b"a");
+        let mut fields_after = Vec::new();
+        put_bytes(&mut fields_after, b"key-1");
+        put_bytes(&mut fields_after, b"PUT");
+        put_bytes(&mut fields_after, b"/kv/x");
+        put_u32(&mut fields_after, 0);
+        put_bytes(&mut fields_after, b"hello");
+        let mut bytes = Vec::new();
+        frame(&mut bytes, |out| {
+            out.push(LEGACY_WRITE);
+            put_u64(out, 9);
+            out.extend_from_slice(&fields_before);
+            put_u32(out, 2);
+            put_bytes(out, b"b");
+            put_bytes(out, b"c");
+            out.extend_from_slice(&fields_after);
+        });
+        let (Record::Entry(entry), _) = Record::decode(&bytes).unwrap() else {
+            panic!("not an entry");
+        };
+        assert_eq!(entry.seq, 9);
+        assert_eq!(entry.targets, ["b", "c"]);
+        assert_eq!(entry.payload, [fields_before, fields_after].concat());
+    }
+
+    #[test]
     fn every_cut_is_truncated_and_every_flip_is_caught() {
         let mut bytes = Vec::new();
-        Record::Write(sample(1)).encode(&mut bytes);
+        Record::Entry(sample(1)).encode(&mut bytes);
         for cut in 0..bytes.len() {
             assert_eq!(
                 Record::decode(&bytes[..cut]),

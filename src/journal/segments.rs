@@ -8,7 +8,7 @@
 //! older segment it is corruption: the rest of that segment is skipped and
 //! reported, and reading goes on with the next one.
 
-use super::record::{FrameError, Record, WriteRecord, FRAME_HEADER};
+use super::record::{EntryRecord, FrameError, Record, FRAME_HEADER};
 use std::collections::BTreeMap;
 use std::fs;
 use std::io;
@@ -52,9 +52,9 @@ pub struct SegmentInfo {
 /// What reading the directory found.
 #[derive(Debug, Default)]
 pub struct Replay {
-    /// Every write found, by sequence.
-    pub writes: BTreeMap<u64, WriteRecord>,
-    /// Each peer's settled-through sequence.
+    /// Every entry found, by sequence.
+    pub entries: BTreeMap<u64, EntryRecord>,
+    /// Each target's settled-through sequence.
     pub cursors: BTreeMap<String, u64>,
     pub segments: Vec<SegmentInfo>,
     /// What could not be read, one line each, for the log.
@@ -81,14 +81,14 @@ pub fn replay(dir: &Path, numbers: &[u64]) -> io::Result<Replay> {
                 Ok((record, len)) => {
                     offset += len;
                     match record {
-                        Record::Write(w) => {
-                            max_seq = max_seq.max(w.seq);
-                            replay.writes.insert(w.seq, w);
+                        Record::Entry(e) => {
+                            max_seq = max_seq.max(e.seq);
+                            replay.entries.insert(e.seq, e);
                         }
-                        Record::Ack { peer, seq } => settle(&mut replay.cursors, peer, seq),
+                        Record::Ack { target, seq } => settle(&mut replay.cursors, target, seq),
                         Record::Checkpoint(cursors) => {
-                            for (peer, seq) in cursors {
-                                settle(&mut replay.cursors, peer, seq);
+                            for (target, seq) in cursors {
+                                settle(&mut replay.cursors, target, seq);
                             }
                         }
                     }
@@ -101,7 +101,7 @@ pub fn replay(dir: &Path, numbers: &[u64]) -> io::Result<Replay> {
                         FrameError::Truncated => "an incomplete record",
                         FrameError::Corrupt => "a record failing its checksum",
                     };
-                    let last = replay.writes.keys().next_back().copied().unwrap_or(0);
+                    let last = replay.entries.keys().next_back().copied().unwrap_or(0);
                     if newest {
                         replay.damage.push(format!(
                             "torn tail in {}: {lost} bytes from offset {offset} discarded ({kind}); \
@@ -143,8 +143,8 @@ fn unwritten(rest: &[u8]) -> Option<bool> {
     Some(rest.iter().all(|b| *b == 0))
 }
 
-fn settle(cursors: &mut BTreeMap<String, u64>, peer: String, seq: u64) {
-    let cursor = cursors.entry(peer).or_insert(0);
+fn settle(cursors: &mut BTreeMap<String, u64>, target: String, seq: u64) {
+    let cursor = cursors.entry(target).or_insert(0);
     *cursor = (*cursor).max(seq);
 }
 
@@ -176,15 +176,15 @@ mod tests {
         let full = write_segment(
             &dir,
             1,
-            &[Record::Write(sample(1)), Record::Write(sample(2))],
+            &[Record::Entry(sample(1)), Record::Entry(sample(2))],
         );
         let mut first = Vec::new();
-        Record::Write(sample(1)).encode(&mut first);
+        Record::Entry(sample(1)).encode(&mut first);
         for cut in first.len()..full.len() {
             fs::write(segment_path(&dir, 1), &full[..cut]).unwrap();
             let replay = replay(&dir, &[1]).unwrap();
             assert_eq!(
-                replay.writes.keys().copied().collect::<Vec<_>>(),
+                replay.entries.keys().copied().collect::<Vec<_>>(),
                 vec![1],
                 "cut at {cut}"
             );
@@ -206,12 +206,12 @@ mod tests {
     #[test]
     fn allocated_space_ends_a_segment_unless_data_follows_it() {
         let dir = temp_dir("allocated");
-        let mut bytes = write_segment(&dir, 1, &[Record::Write(sample(1))]);
+        let mut bytes = write_segment(&dir, 1, &[Record::Entry(sample(1))]);
         let end = bytes.len();
         bytes.resize(end + 4096, 0);
         fs::write(segment_path(&dir, 1), &bytes).unwrap();
         let clean = replay(&dir, &[1]).unwrap();
-        assert_eq!(clean.writes.len(), 1);
+        assert_eq!(clean.entries.len(), 1);
         assert!(clean.damage.is_empty(), "{:?}", clean.damage);
         assert_eq!(clean.segments[0].bytes, end as u64);
 
@@ -219,7 +219,7 @@ mod tests {
         bytes[end + 100] = 7;
         fs::write(segment_path(&dir, 1), &bytes).unwrap();
         let torn = replay(&dir, &[1]).unwrap();
-        assert_eq!(torn.writes.len(), 1);
+        assert_eq!(torn.entries.len(), 1);
         assert_eq!(torn.damage.len(), 1);
         assert!(torn.damage[0].contains("torn tail"), "{:?}", torn.damage);
         assert!(
@@ -240,7 +240,7 @@ mod tests {
         let mut damaged = write_segment(
             &dir,
             1,
-            &[Record::Write(sample(1)), Record::Write(sample(2))],
+            &[Record::Entry(sample(1)), Record::Entry(sample(2))],
         );
         let last = damaged.len() - 3;
         damaged[last] ^= 0xff;
@@ -250,16 +250,16 @@ mod tests {
             2,
             &[
                 Record::Checkpoint(vec![("b".into(), 1)]),
-                Record::Write(sample(3)),
+                Record::Entry(sample(3)),
                 Record::Ack {
-                    peer: "c".into(),
+                    target: "c".into(),
                     seq: 3,
                 },
             ],
         );
         let replay = replay(&dir, &list(&dir).unwrap()).unwrap();
         assert_eq!(
-            replay.writes.keys().copied().collect::<Vec<_>>(),
+            replay.entries.keys().copied().collect::<Vec<_>>(),
             vec![1, 3]
         );
         assert_eq!(replay.cursors["b"], 1);

@@ -1,17 +1,18 @@
-//! The syncer thread: makes appended writes durable and logs acknowledgements.
+//! The syncer thread: makes appended entries durable and logs acknowledgements.
 //!
-//! With `fsync: always` it runs `fdatasync` whenever writes are waiting, and
-//! every write appended while one `fdatasync` runs shares the next one (group
+//! With `fsync: always` it runs `fdatasync` whenever entries are waiting, and
+//! every entry appended while one `fdatasync` runs shares the next one (group
 //! commit). While it is busy (groups of `BUSY_GROUP` or more), it starts an
-//! `fdatasync` at most every `commit_delay`, so more writes share each one.
-//! Clients wait for the published synced sequence. With `interval` it syncs
-//! every `fsync_interval`; with `off` only when closing. In every mode it
-//! logs the peers' acknowledgements, at most every `fsync_interval`.
+//! `fdatasync` at most every `commit_delay`, so more entries share each one.
+//! It publishes the synced sequence, which appenders wait on. With
+//! `interval` it syncs every `fsync_interval`; with `off` only when closing.
+//! In every mode it logs the targets' acknowledgements, at most every
+//! `fsync_interval`.
 
 use super::files::Log;
 use crate::config::FsyncPolicy;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
@@ -23,7 +24,7 @@ pub struct Synced {
     pub error: Option<Arc<str>>,
 }
 
-/// A group commit of at least this many writes means the journal is busy,
+/// A group commit of at least this many entries means the journal is busy,
 /// and the next one waits `commit_delay` to gather more.
 const BUSY_GROUP: u64 = 4;
 
@@ -32,22 +33,21 @@ pub struct Shared {
     pub policy: FsyncPolicy,
     pub interval: Duration,
     pub commit_delay: Duration,
-    /// Peer names and their newest settled sequences, by the pool's
-    /// origin indexes; a reload may add peers.
-    pub peers: boxcar::Vec<(String, AtomicU64)>,
-    /// Highest sequence known durable; clients of `fsync: always` wait on it.
+    /// Targets' names and their newest settled sequences, in the order
+    /// they were tracked (retired ones stay, settled for good).
+    pub targets: Mutex<Vec<(String, Arc<AtomicU64>)>>,
+    /// Highest sequence known durable; appenders with `fsync: always` wait on it.
     pub synced: watch::Sender<Synced>,
     pub closing: AtomicBool,
-    /// Told the sequence each sync made durable.
-    pub on_durable: OnceLock<DurableHook>,
 }
-
-/// Called on the syncer thread with the highest sequence just made durable.
-pub type DurableHook = Box<dyn Fn(u64) + Send + Sync>;
 
 impl Shared {
     pub fn log(&self) -> MutexGuard<'_, Log> {
         self.log.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn targets(&self) -> MutexGuard<'_, Vec<(String, Arc<AtomicU64>)>> {
+        self.targets.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -60,8 +60,8 @@ pub fn run(shared: Arc<Shared>) {
     // Writes the last group commit made durable.
     let mut last_group = 0;
     loop {
-        // A busy journal lets writes gather until `commit_delay` after its
-        // last sync started: fewer, larger fdatasyncs cost less CPU per write
+        // A busy journal lets entries gather until `commit_delay` after its
+        // last sync started: fewer, larger fdatasyncs cost less CPU per entry
         // (each one is a few device commands, and on a VM a few exits). A
         // sync slower than that waits no more, and a quiet journal syncs at
         // once, so light load pays nothing.
@@ -81,7 +81,7 @@ pub fn run(shared: Arc<Shared>) {
         let (file, target, acks_logged, unwritten) = {
             let mut log = shared.log();
             let acks_logged = log_acks
-                && log.append_acks(&shared.peers).unwrap_or_else(|e| {
+                && log.append_acks(&shared.targets()).unwrap_or_else(|e| {
                     log::error!(
                         "journal: cannot log acknowledgements in {}: {e}",
                         log.dir.display()
@@ -105,7 +105,7 @@ pub fn run(shared: Arc<Shared>) {
             FsyncPolicy::Off => false,
         };
         if due || closing {
-            // Writes up to `target` are in this segment or in closed ones,
+            // Entries up to `target` are in this segment or in closed ones,
             // which were synced when they rolled over.
             last_sync = Instant::now();
             let synced = file.sync_data().err().map(|e| {
@@ -115,9 +115,6 @@ pub fn run(shared: Arc<Shared>) {
             let error = unwritten.or(synced);
             last_group = target.saturating_sub(shared.synced.borrow().seq);
             shared.synced.send_replace(Synced { seq: target, error });
-            if let Some(hook) = shared.on_durable.get() {
-                hook(target);
-            }
         } else {
             last_group = 0;
         }

@@ -6,19 +6,19 @@
 //! The registry is our own, not the process-wide default one.
 
 mod connections;
+mod endpoint;
 mod origin;
 mod replication;
 mod requests;
-mod service;
 
 use crate::pool::Pool;
 pub use connections::ConnectionMetrics;
+pub use endpoint::MetricsApp;
 use origin::OriginFamilies;
 pub use origin::{OriginMetrics, Unrouted};
 use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 pub use replication::{PeerMetrics, ReplicationMetrics};
 pub use requests::{Kind, RequestCounters};
-pub use service::MetricsApp;
 
 /// All of hothot's metrics.
 pub struct Metrics {
@@ -37,8 +37,6 @@ pub struct Metrics {
     reloads_failure: IntCounter,
     /// `hothot_config_last_reload_success_timestamp_seconds`.
     last_reload_success: Gauge,
-    /// Indexed like the pool's origins; grows when a reload adds some.
-    pub origins: boxcar::Vec<OriginMetrics>,
     /// The families the per-origin handles come from.
     families: OriginFamilies,
     /// Answers given before an origin was picked.
@@ -48,7 +46,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(pool: &Pool) -> Result<Self, prometheus::Error> {
+    pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let in_flight = IntGauge::new(
             "hothot_requests_in_flight",
@@ -103,7 +101,7 @@ impl Metrics {
         ))?;
         let replication = ReplicationMetrics::new(&registry)?;
         let connections = ConnectionMetrics::new(&registry)?;
-        let metrics = Metrics {
+        Ok(Metrics {
             registry,
             in_flight,
             no_origin,
@@ -112,28 +110,22 @@ impl Metrics {
             reloads_success: reloads.with_label_values(&["success"]),
             reloads_failure: reloads.with_label_values(&["failure"]),
             last_reload_success,
-            origins: boxcar::Vec::with_capacity(pool.len()),
             unrouted: families.unrouted(),
             families,
             replication,
             connections,
-        };
-        metrics.add_new_origins(pool);
-        Ok(metrics)
+        })
     }
 
-    /// Series for the origins the pool gained (at start-up, or a reload
-    /// added them), indexed like the pool.
-    pub fn add_new_origins(&self, pool: &Pool) {
-        for index in self.origins.count()..pool.len() {
-            let name = pool.origin(index).map_or("", |o| o.name.as_str());
-            self.origins.push(self.families.resolve(name));
-            self.replication.add_peer(name);
-        }
-        self.publish_pool(pool);
+    /// The series of an origin joining the pool (an origin a reload adds
+    /// back under an old name continues its counters).
+    pub fn resolve_origin(&self, name: &str) -> OriginMetrics {
+        self.families
+            .resolve(name, self.replication.resolve_peer(name))
     }
 
-    /// A reload removed the origin `name` (and kept no origin of that name).
+    /// A reload removed the origin `name`: its gauges leave `/metrics`, so
+    /// that it does not show as down for ever; its counters stay.
     pub fn forget_origin(&self, name: &str) {
         self.families.forget(name);
         self.replication.forget_peer(name);
@@ -142,17 +134,17 @@ impl Metrics {
     /// Sets `hothot_origin_up`, `_drained`, `_serving_reads`, `_capacity`
     /// and `_weight` from the pool's current state.
     pub fn publish_pool(&self, pool: &Pool) {
-        let shares = pool.shares();
-        for (i, metrics) in self.origins.iter() {
-            let Some(share) = shares.get(i).copied().filter(|_| pool.is_member(i)) else {
+        for (id, share) in pool.shares() {
+            let Some(origin) = pool.get(id) else {
                 continue;
             };
-            metrics.capacity.set(i64::from(pool.capacity(i)));
-            metrics.up.set(i64::from(pool.is_serving(i)));
-            metrics.drained.set(i64::from(pool.is_drained(i)));
+            let metrics = &origin.metrics;
+            metrics.capacity.set(i64::from(origin.capacity()));
+            metrics.up.set(i64::from(origin.is_serving()));
+            metrics.drained.set(i64::from(origin.is_drained()));
             metrics
                 .serving_reads
-                .set(i64::from(pool.is_serving_reads(i)));
+                .set(i64::from(origin.is_serving_reads()));
             metrics.weight.set(share);
         }
     }

@@ -2,7 +2,7 @@
 //! ejections and the pool gauges, resolved once per origin.
 
 use super::requests::{Kind, ResponseCounters};
-use super::RequestCounters;
+use super::{PeerMetrics, RequestCounters};
 use prometheus::{
     Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry,
@@ -34,9 +34,11 @@ pub(super) struct OriginFamilies {
 
 impl OriginFamilies {
     /// The handles of the origin `name` (an origin a reload adds back
-    /// under an old name continues its counters).
-    pub(super) fn resolve(&self, name: &str) -> OriginMetrics {
+    /// under an old name continues its counters), with its replication
+    /// series.
+    pub(super) fn resolve(&self, name: &str, replication: PeerMetrics) -> OriginMetrics {
         let metrics = OriginMetrics {
+            replication,
             requests: RequestCounters::new(&self.requests, name),
             responses: ResponseCounters::new(&self.responses, name),
             duration: Kind::ALL.map(|kind| self.duration.with_label_values(&[name, kind.label()])),
@@ -68,8 +70,11 @@ impl OriginFamilies {
     }
 }
 
-/// The series of one origin, labels already resolved.
+/// The series of one origin, labels already resolved (a part of its
+/// [`crate::pool::Origin`]).
 pub struct OriginMetrics {
+    /// `hothot_replication_*{peer}`: its copies of the writes.
+    pub replication: PeerMetrics,
     /// `hothot_requests_total{origin,method,code}`.
     pub requests: RequestCounters,
     /// `hothot_responses_total{origin,kind,class}`.
@@ -107,7 +112,7 @@ impl OriginFamilies {
         let responses = IntCounterVec::new(
             Opts::new(
                 "hothot_responses_total",
-                "Client requests answered, by the origin of the last attempt (empty when hothot answered before picking one), kind (read: GET, HEAD, OPTIONS, TRACE; write: any other method) and class of the status sent to the client (none: the client left before any answer); every series exists from start-up",
+                "Client requests answered, by the origin of the last attempt (empty when hothot answered before picking one), kind (read: GET, HEAD, OPTIONS, TRACE and any method not in replication.methods; write: a method in replication.methods, replicated or not) and class of the status sent to the client (none: the client left before any answer); every series exists from start-up",
             ),
             &["origin", "kind", "class"],
         )?;

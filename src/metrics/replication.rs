@@ -12,8 +12,6 @@ const SYNC_BUCKETS: &[f64] = &[
 ];
 
 pub struct ReplicationMetrics {
-    /// Indexed like the pool's origins (each origin is a peer of the others).
-    pub peers: boxcar::Vec<PeerMetrics>,
     families: PeerFamilies,
     /// `hothot_replication_quorum_timeouts_total`.
     pub quorum_timeouts: IntCounter,
@@ -64,10 +62,13 @@ pub struct PeerMetrics {
     /// `hothot_replication_divergence_total{origin}`: verify reads where the
     /// origin's answer differed from the others'.
     pub divergence: IntCounter,
+    /// `hothot_replication_dropped_total{peer}`: its backlog, dropped when
+    /// it left the pool.
+    pub dropped: IntCounter,
 }
 
 impl ReplicationMetrics {
-    /// The series, with no peer yet ([`ReplicationMetrics::add_peer`]).
+    /// The series, with no peer yet ([`ReplicationMetrics::resolve_peer`]).
     pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
         let total = IntCounterVec::new(
             Opts::new(
@@ -152,7 +153,6 @@ impl ReplicationMetrics {
         }
         registry.register(Box::new(max_lag.clone()))?;
         Ok(ReplicationMetrics {
-            peers: boxcar::Vec::new(),
             families: PeerFamilies {
                 total,
                 pending,
@@ -171,10 +171,12 @@ impl ReplicationMetrics {
         })
     }
 
-    /// The series of the next peer (indexed like the pool's origins).
-    pub fn add_peer(&self, peer: &str) {
+    /// The series of a peer joining the pool.
+    pub fn resolve_peer(&self, peer: &str) -> PeerMetrics {
         let families = &self.families;
-        self.peers.push(PeerMetrics {
+        PeerMetrics {
+            // Exists at 0, so that an alert on its increase sees the first drop.
+            dropped: self.dropped.with_label_values(&[peer]),
             delivered: families.total.with_label_values(&[peer, "delivered"]),
             retried: families.total.with_label_values(&[peer, "retried"]),
             failed: families.total.with_label_values(&[peer, "failed"]),
@@ -184,9 +186,7 @@ impl ReplicationMetrics {
             lag: families.lag.with_label_values(&[peer]),
             sync: families.sync.with_label_values(&[peer]),
             divergence: families.divergence.with_label_values(&[peer]),
-        });
-        // Exists at 0, so that an alert on its increase sees the first drop.
-        self.dropped.with_label_values(&[peer]);
+        }
     }
 
     /// Drops the gauges of a peer a reload removed; counters stay.

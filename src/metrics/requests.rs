@@ -9,6 +9,7 @@
 //! atomic load. The table has room for far more pairs than one origin
 //! answers; a pair that finds it full is counted through a label lookup.
 
+use crate::classify::Class;
 use prometheus::{IntCounter, IntCounterVec};
 use std::sync::OnceLock;
 
@@ -69,8 +70,8 @@ impl RequestCounters {
     }
 }
 
-/// What a request did: `read` (GET, HEAD, OPTIONS, TRACE: the safe
-/// methods) or `write` (every other method).
+/// What a request was, as [`crate::classify`] decided: `read` or `write`
+/// (a write, replicated or not, or a trusted copy of one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Read,
@@ -80,13 +81,10 @@ pub enum Kind {
 impl Kind {
     pub const ALL: [Kind; 2] = [Kind::Read, Kind::Write];
 
-    pub fn of(method: &http::Method) -> Kind {
-        match *method {
-            http::Method::GET
-            | http::Method::HEAD
-            | http::Method::OPTIONS
-            | http::Method::TRACE => Kind::Read,
-            _ => Kind::Write,
+    pub fn of(class: Class) -> Kind {
+        match class {
+            Class::Read => Kind::Read,
+            Class::Write | Class::TrustedCopy => Kind::Write,
         }
     }
 
@@ -172,8 +170,8 @@ mod tests {
         let family = IntCounterVec::new(Opts::new("r", "r"), &["origin", "kind", "class"]).unwrap();
         let counters = ResponseCounters::new(&family, "a");
         assert_eq!(family.collect()[0].get_metric().len(), 12);
-        counters.inc(Kind::of(&http::Method::GET), Some(504));
-        counters.inc(Kind::of(&http::Method::PUT), Some(201));
+        counters.inc(Kind::of(Class::Read), Some(504));
+        counters.inc(Kind::of(Class::Write), Some(201));
         counters.inc(Kind::Read, None);
         assert_eq!(family.with_label_values(&["a", "read", "5xx"]).get(), 1);
         assert_eq!(family.with_label_values(&["a", "write", "2xx"]).get(), 1);

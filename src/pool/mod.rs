@@ -1,4 +1,21 @@
-//! The origin pool: which origins exist and which of them may take new traffic.
+//! The origin registry: every origin this process has had, each with all of
+//! its per-origin state, and which of them may take new traffic.
+//!
+//! An origin is added (at start-up or by a reload) with every part the rest
+//! of hothot keeps for it ([`Origin`]): its serving state (here), its token
+//! bucket ([`crate::limit`]), its live-traffic samples ([`crate::adaptive`]),
+//! its probe streak ([`crate::health`]), its metric handles
+//! ([`crate::metrics`]), its Pingora peer and its replication backlog
+//! ([`crate::replication`]); a retired origin has them all retired at once.
+//! Per-origin state is reached through the origin's [`OriginId`]: nothing
+//! else keeps a table indexed by origin. An id names one origin for the life
+//! of the process; a retired origin's id is never reused, so a request, a
+//! write or a cookie still holding it never reaches another origin.
+//!
+//! Origins are added and retired only between two writes
+//! ([`crate::replication::Cut`], which the sequencer hands out under its
+//! lock), so that every write is addressed to exactly the origins in the
+//! pool when it was numbered.
 //!
 //! An origin serves when its active probes say it is up, its capacity is above
 //! zero and live traffic has not ejected it. Origins start *down*: the health
@@ -7,13 +24,33 @@
 
 mod origin;
 
-use crate::config::{OriginConfig, PassiveConfig};
-pub use origin::Origin;
+use crate::config::{PassiveConfig, Timeouts};
+use crate::metrics::Metrics;
+use crate::replication::Cut;
+pub use origin::{NewOrigin, Origin};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A factor of 1, in the thousandths [`Pool::set_factor`] takes.
 pub const FULL_FACTOR: u32 = 1000;
+
+/// One origin of this process, for as long as the process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OriginId(u32);
+
+impl OriginId {
+    /// Its slot in the registry (ids are handed out 0, 1, 2, ...): selection
+    /// keeps its scores by slot.
+    pub fn slot(self) -> usize {
+        self.0 as usize
+    }
+
+    /// The id of slot `slot` (selection's picks, keys read back).
+    pub(crate) fn from_slot(slot: usize) -> Self {
+        OriginId(u32::try_from(slot).unwrap_or(u32::MAX))
+    }
+}
 
 /// What a live-traffic failure did to its origin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,15 +60,17 @@ pub enum FailureVerdict {
     Ejected,
 }
 
-#[derive(Debug)]
 pub struct Pool {
-    /// Every origin this process has had, by index: an index names one
-    /// origin for the life of the process (an origin a reload removes is
-    /// retired, never reused), so per-origin state elsewhere is indexed alike.
-    origins: boxcar::Vec<Origin>,
+    /// Every origin this process has had, by id (retired ones included).
+    origins: boxcar::Vec<Arc<Origin>>,
+    /// Adds happen one at a time (start-up, then reloads), so that an id
+    /// is known before its origin's parts are made.
+    adding: Mutex<()>,
     /// `health.passive`, which a reload may change.
     passive_failures: AtomicU32,
     passive_eject_ms: AtomicU64,
+    /// The timeouts every origin's Pingora peer carries (a reload may change them).
+    timeouts: Mutex<Timeouts>,
     epoch: Instant,
     /// Bumped whenever an origin may have started or stopped serving (see
     /// [`Pool::generation`]).
@@ -39,27 +78,57 @@ pub struct Pool {
     /// The earliest end of a running ejection (ms since `epoch`), `u64::MAX`
     /// when none runs: an ejection ends by time, not by an event.
     next_ejection_end_ms: AtomicU64,
+    /// Where each origin's series come from, and go back to when it retires.
+    metrics: Arc<Metrics>,
 }
 
 impl Pool {
-    /// The pool of `origins`; the error names an origin whose TLS settings
-    /// OpenSSL refused. A reload may add more ([`Pool::add`]) and retire
-    /// some ([`Pool::retire`]).
-    pub fn new(origins: &[OriginConfig], passive: PassiveConfig) -> Result<Self, String> {
-        let pool = Pool {
-            origins: boxcar::Vec::with_capacity(origins.len()),
+    /// An empty pool; origins join through [`Pool::add`].
+    pub fn new(passive: PassiveConfig, timeouts: Timeouts, metrics: Arc<Metrics>) -> Self {
+        Pool {
+            origins: boxcar::Vec::new(),
+            adding: Mutex::new(()),
             passive_failures: AtomicU32::new(passive.failures),
             passive_eject_ms: AtomicU64::new(duration_ms(passive.eject)),
+            timeouts: Mutex::new(timeouts),
             epoch: Instant::now(),
             changes: AtomicU64::new(0),
             next_ejection_end_ms: AtomicU64::new(u64::MAX),
-        };
-        for (i, origin) in origins.iter().enumerate() {
-            pool.add(origin)
-                .map_err(|e| format!("origins[{i}].tls: {e}"))?;
+            metrics,
         }
-        Ok(pool)
     }
+
+    /// Adds an origin with every part it needs, its replication backlog
+    /// joining at `cut`; it starts down, until its first probe.
+    pub fn add(&self, new: NewOrigin, cut: &Cut<'_>) -> OriginId {
+        let _adding = self.adding.lock().unwrap_or_else(|e| e.into_inner());
+        let id = OriginId::from_slot(self.origins.count());
+        let timeouts = *self.timeouts.lock().unwrap_or_else(|e| e.into_inner());
+        let metrics = self.metrics.resolve_origin(&new.config.name);
+        let backlog = cut.backlog(id, &new.config.name);
+        let origin = Origin::new(id, new, self.epoch, timeouts, metrics, backlog);
+        self.origins.push(Arc::new(origin));
+        self.changed();
+        id
+    }
+
+    /// Takes an origin out of the pool for good (a reload removed it): it
+    /// serves nothing more (whatever a probe still on its way says), is no
+    /// longer probed, its backlog is dropped at `cut` and its gauges leave
+    /// `/metrics`; its id stays taken. Returns how many writes it dropped.
+    pub fn retire(&self, id: OriginId, cut: &Cut<'_>) -> usize {
+        let Some(origin) = self.get(id) else {
+            return 0;
+        };
+        if origin.state.retire() {
+            return 0;
+        }
+        let dropped = cut.retire(origin);
+        self.metrics.forget_origin(&origin.name);
+        self.changed();
+        dropped
+    }
+
     /// A number that changes whenever the set of serving origins or their
     /// weights may have changed (a probe verdict, an ejection starting or
     /// ending, lag, a new factor), so
@@ -77,9 +146,8 @@ impl Pool {
     fn ejections_ended(&self) {
         let now = self.now_ms();
         let next = self
-            .origins
-            .iter()
-            .map(|(_, o)| o.ejected_until_ms.load(Ordering::Acquire))
+            .all()
+            .map(|o| o.state.ejected_until_ms())
             .filter(|until| *until > now)
             .min()
             .unwrap_or(u64::MAX);
@@ -91,174 +159,117 @@ impl Pool {
         self.changes.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// Adds an origin (at start-up, or by a reload) as the next index; it
-    /// starts down, until its first probe. The error is OpenSSL's refusal
-    /// of its TLS settings.
-    pub fn add(&self, config: &OriginConfig) -> Result<usize, String> {
-        let index = self.origins.push(Origin::new(config)?);
-        self.changed();
-        Ok(index)
+    /// The origin `id`, retired or not.
+    pub fn get(&self, id: OriginId) -> Option<&Arc<Origin>> {
+        self.origins.get(id.slot())
     }
 
-    /// Takes an origin out of the pool for good (a reload removed it): it
-    /// serves nothing more (whatever a probe still on its way says) and is
-    /// no longer probed; its index stays taken.
-    pub fn retire(&self, index: usize) {
-        if let Some(origin) = self.origins.get(index) {
-            origin.retired.store(true, Ordering::Release);
-            self.changed();
-        }
+    /// Every origin this process has had, retired ones included.
+    pub fn all(&self) -> impl Iterator<Item = &Arc<Origin>> {
+        self.origins.iter().map(|(_, origin)| origin)
     }
 
-    /// Is the origin still in the pool (not removed by a reload)?
-    pub fn is_member(&self, index: usize) -> bool {
-        self.origins
-            .get(index)
-            .is_some_and(|o| !o.retired.load(Ordering::Acquire))
+    /// The origins in the pool now.
+    pub fn members(&self) -> impl Iterator<Item = &Arc<Origin>> {
+        self.all().filter(|o| !o.is_retired())
     }
 
-    /// The origins in the pool now, with their indexes.
-    pub fn members(&self) -> impl Iterator<Item = (usize, &Origin)> {
-        self.origins
-            .iter()
-            .filter(|(_, o)| !o.retired.load(Ordering::Acquire))
+    /// The origin in the pool named `name`.
+    pub fn find(&self, name: &str) -> Option<&Arc<Origin>> {
+        self.members().find(|o| o.name == name)
     }
 
-    /// The origin at `index`, retired or not.
-    pub fn origin(&self, index: usize) -> Option<&Origin> {
-        self.origins.get(index)
-    }
-
-    /// The index of the origin in the pool named `name`.
-    pub fn find(&self, name: &str) -> Option<usize> {
-        self.members().find(|(_, o)| o.name == name).map(|(i, _)| i)
-    }
-
-    /// How many indexes there are, retired origins' included: per-origin
-    /// state elsewhere has this many entries.
-    pub fn len(&self) -> usize {
+    /// How many ids there are, retired origins' included: selection sizes
+    /// its scores by it.
+    pub fn slots(&self) -> usize {
         self.origins.count()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.origins.is_empty()
+    /// Name of the origin `id` (empty if there is none).
+    pub fn name(&self, id: OriginId) -> &str {
+        self.get(id).map_or("", |o| o.name.as_str())
+    }
+
+    /// Is the origin still in the pool (not removed by a reload)?
+    pub fn is_member(&self, id: OriginId) -> bool {
+        self.get(id).is_some_and(|o| !o.is_retired())
     }
 
     /// May this origin take new traffic right now?
-    pub fn is_serving(&self, index: usize) -> bool {
-        let origin = &self.origins[index];
-        origin.capacity.load(Ordering::Acquire) > 0
-            && !origin.retired.load(Ordering::Acquire)
-            && origin.probe_up.load(Ordering::Acquire)
-            && !origin.drained.load(Ordering::Acquire)
-            && !self.is_ejected(index)
+    pub fn is_serving(&self, id: OriginId) -> bool {
+        self.get(id).is_some_and(|o| o.is_serving())
+    }
+
+    /// May this origin take new reads? Serving, and not lagging behind on writes.
+    pub fn is_serving_reads(&self, id: OriginId) -> bool {
+        self.get(id).is_some_and(|o| o.is_serving_reads())
     }
 
     /// Is any origin serving (hothot is ready for traffic)?
     pub fn any_serving(&self) -> bool {
-        (0..self.len()).any(|i| self.is_serving(i))
-    }
-
-    /// Has an operator drained this origin?
-    pub fn is_drained(&self, index: usize) -> bool {
-        self.origins[index].drained.load(Ordering::Acquire)
+        self.members().any(|o| o.is_serving())
     }
 
     /// Drains the origin (or enables it again); true when that changed it.
-    pub fn set_drained(&self, index: usize, drained: bool) -> bool {
-        let changed = self.origins[index].drained.swap(drained, Ordering::AcqRel) != drained;
-        if changed {
-            self.changed();
-        }
-        changed
-    }
-
-    /// May this origin take new reads? Serving, and not lagging behind on writes.
-    pub fn is_serving_reads(&self, index: usize) -> bool {
-        self.is_serving(index) && !self.origins[index].lagging.load(Ordering::Acquire)
-    }
-
-    /// Do the active probes say the origin is up (whatever else keeps it out)?
-    pub fn is_probe_up(&self, index: usize) -> bool {
-        self.origins[index].probe_up.load(Ordering::Acquire)
-    }
-
-    pub fn is_lagging(&self, index: usize) -> bool {
-        self.origins[index].lagging.load(Ordering::Acquire)
+    pub fn set_drained(&self, id: OriginId, drained: bool) -> bool {
+        self.update(id, |o| o.state.set_drained(drained))
     }
 
     /// Marks an origin as lagging (or caught up); true when that changed it.
-    pub fn set_lagging(&self, index: usize, lagging: bool) -> bool {
-        let changed = self.origins[index].lagging.swap(lagging, Ordering::AcqRel) != lagging;
+    pub fn set_lagging(&self, id: OriginId, lagging: bool) -> bool {
+        self.update(id, |o| o.state.set_lagging(lagging))
+    }
+
+    /// Records the active probes' verdict (after rise/fall were applied).
+    pub fn set_probe_up(&self, id: OriginId, up: bool) {
+        self.update(id, |o| o.state.set_probe_up(up));
+    }
+
+    /// A reload's new capacity; true when it changed. Its token bucket
+    /// follows.
+    pub fn set_capacity(&self, id: OriginId, capacity: u32) -> bool {
+        self.update(id, |o| {
+            o.limit.set_capacity(capacity);
+            o.state.set_capacity(capacity)
+        })
+    }
+
+    /// Sets the origin's factor (thousandths, at least 1); true when that
+    /// changed its weight.
+    pub fn set_factor(&self, id: OriginId, milli: u32) -> bool {
+        self.update(id, |o| o.state.set_factor(milli.clamp(1, FULL_FACTOR)))
+    }
+
+    /// Runs a change of the origin's state; counts a change when it says so.
+    fn update(&self, id: OriginId, change: impl FnOnce(&Origin) -> bool) -> bool {
+        let changed = self.get(id).is_some_and(|o| change(o));
         if changed {
             self.changed();
         }
         changed
     }
 
-    pub fn is_ejected(&self, index: usize) -> bool {
-        let until = self.origins[index].ejected_until_ms.load(Ordering::Acquire);
-        until != 0 && self.now_ms() < until
-    }
-
-    /// Records the active probes' verdict (after rise/fall were applied).
-    pub fn set_probe_up(&self, index: usize, up: bool) {
-        if self.origins[index].probe_up.swap(up, Ordering::AcqRel) != up {
-            self.changed();
-        }
-        if up {
-            self.origins[index]
-                .consecutive_failures
-                .store(0, Ordering::Relaxed);
-        }
-    }
-
     /// A live request to this origin succeeded: its failure streak ends.
-    pub fn record_success(&self, index: usize) {
-        let failures = &self.origins[index].consecutive_failures;
-        // Avoid a write (and cache-line traffic) on the common path.
-        if failures.load(Ordering::Relaxed) != 0 {
-            failures.store(0, Ordering::Relaxed);
+    pub fn record_success(&self, id: OriginId) {
+        if let Some(origin) = self.get(id) {
+            origin.state.reset_failures();
         }
     }
 
     /// A live request to this origin failed (connect error, upstream error or 5xx).
-    pub fn record_failure(&self, index: usize) -> FailureVerdict {
+    pub fn record_failure(&self, id: OriginId) -> FailureVerdict {
         let failures = self.passive_failures.load(Ordering::Relaxed);
-        if failures == 0 {
+        let Some(origin) = self.get(id).filter(|_| failures > 0) else {
+            return FailureVerdict::Counted;
+        };
+        if origin.state.count_failure() < failures || origin.is_ejected() {
             return FailureVerdict::Counted;
         }
-        let origin = &self.origins[index];
-        let streak = origin.consecutive_failures.fetch_add(1, Ordering::AcqRel) + 1;
-        if streak < failures || self.is_ejected(index) {
-            return FailureVerdict::Counted;
-        }
-        origin.consecutive_failures.store(0, Ordering::Relaxed);
-        let until = self.now_ms() + self.passive_eject_ms.load(Ordering::Relaxed);
-        origin
-            .ejected_until_ms
-            .store(until.max(1), Ordering::Release);
-        self.next_ejection_end_ms
-            .fetch_min(until.max(1), Ordering::AcqRel);
+        let until = (self.now_ms() + self.passive_eject_ms.load(Ordering::Relaxed)).max(1);
+        origin.state.eject_until(until);
+        self.next_ejection_end_ms.fetch_min(until, Ordering::AcqRel);
         self.changed();
         FailureVerdict::Ejected
-    }
-
-    /// The origin's declared capacity (requests/s); 0: drained by config.
-    pub fn capacity(&self, index: usize) -> u32 {
-        self.origins[index].capacity.load(Ordering::Acquire)
-    }
-
-    /// A reload's new capacity; true when it changed.
-    pub fn set_capacity(&self, index: usize, capacity: u32) -> bool {
-        let changed = self.origins[index]
-            .capacity
-            .swap(capacity, Ordering::AcqRel)
-            != capacity;
-        if changed {
-            self.changed();
-        }
-        changed
     }
 
     /// A reload's new `health.passive`.
@@ -269,47 +280,31 @@ impl Pool {
             .store(duration_ms(passive.eject), Ordering::Relaxed);
     }
 
-    /// The origin's factor, in thousandths of its capacity.
-    pub fn factor_milli(&self, index: usize) -> u32 {
-        self.origins[index].factor_milli.load(Ordering::Acquire)
-    }
-
-    /// Sets the origin's factor (thousandths, at least 1); true when that
-    /// changed its weight.
-    pub fn set_factor(&self, index: usize, milli: u32) -> bool {
-        let milli = milli.clamp(1, FULL_FACTOR);
-        let changed = self.origins[index]
-            .factor_milli
-            .swap(milli, Ordering::AcqRel)
-            != milli;
-        if changed {
-            self.changed();
+    /// A reload's new `timeouts`: every origin's peer carries them from the
+    /// next attempt on.
+    pub fn set_timeouts(&self, timeouts: Timeouts) {
+        *self.timeouts.lock().unwrap_or_else(|e| e.into_inner()) = timeouts;
+        for origin in self.members() {
+            origin.set_timeouts(timeouts);
         }
-        changed
     }
 
-    /// The weight smooth weighted round robin gives the origin: its capacity
-    /// times its factor (in thousandths, so that equal factors keep the
-    /// declared ratios exactly).
-    pub fn effective_weight(&self, index: usize) -> i64 {
-        i64::from(self.capacity(index)) * i64::from(self.factor_milli(index))
-    }
-
-    /// Each origin's share (0..1) of new traffic: its effective weight over
+    /// Each member's share (0..1) of new traffic: its effective weight over
     /// the total of the origins serving now; 0 for an origin not serving.
-    pub fn shares(&self) -> Vec<f64> {
-        let weights: Vec<i64> = (0..self.len())
-            .map(|i| match self.is_serving(i) {
-                true => self.effective_weight(i),
-                false => 0,
+    pub fn shares(&self) -> Vec<(OriginId, f64)> {
+        let weights: Vec<(OriginId, i64)> = self
+            .members()
+            .map(|o| match o.is_serving() {
+                true => (o.id, o.effective_weight()),
+                false => (o.id, 0),
             })
             .collect();
-        let total: i64 = weights.iter().sum();
+        let total: i64 = weights.iter().map(|(_, w)| w).sum();
         weights
-            .iter()
-            .map(|w| match total {
-                0 => 0.0,
-                _ => *w as f64 / total as f64,
+            .into_iter()
+            .map(|(id, w)| match total {
+                0 => (id, 0.0),
+                _ => (id, w as f64 / total as f64),
             })
             .collect()
     }

@@ -1,49 +1,201 @@
-//! One origin of the pool and its live state.
+//! One origin and every part of its live state, made together when it joins
+//! the pool.
 
-use crate::config::OriginConfig;
-use crate::origin_tls::TlsClient;
+use super::{duration_ms, OriginId};
+use crate::adaptive::Load;
+use crate::config::{OriginConfig, Timeouts};
+use crate::health::Streak;
+use crate::limit::Bucket;
+use crate::metrics::OriginMetrics;
+use crate::origin_tls::{TlsClient, TlsError};
+use crate::replication::Backlog;
+use arc_swap::ArcSwap;
+use pingora_core::upstreams::peer::HttpPeer;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
-/// One origin and its live state. All state is atomics: it is read on every pick.
-#[derive(Debug)]
-pub struct Origin {
-    pub name: String,
-    pub address: SocketAddr,
-    /// Declared requests/s; 0 means drained. Changes on reload.
-    pub(super) capacity: AtomicU32,
-    pub(super) probe_up: AtomicBool,
-    /// Too far behind on replicated writes to serve reads (see `replication.max_lag`).
-    pub(super) lagging: AtomicBool,
-    /// Milliseconds since the pool's epoch until which the origin is ejected; 0 when not ejected.
-    pub(super) ejected_until_ms: AtomicU64,
-    pub(super) consecutive_failures: AtomicU32,
-    /// How to reach it over TLS, when it speaks TLS.
+/// An origin about to join: its settings, and the TLS client built from
+/// them (built once, before anything changes, so that a refusal leaves the
+/// pool as it was).
+pub struct NewOrigin {
+    pub config: OriginConfig,
     pub tls: Option<Arc<TlsClient>>,
-    /// Taken out of rotation by an operator (admin API): no new traffic,
-    /// while replicated writes still reach it.
-    pub(super) drained: AtomicBool,
-    /// Thousandths of its capacity the origin is given now (see
-    /// [`crate::adaptive`]); 1000 until something says otherwise.
-    pub(super) factor_milli: AtomicU32,
-    /// Removed from the pool by a reload: nothing reaches it any more.
-    pub(super) retired: AtomicBool,
 }
 
-impl Origin {
-    /// A new origin, down until its first probe; the error is OpenSSL's
-    /// refusal of its TLS settings.
-    pub(super) fn new(config: &OriginConfig) -> Result<Self, String> {
+impl NewOrigin {
+    /// Builds what `config` needs; the error is OpenSSL's refusal of its
+    /// TLS settings.
+    pub fn build(config: &OriginConfig) -> Result<Self, TlsError> {
         let tls = match &config.tls {
             None => None,
             Some(settings) => Some(Arc::new(TlsClient::new(settings)?)),
         };
-        Ok(Origin {
+        Ok(NewOrigin {
+            config: config.clone(),
             tls,
-            name: config.name.clone(),
+        })
+    }
+}
+
+/// One origin: what it is, and every part of its state.
+pub struct Origin {
+    pub id: OriginId,
+    pub name: String,
+    pub address: SocketAddr,
+    /// How to reach it over TLS, when it speaks TLS.
+    pub tls: Option<Arc<TlsClient>>,
+    /// Whether it may serve (see [`crate::pool`]).
+    pub(super) state: State,
+    /// Its requests per second under `balancing.limit`.
+    pub limit: Bucket,
+    /// Its live latency and errors, for its adaptive factor.
+    pub load: Load,
+    /// Its active probes' streak.
+    pub probes: Streak,
+    /// Its series, labels resolved.
+    pub metrics: OriginMetrics,
+    /// The writes it has not settled yet, and how far it has settled the
+    /// sequence.
+    pub backlog: Backlog,
+    /// Pingora's peer for it, with the timeouts in force.
+    upstream: ArcSwap<HttpPeer>,
+}
+
+impl Origin {
+    pub(super) fn new(
+        id: OriginId,
+        new: NewOrigin,
+        epoch: Instant,
+        timeouts: Timeouts,
+        metrics: OriginMetrics,
+        backlog: Backlog,
+    ) -> Self {
+        let NewOrigin { config, tls } = new;
+        Origin {
+            upstream: ArcSwap::from_pointee(peer(config.address, tls.as_deref(), timeouts)),
+            id,
+            name: config.name,
             address: config.address,
-            capacity: AtomicU32::new(config.capacity),
+            tls,
+            state: State::new(config.capacity, epoch),
+            limit: Bucket::new(config.capacity),
+            load: Load::default(),
+            probes: Streak::default(),
+            metrics,
+            backlog,
+        }
+    }
+
+    /// Pingora's peer for a proxied request to this origin.
+    pub fn peer(&self) -> HttpPeer {
+        HttpPeer::clone(&self.upstream.load())
+    }
+
+    pub(super) fn set_timeouts(&self, timeouts: Timeouts) {
+        let peer = peer(self.address, self.tls.as_deref(), timeouts);
+        self.upstream.store(Arc::new(peer));
+    }
+
+    /// May it take new traffic right now?
+    pub fn is_serving(&self) -> bool {
+        let state = &self.state;
+        state.capacity.load(Ordering::Acquire) > 0
+            && !state.retired.load(Ordering::Acquire)
+            && state.probe_up.load(Ordering::Acquire)
+            && !state.drained.load(Ordering::Acquire)
+            && !self.is_ejected()
+    }
+
+    /// May it take new reads? Serving, and not lagging behind on writes.
+    pub fn is_serving_reads(&self) -> bool {
+        self.is_serving() && !self.is_lagging()
+    }
+
+    /// Do the active probes say it is up (whatever else keeps it out)?
+    pub fn is_probe_up(&self) -> bool {
+        self.state.probe_up.load(Ordering::Acquire)
+    }
+
+    pub fn is_lagging(&self) -> bool {
+        self.state.lagging.load(Ordering::Acquire)
+    }
+
+    /// Has an operator drained it?
+    pub fn is_drained(&self) -> bool {
+        self.state.drained.load(Ordering::Acquire)
+    }
+
+    pub fn is_ejected(&self) -> bool {
+        let until = self.state.ejected_until_ms();
+        until != 0 && duration_ms(self.state.epoch.elapsed()) < until
+    }
+
+    /// Removed from the pool by a reload: nothing reaches it any more.
+    pub fn is_retired(&self) -> bool {
+        self.state.retired.load(Ordering::Acquire)
+    }
+
+    /// Its declared capacity (requests/s); 0: drained by config.
+    pub fn capacity(&self) -> u32 {
+        self.state.capacity.load(Ordering::Acquire)
+    }
+
+    /// Its factor, in thousandths of its capacity.
+    pub fn factor_milli(&self) -> u32 {
+        self.state.factor_milli.load(Ordering::Acquire)
+    }
+
+    /// The weight smooth weighted round robin gives it: its capacity
+    /// times its factor (in thousandths, so that equal factors keep the
+    /// declared ratios exactly).
+    pub fn effective_weight(&self) -> i64 {
+        i64::from(self.capacity()) * i64::from(self.factor_milli())
+    }
+}
+
+/// Pingora's peer for an origin: its address, TLS and the timeouts.
+fn peer(address: SocketAddr, tls: Option<&TlsClient>, timeouts: Timeouts) -> HttpPeer {
+    let mut peer = HttpPeer::new(address, false, String::new());
+    if let Some(tls) = tls {
+        tls.apply_to(&mut peer);
+    }
+    let options = &mut peer.options;
+    options.connection_timeout = Some(timeouts.connect);
+    options.read_timeout = Some(timeouts.read);
+    options.write_timeout = Some(timeouts.write);
+    options.idle_timeout = Some(timeouts.idle);
+    peer
+}
+
+/// Whether an origin may serve. All atomics: it is read on every pick;
+/// changes go through the pool, which counts them (see
+/// [`super::Pool::generation`]).
+pub(super) struct State {
+    /// Declared requests/s; 0 means drained. Changes on reload.
+    capacity: AtomicU32,
+    probe_up: AtomicBool,
+    /// Too far behind on replicated writes to serve reads (see `replication.max_lag`).
+    lagging: AtomicBool,
+    /// Milliseconds since `epoch` until which the origin is ejected; 0 when not ejected.
+    ejected_until_ms: AtomicU64,
+    consecutive_failures: AtomicU32,
+    /// Taken out of rotation by an operator (admin API): no new traffic,
+    /// while replicated writes still reach it.
+    drained: AtomicBool,
+    /// Thousandths of its capacity the origin is given now (see
+    /// [`crate::adaptive`]); 1000 until something says otherwise.
+    factor_milli: AtomicU32,
+    retired: AtomicBool,
+    /// The pool's epoch, which ejection times count from.
+    epoch: Instant,
+}
+
+impl State {
+    fn new(capacity: u32, epoch: Instant) -> Self {
+        State {
+            capacity: AtomicU32::new(capacity),
             probe_up: AtomicBool::new(false),
             lagging: AtomicBool::new(false),
             ejected_until_ms: AtomicU64::new(0),
@@ -51,6 +203,57 @@ impl Origin {
             drained: AtomicBool::new(false),
             factor_milli: AtomicU32::new(super::FULL_FACTOR),
             retired: AtomicBool::new(false),
-        })
+            epoch,
+        }
+    }
+
+    pub(super) fn ejected_until_ms(&self) -> u64 {
+        self.ejected_until_ms.load(Ordering::Acquire)
+    }
+
+    /// Retires it; true if it was retired already.
+    pub(super) fn retire(&self) -> bool {
+        self.retired.swap(true, Ordering::AcqRel)
+    }
+
+    pub(super) fn set_drained(&self, drained: bool) -> bool {
+        self.drained.swap(drained, Ordering::AcqRel) != drained
+    }
+
+    pub(super) fn set_lagging(&self, lagging: bool) -> bool {
+        self.lagging.swap(lagging, Ordering::AcqRel) != lagging
+    }
+
+    pub(super) fn set_probe_up(&self, up: bool) -> bool {
+        if up {
+            self.consecutive_failures.store(0, Ordering::Relaxed);
+        }
+        self.probe_up.swap(up, Ordering::AcqRel) != up
+    }
+
+    pub(super) fn set_capacity(&self, capacity: u32) -> bool {
+        self.capacity.swap(capacity, Ordering::AcqRel) != capacity
+    }
+
+    pub(super) fn set_factor(&self, milli: u32) -> bool {
+        self.factor_milli.swap(milli, Ordering::AcqRel) != milli
+    }
+
+    pub(super) fn reset_failures(&self) {
+        // Avoid a write (and cache-line traffic) on the common path.
+        if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
+            self.consecutive_failures.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a live failure; returns the streak.
+    pub(super) fn count_failure(&self) -> u32 {
+        self.consecutive_failures.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// Ejects it until `until_ms`; its streak starts over.
+    pub(super) fn eject_until(&self, until_ms: u64) {
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+        self.ejected_until_ms.store(until_ms, Ordering::Release);
     }
 }

@@ -16,11 +16,12 @@ impl HotHotProxy {
             .unwrap_or(CLIENT_CLOSED);
         let request = session.req_header();
         let duration = ctx.started.elapsed();
-        let kind = Kind::of(&request.method);
+        let kind = Kind::of(ctx.classified.class);
         let answered = (status != CLIENT_CLOSED).then_some(status);
-        match ctx.tried.last() {
-            Some(&index) => {
-                let metrics = &self.metrics.origins[index];
+        let last = ctx.tried.last().and_then(|id| self.pool.get(*id));
+        match last {
+            Some(origin) => {
+                let metrics = &origin.metrics;
                 metrics.requests.inc(request.method.as_str(), status);
                 metrics.responses.inc(kind, answered);
                 metrics.duration[kind as usize].observe(duration.as_secs_f64());
@@ -45,7 +46,8 @@ impl HotHotProxy {
         let write = match &ctx.write {
             Some(capture) => Some((capture.version, capture.outcome)),
             None => ctx.sequenced,
-        };
+        }
+        .map(|(version, outcome)| (version, outcome.label()));
         log.log(&Entry {
             time: SystemTime::now(),
             client: super::client_ip(session),
@@ -60,11 +62,7 @@ impl HotHotProxy {
             referer: header(http::header::REFERER),
             user_agent: header(http::header::USER_AGENT),
             duration,
-            origin: ctx
-                .tried
-                .last()
-                .and_then(|i| self.pool.origin(*i))
-                .map(|origin| origin.name.as_str()),
+            origin: last.map(|origin| origin.name.as_str()),
             attempts: ctx.tried.len(),
             upstream_status: ctx.upstream_status,
             write,

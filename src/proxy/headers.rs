@@ -5,6 +5,7 @@
 //! `Connection`) from requests before they reach an origin; responses are
 //! ours to clean.
 
+use super::answers::Canned;
 use http::header::{self, HeaderName, HeaderValue};
 use pingora_error::Result;
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -98,24 +99,13 @@ fn nominated(headers: &http::HeaderMap) -> Vec<HeaderName> {
 /// Why a request's `Host` makes it a bad request, if it does: RFC 9112 §3.2
 /// wants a 400 for an HTTP/1.1 request without `Host` (even in absolute
 /// form) and for any request with more than one.
-pub fn host_problem(request: &RequestHeader) -> Option<&'static str> {
+pub fn host_problem(request: &RequestHeader) -> Option<Canned> {
     let hosts = request.headers.get_all(http::header::HOST).iter().count();
     if hosts > 1 {
-        return Some("bad request: more than one Host header\n");
+        return Some(Canned::TwoHosts);
     }
     let needs_host = request.version == http::Version::HTTP_11;
-    (needs_host && hosts == 0).then_some("bad request: an HTTP/1.1 request needs a Host header\n")
-}
-
-/// Does the request carry a body (chunked, or a non-zero `Content-Length`)?
-pub fn has_body(request: &RequestHeader) -> bool {
-    request
-        .headers
-        .contains_key(http::header::TRANSFER_ENCODING)
-        || request
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .is_some_and(|v| v.as_bytes() != b"0")
+    (needs_host && hosts == 0).then_some(Canned::NoHost)
 }
 
 /// Adds `X-Forwarded-For` (appending to what earlier proxies wrote),
@@ -207,11 +197,11 @@ mod tests {
     #[test]
     fn http11_needs_exactly_one_host() {
         let mut req = RequestHeader::build("GET", b"/", None).unwrap();
-        assert!(host_problem(&req).is_some());
+        assert_eq!(host_problem(&req), Some(Canned::NoHost));
         req.insert_header("host", "a").unwrap();
         assert!(host_problem(&req).is_none());
         req.append_header("host", "b").unwrap();
-        assert!(host_problem(&req).is_some());
+        assert_eq!(host_problem(&req), Some(Canned::TwoHosts));
         let mut old = RequestHeader::build("GET", b"/", None).unwrap();
         old.set_version(http::Version::HTTP_10);
         assert!(host_problem(&old).is_none());

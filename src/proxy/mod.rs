@@ -1,10 +1,12 @@
-//! The proxy phases: pick an origin by capacity, forward with the standard
-//! headers and timeouts, feed passive health, retry where it is safe, count.
+//! The proxy phases: classify the request, pick an origin by capacity,
+//! forward with the standard headers and timeouts, feed passive health,
+//! retry where it is safe, count.
 //!
 //! Retry policy: a connect failure is retried on another origin for every
-//! method, since nothing was sent. Any other upstream failure is retried only
-//! for GET, HEAD, OPTIONS and TRACE requests without a body, and only before
-//! the origin's response header arrived. At most `retries` extra attempts.
+//! request, since nothing was sent. Any other upstream failure is retried
+//! only for a replayable request (a read with a safe method and no body,
+//! see [`crate::classify`]), and only before the origin's response header
+//! arrived. At most `retries` extra attempts.
 
 mod answers;
 mod finished;
@@ -17,13 +19,15 @@ mod write;
 
 use crate::access_log::AccessLog;
 use crate::adaptive::Adaptive;
+use crate::classify::{classify, Class, Classified};
 use crate::config::Limits;
 use crate::limit::Limiter;
 use crate::metrics::{InFlight, Metrics};
-use crate::pool::Pool;
+use crate::pool::{OriginId, Pool};
 use crate::replication::Replicator;
 use crate::selection::{Balancer, Traffic};
-use answers::{error_body, respond_plain, respond_shed, status_for};
+use answers::respond;
+pub use answers::Canned;
 use async_trait::async_trait;
 use bytes::Bytes;
 pub use live::LiveSettings;
@@ -36,7 +40,7 @@ use route::{Route, Router, SeenWrite};
 use smallvec::SmallVec;
 use std::sync::Arc;
 use std::time::Instant;
-use write::{Admission, WriteCapture};
+use write::{Admission, WriteCapture, WriteOutcome};
 
 /// Status hothot answers with when the client went away before any response
 /// (nginx's convention); used only for counting.
@@ -70,27 +74,31 @@ pub struct ProxyParts {
 pub struct RequestCtx {
     _in_flight: InFlight,
     started: Instant,
+    /// What the request is (decided in `request_filter`).
+    classified: Classified,
     /// When the current attempt picked its origin.
     attempt_started: Instant,
     /// Origins attempted so far, in order; the last one is the current attempt.
     /// Inline up to four: most requests take one attempt, and a heap
     /// allocation for it was a measurable part of a request's cost.
-    tried: SmallVec<[usize; 4]>,
-    /// Every serving origin was at its capacity: answered 503 with `Retry-After`.
-    shed: bool,
+    tried: SmallVec<[OriginId; 4]>,
+    /// The answer hothot chose for a failure it raised itself (no origin,
+    /// shed, oversize, a missed quorum); other failures are answered by
+    /// their kind.
+    canned: Option<Canned>,
     /// The current attempt's origin sent its response header.
     response_started: bool,
     /// The status hothot itself answered with after a failure.
     error_status: Option<u16>,
-    /// Set for a write that will be replicated.
+    /// Set for a write that will be replicated after its primary answers
+    /// (`order: version`).
     write: Option<Box<WriteCapture>>,
-    traffic: Traffic,
     /// The client's last replicated write (read-your-writes cookie), on reads.
     seen: Option<SeenWrite>,
     /// The status of the last origin answer (for the access log).
     upstream_status: Option<u16>,
     /// A sequenced write's version and what became of it (for the access log).
-    sequenced: Option<(u64, &'static str)>,
+    sequenced: Option<(u64, WriteOutcome)>,
 }
 
 impl HotHotProxy {
@@ -111,15 +119,18 @@ impl HotHotProxy {
             access_log: parts.access_log,
         }
     }
-}
 
-/// Replaying is harmless only for safe methods that carry no body.
-fn is_replayable(request: &RequestHeader) -> bool {
-    let safe = matches!(
-        request.method.as_str(),
-        "GET" | "HEAD" | "OPTIONS" | "TRACE"
-    );
-    safe && !headers::has_body(request)
+    /// Answers the request with `canned`; the request is done.
+    async fn answer(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        canned: Canned,
+    ) -> Result<bool> {
+        ctx.error_status = Some(canned.status());
+        respond(session, canned).await?;
+        Ok(true)
+    }
 }
 
 #[async_trait]
@@ -136,13 +147,13 @@ impl ProxyHttp for HotHotProxy {
         RequestCtx {
             _in_flight: InFlight::start(&self.metrics.in_flight),
             started: now,
+            classified: Classified::default(),
             attempt_started: now,
             tried: SmallVec::new(),
-            shed: false,
+            canned: None,
             response_started: false,
             error_status: None,
             write: None,
-            traffic: Traffic::Read,
             seen: None,
             upstream_status: None,
             sequenced: None,
@@ -168,18 +179,18 @@ impl ProxyHttp for HotHotProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        if let Some(problem) = headers::host_problem(session.req_header()) {
-            ctx.error_status = Some(400);
-            respond_plain(session, 400, Bytes::from_static(problem.as_bytes())).await?;
-            return Ok(true);
-        }
         let client = client_ip(session);
-        if self.replicator.replicates(&session.req_header().method) {
-            ctx.traffic = Traffic::Write;
-        } else if self.replicator.config().read_your_writes {
+        let config = self.replicator.config();
+        ctx.classified = classify(&config, session.req_header_mut(), client);
+        if let Some(problem) = headers::host_problem(session.req_header()) {
+            return self.answer(session, ctx, problem).await;
+        }
+        if ctx.classified.class == Class::Read && config.read_your_writes {
             ctx.seen = route::seen_write(session.req_header(), &self.pool);
         }
-        match write::admit(&self.replicator, session.req_header_mut(), client) {
+        drop(config);
+        let class = ctx.classified.class;
+        match write::admit(&self.replicator, class, session.req_header()) {
             Admission::Pass => Ok(false),
             Admission::Capture(capture) if self.replicator.config().order.is_sequenced() => {
                 ordered::serve(self, session, ctx, capture).await
@@ -188,11 +199,7 @@ impl ProxyHttp for HotHotProxy {
                 ctx.write = Some(capture);
                 Ok(false)
             }
-            Admission::Refuse(status, message) => {
-                ctx.error_status = Some(status);
-                respond_plain(session, status, Bytes::from_static(message.as_bytes())).await?;
-                Ok(true)
-            }
+            Admission::Refuse(canned) => self.answer(session, ctx, canned).await,
         }
     }
 
@@ -203,10 +210,12 @@ impl ProxyHttp for HotHotProxy {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        match ctx.write.as_mut() {
-            Some(capture) => capture.append(&self.replicator, body.as_ref(), end_of_stream),
-            None => Ok(()),
-        }
+        let Some(capture) = ctx.write.as_mut() else {
+            return Ok(());
+        };
+        capture
+            .append(&self.replicator, body.as_ref(), end_of_stream)
+            .inspect_err(|_| ctx.canned = Some(Canned::Oversize))
     }
 
     async fn response_filter(
@@ -217,7 +226,12 @@ impl ProxyHttp for HotHotProxy {
     ) -> Result<()> {
         match (ctx.write.as_mut(), ctx.tried.last(), ctx.response_started) {
             (Some(capture), Some(&primary), true) => {
-                capture.finish(&self.replicator, primary, response).await
+                let finished = capture.finish(&self.replicator, primary, response).await;
+                if let Err(canned) = finished {
+                    ctx.canned = Some(canned);
+                    return Err(canned.error("the write's replication failed"));
+                }
+                Ok(())
             }
             _ => Ok(()),
         }
@@ -228,15 +242,14 @@ impl ProxyHttp for HotHotProxy {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let route = self.router.choose(ctx.traffic, &ctx.tried, ctx.seen).await;
-        let index = match route {
-            Route::Origin(index) => index,
+        let traffic = Traffic::of(ctx.classified.class);
+        let route = self.router.choose(traffic, &ctx.tried, ctx.seen).await;
+        let origin = match route {
+            Route::Origin(origin) => origin,
             Route::NoOrigin => {
                 self.metrics.no_origin.inc();
-                return Err(Error::explain(
-                    ErrorType::HTTPStatus(503),
-                    "no origin is serving",
-                ));
+                ctx.canned = Some(Canned::NoOrigin);
+                return Err(Canned::NoOrigin.error("no origin is serving"));
             }
             Route::NoOtherOrigin => {
                 return Err(Error::create(
@@ -248,19 +261,16 @@ impl ProxyHttp for HotHotProxy {
             }
             Route::Full => {
                 self.metrics.shed.inc();
-                ctx.shed = true;
-                return Err(Error::explain(
-                    ErrorType::HTTPStatus(503),
-                    "every origin is at its capacity",
-                ));
+                ctx.canned = Some(Canned::Shed);
+                return Err(Canned::Shed.error("every origin is at its capacity"));
             }
         };
-        ctx.tried.push(index);
-        ctx.response_started = false;
-        ctx.attempt_started = Instant::now();
-        let peer = self.live.peer(index).ok_or_else(|| {
+        let peer = self.pool.get(origin).map(|o| o.peer()).ok_or_else(|| {
             Error::explain(ErrorType::InternalError, "no peer for the chosen origin")
         })?;
+        ctx.tried.push(origin);
+        ctx.response_started = false;
+        ctx.attempt_started = Instant::now();
         Ok(Box::new(peer))
     }
 
@@ -273,7 +283,7 @@ impl ProxyHttp for HotHotProxy {
         headers::add_forwarded(request, client_ip(session), "http")?;
         match ctx.write.as_mut() {
             Some(capture) => {
-                let has_body = headers::has_body(session.req_header());
+                let has_body = crate::classify::has_body(session.req_header());
                 capture.prepare(&self.replicator, request, has_body)
             }
             None => Ok(()),
@@ -311,7 +321,7 @@ impl ProxyHttp for HotHotProxy {
     fn error_while_proxy(
         &self,
         peer: &HttpPeer,
-        session: &mut Session,
+        _session: &mut Session,
         e: Box<Error>,
         ctx: &mut RequestCtx,
         _client_reused: bool,
@@ -322,7 +332,7 @@ impl ProxyHttp for HotHotProxy {
             return e;
         }
         self.failed(ctx, !ctx.response_started);
-        if ctx.response_started || !is_replayable(session.req_header()) {
+        if ctx.response_started || !ctx.classified.replayable {
             e.set_retry(false);
         } else {
             self.retry_on_another(ctx, &mut e);
@@ -349,15 +359,14 @@ impl ProxyHttp for HotHotProxy {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let status = status_for(e);
-        ctx.error_status = Some(if status == 0 { CLIENT_CLOSED } else { status });
-        if status > 0 {
-            let body = Bytes::from_static(error_body(status, ctx).as_bytes());
-            let answered = match ctx.shed {
-                true => respond_shed(session).await,
-                false => respond_plain(session, status, body).await,
-            };
-            if let Err(write_error) = answered {
+        let canned = match ctx.canned.take() {
+            Some(canned) => Some(canned),
+            None => Canned::for_error(e),
+        };
+        let status = canned.map_or(0, Canned::status);
+        ctx.error_status = Some(canned.map_or(CLIENT_CLOSED, Canned::status));
+        if let Some(canned) = canned {
+            if let Err(write_error) = respond(session, canned).await {
                 log::debug!("could not send the {status} answer: {write_error}");
             }
         }

@@ -5,16 +5,15 @@
 //! write: every origin, the primary included, receives it from its backlog,
 //! in the sequence's order.
 
-use super::answers::{respond_plain, respond_shed, NO_ORIGIN_MESSAGE};
+use super::answers::Canned;
 use super::route::Route;
-use super::{client_ip, headers, write, HotHotProxy, RequestCtx};
+use super::write::{self, WriteOutcome};
+use super::{client_ip, headers, HotHotProxy, RequestCtx};
 use crate::replication::{decode_answer, Decoded, Ordered};
 use bytes::{Bytes, BytesMut};
 use pingora_error::Result;
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
-
-const MALFORMED_MESSAGE: &str = "bad gateway: the origin's answer could not be read\n";
 
 /// Serves the write `capture` admitted; the client always has its answer
 /// when this returns `Ok(true)`.
@@ -30,20 +29,17 @@ pub async fn serve(
         // so the connection cannot be reused.
         replicator.count_rejected();
         session.set_keepalive(None);
-        return refuse(session, ctx, 413, write::OVERSIZE_MESSAGE).await;
+        return proxy.answer(session, ctx, Canned::Oversize).await;
     };
     let primary = match proxy.router.choose_primary().await {
         Route::Origin(primary) => primary,
         Route::Full => {
             proxy.metrics.shed.inc();
-            ctx.shed = true;
-            ctx.error_status = Some(503);
-            respond_shed(session).await?;
-            return Ok(true);
+            return proxy.answer(session, ctx, Canned::Shed).await;
         }
         Route::NoOrigin | Route::NoOtherOrigin => {
             proxy.metrics.no_origin.inc();
-            return refuse(session, ctx, 503, NO_ORIGIN_MESSAGE).await;
+            return proxy.answer(session, ctx, Canned::NoOrigin).await;
         }
     };
     ctx.tried.push(primary);
@@ -58,32 +54,29 @@ pub async fn serve(
             raw,
             quorum,
         } => (origin, raw, quorum),
-        Ordered::Status(status, message) => {
-            ctx.sequenced = Some((version, "not answered"));
-            return refuse(session, ctx, status, message).await;
+        Ordered::Unanswered(why) => {
+            ctx.sequenced = Some((version, WriteOutcome::NotAnswered));
+            return proxy.answer(session, ctx, why.into()).await;
         }
     };
-    ctx.sequenced = Some((
-        version,
-        write::sync_outcome(replicator.config().mode, quorum),
-    ));
+    let mode = replicator.config().mode;
+    ctx.sequenced = Some((version, WriteOutcome::after_quorum(mode, quorum)));
     if origin != primary {
         // The primary could not answer and another origin did: for the
         // dashboards that is a retry on another origin, and the answer (with
         // its metrics) is that origin's.
-        proxy.metrics.origins[primary].retries.inc();
+        if let Some(primary) = proxy.pool.get(primary) {
+            primary.metrics.retries.inc();
+        }
         ctx.tried.push(origin);
     }
     let Ok(decoded) = decode_answer(&raw) else {
-        return refuse(session, ctx, 502, MALFORMED_MESSAGE).await;
+        return proxy.answer(session, ctx, Canned::Malformed).await;
     };
     ctx.upstream_status = Some(decoded.status);
     let (mut response, body) = relayed(decoded)?;
-    if let Err(e) = write::mark_answer(replicator, &mut response, version, origin, quorum) {
-        if quorum {
-            return Err(e);
-        }
-        return refuse(session, ctx, 504, write::QUORUM_TIMEOUT_MESSAGE).await;
+    if let Err(canned) = write::mark_answer(replicator, &mut response, version, origin, quorum) {
+        return proxy.answer(session, ctx, canned).await;
     }
     session
         .write_response_header(Box::new(response), body.is_empty())
@@ -134,16 +127,4 @@ fn relayed(decoded: Decoded) -> Result<(ResponseHeader, Bytes)> {
     headers::strip_hop_by_hop(&mut response);
     response.insert_header(http::header::CONTENT_LENGTH, decoded.body.len())?;
     Ok((response, decoded.body))
-}
-
-/// Answers with hothot's own `status` and `message`.
-async fn refuse(
-    session: &mut Session,
-    ctx: &mut RequestCtx,
-    status: u16,
-    message: &'static str,
-) -> Result<bool> {
-    ctx.error_status = Some(status);
-    respond_plain(session, status, Bytes::from_static(message.as_bytes())).await?;
-    Ok(true)
 }

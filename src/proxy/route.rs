@@ -13,7 +13,7 @@
 
 use crate::config::LimitMode;
 use crate::limit::Limiter;
-use crate::pool::Pool;
+use crate::pool::{OriginId, Pool};
 use crate::replication::Replicator;
 use crate::selection::{selection_key, Balancer, Traffic};
 use pingora_http::RequestHeader;
@@ -27,13 +27,13 @@ pub const COOKIE: &str = "hothot_v";
 pub struct SeenWrite {
     pub version: u64,
     /// Its primary, if it is still in the pool.
-    pub primary: Option<usize>,
+    pub primary: Option<OriginId>,
 }
 
 /// Where a request goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
-    Origin(usize),
+    Origin(OriginId),
     /// No origin may take it (503).
     NoOrigin,
     /// A retry found no untried origin.
@@ -61,7 +61,7 @@ pub fn seen_write(request: &RequestHeader, pool: &Pool) -> Option<SeenWrite> {
     let (version, primary) = value.split_once('.')?;
     Some(SeenWrite {
         version: version.parse().ok()?,
-        primary: pool.find(primary),
+        primary: pool.find(primary).map(|o| o.id),
     })
 }
 
@@ -94,7 +94,7 @@ impl Router {
     pub async fn choose(
         &self,
         traffic: Traffic,
-        tried: &[usize],
+        tried: &[OriginId],
         seen: Option<SeenWrite>,
     ) -> Route {
         self.with_room(|| self.choose_now(traffic, tried, seen))
@@ -126,18 +126,20 @@ impl Router {
             if left.is_zero() {
                 return Route::Full;
             }
-            let serving = (0..self.pool.len()).filter(|i| self.pool.is_serving(*i));
-            let wait = self.limiter.time_to_room(serving);
+            let serving = self.pool.members().filter(|o| o.is_serving());
+            let wait = self.limiter.time_to_room(serving.map(|o| &**o));
             tokio::time::sleep(wait.clamp(Duration::from_millis(1), left)).await;
         }
     }
 
     fn primary_now(&self) -> Route {
-        let pool = &self.pool;
-        let stuck: Vec<usize> = (0..pool.len())
-            .filter(|i| pool.is_lagging(*i) || self.replicator.is_failing(*i))
+        let stuck: Vec<OriginId> = self
+            .pool
+            .members()
+            .filter(|o| o.is_lagging() || o.backlog.is_failing())
+            .map(|o| o.id)
             .collect();
-        let pick = |skip: &[usize]| {
+        let pick = |skip: &[OriginId]| {
             self.pick_by_capacity(&selection_key(Traffic::Write, skip.iter().copied()))
         };
         let index = pick(&stuck).or_else(|| match stuck.is_empty() {
@@ -150,20 +152,25 @@ impl Router {
         }
     }
 
-    fn choose_now(&self, traffic: Traffic, tried: &[usize], seen: Option<SeenWrite>) -> Route {
+    fn choose_now(&self, traffic: Traffic, tried: &[OriginId], seen: Option<SeenWrite>) -> Route {
         let pool = &self.pool;
         let replicator = &self.replicator;
         // Only a client that saw a write of its own skips origins lacking it.
         let stale = seen.into_iter().flat_map(|s| {
-            (0..pool.len()).filter(move |i| !replicator.has_applied(*i, s.version, s.primary))
+            pool.members()
+                .map(|o| o.id)
+                .filter(move |id| !replicator.has_applied(*id, s.version, s.primary))
         });
         let key = selection_key(traffic, tried.iter().copied().chain(stale));
         match self.pick_by_capacity(&key) {
-            Some(index) => Route::Origin(index),
+            Some(origin) => Route::Origin(origin),
             None if tried.is_empty() => {
-                let primary = seen.and_then(|s| s.primary).filter(|p| pool.is_serving(*p));
+                let primary = seen
+                    .and_then(|s| s.primary)
+                    .and_then(|p| pool.get(p))
+                    .filter(|p| p.is_serving());
                 match primary {
-                    Some(primary) if self.limiter.try_take(primary) => Route::Origin(primary),
+                    Some(primary) if self.limiter.try_take(primary) => Route::Origin(primary.id),
                     _ => self.none_with_room(tried, Route::NoOrigin),
                 }
             }
@@ -173,11 +180,12 @@ impl Router {
 
     /// No pick: `Full` when the limit is why (an untried serving origin
     /// is at its capacity), `otherwise` when not.
-    fn none_with_room(&self, tried: &[usize], otherwise: Route) -> Route {
+    fn none_with_room(&self, tried: &[OriginId], otherwise: Route) -> Route {
         let full = self.limiter.is_on()
-            && (0..self.pool.len()).any(|i| {
-                !tried.contains(&i) && self.pool.is_serving(i) && !self.limiter.has_room(i)
-            });
+            && self
+                .pool
+                .members()
+                .any(|o| !tried.contains(&o.id) && o.is_serving() && !self.limiter.has_room(o));
         match full {
             true => Route::Full,
             false => otherwise,
@@ -185,50 +193,35 @@ impl Router {
     }
 
     /// The origin the balancer picks for selection `key` that has room, if any.
-    fn pick_by_capacity(&self, key: &[u8]) -> Option<usize> {
+    fn pick_by_capacity(&self, key: &[u8]) -> Option<OriginId> {
         // Without a limit every pick is accepted.
         let limited = self.limiter.is_on();
-        self.balancer
-            .select_with(key, |index| !limited || self.limiter.try_take(index))
+        self.balancer.select_with(key, |id| {
+            !limited || self.pool.get(id).is_some_and(|o| self.limiter.try_take(o))
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{OriginConfig, PassiveConfig};
 
     #[test]
     fn the_cookie_names_version_and_primary() {
-        let origins: Vec<OriginConfig> = ["a", "b"]
-            .iter()
-            .enumerate()
-            .map(|(i, n)| OriginConfig {
-                name: n.to_string(),
-                address: format!("127.0.0.1:{}", 9000 + i).parse().unwrap(),
-                capacity: 1,
-                tls: None,
-            })
-            .collect();
-        let pool = Pool::new(
-            &origins,
-            PassiveConfig {
-                failures: 0,
-                eject: std::time::Duration::from_secs(1),
-            },
-        )
-        .unwrap();
+        let (pool, _replicator) = crate::replication::testing::pool(&[1, 1]);
+        let b = pool.find("o1").map(|o| o.id);
         let mut request = RequestHeader::build("GET", b"/", None).unwrap();
         request
-            .insert_header("cookie", "theme=dark; hothot_v=42.b; lang=en")
+            .insert_header("cookie", "theme=dark; hothot_v=42.o1; lang=en")
             .unwrap();
         assert_eq!(
             seen_write(&request, &pool),
             Some(SeenWrite {
                 version: 42,
-                primary: Some(1)
+                primary: b
             })
         );
+        assert!(b.is_some());
         request
             .insert_header("cookie", "hothot_v=nonsense")
             .unwrap();

@@ -2,15 +2,62 @@
 //! streams to the primary, and hand it to the replicator once the primary has
 //! answered (waiting for the quorum in `sync` mode).
 
+use super::answers::Canned;
+use crate::classify::Class;
 use crate::config::{OnTimeout, Oversize, ReplicateOn, ReplicationMode};
+use crate::pool::OriginId;
 use crate::replication::{
-    CapturedRequest, Full, NewWrite, Replicator, IDEMPOTENCY_KEY, REPLICATED_FROM,
-    REPLICATION_STATUS, VERSION,
+    CapturedRequest, NewWrite, Replicator, IDEMPOTENCY_KEY, REPLICATION_STATUS, VERSION,
 };
 use bytes::{Bytes, BytesMut};
-use pingora_error::{Error, ErrorType, Result};
+use pingora_error::Result;
 use pingora_http::{RequestHeader, ResponseHeader};
-use std::net::IpAddr;
+
+/// What became of a write's replication, for the access log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// On its way to its primary.
+    Pending,
+    /// Not replicated on purpose (oversize with `pass`, the primary's answer).
+    Skipped,
+    /// Refused before reaching any origin (oversize with `reject`).
+    Rejected,
+    /// The journal could not store it.
+    NotStored,
+    /// Queued for the peers (`async`).
+    Queued,
+    /// The sync quorum acknowledged it.
+    Quorum,
+    /// The sync quorum did not acknowledge it in time.
+    QuorumMissed,
+    /// Sequenced, but no origin's answer reached its client.
+    NotAnswered,
+}
+
+impl WriteOutcome {
+    /// As the access log writes it.
+    pub fn label(self) -> &'static str {
+        match self {
+            WriteOutcome::Pending => "pending",
+            WriteOutcome::Skipped => "skipped",
+            WriteOutcome::Rejected => "rejected",
+            WriteOutcome::NotStored => "not stored",
+            WriteOutcome::Queued => "queued",
+            WriteOutcome::Quorum => "quorum",
+            WriteOutcome::QuorumMissed => "quorum missed",
+            WriteOutcome::NotAnswered => "not answered",
+        }
+    }
+
+    /// A replicated write's outcome once its primary answered.
+    pub fn after_quorum(mode: ReplicationMode, quorum: bool) -> Self {
+        match (mode, quorum) {
+            (ReplicationMode::Sync, true) => WriteOutcome::Quorum,
+            (ReplicationMode::Sync, false) => WriteOutcome::QuorumMissed,
+            _ => WriteOutcome::Queued,
+        }
+    }
+}
 
 /// A write on its way to its primary.
 pub struct WriteCapture {
@@ -26,11 +73,7 @@ pub struct WriteCapture {
     complete: bool,
     /// The body outgrew `max_body` under `oversize: pass`: not replicated.
     oversize: bool,
-    /// Set when a sync write's quorum did not answer in time.
-    pub quorum_timed_out: bool,
-    /// What became of its replication, for the access log: `pending`,
-    /// `skipped`, `not stored`, `queued` (async), `quorum` or `quorum missed` (sync).
-    pub outcome: &'static str,
+    pub outcome: WriteOutcome,
 }
 
 /// What `admit` decided for a request.
@@ -39,34 +82,13 @@ pub enum Admission {
     Pass,
     /// A write to capture and replicate.
     Capture(Box<WriteCapture>),
-    /// Refused before reaching any origin, with this status and message.
-    Refuse(u16, &'static str),
+    /// Refused before reaching any origin.
+    Refuse(Canned),
 }
 
-pub const OVERSIZE_MESSAGE: &str =
-    "payload too large: the write (headers and body) exceeds replication.max_body\n";
-pub const BACKLOG_FULL_MESSAGE: &str =
-    "service unavailable: the replication backlog is full, retry later\n";
-pub const JOURNAL_FULL_MESSAGE: &str =
-    "service unavailable: the replication journal is full (journal.max_bytes), retry later\n";
-pub const QUORUM_TIMEOUT_MESSAGE: &str =
-    "gateway timeout: the replication quorum did not acknowledge in time; the write stays queued for the peers\n";
-
-/// Decides what happens to a request before it reaches any origin.
-pub fn admit(
-    replicator: &Replicator,
-    request: &mut RequestHeader,
-    client: Option<IpAddr>,
-) -> Admission {
-    // By a constant name: a `&str` is parsed into a header name per lookup.
-    const REPLICATED_FROM_NAME: http::HeaderName = http::HeaderName::from_static(REPLICATED_FROM);
-    if request.headers.contains_key(&REPLICATED_FROM_NAME) {
-        if replicator.trusts(client) {
-            return Admission::Pass; // already a copy: replicating it again would loop
-        }
-        request.remove_header(&REPLICATED_FROM_NAME);
-    }
-    if !replicator.replicates(&request.method) {
+/// Decides what happens to a request of `class` before it reaches any origin.
+pub fn admit(replicator: &Replicator, class: Class, request: &RequestHeader) -> Admission {
+    if class != Class::Write || !replicator.is_on() {
         return Admission::Pass;
     }
     let config = replicator.config();
@@ -82,7 +104,7 @@ pub fn admit(
         return match config.oversize {
             Oversize::Reject => {
                 replicator.count_rejected();
-                Admission::Refuse(413, OVERSIZE_MESSAGE)
+                Admission::Refuse(Canned::Oversize)
             }
             Oversize::Pass => {
                 replicator.count_skipped(None);
@@ -90,10 +112,8 @@ pub fn admit(
             }
         };
     }
-    match replicator.admit() {
-        Ok(()) => {}
-        Err(Full::Backlog) => return Admission::Refuse(503, BACKLOG_FULL_MESSAGE),
-        Err(Full::Journal) => return Admission::Refuse(503, JOURNAL_FULL_MESSAGE),
+    if let Err(full) = replicator.admit() {
+        return Admission::Refuse(full.into());
     }
     let version = replicator.next_version();
     let client_key = request
@@ -111,8 +131,7 @@ pub fn admit(
         body: BytesMut::new(),
         complete: false,
         oversize: false,
-        quorum_timed_out: false,
-        outcome: "pending",
+        outcome: WriteOutcome::Pending,
     }))
 }
 
@@ -137,7 +156,7 @@ impl WriteCapture {
     }
 
     /// Sets the write's version and idempotency key on the request.
-    pub fn stamp(&self, request: &mut RequestHeader) -> Result<()> {
+    fn stamp(&self, request: &mut RequestHeader) -> Result<()> {
         request.insert_header(VERSION, self.version.to_string())?;
         request.insert_header(IDEMPOTENCY_KEY, self.idempotency_key.as_str())?;
         Ok(())
@@ -164,7 +183,8 @@ impl WriteCapture {
         Ok(())
     }
 
-    /// Keeps a chunk of the body as it streams to the primary.
+    /// Keeps a chunk of the body as it streams to the primary; a body that
+    /// outgrows `max_body` under `oversize: reject` is cut off (413).
     pub fn append(
         &mut self,
         replicator: &Replicator,
@@ -177,11 +197,8 @@ impl WriteCapture {
                 if self.body.len() + chunk.len() > self.body_limit {
                     if config.oversize == Oversize::Reject {
                         replicator.count_rejected();
-                        self.outcome = "rejected";
-                        return Err(Error::explain(
-                            ErrorType::HTTPStatus(413),
-                            "body exceeds replication.max_body",
-                        ));
+                        self.outcome = WriteOutcome::Rejected;
+                        return Err(Canned::Oversize.error("body exceeds replication.max_body"));
                     }
                     self.oversize = true;
                     self.body = BytesMut::new();
@@ -197,20 +214,21 @@ impl WriteCapture {
     /// The request ended without the primary's answer (it timed out, failed,
     /// or the client left first): the write is not replicated, and is
     /// counted `skipped` like any write the primary did not answer with 2xx.
-    pub fn unanswered(&mut self, replicator: &Replicator, primary: Option<usize>) {
-        if self.outcome == "pending" {
+    pub fn unanswered(&mut self, replicator: &Replicator, primary: Option<OriginId>) {
+        if self.outcome == WriteOutcome::Pending {
             replicator.count_skipped(primary);
-            self.outcome = "skipped";
+            self.outcome = WriteOutcome::Skipped;
         }
     }
 
-    /// The primary answered: replicate (and in sync mode wait), or count why not.
+    /// The primary answered: replicate (and in sync mode wait), or count why
+    /// not. `Err` is what the client gets instead of the primary's answer.
     pub async fn finish(
         &mut self,
         replicator: &Replicator,
-        primary: usize,
+        primary: OriginId,
         response: &mut ResponseHeader,
-    ) -> Result<()> {
+    ) -> std::result::Result<(), Canned> {
         let config = replicator.config();
         let success = response.status.is_success();
         if !self.complete && success {
@@ -225,18 +243,15 @@ impl WriteCapture {
                 response.status.as_u16()
             );
             replicator.count_skipped(Some(primary));
-            self.outcome = "skipped";
-            return Err(Error::explain(
-                ErrorType::HTTPStatus(502),
-                "the origin answered before the request body ended",
-            ));
+            self.outcome = WriteOutcome::Skipped;
+            return Err(Canned::BadGateway);
         }
         if self.oversize
             || !self.complete
             || (config.replicate_on == ReplicateOn::Success && !success)
         {
             replicator.count_skipped(Some(primary));
-            self.outcome = "skipped";
+            self.outcome = WriteOutcome::Skipped;
             return Ok(());
         }
         let Some(request) = self.request.take() else {
@@ -254,13 +269,12 @@ impl WriteCapture {
             })
             .await
         else {
-            self.outcome = "not stored";
+            self.outcome = WriteOutcome::NotStored;
             return Ok(());
         };
         let quorum =
             config.mode != ReplicationMode::Sync || replicator.wait_for_quorum(&write).await;
-        self.quorum_timed_out = !quorum;
-        self.outcome = sync_outcome(config.mode, quorum);
+        self.outcome = WriteOutcome::after_quorum(config.mode, quorum);
         mark_answer(replicator, response, self.version, primary, quorum)
     }
 
@@ -270,7 +284,7 @@ impl WriteCapture {
         self,
         replicator: &Replicator,
         mut request: RequestHeader,
-        primary: usize,
+        primary: OriginId,
         body: Bytes,
     ) -> Result<NewWrite> {
         self.stamp(&mut request)?;
@@ -285,37 +299,34 @@ impl WriteCapture {
     }
 }
 
-/// What a replicated write's log line says once its primary answered.
-pub fn sync_outcome(mode: ReplicationMode, quorum: bool) -> &'static str {
-    match (mode, quorum) {
-        (ReplicationMode::Sync, true) => "quorum",
-        (ReplicationMode::Sync, false) => "quorum missed",
-        _ => "queued",
-    }
-}
-
 /// Marks the client's answer to a replicated write: its version, the
 /// read-your-writes cookie naming the origin that answered, and what a
-/// missed sync quorum means (`partial`, or a 504 error under `fail`).
+/// missed sync quorum means (`partial`, or a 504 under `fail`).
 pub fn mark_answer(
     replicator: &Replicator,
     response: &mut ResponseHeader,
     version: u64,
-    answered_by: usize,
+    answered_by: OriginId,
     quorum: bool,
-) -> Result<()> {
+) -> std::result::Result<(), Canned> {
     let config = replicator.config();
-    response.insert_header(VERSION, version.to_string())?;
-    if config.read_your_writes {
-        let cookie = super::route::cookie(version, replicator.origin_name(answered_by));
-        response.append_header(http::header::SET_COOKIE, cookie)?;
+    let marked = (|| -> Result<()> {
+        response.insert_header(VERSION, version.to_string())?;
+        if config.read_your_writes {
+            let cookie = super::route::cookie(version, replicator.origin_name(answered_by));
+            response.append_header(http::header::SET_COOKIE, cookie)?;
+        }
+        if !quorum && config.on_timeout == OnTimeout::Degrade {
+            response.insert_header(REPLICATION_STATUS, "partial")?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = marked {
+        log::error!("write version {version}: cannot mark the answer: {e}");
+        return Err(Canned::Failure(500));
     }
     match (quorum, config.on_timeout) {
-        (true, _) => Ok(()),
-        (false, OnTimeout::Degrade) => response.insert_header(REPLICATION_STATUS, "partial"),
-        (false, OnTimeout::Fail) => Err(Error::explain(
-            ErrorType::HTTPStatus(504),
-            "replication quorum timed out",
-        )),
+        (false, OnTimeout::Fail) => Err(Canned::QuorumTimeout),
+        _ => Ok(()),
     }
 }

@@ -22,16 +22,17 @@
 //! that can be repeated, as PUT and DELETE can; origins that deduplicate by
 //! `Idempotency-Key` apply each write once).
 
+use super::backlog::{Backlog, Taken, Work};
+use super::entry::Entry;
 use super::pipeline::{Answer, PeerConnection, PipelineError};
-use super::queue::{Next, PeerQueue, Taken};
 use super::write::Write;
 use super::Replicator;
 use crate::config::Timeouts;
 use crate::metrics::PeerMetrics;
+use crate::pool::Origin;
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Most entries in flight on a lane's connection.
 const WINDOW: usize = 64;
@@ -81,11 +82,9 @@ impl Backoff {
 
 pub struct Lane {
     pub replicator: Arc<Replicator>,
-    /// The origin's index in the pool.
-    pub index: usize,
+    pub origin: Arc<Origin>,
     /// This lane's number among the origin's lanes.
     pub lane: usize,
-    pub address: SocketAddr,
     pub timeouts: Timeouts,
     pub backoff: Backoff,
 }
@@ -93,7 +92,7 @@ pub struct Lane {
 /// An entry sent and not answered yet.
 struct Sent {
     id: u64,
-    write: Arc<Write>,
+    entry: Entry,
     /// Sent behind an entry of the same key that failed: its answer is not
     /// kept, and it is sent again after that entry.
     void: bool,
@@ -111,15 +110,15 @@ enum Settled {
 
 impl Lane {
     fn metrics(&self) -> &PeerMetrics {
-        &self.replicator.metrics.replication.peers[self.index]
+        &self.origin.metrics.replication
     }
 
-    fn queue(&self) -> &PeerQueue {
-        &self.replicator.sequencer.queues()[self.index]
+    fn queue(&self) -> &Backlog {
+        &self.origin.backlog
     }
 
     fn name(&self) -> &str {
-        self.replicator.origin_name(self.index)
+        &self.origin.name
     }
 
     /// Delivers forever; returns only when the caller drops the future.
@@ -158,7 +157,9 @@ impl Lane {
                     self.note_failure(&error.to_string());
                     connection = None;
                     for sent in in_flight.drain(..) {
-                        self.fail_reply(&sent.write, None);
+                        if let Some(write) = sent.entry.write() {
+                            self.fail_reply(write, None);
+                        }
                         self.queue().release(sent.id, None);
                     }
                     window = 1;
@@ -178,32 +179,12 @@ impl Lane {
         }
     }
 
-    /// Waits until the backlog has entries this lane may send. A short batch
-    /// nobody waits for here first lingers for company, unless a write
-    /// whose client waits for this origin joins it: then it leaves at once.
+    /// Waits until the backlog has entries this lane may send (see
+    /// [`Backlog::next_batch`]).
     async fn wait_for_work(&self, window: usize) -> Vec<Taken> {
-        let queue = self.queue();
         // Read once per batch: a reload may change it.
         let linger = self.replicator.linger();
-        let mut linger_until: Option<Instant> = None;
-        loop {
-            let woken = queue.wake().notified();
-            tokio::pin!(woken);
-            woken.as_mut().enable();
-            let patient =
-                !linger.is_zero() && linger_until.is_none_or(|until| Instant::now() < until);
-            match queue.take(self.lane, window, patient) {
-                Next::Send(batch) => return batch,
-                Next::Hold => {
-                    let until = *linger_until.get_or_insert_with(|| Instant::now() + linger);
-                    let _ = tokio::time::timeout_at(until.into(), woken).await;
-                }
-                Next::Until(until) => {
-                    let _ = tokio::time::timeout_at(until.into(), woken).await;
-                }
-                Next::Wait => woken.await,
-            }
-        }
+        self.queue().next_batch(self.lane, window, linger).await
     }
 
     /// More entries to send behind those in flight. Batching: entries that
@@ -224,8 +205,8 @@ impl Lane {
         }
         let patient = !self.replicator.linger().is_zero();
         match self.queue().take(self.lane, room, patient) {
-            Next::Send(batch) => batch,
-            Next::Hold | Next::Until(_) | Next::Wait => Vec::new(),
+            Work::Send(batch) => batch,
+            Work::Hold | Work::Until(_) | Work::Wait => Vec::new(),
         }
     }
 
@@ -237,22 +218,23 @@ impl Lane {
         batch: Vec<Taken>,
     ) -> Result<Option<Settled>, PipelineError> {
         if !batch.is_empty() {
-            let mut bytes = Vec::with_capacity(batch.iter().map(|t| t.write.wire_len()).sum());
+            let mut bytes = Vec::with_capacity(batch.iter().map(|t| t.entry.wire_len()).sum());
             for taken in &batch {
-                let (head, rest) = taken.write.wire_for(self.index);
+                let (head, rest) = taken.entry.wire_for(self.origin.id);
                 bytes.extend_from_slice(head);
                 bytes.extend_from_slice(rest);
             }
             in_flight.extend(batch.into_iter().map(|t| Sent {
                 id: t.id,
-                write: t.write,
+                entry: t.entry,
                 void: false,
             }));
             if connection.is_none() {
-                let origin = self.replicator.pool.origin(self.index);
-                let tls = origin.and_then(|o| o.tls.as_deref());
-                *connection =
-                    Some(PeerConnection::connect(self.address, tls, self.timeouts.connect).await?);
+                let origin = &self.origin;
+                let tls = origin.tls.as_deref();
+                *connection = Some(
+                    PeerConnection::connect(origin.address, tls, self.timeouts.connect).await?,
+                );
             }
             if let Some(connection) = connection.as_mut() {
                 connection.send(&bytes, self.timeouts.write).await?;
@@ -261,12 +243,13 @@ impl Lane {
         let (Some(pipe), Some(front)) = (connection.as_mut(), in_flight.front()) else {
             return Ok(None);
         };
-        let capture = front.write.is_verify_read()
-            || front
-                .write
+        let capture = match &front.entry {
+            Entry::VerifyRead(_) => true,
+            Entry::Write(write) => write
                 .reply
                 .as_ref()
-                .is_some_and(|r| r.wants(self.index));
+                .is_some_and(|r| r.wants(self.origin.id)),
+        };
         let answer = pipe.read_answer(self.timeouts.read, capture).await?;
         let Some(sent) = in_flight.pop_front() else {
             return Ok(None);
@@ -284,18 +267,21 @@ impl Lane {
 
     /// Settles (or sends back) the entry the origin just answered.
     fn settle(&mut self, sent: Sent, answer: &Answer, in_flight: &mut VecDeque<Sent>) -> Settled {
-        let write = &sent.write;
         if sent.void {
             self.queue().release(sent.id, None);
             return Settled::Void;
         }
-        if let Some(sample) = &write.verify {
-            sample.record(self.index, answer.status, answer.raw.as_ref());
-            self.replicator.settled(self.index, sent.id, write);
-            return Settled::Answered;
-        }
+        let write = match &sent.entry {
+            Entry::VerifyRead(read) => {
+                let raw = answer.raw.as_ref();
+                read.sample.record(self.origin.id, answer.status, raw);
+                self.settled(&sent);
+                return Settled::Answered;
+            }
+            Entry::Write(write) => write.clone(),
+        };
         if answer.status >= 500 {
-            return self.server_error(sent, answer, in_flight);
+            return self.server_error(sent, &write, answer, in_flight);
         }
         let sequenced = self.replicator.config().order.is_sequenced();
         if answer.status < 300 || sequenced {
@@ -305,7 +291,7 @@ impl Lane {
             self.metrics()
                 .sync
                 .observe(write.accepted_at.elapsed().as_secs_f64());
-            if write.primary != Some(self.index) {
+            if write.primary != Some(self.origin.id) {
                 write.acknowledge();
             }
         } else {
@@ -319,10 +305,16 @@ impl Lane {
             );
         }
         if let Some(reply) = &write.reply {
-            reply.answered(self.index, answer.raw.clone());
+            reply.answered(self.origin.id, answer.raw.clone());
         }
-        self.replicator.settled(self.index, sent.id, write);
+        self.settled(&sent);
         Settled::Answered
+    }
+
+    /// The origin is done with `sent`: it leaves the backlog.
+    fn settled(&self, sent: &Sent) {
+        let sequencer = &self.replicator.sequencer;
+        sequencer.settled(&self.origin, sent.id, &sent.entry);
     }
 
     /// A 5xx: the entry is retried after a backoff (its key waits; entries
@@ -331,12 +323,12 @@ impl Lane {
     fn server_error(
         &mut self,
         sent: Sent,
+        write: &Write,
         answer: &Answer,
         in_flight: &mut VecDeque<Sent>,
     ) -> Settled {
-        let write = &sent.write;
         self.fail_reply(write, answer.raw.clone());
-        let counts = self.replicator.pool.is_probe_up(self.index);
+        let counts = self.origin.is_probe_up();
         let failures = self.queue().record_failure(sent.id, counts);
         let max_attempts = self.replicator.config().retry_max_attempts;
         if failures >= max_attempts {
@@ -349,14 +341,14 @@ impl Lane {
                 write.request_line(),
                 self.name()
             );
-            self.replicator.settled(self.index, sent.id, write);
+            self.settled(&sent);
         } else {
             self.metrics().retried.inc();
             let backoff = self.backoff.next_delay();
             self.queue().release(sent.id, Some(backoff));
             // Later entries of its key were sent after it: they go again after it.
             for later in in_flight.iter_mut() {
-                later.void |= later.write.key == write.key;
+                later.void |= later.entry.key() == write.key;
             }
         }
         Settled::ServerError(answer.status)
@@ -365,7 +357,7 @@ impl Lane {
     /// Tells a client waiting for `write` that this origin failed it.
     fn fail_reply(&self, write: &Write, raw: Option<bytes::Bytes>) {
         if let Some(reply) = &write.reply {
-            reply.failed(self.index, raw);
+            reply.failed(self.origin.id, raw);
         }
     }
 }

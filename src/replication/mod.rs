@@ -3,47 +3,55 @@
 //!
 //! Under `order: total` (the default) and `key`, the proxy ([`crate::proxy`])
 //! reads a write whole and hands it over with [`Replicator::order`]: it gets
-//! its place in the sequence (`sequencer`), is journaled, and joins every
-//! origin's backlog (`queue`), the primary's included; each origin's lanes
-//! (`deliver`) send their backlog in order, and the client gets the primary's
-//! answer (`reply`). Under `order: version` the write streams to its primary
-//! as any request does, and [`Replicator::submit`] hands it to the other
-//! origins' backlogs once the primary has answered. A sampled fraction of
-//! writes is read back from every origin and compared (`verify`).
+//! its place in the sequence (`sequencer`), is stored in the log (`log`,
+//! what it stores encoded by `payload`), and joins every origin's backlog
+//! (`backlog`), the primary's included; each origin's lanes (`deliver`, run
+//! by `workers`) send their backlog in order, and the client gets the
+//! primary's answer (`reply`). Under `order: version` the write streams to
+//! its primary as any request does, and [`Replicator::submit`] hands it to
+//! the other origins' backlogs once the primary has answered. A sampled
+//! fraction of writes is read back from every origin and compared
+//! (`verify`). Replication answers in its own terms ([`Ordered`],
+//! [`Unanswered`], [`Full`]); the proxy alone turns them into statuses.
 
 mod admission;
+mod backlog;
 mod deliver;
+mod entry;
 mod key;
-mod membership;
+pub mod log;
+mod payload;
 mod pipeline;
-mod queue;
+mod reconfigure;
 mod recover;
 mod reply;
 mod sequencer;
-mod service;
+#[cfg(test)]
+pub(crate) mod testing;
 mod verify;
 mod version;
+mod workers;
 mod write;
 
 use crate::config::{ReplicationConfig, ReplicationMode, Timeouts};
-use crate::journal::{Journal, JournalError};
+use crate::journal::{Journal, JournalError, Recovered};
 use crate::metrics::Metrics;
-use crate::pool::Pool;
+use crate::pool::{NewOrigin, OriginId, Pool};
 use arc_swap::ArcSwap;
+pub use backlog::Backlog;
 use bytes::Bytes;
 use key::Keying;
+use log::Log;
 use pingora_http::RequestHeader;
 pub use pipeline::{decode as decode_answer, Decoded};
-use queue::PeerQueue;
 use reply::{Outcome, Reply};
+pub use sequencer::Cut;
 use sequencer::{Sequencer, Targets};
-pub use service::ReplicationService;
-use std::net::IpAddr;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::Instant;
 use verify::Verifier;
 pub use version::VersionClock;
+pub use workers::ReplicationService;
 pub use write::{CapturedRequest, NewWrite, Write};
 
 /// Set on every copy sent to an origin other than the primary; names the primary.
@@ -59,8 +67,19 @@ pub const REPLICATION_STATUS: &str = "x-hothot-replication";
 pub enum Full {
     /// Some origin's backlog holds `max_pending` writes.
     Backlog,
-    /// The journal holds `journal.max_bytes`.
+    /// The log holds `journal.max_bytes`.
     Journal,
+}
+
+/// Why a sequenced write's client gets no origin's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unanswered {
+    /// The log could not store it: it was not sequenced, no origin got it.
+    NotStored,
+    /// Every origin failed it (or is out of service); it stays queued.
+    NoAnswer,
+    /// No origin answered within `timeouts.read`; it stays queued.
+    TimedOut,
 }
 
 /// What the client of a sequenced write gets.
@@ -68,22 +87,13 @@ pub enum Full {
 pub enum Ordered {
     /// The answer of `origin` (the primary, unless it could not answer).
     Answer {
-        origin: usize,
+        origin: OriginId,
         raw: Bytes,
         /// False when a sync write's quorum did not acknowledge within `timeout`.
         quorum: bool,
     },
-    /// No origin's answer: this status from hothot (the write was not
-    /// sequenced, or stays queued for every origin).
-    Status(u16, &'static str),
+    Unanswered(Unanswered),
 }
-
-pub const NOT_STORED_MESSAGE: &str =
-    "service unavailable: the replication journal could not store the write\n";
-pub const NO_ANSWER_MESSAGE: &str =
-    "bad gateway: no origin could apply the write; it stays queued for every origin\n";
-pub const ANSWER_TIMEOUT_MESSAGE: &str =
-    "gateway timeout: no origin answered the write in time; it stays queued for every origin\n";
 
 pub struct Replicator {
     /// Swapped by a reload (the keys [`crate::reload`] lets change live).
@@ -96,46 +106,58 @@ pub struct Replicator {
     pool: Arc<Pool>,
     metrics: Arc<Metrics>,
     timeouts: Timeouts,
-    /// Told when a reload added or removed origins: the service starts or
-    /// stops their lanes.
+    /// Told when a reload added or removed origins: the workers start or
+    /// stop their lanes.
     membership: tokio::sync::Notify,
 }
 
 impl Replicator {
-    /// Opens the journal (unless replication is off) and queues what it
-    /// still holds for each origin, in the original order.
+    /// Opens the journal (unless replication is off), adds `origins` to the
+    /// pool, and queues what the journal still holds for each of them, in
+    /// the original order.
     pub fn open(
         config: ReplicationConfig,
         pool: Arc<Pool>,
         metrics: Arc<Metrics>,
         timeouts: Timeouts,
+        origins: Vec<NewOrigin>,
     ) -> Result<Self, JournalError> {
-        let names: Vec<String> = pool.members().map(|(_, o)| o.name.clone()).collect();
-        let queues = (0..names.len())
-            .map(|index| PeerQueue::new(index, config.max_pending, 0))
-            .collect();
-        let pending = metrics
-            .replication
-            .peers
-            .iter()
-            .map(|(_, p)| p.pending.clone());
-        let (journal, recovered) = match config.mode {
-            ReplicationMode::Off => (None, None),
+        let (log, recovered): (Option<Arc<dyn Log>>, _) = match config.mode {
+            ReplicationMode::Off => (None, Recovered::default()),
             _ => {
-                let (journal, recovered) = Journal::open(&config.journal, &names)?;
-                (Some(journal), Some(recovered))
+                let (journal, recovered) = Journal::open(&config.journal)?;
+                (Some(Arc::new(journal)), recovered)
             }
         };
-        let next_seq = recovered.as_ref().map_or(1, recover::next_seq);
+        Ok(Self::with_log(
+            config, pool, metrics, timeouts, origins, log, recovered,
+        ))
+    }
+
+    /// [`Replicator::open`] over `log`, which held `recovered`.
+    pub(crate) fn with_log(
+        config: ReplicationConfig,
+        pool: Arc<Pool>,
+        metrics: Arc<Metrics>,
+        timeouts: Timeouts,
+        origins: Vec<NewOrigin>,
+        log: Option<Arc<dyn Log>>,
+        recovered: Recovered,
+    ) -> Self {
         let write_ahead = config.order.is_sequenced()
             && config.journal.fsync == crate::config::FsyncPolicy::Always;
-        let sequencer = Sequencer::new(queues, pending.collect(), journal, next_seq, write_ahead);
+        let next_seq = recover::next_seq(&recovered);
+        let sequencer = Sequencer::new(pool.clone(), log, next_seq, write_ahead);
+        let cut = sequencer.start_cut(config.max_pending);
+        for origin in origins {
+            pool.add(origin, &cut);
+        }
+        drop(cut);
         let clock = VersionClock::new();
         let keying = Keying::new(config.order, config.order_key.clone());
-        if let Some(recovered) = recovered {
-            recover::requeue(recovered, &names, &sequencer, &clock, &metrics, &keying);
-        }
+        recover::requeue(recovered, &pool, &sequencer, &clock, &metrics, &keying);
         metrics.publish_replication_settings(&config);
+        metrics.publish_pool(&pool);
         let verifier = Arc::new(Verifier::new(
             match config.mode {
                 ReplicationMode::Off => 0.0,
@@ -144,7 +166,7 @@ impl Replicator {
             pool.clone(),
             metrics.clone(),
         ));
-        Ok(Replicator {
+        Replicator {
             config: ArcSwap::from_pointee(config),
             clock,
             keying,
@@ -155,7 +177,7 @@ impl Replicator {
             metrics,
             timeouts,
             membership: tokio::sync::Notify::new(),
-        })
+        }
     }
 
     /// The replication settings in force.
@@ -163,20 +185,9 @@ impl Replicator {
         self.config.load()
     }
 
-    /// Is a request with this method a write to replicate?
-    pub fn replicates(&self, method: &http::Method) -> bool {
-        let config = self.config();
-        config.mode != ReplicationMode::Off && config.methods.contains(method)
-    }
-
-    /// May this client mark its request as an already-replicated copy?
-    pub fn trusts(&self, client: Option<IpAddr>) -> bool {
-        client.is_some_and(|ip| {
-            self.config()
-                .trusted_sources
-                .iter()
-                .any(|range| range.contains(ip))
-        })
+    /// Is replication on (so that a write is replicated)?
+    pub fn is_on(&self) -> bool {
+        self.config().mode != ReplicationMode::Off
     }
 
     pub fn next_version(&self) -> u64 {
@@ -208,14 +219,14 @@ impl Replicator {
         })
     }
 
-    /// Numbers the write, journals it, and hands it to its targets' backlogs
-    /// (with the read that verifies it, if sampled). Under total and key
-    /// order a write the journal could not store is refused (`Err`).
+    /// Numbers the write, stores it in the log, and hands it to its targets'
+    /// backlogs (with the read that verifies it, if sampled). Under total
+    /// and key order a write the log could not store is refused.
     fn sequence(
         &self,
         new: &NewWrite,
         reply: Option<Arc<Reply>>,
-    ) -> Result<(Arc<Write>, Option<crate::journal::Durability>), String> {
+    ) -> Result<(Arc<Write>, Option<log::Stored>), Unanswered> {
         let sequenced = self.config().order.is_sequenced();
         let targets = match sequenced {
             true => Targets::All,
@@ -223,40 +234,43 @@ impl Replicator {
         };
         // Under the sequence lock: the origins in the pool cannot change
         // until this write has joined their backlogs.
-        let next = self.sequencer.next();
-        let names: Vec<&str> = self
-            .sequencer
-            .members()
-            .filter(|(i, _)| targets.contains(*i))
-            .map(|(i, _)| self.origin_name(i))
+        let numbered = self.sequencer.next();
+        let members: Vec<OriginId> = self.pool.members().map(|o| o.id).collect();
+        let names: Vec<&str> = members
+            .iter()
+            .filter(|id| targets.contains(**id))
+            .map(|id| self.pool.name(*id))
             .collect();
-        let primary = self.origin_name(new.primary);
-        let write = Arc::new(Write::new(next.seq, new, primary, reply));
-        // A pool of one has nobody to copy to under version order, and nothing to journal.
+        let primary = self.pool.name(new.primary);
+        let write = Arc::new(Write::new(numbered.seq, new, primary, reply));
+        // A pool of one has nobody to copy to under version order, and nothing to store.
         let stored = match names.is_empty() {
             true => None,
-            false => next.append(&new.record(next.seq, primary, &names)),
+            false => {
+                let head = new.payload_head(primary);
+                let prefix = payload::body_prefix(&new.body);
+                numbered.append(&names, &new.payload(&head, &prefix))
+            }
         };
         if let Some(error) = stored.as_ref().and_then(|s| s.failed()) {
             if sequenced {
-                return Err(error.to_owned());
+                ::log::error!("journal: write refused, it could not be stored: {error}");
+                return Err(Unanswered::NotStored);
             }
         }
-        let read = self
-            .verifier
-            .read_for(&write, self.sequencer.members().count());
-        next.hand_off(write.clone(), read, targets);
+        let read = self.verifier.read_for(&write, members);
+        numbered.hand_off(write.clone(), read, targets);
         Ok((write, stored))
     }
 
-    /// `order: version`: journals a write its primary has answered and
-    /// queues it for every other origin; returns once the journal has stored
-    /// it per the fsync policy, or once every other origin has acknowledged
-    /// it (nothing is left pending for the journal to keep, so a slow
-    /// `fdatasync` does not hold the client).
-    /// `None` only if the write was refused (never under version order).
+    /// `order: version`: stores a write its primary has answered and queues
+    /// it for every other origin; returns once the log has stored it per
+    /// the fsync policy, or once every other origin has acknowledged it
+    /// (nothing is left pending for the log to keep, so a slow `fdatasync`
+    /// does not hold the client). `None` only if the write was refused
+    /// (never under version order).
     pub async fn submit(&self, new: NewWrite) -> Option<Arc<Write>> {
-        let others = self.sequencer.members().count().saturating_sub(1);
+        let others = self.pool.members().count().saturating_sub(1);
         let others = u32::try_from(others).unwrap_or(u32::MAX);
         let (write, stored) = self.sequence(&new, None).ok()?;
         if let Some(stored) = stored {
@@ -264,7 +278,7 @@ impl Replicator {
                 biased;
                 stored = stored.wait() => {
                     if let Err(e) = stored {
-                        log::error!("journal: write #{} not stored: {e}", write.seq);
+                        ::log::error!("journal: write #{} not stored: {e}", write.seq);
                     }
                 }
                 () = write.acknowledged_by(others) => {}
@@ -278,16 +292,14 @@ impl Replicator {
     /// primary's, or another origin's if the primary cannot answer; in sync
     /// mode, once `quorum` other origins have it too.
     pub async fn order(&self, new: NewWrite) -> Ordered {
-        let reply = Arc::new(Reply::new(new.primary, self.pool.len()));
+        let targets: Vec<OriginId> = self.pool.members().map(|o| o.id).collect();
+        let reply = Arc::new(Reply::new(new.primary, targets));
         let write = match self.sequence(&new, Some(reply.clone())) {
             Ok((write, _)) => write,
-            Err(e) => {
-                log::error!("journal: write refused, it could not be stored: {e}");
-                return Ordered::Status(503, NOT_STORED_MESSAGE);
-            }
+            Err(unanswered) => return Ordered::Unanswered(unanswered),
         };
-        let deadline = Instant::now() + self.timeouts.read;
-        let out_of_service = |i: usize| !self.pool.is_serving(i) || self.is_failing(i);
+        let deadline = tokio::time::Instant::now() + self.timeouts.read;
+        let out_of_service = |id: OriginId| !self.pool.is_serving(id) || self.is_failing(id);
         match reply.wait(deadline, &out_of_service).await {
             Outcome::Answer { origin, raw } => {
                 let quorum = self.config().mode != ReplicationMode::Sync
@@ -303,23 +315,17 @@ impl Replicator {
                 raw,
                 quorum: true,
             },
-            Outcome::Failed(None) => Ordered::Status(502, NO_ANSWER_MESSAGE),
-            Outcome::TimedOut => Ordered::Status(504, ANSWER_TIMEOUT_MESSAGE),
+            Outcome::Failed(None) => Ordered::Unanswered(Unanswered::NoAnswer),
+            Outcome::TimedOut => Ordered::Unanswered(Unanswered::TimedOut),
         }
     }
 
-    /// Are deliveries to the origin at `index` failing (a 5xx or a broken
-    /// connection on its last attempt)?
-    pub fn is_failing(&self, index: usize) -> bool {
-        self.sequencer
-            .queues()
-            .get(index)
-            .is_some_and(PeerQueue::is_failing)
-    }
-
-    /// The origin at `index` settled its backlog entry `id`.
-    fn settled(&self, index: usize, id: u64, write: &Write) {
-        self.sequencer.settled(index, id, write);
+    /// Are deliveries to `origin` failing (a 5xx or a broken connection on
+    /// its last attempt)?
+    pub fn is_failing(&self, origin: OriginId) -> bool {
+        self.pool
+            .get(origin)
+            .is_some_and(|o| o.backlog.is_failing())
     }
 
     /// Waits until `quorum` origins other than the primary acknowledged
@@ -335,25 +341,29 @@ impl Replicator {
         acknowledged.is_ok()
     }
 
-    /// Name of the origin at `index`.
-    pub fn origin_name(&self, index: usize) -> &str {
-        self.pool.origin(index).map_or("", |o| o.name.as_str())
+    /// Name of the origin `origin`.
+    pub fn origin_name(&self, origin: OriginId) -> &str {
+        self.pool.name(origin)
     }
 
-    /// Does the origin at `index` hold the write stamped `version` (and
-    /// everything before it)? True for the origin that answered it, and for
-    /// any origin with no pending write at or below that version.
-    pub fn has_applied(&self, index: usize, version: u64, answered_by: Option<usize>) -> bool {
-        answered_by == Some(index)
+    /// Does `origin` hold the write stamped `version` (and everything before
+    /// it)? True for the origin that answered it, and for any origin with no
+    /// pending write at or below that version.
+    pub fn has_applied(
+        &self,
+        origin: OriginId,
+        version: u64,
+        answered_by: Option<OriginId>,
+    ) -> bool {
+        answered_by == Some(origin)
             || self
-                .sequencer
-                .queues()
-                .get(index)
-                .is_some_and(|q| q.is_past(version))
+                .pool
+                .get(origin)
+                .is_some_and(|o| o.backlog.is_past(version))
     }
 
-    /// The workers delivering every backlog; [`crate::service::ProxyService`]
-    /// runs them on the proxy's runtime.
+    /// The workers delivering every backlog; [`crate::proxy_service`] runs
+    /// them on the proxy's runtime.
     pub fn service(self: &Arc<Self>) -> ReplicationService {
         ReplicationService {
             replicator: self.clone(),

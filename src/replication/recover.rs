@@ -1,70 +1,74 @@
-//! Start-up: the journal's pending writes go back into each origin's
-//! backlog, in their original order; an origin that left the pool loses its
-//! backlog (logged and counted), and an origin that joined gets no history.
+//! Start-up: the log's pending writes go back into each origin's backlog,
+//! in their original order; an origin that left the pool loses its backlog
+//! (logged and counted), and an origin that joined gets no history.
 
 use super::key::Keying;
+use super::payload::StoredWrite;
 use super::sequencer::Sequencer;
 use super::version::VersionClock;
 use super::write::Write;
-use crate::journal::record::WriteRecord;
 use crate::journal::Recovered;
 use crate::metrics::Metrics;
+use crate::pool::Pool;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// The first sequence number after everything the journal remembers: its
-/// writes, and the cursors (which outlive the writes they settled, so a
-/// journal whose writes were all trimmed never hands out a number again).
+/// The first sequence number after everything the log remembers: its
+/// entries, and the cursors (which outlive the entries they settled, so a
+/// log whose entries were all trimmed never hands out a number again).
 pub fn next_seq(recovered: &Recovered) -> u64 {
-    let writes = recovered.writes.iter().map(|w| w.seq);
+    let entries = recovered.entries.iter().map(|e| e.seq);
     let cursors = recovered.cursors.values().copied();
-    writes.chain(cursors).max().unwrap_or(0) + 1
+    entries.chain(cursors).max().unwrap_or(0) + 1
 }
 
-/// Queues the journal's pending writes.
+/// Queues the log's pending writes for the origins in `pool`.
 pub fn requeue(
     recovered: Recovered,
-    names: &[String],
+    pool: &Pool,
     sequencer: &Sequencer,
     clock: &VersionClock,
     metrics: &Metrics,
     keying: &Keying,
 ) {
-    let mut queued = vec![0u64; names.len()];
+    let mut queued: BTreeMap<&str, u64> = pool.members().map(|o| (o.name.as_str(), 0)).collect();
     let mut dropped: BTreeMap<String, u64> = BTreeMap::new();
-    let total = recovered.writes.len();
+    let total = recovered.entries.len();
     let mut last_seq = 0;
-    for record in recovered.writes {
-        last_seq = last_seq.max(record.seq);
-        clock.observe(record.version);
-        let pending: Vec<String> = record
+    for entry in recovered.entries {
+        let seq = entry.seq;
+        last_seq = last_seq.max(seq);
+        let pending: Vec<&String> = entry
             .targets
             .iter()
             .filter(|t| {
                 recovered
                     .cursors
                     .get(*t)
-                    .is_none_or(|settled| record.seq > *settled)
+                    .is_none_or(|settled| seq > *settled)
             })
-            .cloned()
             .collect();
         if pending.is_empty() {
             continue;
         }
-        let seq = record.seq;
-        let primary = names.iter().position(|n| *n == record.primary);
-        let Some(write) = Write::from_record(record, primary, |r| key_of(keying, r)).map(Arc::new)
-        else {
+        let Some(stored) = StoredWrite::decode(&entry.payload) else {
+            log::error!("journal: entry #{seq} is not a write this hothot can read; skipped");
+            continue;
+        };
+        clock.observe(stored.version);
+        let primary = pool.find(&stored.primary).map(|o| o.id);
+        let Some(write) = Write::from_stored(seq, &stored, primary, key_of(keying, &stored)) else {
             log::error!("journal: write #{seq} no longer parses as a request; skipped");
             continue;
         };
+        let write = Arc::new(write);
         for target in pending {
-            match names.iter().position(|n| *n == target) {
-                Some(index) => {
-                    sequencer.requeue(index, write.clone());
-                    queued[index] += 1;
+            match pool.find(target) {
+                Some(origin) => {
+                    sequencer.requeue(origin, write.clone());
+                    *queued.entry(origin.name.as_str()).or_default() += 1;
                 }
-                None => *dropped.entry(target).or_default() += 1,
+                None => *dropped.entry(target.clone()).or_default() += 1,
             }
         }
     }
@@ -79,11 +83,7 @@ pub fn requeue(
             .with_label_values(&[peer])
             .inc_by(*count);
     }
-    let summary: Vec<String> = names
-        .iter()
-        .zip(&queued)
-        .map(|(n, q)| format!("{n}: {q}"))
-        .collect();
+    let summary: Vec<String> = queued.iter().map(|(n, q)| format!("{n}: {q}")).collect();
     log::info!(
         "journal: read {total} writes in {:?}; pending per origin: {}",
         recovered.elapsed,
@@ -91,16 +91,16 @@ pub fn requeue(
     );
 }
 
-/// The order key of a journaled write, as the proxy computed it for the live one.
-fn key_of(keying: &Keying, record: &WriteRecord) -> u64 {
-    let path = record.uri.split('?').next().unwrap_or("");
+/// The order key of a stored write, as the proxy computed it for the live one.
+fn key_of(keying: &Keying, stored: &StoredWrite) -> u64 {
+    let path = stored.uri.split('?').next().unwrap_or("");
     // An absolute-form target (`http://host/path`) keys by its path.
     let path = match path.split_once("://") {
         Some((_, rest)) => rest.find('/').map_or("/", |at| &rest[at..]),
         None => path,
     };
     keying.key(path, |name| {
-        record
+        stored
             .headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))

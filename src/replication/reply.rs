@@ -9,10 +9,13 @@
 //! has failed the write (or is out of service) does the client get a 5xx:
 //! the last 5xx answer an origin gave, if any.
 
+use crate::pool::OriginId;
 use bytes::Bytes;
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+// Tokio's clock, so that deadlines follow a paused clock in tests.
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 /// How often a waiting client looks again at whether its primary is out of
 /// service (probes, ejection, failing deliveries): those change without an
@@ -20,7 +23,9 @@ use tokio::sync::Notify;
 const RECHECK: Duration = Duration::from_millis(50);
 
 pub struct Reply {
-    primary: usize,
+    primary: OriginId,
+    /// The origins the write went to.
+    targets: Vec<OriginId>,
     state: Mutex<State>,
     changed: Notify,
 }
@@ -29,11 +34,11 @@ struct State {
     /// The primary's answer, when below 500.
     primary: Option<Bytes>,
     /// The first answer below 500 from another origin.
-    fallback: Option<(usize, Bytes)>,
+    fallback: Option<(OriginId, Bytes)>,
     /// The latest 5xx answer, for when no origin does better.
-    server_error: Option<(usize, Bytes)>,
+    server_error: Option<(OriginId, Bytes)>,
     /// Origins that failed this write (5xx, or the connection failed).
-    failed: Vec<bool>,
+    failed: Vec<OriginId>,
     /// The client has its answer (or stopped waiting): keep nothing more.
     done: bool,
 }
@@ -42,32 +47,29 @@ struct State {
 #[derive(Debug)]
 pub enum Outcome {
     /// This origin's answer, as it sent it.
-    Answer { origin: usize, raw: Bytes },
+    Answer { origin: OriginId, raw: Bytes },
     /// Every origin failed the write or is out of service; the latest 5xx
     /// answer, if there was one.
-    Failed(Option<(usize, Bytes)>),
+    Failed(Option<(OriginId, Bytes)>),
     /// No origin answered before the deadline.
     TimedOut,
 }
 
 impl Reply {
-    /// A reply for a write whose primary is `primary`, in a pool of `origins`.
-    pub fn new(primary: usize, origins: usize) -> Self {
+    /// A reply for a write whose primary is `primary`, sent to `targets`.
+    pub fn new(primary: OriginId, targets: Vec<OriginId>) -> Self {
         Reply {
             primary,
+            targets,
             state: Mutex::new(State {
                 primary: None,
                 fallback: None,
                 server_error: None,
-                failed: vec![false; origins],
+                failed: Vec::new(),
                 done: false,
             }),
             changed: Notify::new(),
         }
-    }
-
-    pub fn primary(&self) -> usize {
-        self.primary
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -75,13 +77,13 @@ impl Reply {
     }
 
     /// Would the answer of `origin` still be used? (Its bytes are kept only then.)
-    pub fn wants(&self, origin: usize) -> bool {
+    pub fn wants(&self, origin: OriginId) -> bool {
         let state = self.lock();
         !state.done && (origin == self.primary || state.fallback.is_none())
     }
 
     /// `origin` answered below 500 (`raw` is the answer, if it was kept).
-    pub fn answered(&self, origin: usize, raw: Option<Bytes>) {
+    pub fn answered(&self, origin: OriginId, raw: Option<Bytes>) {
         let Some(raw) = raw else { return };
         let mut state = self.lock();
         if origin == self.primary {
@@ -96,10 +98,10 @@ impl Reply {
     }
 
     /// `origin` failed the write: a 5xx answer (`raw`), or a broken connection.
-    pub fn failed(&self, origin: usize, raw: Option<Bytes>) {
+    pub fn failed(&self, origin: OriginId, raw: Option<Bytes>) {
         let mut state = self.lock();
-        if let Some(failed) = state.failed.get_mut(origin) {
-            *failed = true;
+        if !state.failed.contains(&origin) {
+            state.failed.push(origin);
         }
         if let Some(raw) = raw {
             state.server_error = Some((origin, raw));
@@ -110,7 +112,7 @@ impl Reply {
 
     /// The client's outcome if it is decided, given which origins are out of
     /// service now.
-    fn decide(&self, out_of_service: &(dyn Fn(usize) -> bool + Sync)) -> Option<Outcome> {
+    fn decide(&self, out_of_service: &(dyn Fn(OriginId) -> bool + Sync)) -> Option<Outcome> {
         let mut state = self.lock();
         if let Some(raw) = state.primary.take() {
             return Some(Outcome::Answer {
@@ -119,11 +121,11 @@ impl Reply {
             });
         }
         let failed = &state.failed;
-        let cannot = |i: usize| failed[i] || out_of_service(i);
+        let cannot = |origin: OriginId| failed.contains(&origin) || out_of_service(origin);
         if !cannot(self.primary) {
             return None;
         }
-        let everyone_failed = (0..failed.len()).all(cannot);
+        let everyone_failed = self.targets.iter().all(|t| cannot(*t));
         if let Some((origin, raw)) = state.fallback.take() {
             return Some(Outcome::Answer { origin, raw });
         }
@@ -135,7 +137,7 @@ impl Reply {
     pub async fn wait(
         &self,
         deadline: Instant,
-        out_of_service: &(dyn Fn(usize) -> bool + Sync),
+        out_of_service: &(dyn Fn(OriginId) -> bool + Sync),
     ) -> Outcome {
         let outcome = loop {
             let changed = self.changed.notified();
@@ -145,7 +147,7 @@ impl Reply {
             // answer, if there is one, is better than none.
             let now = Instant::now();
             let timed_out = now >= deadline;
-            let cannot = |i: usize| (timed_out && i == self.primary) || out_of_service(i);
+            let cannot = |o: OriginId| (timed_out && o == self.primary) || out_of_service(o);
             if let Some(outcome) = self.decide(&cannot) {
                 break outcome;
             }
@@ -162,59 +164,102 @@ impl Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
-    fn origin_of(outcome: Outcome) -> Option<usize> {
+    fn id(slot: usize) -> OriginId {
+        OriginId::from_slot(slot)
+    }
+
+    fn reply(primary: usize, origins: usize) -> Reply {
+        Reply::new(id(primary), (0..origins).map(id).collect())
+    }
+
+    fn origin_of(outcome: Outcome) -> Option<OriginId> {
         match outcome {
             Outcome::Answer { origin, .. } => Some(origin),
             Outcome::Failed(_) | Outcome::TimedOut => None,
         }
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn the_primary_answers_unless_it_cannot() {
         let soon = || Instant::now() + Duration::from_millis(200);
-        let all_up = |_: usize| false;
+        let all_up = |_: OriginId| false;
         // The primary's answer wins even when another origin answered first.
-        let reply = Reply::new(1, 3);
-        reply.answered(0, Some(Bytes::from_static(b"a")));
-        assert!(reply.wants(1) && !reply.wants(2));
-        reply.answered(1, Some(Bytes::from_static(b"b")));
-        assert_eq!(origin_of(reply.wait(soon(), &all_up).await), Some(1));
+        let r = reply(1, 3);
+        r.answered(id(0), Some(Bytes::from_static(b"a")));
+        assert!(r.wants(id(1)) && !r.wants(id(2)));
+        r.answered(id(1), Some(Bytes::from_static(b"b")));
+        assert_eq!(origin_of(r.wait(soon(), &all_up).await), Some(id(1)));
         assert!(
-            !reply.wants(1),
+            !r.wants(id(1)),
             "nothing is kept once the client is answered"
         );
 
         // A failed primary: the first other answer.
-        let reply = Reply::new(1, 3);
-        reply.failed(1, Some(Bytes::from_static(b"503")));
-        reply.answered(2, Some(Bytes::from_static(b"c")));
-        assert_eq!(origin_of(reply.wait(soon(), &all_up).await), Some(2));
+        let r = reply(1, 3);
+        r.failed(id(1), Some(Bytes::from_static(b"503")));
+        r.answered(id(2), Some(Bytes::from_static(b"c")));
+        assert_eq!(origin_of(r.wait(soon(), &all_up).await), Some(id(2)));
 
         // A primary out of service: the same, without it failing this write.
-        let reply = Reply::new(0, 2);
-        reply.answered(1, Some(Bytes::from_static(b"b")));
-        assert_eq!(origin_of(reply.wait(soon(), &|i| i == 0).await), Some(1));
+        let r = reply(0, 2);
+        r.answered(id(1), Some(Bytes::from_static(b"b")));
+        assert_eq!(
+            origin_of(r.wait(soon(), &|o| o == id(0)).await),
+            Some(id(1))
+        );
 
         // Everyone failed: the 5xx.
-        let reply = Reply::new(0, 2);
-        reply.failed(0, Some(Bytes::from_static(b"500")));
-        reply.failed(1, None);
-        match reply.wait(soon(), &all_up).await {
-            Outcome::Failed(Some((0, raw))) => assert_eq!(&raw[..], b"500"),
+        let r = reply(0, 2);
+        r.failed(id(0), Some(Bytes::from_static(b"500")));
+        r.failed(id(1), None);
+        match r.wait(soon(), &all_up).await {
+            Outcome::Failed(Some((origin, raw))) => {
+                assert_eq!((origin, &raw[..]), (id(0), &b"500"[..]))
+            }
             other => panic!("{other:?}"),
         }
+    }
 
-        // The primary does not answer in time: another origin's answer.
-        let reply = Reply::new(0, 2);
-        reply.answered(1, Some(Bytes::from_static(b"b")));
-        assert_eq!(origin_of(reply.wait(soon(), &all_up).await), Some(1));
+    #[tokio::test(start_paused = true)]
+    async fn past_the_deadline_another_answer_or_none() {
+        let deadline = Duration::from_secs(30);
+        let all_up = |_: OriginId| false;
+        // The primary does not answer in time: another origin's answer,
+        // given at once, is relayed only at the deadline.
+        let r = reply(0, 2);
+        r.answered(id(1), Some(Bytes::from_static(b"b")));
+        let started = tokio::time::Instant::now();
+        let outcome = r.wait(Instant::now() + deadline, &all_up).await;
+        assert_eq!(origin_of(outcome), Some(id(1)));
+        assert!(started.elapsed() >= deadline, "{:?}", started.elapsed());
 
-        // Nobody answers.
-        let reply = Reply::new(0, 2);
-        assert!(matches!(
-            reply.wait(soon(), &all_up).await,
-            Outcome::TimedOut
-        ));
+        // Nobody answers: timed out at the deadline, not before.
+        let r = reply(0, 2);
+        let started = tokio::time::Instant::now();
+        let outcome = r.wait(Instant::now() + deadline, &all_up).await;
+        assert!(matches!(outcome, Outcome::TimedOut));
+        assert!(started.elapsed() >= deadline, "{:?}", started.elapsed());
+
+        // The primary leaves service while its client waits: the other
+        // answer within the recheck, long before the deadline.
+        let r = Arc::new(reply(0, 2));
+        r.answered(id(1), Some(Bytes::from_static(b"b")));
+        let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let waiting = tokio::spawn({
+            let (r, down) = (r.clone(), down.clone());
+            async move {
+                let out = move |o: OriginId| {
+                    o == id(0) && down.load(std::sync::atomic::Ordering::Acquire)
+                };
+                r.wait(Instant::now() + deadline, &out).await
+            }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        down.store(true, std::sync::atomic::Ordering::Release);
+        let started = tokio::time::Instant::now();
+        assert_eq!(origin_of(waiting.await.unwrap()), Some(id(1)));
+        assert!(started.elapsed() <= RECHECK, "{:?}", started.elapsed());
     }
 }

@@ -1,27 +1,28 @@
 //! Where a write gets its place in the order.
 //!
-//! One lock numbers the writes; under it each write is appended to the
-//! journal and handed to its target origins' backlogs, so the journal and
-//! every backlog hold the writes in the same order. With write-ahead on
-//! (`order: total` or `key`, with `fsync: always`), a write joins the
-//! backlogs only once the journal has made it durable: no origin ever applies
-//! a write that a crash could still lose, so after a restart every origin
-//! receives the rest of the same sequence. With `fsync: interval` or `off` the
-//! append is in the page cache before the hand-off, which a process crash
-//! does not lose either.
+//! One lock numbers the writes; under it each write is appended to the log
+//! and handed to its target origins' backlogs, so the log and every backlog
+//! hold the writes in the same order. With write-ahead on (`order: total` or
+//! `key`, with `fsync: always`), a write joins the backlogs only once the log
+//! has made it durable: no origin ever applies a write that a crash could
+//! still lose, so after a restart every origin receives the rest of the same
+//! sequence. With `fsync: interval` or `off` the append is in the page cache
+//! before the hand-off, which a process crash does not lose either.
 //!
-//! This type is the narrow interface between the proxy and where the order
-//! lives: number ([`Sequencer::next`]), store ([`Next::append`]), hand off
-//! ([`Next::hand_off`]), and learn what each origin has settled
-//! ([`Sequencer::settled`]). A shared log on an external store, sequencing
-//! several hothot instances, would replace this type and the journal behind
-//! it; the proxy phases only see the [`super::Replicator`].
+//! The sequencer is the narrow interface between the proxy and where the
+//! order lives: number ([`Sequencer::next`]), store ([`Numbered::append`],
+//! through the [`Log`] trait), hand off ([`Numbered::hand_off`]; with
+//! write-ahead, [`Sequencer::release`] once the log says the write is
+//! durable), and learn what each origin has settled
+//! ([`Sequencer::settled`]). Origins join and leave the pool only at a
+//! [`Cut`], between two writes.
 
-use super::queue::PeerQueue;
+use super::backlog::Backlog;
+use super::entry::Entry;
+use super::log::{Log, Stored};
+use super::verify::VerifyRead;
 use super::write::Write;
-use crate::journal::record::WriteView;
-use crate::journal::{Durability, Journal};
-use prometheus::IntGauge;
+use crate::pool::{Origin, OriginId, Pool};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -32,322 +33,307 @@ pub enum Targets {
     /// Every origin, the primary included (`order: total` and `key`).
     All,
     /// Every origin but the primary, which already has it (`order: version`).
-    AllBut(usize),
+    AllBut(OriginId),
 }
 
 impl Targets {
-    pub fn contains(self, index: usize) -> bool {
+    pub fn contains(self, origin: OriginId) -> bool {
         match self {
             Targets::All => true,
-            Targets::AllBut(primary) => index != primary,
+            Targets::AllBut(primary) => origin != primary,
         }
     }
 }
 
 pub struct Sequencer {
     /// The next sequence number; held while a write is numbered, stored and
-    /// handed off.
+    /// handed off, and while origins join or leave.
     next_seq: Mutex<u64>,
-    journal: Option<Journal>,
-    handoff: Arc<Handoff>,
-    /// Hand writes off only once the journal has made them durable.
-    write_ahead: bool,
-}
-
-/// The backlogs, and the sequenced writes waiting to join them.
-pub struct Handoff {
-    /// Indexed like the pool's origins; a reload adds backlogs (and retires
-    /// them) under the sequence lock, between two writes.
-    pub queues: boxcar::Vec<PeerQueue>,
+    log: Option<Arc<dyn Log>>,
+    pool: Arc<Pool>,
     /// Written but not yet durable (write-ahead only).
     staged: Mutex<Staging>,
     /// The highest sequence handed to the backlogs: every write at or below
     /// it is in the backlogs it targets (or settled there).
     published: AtomicU64,
-    /// `hothot_replication_pending{peer}`, indexed like the queues.
-    pending: boxcar::Vec<IntGauge>,
+    /// Hand writes off only once the log has made them durable.
+    write_ahead: bool,
 }
 
 #[derive(Default)]
 struct Staging {
     /// Oldest first.
     writes: VecDeque<Staged>,
-    /// The highest sequence the journal has made durable.
+    /// The highest sequence the log has made durable.
     durable: u64,
 }
 
 struct Staged {
     write: Arc<Write>,
-    read: Option<Arc<Write>>,
+    read: Option<Arc<VerifyRead>>,
     targets: Targets,
 }
 
 /// A sequence number being used: the lock stays held until the write is
 /// handed off (or the number dropped).
-pub struct Next<'a> {
+pub struct Numbered<'a> {
     sequencer: &'a Sequencer,
-    next_seq: MutexGuard<'a, u64>,
+    _next_seq: MutexGuard<'a, u64>,
     pub seq: u64,
 }
 
+/// A moment between two writes at which origins join and leave the pool
+/// ([`Pool::add`], [`Pool::retire`]): every write numbered before it is
+/// addressed to the origins in the pool before it, every later one to those
+/// after it.
+pub struct Cut<'a> {
+    sequencer: &'a Sequencer,
+    _next_seq: MutexGuard<'a, u64>,
+    /// Every write numbered so far (0 at start-up, when a joining origin
+    /// still receives what the log holds for it).
+    settled: u64,
+    /// `replication.max_pending` for the joining backlogs.
+    max_pending: usize,
+}
+
 impl Sequencer {
-    /// `next_seq` follows the journal's last write; `write_ahead` holds
-    /// writes back from the backlogs until the journal has made them durable.
+    /// `next_seq` follows the log's last write; `write_ahead` holds writes
+    /// back from the backlogs until the log has made them durable.
     pub fn new(
-        queues: boxcar::Vec<PeerQueue>,
-        pending: boxcar::Vec<IntGauge>,
-        journal: Option<Journal>,
+        pool: Arc<Pool>,
+        log: Option<Arc<dyn Log>>,
         next_seq: u64,
         write_ahead: bool,
     ) -> Self {
-        let handoff = Arc::new(Handoff {
-            queues,
-            staged: Mutex::new(Staging::default()),
-            published: AtomicU64::new(next_seq.saturating_sub(1)),
-            pending,
-        });
-        if let (Some(journal), true) = (&journal, write_ahead) {
-            let handoff = handoff.clone();
-            journal.on_durable(Box::new(move |seq| handoff.release(seq)));
-        }
         Sequencer {
             next_seq: Mutex::new(next_seq),
-            journal,
-            handoff,
-            write_ahead,
+            write_ahead: write_ahead && log.is_some(),
+            log,
+            pool,
+            staged: Mutex::new(Staging::default()),
+            published: AtomicU64::new(next_seq.saturating_sub(1)),
         }
     }
 
-    /// Every origin's backlog, by pool index (retired ones included).
-    pub fn queues(&self) -> &boxcar::Vec<PeerQueue> {
-        &self.handoff.queues
+    pub fn log(&self) -> Option<&Arc<dyn Log>> {
+        self.log.as_ref()
     }
 
-    /// The backlogs of the origins in the pool, with their indexes.
-    pub fn members(&self) -> impl Iterator<Item = (usize, &PeerQueue)> {
-        self.handoff.queues.iter().filter(|(_, q)| !q.is_retired())
+    /// Does a write join the backlogs only once the log says it is durable?
+    pub fn is_write_ahead(&self) -> bool {
+        self.write_ahead
     }
 
-    pub fn journal(&self) -> Option<&Journal> {
-        self.journal.as_ref()
+    fn lock_next(&self) -> MutexGuard<'_, u64> {
+        self.next_seq.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A reload's change of origins, between two writes (under the
-    /// sequence lock, so that no write is numbered while some origins have
-    /// left and the new ones not yet joined): the origins at `leaving` are
-    /// retired, and `joining` (name, pending gauge) get the next indexes,
-    /// each a backlog of at most `max_pending`. Returns how many writes each
-    /// leaving origin drops.
-    pub fn change(
-        &self,
-        leaving: &[usize],
-        joining: &[(String, IntGauge)],
-        max_pending: usize,
-    ) -> Vec<usize> {
-        let next_seq = self.next_seq.lock().unwrap_or_else(|e| e.into_inner());
-        let settled = next_seq.saturating_sub(1);
-        let dropped = leaving
-            .iter()
-            .map(|&index| self.retire(index, settled))
-            .collect();
-        for (name, pending) in joining {
-            // It takes the writes numbered from now on: it is a new origin,
-            // with nothing to catch up on.
-            let index = self.handoff.queues.count();
-            self.handoff.pending.push(pending.clone());
-            self.handoff
-                .queues
-                .push(PeerQueue::new(index, max_pending, settled));
-            if let Some(journal) = &self.journal {
-                journal.add_peer(name, settled);
-            }
+    fn lock_staged(&self) -> MutexGuard<'_, Staging> {
+        self.staged.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The cut for a reload's changes: between the last write numbered and
+    /// the next.
+    pub fn cut(&self, max_pending: usize) -> Cut<'_> {
+        let next_seq = self.lock_next();
+        Cut {
+            settled: next_seq.saturating_sub(1),
+            sequencer: self,
+            _next_seq: next_seq,
+            max_pending,
         }
-        dropped
     }
 
-    /// Retires the backlog at `index` (the sequence lock is held): it is
-    /// dropped, and the journal counts every write numbered so far
-    /// (`settled`) as settled for it. Returns how many writes it dropped.
-    fn retire(&self, index: usize, settled: u64) -> usize {
-        let Some(queue) = self.handoff.queues.get(index) else {
-            return 0;
-        };
-        // Sequenced writes still waiting for the journal to make them
-        // durable (write-ahead) were meant for it too: they will not join
-        // its retired backlog, so they are dropped with it. The staging lock
-        // is held throughout, so that the journal's thread cannot be between
-        // taking a write out of staging and handing it to this backlog.
-        let staging = self.handoff.lock_staged();
-        let staged = staging
-            .writes
-            .iter()
-            .filter(|s| s.targets.contains(index) && queue.accepts(s.write.seq))
-            .count();
-        let dropped = queue.retire() + staged;
-        drop(staging);
-        // The journal before the gauge, as in `settled`.
-        if let Some(journal) = &self.journal {
-            journal.ack(index, settled);
+    /// The cut at start-up, before the log's pending writes are queued
+    /// again: the origins receive what the log holds for them.
+    pub fn start_cut(&self, max_pending: usize) -> Cut<'_> {
+        Cut {
+            settled: 0,
+            sequencer: self,
+            _next_seq: self.lock_next(),
+            max_pending,
         }
-        if let Some(pending) = self.handoff.pending.get(index) {
-            pending.set(0);
-        }
-        dropped
     }
 
     /// Takes the next sequence number.
-    pub fn next(&self) -> Next<'_> {
-        let mut next_seq = self.next_seq.lock().unwrap_or_else(|e| e.into_inner());
+    pub fn next(&self) -> Numbered<'_> {
+        let mut next_seq = self.lock_next();
         let seq = *next_seq;
         *next_seq += 1;
-        Next {
+        Numbered {
             sequencer: self,
-            next_seq,
+            _next_seq: next_seq,
             seq,
         }
     }
 
-    /// The origin at `index` settled its entry `id`; the journal learns how
-    /// far that origin has settled the sequence.
-    pub fn settled(&self, index: usize, id: u64, write: &Write) {
+    /// `origin` settled its backlog entry `id`; the log learns how far that
+    /// origin has settled the sequence.
+    pub fn settled(&self, origin: &Origin, id: u64, entry: &Entry) {
         // Read before the backlog: every write up to it is in the backlog
         // already, so an empty backlog means all of them are settled.
-        let published = self.handoff.published.load(Ordering::Acquire);
-        let Some(queue) = self.handoff.queues.get(index) else {
-            return;
-        };
-        if queue.is_retired() {
+        let published = self.published.load(Ordering::Acquire);
+        let backlog = &origin.backlog;
+        if backlog.is_retired() {
             return; // its pending count was reset when it was retired
         }
-        let oldest = queue.settle(id);
+        let oldest = backlog.settle(id);
         // With the backlog empty, everything up to `published` is settled,
-        // and so is everything up to this write: writes join a backlog in
+        // and so is everything up to this entry: writes join a backlog in
         // sequence order, so all earlier ones were in it. `published` alone
         // could lag behind a write that was queued, sent and settled before
         // the hand-off recorded it; its origin was then owed it again after
         // a restart.
-        let settled_up_to = oldest.map_or(published.max(write.seq), |seq| seq - 1);
-        // The journal before the pending gauge: once the gauge shows the
-        // write settled, a graceful stop logs its acknowledgement.
-        if let Some(journal) = &self.journal {
-            journal.ack(index, settled_up_to);
-        }
-        if let Some(pending) = self
-            .handoff
-            .pending
-            .get(index)
-            .filter(|_| !write.is_verify_read())
-        {
-            pending.dec();
+        let settled_up_to = oldest.map_or(published.max(entry.seq()), |seq| seq - 1);
+        // The log before the pending gauge: once the gauge shows the write
+        // settled, a graceful stop logs its acknowledgement.
+        backlog.settle_through(settled_up_to);
+        if entry.write().is_some() {
+            origin.metrics.replication.pending.dec();
         }
     }
 
     /// The sequence below which every write is settled by every origin.
     pub fn oldest_pending(&self) -> u64 {
         // Held so that no write is between taking its number and joining the backlogs.
-        let next_seq = self.next_seq.lock().unwrap_or_else(|e| e.into_inner());
-        let staged = self
-            .handoff
-            .lock_staged()
-            .writes
-            .front()
-            .map(|s| s.write.seq);
-        let heads = self.handoff.queues.iter().filter_map(|(_, q)| q.head_seq());
+        let next_seq = self.lock_next();
+        let staged = self.lock_staged().writes.front().map(|s| s.write.seq);
+        let heads = self.pool.all().filter_map(|o| o.backlog.head_seq());
         heads.chain(staged).min().unwrap_or(*next_seq)
     }
 
-    /// Queues a write found in the journal at start-up (already durable).
-    pub fn requeue(&self, index: usize, write: Arc<Write>) {
-        self.handoff.push(index, write);
+    /// Queues a write the log held at start-up (already durable) for `origin`.
+    pub fn requeue(&self, origin: &Origin, write: Arc<Write>) {
+        push(origin, Entry::Write(write));
     }
 
     /// After start-up requeueing: writes up to `seq` are in the backlogs.
     pub fn recovered_through(&self, seq: u64) {
-        self.handoff.published.fetch_max(seq, Ordering::AcqRel);
-    }
-}
-
-impl Next<'_> {
-    /// Appends the write to the journal; wait on the answer for the fsync policy.
-    pub fn append(&self, view: &WriteView<'_>) -> Option<Durability> {
-        self.sequencer.journal.as_ref().map(|j| j.append(view))
-    }
-
-    /// Hands the write (and the read that verifies it, if sampled) to the
-    /// backlogs of `targets`; the read goes to every origin. Releases the
-    /// sequence number's lock.
-    pub fn hand_off(self, write: Arc<Write>, read: Option<Arc<Write>>, targets: Targets) {
-        let staged = Staged {
-            write,
-            read,
-            targets,
-        };
-        let handoff = &self.sequencer.handoff;
-        if self.sequencer.write_ahead {
-            let mut staging = handoff.lock_staged();
-            staging.writes.push_back(staged);
-            // The syncer may have made it durable already, before it was staged.
-            let durable = staging.durable;
-            handoff.release_staged(&mut staging, durable);
-        } else {
-            handoff.deliver(staged);
-        }
-        drop(self.next_seq);
-    }
-}
-
-impl Handoff {
-    fn lock_staged(&self) -> MutexGuard<'_, Staging> {
-        self.staged.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn push(&self, index: usize, write: Arc<Write>) {
-        let (Some(queue), Some(pending)) = (self.queues.get(index), self.pending.get(index)) else {
-            return;
-        };
-        // Counted first: the origin may settle it as soon as it is queued.
-        let counted = !write.is_verify_read();
-        if counted {
-            pending.inc();
-        }
-        if !queue.push(write) && counted {
-            pending.dec(); // retired meanwhile
-        }
-    }
-
-    fn deliver(&self, staged: Staged) {
-        let seq = staged.write.seq;
-        for (index, queue) in self.queues.iter() {
-            if !queue.accepts(seq) {
-                continue;
-            }
-            if staged.targets.contains(index) {
-                self.push(index, staged.write.clone());
-            }
-            if let Some(read) = &staged.read {
-                self.push(index, read.clone());
-            }
-        }
         self.published.fetch_max(seq, Ordering::AcqRel);
     }
 
-    /// The journal made writes up to `seq` durable: they join the backlogs.
-    /// Runs on the journal's syncer thread.
-    fn release(&self, seq: u64) {
+    /// The log made writes up to `seq` durable: they join the backlogs.
+    pub fn release(&self, seq: u64) {
         let mut staging = self.lock_staged();
         staging.durable = staging.durable.max(seq);
-        self.release_staged(&mut staging, seq);
+        self.release_staged(&mut staging);
     }
 
-    fn release_staged(&self, staging: &mut Staging, durable: u64) {
+    fn release_staged(&self, staging: &mut Staging) {
         while staging
             .writes
             .front()
-            .is_some_and(|s| s.write.seq <= durable)
+            .is_some_and(|s| s.write.seq <= staging.durable)
         {
             if let Some(next) = staging.writes.pop_front() {
                 self.deliver(next);
             }
         }
+    }
+
+    /// Hands a write (and its verify read) to every backlog it targets; the
+    /// read goes to every origin.
+    fn deliver(&self, staged: Staged) {
+        let seq = staged.write.seq;
+        for origin in self.pool.members() {
+            if !origin.backlog.accepts(seq) {
+                continue;
+            }
+            if staged.targets.contains(origin.id) {
+                push(origin, Entry::Write(staged.write.clone()));
+            }
+            if let Some(read) = &staged.read {
+                push(origin, Entry::VerifyRead(read.clone()));
+            }
+        }
+        self.published.fetch_max(seq, Ordering::AcqRel);
+    }
+}
+
+/// Queues `entry` for `origin`, counted as pending; an origin retired
+/// meanwhile takes nothing (a read is withdrawn from its sample).
+fn push(origin: &Origin, entry: Entry) {
+    let pending = &origin.metrics.replication.pending;
+    // Counted first: the origin may settle it as soon as it is queued.
+    let counted = entry.write().is_some();
+    if counted {
+        pending.inc();
+    }
+    if !origin.backlog.push(entry.clone()) {
+        if counted {
+            pending.dec();
+        }
+        entry.withdrawn(origin.id);
+    }
+}
+
+impl Numbered<'_> {
+    /// Appends the write to the log, addressed to `targets` (names), its
+    /// stored bytes in `payload`'s pieces; wait on the answer for the
+    /// log's durability. `None` without a log.
+    pub fn append(&self, targets: &[&str], payload: &[&[u8]]) -> Option<Stored> {
+        let log = self.sequencer.log.as_ref()?;
+        Some(log.append(self.seq, targets, payload))
+    }
+
+    /// Hands the write (and the read that verifies it, if sampled) to the
+    /// backlogs of `targets`; the read goes to every origin. Releases the
+    /// sequence number's lock.
+    pub fn hand_off(self, write: Arc<Write>, read: Option<Arc<VerifyRead>>, targets: Targets) {
+        let sequencer = self.sequencer;
+        let staged = Staged {
+            write,
+            read,
+            targets,
+        };
+        if sequencer.is_write_ahead() {
+            let mut staging = sequencer.lock_staged();
+            staging.writes.push_back(staged);
+            // The log may have made it durable already, before it was staged.
+            sequencer.release_staged(&mut staging);
+        } else {
+            sequencer.deliver(staged);
+        }
+    }
+}
+
+impl Cut<'_> {
+    /// The backlog of `origin`, named `name`, joining now: it takes every
+    /// write numbered after the cut, and the log tracks how far it settles.
+    pub fn backlog(&self, origin: OriginId, name: &str) -> Backlog {
+        let settled = self.settled;
+        let cursor = match &self.sequencer.log {
+            Some(log) => log.track(name, settled),
+            None => Arc::new(AtomicU64::new(settled)),
+        };
+        Backlog::new(origin, self.max_pending, settled, cursor)
+    }
+
+    /// Drops `origin`'s backlog as it leaves: the log counts every write
+    /// numbered so far as settled for it. Returns how many writes it drops,
+    /// those still waiting to be durable included.
+    pub fn retire(&self, origin: &Origin) -> usize {
+        let sequencer = self.sequencer;
+        // Staged writes were meant for it too: they will not join its
+        // retired backlog, so they are dropped with it (and a staged read
+        // is withdrawn from its sample). The staging lock is held
+        // throughout, so that no release is between taking a write out of
+        // staging and handing it to this backlog.
+        let staging = sequencer.lock_staged();
+        let backlog = &origin.backlog;
+        let mut staged = 0;
+        for waiting in staging.writes.iter() {
+            if !backlog.accepts(waiting.write.seq) {
+                continue;
+            }
+            staged += usize::from(waiting.targets.contains(origin.id));
+            if let Some(read) = &waiting.read {
+                read.sample.withdraw(origin.id);
+            }
+        }
+        let dropped = backlog.retire(self.settled) + staged;
+        drop(staging);
+        origin.metrics.replication.pending.set(0);
+        dropped
     }
 }

@@ -14,11 +14,12 @@
 use super::pipeline;
 use super::write::Write;
 use crate::metrics::Metrics;
-use crate::pool::Pool;
+use crate::pool::{OriginId, Pool};
 use bytes::Bytes;
 use std::hash::{DefaultHasher, Hasher};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 /// Request headers the verify read copies from its write: the virtual host
 /// and the credentials that let an origin answer it as it answered the write.
@@ -32,15 +33,32 @@ pub struct Verifier {
     metrics: Arc<Metrics>,
 }
 
+/// The read that verifies a write: `GET` of its path, in the write's place
+/// in the order (its sequence and key).
+pub struct VerifyRead {
+    pub seq: u64,
+    pub key: u64,
+    pub accepted_at: Instant,
+    /// The whole request, without a body.
+    pub request: Bytes,
+    pub sample: Arc<Sample>,
+}
+
 /// One sampled write's reads, as the origins answer them.
 pub struct Sample {
     verifier: Arc<Verifier>,
     path: String,
     version: u64,
-    primary: Option<usize>,
-    /// Each origin's status and body hash, once it answered.
-    answers: Mutex<Vec<Option<(u16, u64)>>>,
-    remaining: AtomicUsize,
+    primary: Option<OriginId>,
+    answers: Mutex<Answers>,
+}
+
+#[derive(Default)]
+struct Answers {
+    /// Each origin's status and body hash, as it answered.
+    given: Vec<(OriginId, (u16, u64))>,
+    /// Origins that have neither answered nor left the pool.
+    awaited: Vec<OriginId>,
 }
 
 impl Verifier {
@@ -65,10 +83,15 @@ impl Verifier {
         sample > 0.0 && (seq * sample).floor() > ((seq - 1.0) * sample).floor()
     }
 
-    /// The read that verifies `write`, if it is sampled; `origins` is how
-    /// many origins it goes to (every origin in the pool).
-    pub fn read_for(self: &Arc<Self>, write: &Write, origins: usize) -> Option<Arc<Write>> {
-        if write.is_verify_read() || !self.samples(write.seq) {
+    /// The read that verifies `write`, if it is sampled; it goes to
+    /// `origins` (every origin in the pool), each of which answers it or
+    /// has it withdrawn when it leaves the pool first.
+    pub fn read_for(
+        self: &Arc<Self>,
+        write: &Write,
+        origins: Vec<OriginId>,
+    ) -> Option<Arc<VerifyRead>> {
+        if !self.samples(write.seq) {
             return None;
         }
         let (path, request) = read_request(write.head())?;
@@ -77,10 +100,18 @@ impl Verifier {
             path,
             version: write.version,
             primary: write.primary,
-            answers: Mutex::new(vec![None; self.pool.len()]),
-            remaining: AtomicUsize::new(origins),
+            answers: Mutex::new(Answers {
+                given: Vec::with_capacity(origins.len()),
+                awaited: origins,
+            }),
         });
-        Some(Arc::new(write.verify_read(request, sample)))
+        Some(Arc::new(VerifyRead {
+            seq: write.seq,
+            key: write.key,
+            accepted_at: write.accepted_at,
+            request,
+            sample,
+        }))
     }
 }
 
@@ -108,62 +139,72 @@ fn read_request(head: &[u8]) -> Option<(String, Bytes)> {
 }
 
 impl Sample {
-    /// The origin at `index` answered the read (`raw`: the whole answer).
-    pub fn record(&self, index: usize, status: u16, raw: Option<&Bytes>) {
+    /// `origin` answered the read (`raw`: the whole answer).
+    pub fn record(&self, origin: OriginId, status: u16, raw: Option<&Bytes>) {
         let body = raw
             .and_then(|raw| pipeline::decode(raw).ok())
             .map(|d| d.body);
         let mut hasher = DefaultHasher::new();
         hasher.write(body.as_deref().unwrap_or_default());
-        {
-            let mut answers = self.answers.lock().unwrap_or_else(|e| e.into_inner());
-            match answers.get_mut(index) {
-                Some(slot @ None) => *slot = Some((status, hasher.finish())),
-                _ => return, // answered already (a resend after a broken connection)
-            }
+        self.settle(origin, Some((status, hasher.finish())));
+    }
+
+    /// `origin` left the pool before it answered: the sample is compared
+    /// without it (it would otherwise wait for that answer for ever, and
+    /// its counters would silently miss it).
+    pub fn withdraw(&self, origin: OriginId) {
+        self.settle(origin, None);
+    }
+
+    fn settle(&self, origin: OriginId, answer: Option<(u16, u64)>) {
+        let mut answers = self.answers.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(at) = answers.awaited.iter().position(|o| *o == origin) else {
+            return; // answered already (a resend after a broken connection)
+        };
+        answers.awaited.swap_remove(at);
+        if let Some(answer) = answer {
+            answers.given.push((origin, answer));
         }
-        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.compare();
+        if answers.awaited.is_empty() {
+            let given = std::mem::take(&mut answers.given);
+            drop(answers);
+            self.compare(given);
         }
     }
 
-    /// Every origin answered: count and log the ones that differ from the
-    /// most common answer (on a tie, the primary's).
-    fn compare(&self) {
-        // Only the origins the read went to answered it.
-        let (indexes, answers): (Vec<usize>, Vec<(u16, u64)>) = self
-            .answers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .enumerate()
-            .filter_map(|(index, answer)| Some((index, (*answer)?)))
-            .unzip();
+    /// Every origin answered (or left): count and log the ones that differ
+    /// from the most common answer (on a tie, the primary's).
+    fn compare(&self, given: Vec<(OriginId, (u16, u64))>) {
+        if given.is_empty() {
+            return; // every origin left before answering: nothing to compare
+        }
         let verifier = &self.verifier;
         let replication = &verifier.metrics.replication;
-        let count = |answer: &(u16, u64)| answers.iter().filter(|a| *a == answer).count();
-        let primary_answer = self
-            .primary
-            .and_then(|p| indexes.iter().position(|i| *i == p))
-            .and_then(|p| answers.get(p));
-        let reference = answers
+        let count = |answer: &(u16, u64)| given.iter().filter(|(_, a)| a == answer).count();
+        let primary_answer = given
             .iter()
+            .find(|(origin, _)| Some(*origin) == self.primary)
+            .map(|(_, a)| a);
+        let reference = given
+            .iter()
+            .map(|(_, a)| a)
             .max_by_key(|a| (count(a), Some(*a) == primary_answer))
             .copied()
             .unwrap_or_default();
-        if answers.iter().all(|a| *a == reference) {
+        if given.iter().all(|(_, a)| *a == reference) {
             replication.verified_match.inc();
             return;
         }
         replication.verified_mismatch.inc();
         let mut listing = Vec::new();
-        for (index, answer) in indexes.iter().copied().zip(&answers) {
+        for (origin, answer) in &given {
+            let known = verifier.pool.get(*origin);
             if *answer != reference {
-                if let Some(peer) = replication.peers.get(index) {
-                    peer.divergence.inc();
+                if let Some(known) = known {
+                    known.metrics.replication.divergence.inc();
                 }
             }
-            let name = verifier.pool.origin(index).map_or("?", |o| o.name.as_str());
+            let name = known.map_or("?", |o| o.name.as_str());
             listing.push(format!(
                 "{name}: {} (body hash {:016x})",
                 answer.0, answer.1
@@ -196,17 +237,7 @@ Authorization: Bearer t\r\n\r\n";
 
     #[test]
     fn sampling_is_an_exact_fraction() {
-        let pool = Arc::new(
-            Pool::new(
-                &[],
-                crate::config::PassiveConfig {
-                    failures: 0,
-                    eject: std::time::Duration::from_secs(1),
-                },
-            )
-            .unwrap(),
-        );
-        let metrics = Arc::new(Metrics::new(&pool).unwrap());
+        let (pool, metrics) = crate::replication::testing::empty_pool();
         let verifier = Verifier::new(0.01, pool.clone(), metrics.clone());
         assert_eq!((1..=10_000).filter(|s| verifier.samples(*s)).count(), 100);
         let all = Verifier::new(1.0, pool.clone(), metrics.clone());

@@ -2,11 +2,12 @@
 //!
 //! The request is encoded once, while the proxy still holds it: in the HTTP/1.1
 //! form the origins receive (shared by every origin's copy) and in the form the
-//! journal records. Nothing is re-encoded per origin or kept as parsed headers.
+//! log stores ([`super::payload`]). Nothing is re-encoded per origin or kept
+//! as parsed headers.
 
+use super::payload::{self, encode_request, StoredWrite};
 use super::reply::Reply;
-use super::verify::Sample;
-use crate::journal::record::{encode_request, WriteRecord, WriteView};
+use crate::pool::OriginId;
 use bytes::{Bytes, BytesMut};
 use pingora_http::RequestHeader;
 use std::borrow::Cow;
@@ -16,15 +17,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::Semaphore;
 
-/// An entry of an origin's backlog: a write, or the read that verifies one.
+/// A write with its place in the sequence.
 pub struct Write {
-    /// Position in the journal and in every backlog (a verify read shares
-    /// the position of the write it follows).
+    /// Position in the log and in every backlog.
     pub seq: u64,
     /// Stamped once per write; identical on every origin.
     pub version: u64,
     /// The origin whose answer the client gets, if it is (still) in the pool.
-    pub primary: Option<usize>,
+    pub primary: Option<OriginId>,
     /// Entries with the same key reach an origin in sequence order.
     pub key: u64,
     /// The request every origin receives, ready to send: request line,
@@ -41,8 +41,6 @@ pub struct Write {
     acks: Semaphore,
     /// The client waiting for this write's answer, if any.
     pub reply: Option<Arc<Reply>>,
-    /// Set when this entry is the read that verifies the write.
-    pub verify: Option<Arc<Sample>>,
 }
 
 /// A request captured for replication, encoded both ways.
@@ -51,8 +49,8 @@ pub struct CapturedRequest {
     /// Request line and headers in HTTP/1.1, without the framing headers
     /// (the copy's body is complete: it gets its own `content-length`).
     wire_head: Vec<u8>,
-    /// Method, target URI and headers as the journal records them.
-    journal: Vec<u8>,
+    /// Method, target URI and headers as the log stores them.
+    stored: Vec<u8>,
 }
 
 impl CapturedRequest {
@@ -104,9 +102,9 @@ impl CapturedRequest {
             wire_head.extend_from_slice(value);
             wire_head.extend_from_slice(b"\r\n");
         }
-        let mut journal = Vec::with_capacity(wire_head.len() + 64);
-        encode_request(method, uri, count, headers(), &mut journal);
-        CapturedRequest { wire_head, journal }
+        let mut stored = Vec::with_capacity(wire_head.len() + 64);
+        encode_request(method, uri, count, headers(), &mut stored);
+        CapturedRequest { wire_head, stored }
     }
 }
 
@@ -114,7 +112,7 @@ impl CapturedRequest {
 pub struct NewWrite {
     pub version: u64,
     pub idempotency_key: String,
-    pub primary: usize,
+    pub primary: OriginId,
     /// See [`Write::key`].
     pub key: u64,
     pub request: CapturedRequest,
@@ -122,47 +120,35 @@ pub struct NewWrite {
 }
 
 impl NewWrite {
-    /// The journal record of this write, numbered `seq`, served by `primary`
-    /// and addressed to `targets`.
-    pub fn record<'a>(
-        &'a self,
-        seq: u64,
-        primary: &'a str,
-        targets: &'a [&'a str],
-    ) -> WriteView<'a> {
-        WriteView {
-            seq,
-            version: self.version,
-            accepted_unix_ms: unix_ms(SystemTime::now()),
+    /// What the log stores of this write, served by `primary` (its name),
+    /// in pieces: `head` is [`payload::encode_head`]'s, `prefix` the body's
+    /// length prefix.
+    pub fn payload<'a>(&'a self, head: &'a [u8], prefix: &'a [u8; 4]) -> [&'a [u8]; 4] {
+        [head, &self.request.stored, prefix, &self.body]
+    }
+
+    /// The fields the stored payload starts with, as of now.
+    pub fn payload_head(&self, primary: &str) -> Vec<u8> {
+        payload::encode_head(
+            self.version,
+            unix_ms(SystemTime::now()),
             primary,
-            targets,
-            idempotency_key: &self.idempotency_key,
-            request: &self.request.journal,
-            body: &self.body,
-        }
+            &self.idempotency_key,
+        )
     }
 }
 
-/// Who a write is from, and what it is ordered by.
-#[derive(Debug, Clone, Copy)]
-pub struct Origin<'a> {
-    /// The primary's name, for `X-Hothot-Replicated-From`.
-    pub name: &'a str,
-    /// The primary's index in the pool, if it is in the pool.
-    pub index: Option<usize>,
-}
+/// Who a write is from: the primary's name (for `X-Hothot-Replicated-From`)
+/// and id, if it is in the pool.
+type Primary<'a> = (&'a str, Option<OriginId>);
 
 impl Write {
     pub fn new(seq: u64, new: &NewWrite, primary: &str, reply: Option<Arc<Reply>>) -> Self {
-        let from = Origin {
-            name: primary,
-            index: Some(new.primary),
-        };
         let mut write = Self::build(
             seq,
             new.version,
             &new.request,
-            from,
+            (primary, Some(new.primary)),
             &new.body,
             Instant::now(),
         );
@@ -175,12 +161,11 @@ impl Write {
         seq: u64,
         version: u64,
         request: &CapturedRequest,
-        primary: Origin<'_>,
+        (name, primary): Primary<'_>,
         body: &[u8],
         accepted_at: Instant,
     ) -> Self {
         let head = &request.wire_head;
-        let name = primary.name;
         let mut wire = BytesMut::with_capacity(head.len() + name.len() + body.len() + 64);
         wire.extend_from_slice(head);
         let start = wire.len();
@@ -194,38 +179,20 @@ impl Write {
         Write {
             seq,
             version,
-            primary: primary.index,
+            primary,
             key: 0,
             wire: wire.freeze(),
             from_line,
             accepted_at,
             acks: Semaphore::new(0),
             reply: None,
-            verify: None,
         }
     }
 
-    /// The read that verifies this write: `GET` of its path (`request`, a
-    /// whole request without a body), in the write's place in the order.
-    pub fn verify_read(&self, request: Bytes, sample: Arc<Sample>) -> Self {
-        Write {
-            seq: self.seq,
-            version: self.version,
-            primary: self.primary,
-            key: self.key,
-            from_line: request.len()..request.len(),
-            wire: request,
-            accepted_at: self.accepted_at,
-            acks: Semaphore::new(0),
-            reply: None,
-            verify: Some(sample),
-        }
-    }
-
-    /// The request as the origin at `index` receives it, in two pieces: the
-    /// primary's own copy has no `X-Hothot-Replicated-From`.
-    pub fn wire_for(&self, index: usize) -> (&[u8], &[u8]) {
-        if self.primary == Some(index) {
+    /// The request as `origin` receives it, in two pieces: the primary's own
+    /// copy has no `X-Hothot-Replicated-From`.
+    pub fn wire_for(&self, origin: OriginId) -> (&[u8], &[u8]) {
+        if self.primary == Some(origin) {
             (
                 &self.wire[..self.from_line.start],
                 &self.wire[self.from_line.end..],
@@ -245,45 +212,42 @@ impl Write {
         &self.wire[..self.from_line.start]
     }
 
-    /// A write read back from the journal, served by `primary`, ordered by
-    /// `key`. `None` if its request no longer parses.
-    pub fn from_record(
-        record: WriteRecord,
-        primary: Option<usize>,
-        key: impl FnOnce(&WriteRecord) -> u64,
+    /// The write numbered `seq` as the log gave it back, served by
+    /// `primary`, ordered by `key`. `None` if its request no longer parses.
+    pub fn from_stored(
+        seq: u64,
+        stored: &StoredWrite,
+        primary: Option<OriginId>,
+        key: u64,
     ) -> Option<Self> {
-        http::Method::from_bytes(record.method.as_bytes()).ok()?;
-        let uri: http::Uri = record.uri.parse().ok()?;
+        http::Method::from_bytes(stored.method.as_bytes()).ok()?;
+        let uri: http::Uri = stored.uri.parse().ok()?;
         let target = uri.path_and_query().map_or("/", |p| p.as_str());
-        for (name, value) in &record.headers {
+        for (name, value) in &stored.headers {
             http::HeaderName::from_bytes(name.as_bytes()).ok()?;
             http::HeaderValue::from_bytes(value).ok()?;
         }
         let headers = || {
-            record
+            stored
                 .headers
                 .iter()
                 .map(|(name, value)| (name.as_str(), value.as_slice()))
         };
-        let count = record.headers.len();
-        let request = CapturedRequest::new(&record.method, &record.uri, target, count, headers);
-        let age = unix_ms(SystemTime::now()).saturating_sub(record.accepted_unix_ms);
+        let count = stored.headers.len();
+        let request = CapturedRequest::new(&stored.method, &stored.uri, target, count, headers);
+        let age = unix_ms(SystemTime::now()).saturating_sub(stored.accepted_unix_ms);
         let accepted_at = Instant::now()
             .checked_sub(Duration::from_millis(age))
             .unwrap_or_else(Instant::now);
-        let from = Origin {
-            name: &record.primary,
-            index: primary,
-        };
         let mut write = Self::build(
-            record.seq,
-            record.version,
+            seq,
+            stored.version,
             &request,
-            from,
-            &record.body,
+            (&stored.primary, primary),
+            &stored.body,
             accepted_at,
         );
-        write.key = key(&record);
+        write.key = key;
         Some(write)
     }
 
@@ -300,11 +264,6 @@ impl Write {
     /// An origin other than the primary has it.
     pub fn acknowledge(&self) {
         self.acks.add_permits(1);
-    }
-
-    /// Is this the read that verifies a write (rather than a write)?
-    pub fn is_verify_read(&self) -> bool {
-        self.verify.is_some()
     }
 
     /// Waits until `quorum` peers acknowledged.
@@ -325,19 +284,19 @@ fn unix_ms(time: SystemTime) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::record::Record;
 
     #[test]
-    fn a_copy_read_back_from_the_journal_is_byte_identical() {
+    fn a_copy_read_back_from_the_log_is_byte_identical() {
         let mut header = RequestHeader::build("PUT", b"/kv/a?x=1", None).unwrap();
         header.insert_header("content-type", "text/plain").unwrap();
         header.insert_header("content-length", "5").unwrap();
         header.append_header("x-multi", "1").unwrap();
         header.append_header("x-multi", "2").unwrap();
+        let a = OriginId::from_slot(0);
         let new = NewWrite {
             version: 42,
             idempotency_key: "k".into(),
-            primary: 0,
+            primary: a,
             key: 9,
             request: CapturedRequest::of(&header),
             body: Bytes::from_static(b"hello"),
@@ -348,34 +307,24 @@ mod tests {
             "PUT /kv/a?x=1 HTTP/1.1\r\ncontent-type: text/plain\r\nx-multi: 1\r\nx-multi: 2\r\n\
              x-hothot-replicated-from: a\r\ncontent-length: 5\r\n\r\nhello"
         );
-        let (head, rest) = write.wire_for(0);
+        let (head, rest) = write.wire_for(a);
         assert_eq!(
             [head, rest].concat(),
             b"PUT /kv/a?x=1 HTTP/1.1\r\ncontent-type: text/plain\r\nx-multi: 1\r\nx-multi: 2\r\n\
 content-length: 5\r\n\r\nhello",
             "the primary's own copy names no primary"
         );
-        assert_eq!(write.wire_for(1), (&write.wire[..], &b""[..]));
+        let b = OriginId::from_slot(1);
+        assert_eq!(write.wire_for(b), (&write.wire[..], &b""[..]));
         assert_eq!(write.request_line(), "PUT /kv/a?x=1 HTTP/1.1");
 
-        let mut bytes = Vec::new();
-        WriteView {
-            seq: 7,
-            version: 42,
-            accepted_unix_ms: unix_ms(SystemTime::now()),
-            primary: "a",
-            targets: &["b"],
-            idempotency_key: "k",
-            request: &new.request.journal,
-            body: &new.body,
-        }
-        .encode(&mut bytes);
-        let Ok((Record::Write(record), _)) = Record::decode(&bytes) else {
-            panic!("the record does not decode");
-        };
-        assert_eq!(record.uri, "/kv/a?x=1");
-        assert_eq!(record.headers.len(), 4);
-        let recovered = Write::from_record(record, Some(0), |_| 9).unwrap();
+        let head = new.payload_head("a");
+        let prefix = payload::body_prefix(&new.body);
+        let stored = Bytes::from(new.payload(&head, &prefix).concat());
+        let stored = StoredWrite::decode(&stored).unwrap();
+        assert_eq!(stored.uri, "/kv/a?x=1");
+        assert_eq!(stored.headers.len(), 4);
+        let recovered = Write::from_stored(7, &stored, Some(a), 9).unwrap();
         assert_eq!(recovered.wire, write.wire);
         assert_eq!(recovered.from_line, write.from_line);
         assert_eq!(

@@ -3,11 +3,11 @@
 //!
 //! This is the part of Pingora's `LoadBalancer` hothot needs (the selection
 //! behind an `ArcSwap`, asked with an accept function), keyed by the pool's
-//! origin indexes instead of by address: a reload may give a new origin the
+//! origin ids instead of by address: a reload may give a new origin the
 //! address of a removed one, and a pick needs no address lookup.
 
 use super::CapacityWeighted;
-use crate::pool::Pool;
+use crate::pool::{OriginId, Pool};
 use arc_swap::ArcSwap;
 use pingora_load_balancing::selection::BackendSelection;
 use std::sync::Arc;
@@ -33,12 +33,13 @@ impl Balancer {
 
     /// The first origin, in the order the selection offers them for `key`
     /// (see [`super::selection_key`]), that `accept` takes.
-    pub fn select_with(&self, key: &[u8], accept: impl Fn(usize) -> bool) -> Option<usize> {
+    pub fn select_with(&self, key: &[u8], accept: impl Fn(OriginId) -> bool) -> Option<OriginId> {
         let selection = self.selection.load();
         let mut picks = selection.iter(key);
-        while let Some(index) = picks.next_index() {
-            if accept(index) {
-                return Some(index);
+        while let Some(slot) = picks.next_index() {
+            let origin = OriginId::from_slot(slot);
+            if accept(origin) {
+                return Some(origin);
             }
         }
         None

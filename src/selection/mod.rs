@@ -11,7 +11,8 @@
 mod balancer;
 mod swrr;
 
-use crate::pool::Pool;
+use crate::classify::Class;
+use crate::pool::{OriginId, Pool};
 pub use balancer::Balancer;
 use pingora_load_balancing::selection::{BackendIter, BackendSelection};
 use pingora_load_balancing::Backend;
@@ -22,21 +23,33 @@ pub use swrr::SmoothWeighted;
 /// What a request does, which decides the origins it may go to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Traffic {
-    /// Writes (and everything when replication is off): any serving origin.
+    /// Writes (replicated or not, trusted copies too): any serving origin.
     Write,
-    /// Reads: serving origins that are not lagging behind on replication.
+    /// Reads: serving origins that are not lagging behind on replication
+    /// (with replication off none lags, so every serving origin).
     Read,
+}
+
+impl Traffic {
+    /// The traffic of a request of `class` ([`crate::classify`]).
+    pub fn of(class: Class) -> Traffic {
+        match class {
+            Class::Read => Traffic::Read,
+            Class::Write | Class::TrustedCopy => Traffic::Write,
+        }
+    }
 }
 
 /// Encodes a selection key: the traffic kind, then origins to skip (already
 /// tried, or lacking a write the client has seen).
-pub fn selection_key(traffic: Traffic, skip: impl IntoIterator<Item = usize>) -> Vec<u8> {
+pub fn selection_key(traffic: Traffic, skip: impl IntoIterator<Item = OriginId>) -> Vec<u8> {
     let mut key = vec![match traffic {
         Traffic::Write => 0,
         Traffic::Read => 1,
     }];
-    for index in skip {
-        key.extend_from_slice(&u32::try_from(index).unwrap_or(u32::MAX).to_le_bytes());
+    for origin in skip {
+        let slot = u32::try_from(origin.slot()).unwrap_or(u32::MAX);
+        key.extend_from_slice(&slot.to_le_bytes());
     }
     key
 }
@@ -64,13 +77,13 @@ fn decode_key(key: &[u8], len: usize) -> (Traffic, Vec<bool>) {
 
 /// Pingora [`BackendSelection`] that picks by capacity among serving origins.
 ///
-/// Built with the [`Pool`] as config, it covers the pool's origins by index
-/// and health comes from the pool. Built without it, every backend serves and its
+/// Built with the [`Pool`] as config, it covers the pool's origins by slot
+/// (see [`OriginId::slot`]) and health comes from the pool. Built without it, every backend serves and its
 /// `weight` is its capacity. The selection key (see [`selection_key`]) says
 /// whether the request reads or writes, and which origins to skip. Reads and
 /// writes keep separate scores, since they may go to different sets.
 pub struct CapacityWeighted {
-    /// Indexed like the pool's origins.
+    /// By the pool's slots.
     backends: Vec<Backend>,
     pool: Option<Arc<Pool>>,
     /// Weights when there is no pool (the pool's are effective weights).
@@ -80,18 +93,18 @@ pub struct CapacityWeighted {
 }
 
 impl CapacityWeighted {
-    /// The selection over every index of `pool` (retired origins never
+    /// The selection over every slot of `pool` (retired origins never
     /// serve, so they are never picked).
     pub fn from_pool(pool: &Arc<Pool>) -> Self {
-        let backends: Vec<Backend> = (0..pool.len())
-            .filter_map(|i| pool.origin(i))
+        let backends: Vec<Backend> = pool
+            .all()
             .map(|origin| Backend {
                 addr: pingora_core::protocols::l4::socket::SocketAddr::Inet(origin.address),
                 weight: 1,
                 ext: Default::default(),
             })
             .collect();
-        let weights: Vec<u32> = (0..backends.len()).map(|i| pool.capacity(i)).collect();
+        let weights: Vec<u32> = pool.all().map(|o| o.capacity()).collect();
         CapacityWeighted::new(backends, Some(pool.clone()), &weights)
     }
 
@@ -105,18 +118,21 @@ impl CapacityWeighted {
         }
     }
 
-    fn weight(&self, index: usize) -> i64 {
+    fn weight(&self, slot: usize) -> i64 {
         match &self.pool {
-            Some(pool) => pool.effective_weight(index),
-            None => self.weights[index],
+            Some(pool) => pool
+                .get(OriginId::from_slot(slot))
+                .map_or(0, |o| o.effective_weight()),
+            None => self.weights.get(slot).copied().unwrap_or(0),
         }
     }
 
-    fn takes(&self, traffic: Traffic, index: usize) -> bool {
+    fn takes(&self, traffic: Traffic, slot: usize) -> bool {
+        let origin = OriginId::from_slot(slot);
         match (&self.pool, traffic) {
             (None, _) => true,
-            (Some(pool), Traffic::Write) => pool.is_serving(index),
-            (Some(pool), Traffic::Read) => pool.is_serving_reads(index),
+            (Some(pool), Traffic::Write) => pool.is_serving(origin),
+            (Some(pool), Traffic::Read) => pool.is_serving_reads(origin),
         }
     }
 }
@@ -134,8 +150,8 @@ impl BackendSelection for CapacityWeighted {
         CapacityWeighted::new(backends, None, &weights)
     }
 
-    /// Covers the pool's origins, indexed like the pool: `backends` only
-    /// says when to rebuild.
+    /// Covers the pool's origins, by slot: `backends` only says when to
+    /// rebuild.
     fn build_with_config(_backends: &BTreeSet<Backend>, pool: &Arc<Pool>) -> Self {
         Self::from_pool(pool)
     }
@@ -167,7 +183,7 @@ impl BackendIter for CapacityIter {
 }
 
 impl CapacityIter {
-    /// The next pick, as the pool's index of the origin.
+    /// The next pick, as the origin's slot in the pool.
     pub fn next_index(&mut self) -> Option<usize> {
         let selection = &self.selection;
         let traffic = self.traffic;
@@ -201,7 +217,7 @@ mod tests {
 
     #[test]
     fn selection_keys_round_trip() {
-        let key = selection_key(Traffic::Read, [2, 0]);
+        let key = selection_key(Traffic::Read, [2, 0].map(OriginId::from_slot));
         assert_eq!(
             decode_key(&key, 3),
             (Traffic::Read, vec![true, false, true])

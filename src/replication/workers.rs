@@ -1,12 +1,15 @@
-//! The replication workers: the delivery lanes of every origin, and the
-//! housekeeping ticker (lag gauges, read rotation, journal trimming).
+//! The replication workers: the delivery lanes of every origin, the hand-off
+//! of writes the log has made durable (write-ahead), and the housekeeping
+//! ticker (lag gauges, read rotation, log trimming).
 
 use super::deliver::{Backoff, Lane};
 use super::Replicator;
 use crate::config::{ReplicationMode, Timeouts};
+use crate::pool::{Origin, OriginId};
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::{AbortHandle, JoinSet};
@@ -31,21 +34,22 @@ impl Replicator {
     /// (and drained ones back), and lets the journal drop what every origin has.
     fn housekeeping(&self) {
         let mut changed = false;
-        for (index, queue) in self.sequencer.members() {
-            let lag = queue.oldest_age();
-            self.peer_metrics(index, |peer| peer.lag.set(lag.as_secs_f64()));
-            let name = self.origin_name(index);
+        for origin in self.pool.members() {
+            let backlog = &origin.backlog;
+            let lag = backlog.oldest_age();
+            origin.metrics.replication.lag.set(lag.as_secs_f64());
+            let name = &origin.name;
             let max_lag = self.config().max_lag;
-            if lag > max_lag && self.pool.set_lagging(index, true) {
+            if lag > max_lag && self.pool.set_lagging(origin.id, true) {
                 changed = true;
                 log::warn!(
                     "origin {name} lags {lag:.1?} behind on replicated writes (max_lag {:?}): \
                      no reads until it catches up",
                     max_lag
                 );
-            } else if self.pool.is_lagging(index)
-                && queue.is_empty()
-                && self.pool.set_lagging(index, false)
+            } else if origin.is_lagging()
+                && backlog.is_empty()
+                && self.pool.set_lagging(origin.id, false)
             {
                 changed = true;
                 log::info!("origin {name} caught up on replicated writes: back in read rotation");
@@ -54,41 +58,57 @@ impl Replicator {
         if changed {
             self.metrics.publish_pool(&self.pool);
         }
-        if let Some(journal) = self.sequencer.journal() {
-            journal.trim(self.sequencer.oldest_pending());
+        if let Some(log) = self.sequencer.log() {
+            log.trim(self.sequencer.oldest_pending());
+            let usage = log.usage();
             let replication = &self.metrics.replication;
-            replication.journal_bytes.set(journal.bytes() as i64);
+            replication
+                .journal_bytes
+                .set(i64::try_from(usage.bytes).unwrap_or(i64::MAX));
             replication
                 .journal_disk_bytes
-                .set(i64::try_from(journal.disk_bytes()).unwrap_or(i64::MAX));
+                .set(i64::try_from(usage.disk_bytes).unwrap_or(i64::MAX));
         }
     }
 
-    /// The lanes of the origin at `index`.
-    fn lanes(self: &Arc<Self>, index: usize, timeouts: Timeouts) -> Vec<Lane> {
+    /// The lanes of `origin`.
+    fn lanes(self: &Arc<Self>, origin: &Arc<Origin>, timeouts: Timeouts) -> Vec<Lane> {
         let lanes = if self.keying.is_per_key() {
             KEY_LANES
         } else {
             1
         };
-        let Some(origin) = self.pool.origin(index) else {
-            return Vec::new();
-        };
         let config = self.config();
         (0..lanes)
             .map(|lane| Lane {
                 replicator: self.clone(),
-                index,
+                origin: origin.clone(),
                 lane,
-                address: origin.address,
                 timeouts,
                 backoff: Backoff::new(
                     config.retry_initial,
                     config.retry_max,
-                    self.clock.next() ^ (index * KEY_LANES + lane) as u64,
+                    self.clock.next() ^ (origin.id.slot() * KEY_LANES + lane) as u64,
                 ),
             })
             .collect()
+    }
+
+    /// Write-ahead: hands writes to the backlogs as the log makes them
+    /// durable, for as long as the log runs. Never returns.
+    async fn release_durable(&self) {
+        if let Some(log) = self
+            .sequencer
+            .log()
+            .filter(|_| self.sequencer.is_write_ahead())
+        {
+            let mut known = 0;
+            while let Some(durable) = log.durable_after(known).await {
+                self.sequencer.release(durable);
+                known = durable;
+            }
+        }
+        std::future::pending().await
     }
 
     /// How long entries nobody waits for wait for company (see `deliver`).
@@ -102,25 +122,22 @@ impl Replicator {
     }
 }
 
-/// The running lanes, by origin index.
+/// The running lanes, by origin.
 #[derive(Default)]
 struct Workers {
     set: JoinSet<()>,
-    by_origin: Vec<Vec<AbortHandle>>,
+    by_origin: HashMap<OriginId, Vec<AbortHandle>>,
 }
 
 impl Workers {
     /// Starts the lanes of origins that joined, stops those of origins that left.
     fn follow(&mut self, replicator: &Arc<Replicator>, timeouts: Timeouts) {
-        for (index, queue) in replicator.sequencer.queues().iter() {
-            if self.by_origin.len() <= index {
-                self.by_origin.resize_with(index + 1, Vec::new);
-            }
-            let handles = &mut self.by_origin[index];
-            if queue.is_retired() {
+        for origin in replicator.pool.all() {
+            let handles = self.by_origin.entry(origin.id).or_default();
+            if origin.is_retired() {
                 handles.drain(..).for_each(|h| h.abort());
             } else if handles.is_empty() {
-                for lane in replicator.lanes(index, timeouts) {
+                for lane in replicator.lanes(origin, timeouts) {
                     handles.push(self.set.spawn(lane.run()));
                 }
             }
@@ -132,8 +149,8 @@ impl Workers {
 impl BackgroundService for ReplicationService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let replicator = &self.replicator;
-        if let Some(journal) = replicator.sequencer.journal() {
-            if let Err(e) = journal.start() {
+        if let Some(log) = replicator.sequencer.log() {
+            if let Err(e) = log.start() {
                 log::error!("journal: cannot start its writer thread: {e}");
                 std::process::exit(1);
             }
@@ -141,8 +158,11 @@ impl BackgroundService for ReplicationService {
         let mut workers = Workers::default();
         workers.follow(replicator, self.timeouts);
         let mut ticker = tokio::time::interval(HOUSEKEEPING);
+        let release = replicator.release_durable();
+        tokio::pin!(release);
         loop {
             tokio::select! {
+                () = &mut release => {}
                 _ = ticker.tick() => replicator.housekeeping(),
                 () = replicator.membership_changed() => workers.follow(replicator, self.timeouts),
                 // Finished lanes (aborted ones) are reaped here.
@@ -151,11 +171,11 @@ impl BackgroundService for ReplicationService {
             }
         }
         workers.set.abort_all();
-        let queues = replicator.sequencer.members();
-        let undelivered: usize = queues.map(|(_, q)| q.len()).sum();
-        match replicator.sequencer.journal() {
-            Some(journal) => {
-                journal.close();
+        let backlogs = replicator.pool.members().map(|o| &o.backlog);
+        let undelivered: usize = backlogs.map(|b| b.len()).sum();
+        match replicator.sequencer.log() {
+            Some(log) => {
+                log.close();
                 log::info!("replication: stopped; {undelivered} copies stay in the journal for the next start");
             }
             None if undelivered > 0 => {

@@ -6,7 +6,7 @@
 //! validated whole first; an invalid one is refused
 //! and the running one stays (the log names the key). What changes live:
 //! `origins` (added, removed, renamed, re-weighted: see
-//! [`crate::membership`]), `health` (probes and passive ejection),
+//! [`membership`]), `health` (probes and passive ejection),
 //! `timeouts`, `retries`, `balancing`, and replication's tunables (`methods`,
 //! `quorum`, `timeout`, `max_lag`, `linger`, `retry`, `max_pending`,
 //! `verify`, ...). Keys that need a restart (or a `-u` upgrade) are refused
@@ -15,19 +15,42 @@
 //! `journal` but its `max_bytes` (they decide how writes are numbered,
 //! stored and read back).
 
+mod membership;
+
 use crate::adaptive::Adaptive;
-use crate::certificates::ListenerCertificate;
-use crate::config::{Config, HealthConfig};
+use crate::certificates::{CertificateError, ListenerCertificate};
+use crate::config::{Config, ConfigError, HealthConfig};
 use crate::limit::Limiter;
 use crate::metrics::Metrics;
+use crate::origin_tls::TlsError;
 use crate::pool::Pool;
 use crate::proxy::LiveSettings;
 use crate::replication::Replicator;
 use crate::selection::Balancer;
 use arc_swap::ArcSwap;
+use membership::Plan;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
+
+/// Why a reload was refused (the running configuration stays).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("{0} cannot change while hothot runs: restart it (or start a new one with -u)")]
+    NeedsRestart(&'static str),
+    #[error("{0}")]
+    Certificate(#[from] CertificateError),
+    #[error("{key}: {source}")]
+    OriginTls {
+        key: String,
+        #[source]
+        source: TlsError,
+    },
+    #[error("{key}: {reason}")]
+    Limit { key: String, reason: String },
+}
 
 /// The configuration in force: what `/status` reports.
 #[derive(Debug, Clone)]
@@ -94,7 +117,7 @@ impl Reloader {
             return;
         };
         let outcome = crate::config::load(path)
-            .map_err(|e| e.to_string())
+            .map_err(ReloadError::from)
             .and_then(|new| self.apply(new));
         match outcome {
             Ok(what) => {
@@ -112,9 +135,16 @@ impl Reloader {
         }
     }
 
-    fn apply(&self, new: Config) -> Result<String, String> {
+    fn apply(&self, new: Config) -> Result<String, ReloadError> {
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
         needs_restart(&current, &new)?;
+        let budget = crate::connections::budget(
+            new.limits.max_connections,
+            new.origins.len(),
+            self.live.upstream_pool,
+        )
+        .map_err(|(key, reason)| ReloadError::Limit { key, reason })?;
+        let plan = Plan::prepare(&self.live.pool, &current, &new)?;
         // Certificates are read again even when the file is unchanged:
         // renewing one rewrites its files, not the configuration.
         ListenerCertificate::reload_all(&self.live.certificates)?;
@@ -128,13 +158,8 @@ impl Reloader {
             log::warn!("reload: {warning}");
         }
         let live = &self.live;
-        let budget = crate::connections::budget(
-            new.limits.max_connections,
-            new.origins.len(),
-            live.upstream_pool,
-        )
-        .map_err(|(key, reason)| format!("{key}: {reason}"))?;
-        let mut changed = crate::membership::apply(live, &current, &new)?;
+        // Everything that can refuse the reload has run: from here it applies whole.
+        let mut changed = plan.apply(live);
         if budget != live.connections.max() {
             changed.push(format!(
                 "client connection budget {} -> {budget}",
@@ -148,7 +173,8 @@ impl Reloader {
             changed.push("health".into());
         }
         if (current.timeouts, current.retries) != (new.timeouts, new.retries) {
-            live.proxy.set(&live.pool, new.timeouts, new.retries);
+            live.pool.set_timeouts(new.timeouts);
+            live.proxy.set_retries(new.retries);
             changed.push("timeouts and retries".into());
         }
         if current.replication != new.replication {
@@ -176,12 +202,8 @@ impl Reloader {
 }
 
 /// The first key whose change needs a restart, as a refusal.
-fn needs_restart(old: &Config, new: &Config) -> Result<(), String> {
-    let restart = |key: &str| {
-        Err(format!(
-            "{key} cannot change while hothot runs: restart it (or start a new one with -u)"
-        ))
-    };
+fn needs_restart(old: &Config, new: &Config) -> Result<(), ReloadError> {
+    let restart = |key: &'static str| Err(ReloadError::NeedsRestart(key));
     if old.listen != new.listen {
         return restart("listen");
     }

@@ -1,5 +1,6 @@
 //! One origin's backlog: the entries it has not settled yet, in sequence
-//! order, and which of them may be sent now.
+//! order, which of them may be sent now, and how far the origin has settled
+//! the sequence (the cursor the log keeps for it).
 //!
 //! An entry leaves the backlog only once the origin has settled it (answered
 //! it, or failed it `retry.max_attempts` times): an origin that is down keeps
@@ -10,20 +11,27 @@
 //! waits out a backoff while the other keys go on. Under `order: total` every
 //! entry has the same key, so the whole backlog is one ordered pipeline.
 
-use super::write::Write;
+use super::entry::Entry;
+use crate::pool::OriginId;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+// Tokio's clock, so that backoffs and lingering follow a paused clock in tests.
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 /// How many unsent entries one look for work examines at most: a key with
 /// more entries than this ahead of the others holds them up until it moves.
 const SCAN_LIMIT: usize = 4096;
 
-pub struct PeerQueue {
+/// One origin's part (see [`crate::pool::Origin`]) in replication.
+pub struct Backlog {
     /// The origin this backlog belongs to.
-    index: usize,
+    origin: OriginId,
+    /// Every write numbered at or below this is settled here; the log keeps
+    /// it ([`super::log::Log::track`]) so that a restart resumes after it.
+    settled: Arc<AtomicU64>,
     state: Mutex<State>,
     wake: Notify,
     /// `replication.max_pending`, which a reload may change.
@@ -44,7 +52,7 @@ pub struct PeerQueue {
 #[derive(Default)]
 struct State {
     /// Unsettled entries by arrival number, which is sequence order.
-    entries: BTreeMap<u64, Entry>,
+    entries: BTreeMap<u64, Slot>,
     next_id: u64,
     /// Unsettled writes (verify reads are not counted).
     writes: usize,
@@ -57,8 +65,8 @@ struct State {
     blocked: HashMap<u64, Instant>,
 }
 
-struct Entry {
-    write: Arc<Write>,
+struct Slot {
+    entry: Entry,
     sent: bool,
     /// 5xx answers that count towards `retry.max_attempts`.
     failures: u32,
@@ -67,11 +75,11 @@ struct Entry {
 /// An entry handed to a lane; `id` names it when it is settled or released.
 pub struct Taken {
     pub id: u64,
-    pub write: Arc<Write>,
+    pub entry: Entry,
 }
 
 /// What a lane may do next.
-pub enum Next {
+pub enum Work {
     /// Send these entries now, in this order.
     Send(Vec<Taken>),
     /// There are entries, but none a client waits for here: they may wait
@@ -83,11 +91,18 @@ pub enum Next {
     Wait,
 }
 
-impl PeerQueue {
-    /// The backlog of the origin at `index`, for writes numbered after `joined_after`.
-    pub fn new(index: usize, max_pending: usize, joined_after: u64) -> Self {
-        PeerQueue {
-            index,
+impl Backlog {
+    /// The backlog of `origin`, for writes numbered after `joined_after`;
+    /// `settled` is its cursor in the log.
+    pub fn new(
+        origin: OriginId,
+        max_pending: usize,
+        joined_after: u64,
+        settled: Arc<AtomicU64>,
+    ) -> Self {
+        Backlog {
+            origin,
+            settled,
             state: Mutex::new(State::default()),
             wake: Notify::new(),
             max_pending: AtomicUsize::new(max_pending),
@@ -115,7 +130,7 @@ impl PeerQueue {
     }
 
     /// Was the origin in the pool when the write numbered `seq` was
-    /// sequenced? (Once it is retired, [`PeerQueue::push`] refuses anyway.)
+    /// sequenced? (Once it is retired, [`Backlog::push`] refuses anyway.)
     pub fn accepts(&self, seq: u64) -> bool {
         seq > self.joined_after
     }
@@ -124,16 +139,27 @@ impl PeerQueue {
         self.retired.load(Ordering::Acquire)
     }
 
-    /// The origin left the pool: drops its backlog; returns how many
-    /// writes (verify reads aside) were dropped.
-    pub fn retire(&self) -> usize {
+    /// The origin left the pool: drops its backlog (verify reads in it are
+    /// withdrawn from their samples) and counts everything numbered through
+    /// `settled` as settled here; returns how many writes were dropped.
+    pub fn retire(&self, settled: u64) -> usize {
         let mut state = self.lock();
-        let dropped = state.writes;
-        *state = State::default();
+        let dropped = std::mem::take(&mut *state);
         self.retired.store(true, Ordering::Release);
         drop(state);
         self.wake.notify_waiters();
-        dropped
+        self.settle_through(settled);
+        for slot in dropped.entries.values() {
+            slot.entry.withdrawn(self.origin);
+        }
+        dropped.writes
+    }
+
+    /// Everything numbered through `seq` is settled here: the log keeps it.
+    pub fn settle_through(&self, seq: u64) {
+        // Release: whoever sees what follows (the pending gauge, then a
+        // stop) sees this in the log's last acknowledgements.
+        self.settled.fetch_max(seq, Ordering::Release);
     }
 
     /// Unsettled writes.
@@ -155,12 +181,12 @@ impl PeerQueue {
     }
 
     /// Appends an entry; false (and nothing queued) once the origin is retired.
-    pub fn push(&self, write: Arc<Write>) -> bool {
+    pub fn push(&self, entry: Entry) -> bool {
         let mut state = self.lock();
         if self.is_retired() {
             return false;
         }
-        if !write.is_verify_read() {
+        if let Some(write) = entry.write() {
             state.writes += 1;
             *state.versions.entry(write.version).or_default() += 1;
         }
@@ -168,8 +194,8 @@ impl PeerQueue {
         state.next_id += 1;
         state.entries.insert(
             id,
-            Entry {
-                write,
+            Slot {
+                entry,
                 sent: false,
                 failures: 0,
             },
@@ -186,8 +212,8 @@ impl PeerQueue {
 
     /// Up to `room` entries that `lane` may send now, marked in flight there.
     /// A `patient` lane gets nothing unless a client waits on one of them
-    /// here or they fill `room` ([`Next::Hold`]).
-    pub fn take(&self, lane: usize, room: usize, patient: bool) -> Next {
+    /// here or they fill `room` ([`Work::Hold`]).
+    pub fn take(&self, lane: usize, room: usize, patient: bool) -> Work {
         let mut guard = self.lock();
         let State {
             entries,
@@ -204,15 +230,15 @@ impl PeerQueue {
         let mut urgent = false;
         let mut until: Option<Instant> = None;
         let mut examined = 0;
-        for (id, entry) in entries.iter() {
+        for (id, slot) in entries.iter() {
             if picked.len() == room || examined == SCAN_LIMIT {
                 break;
             }
-            if entry.sent {
+            if slot.sent {
                 continue;
             }
             examined += 1;
-            let key = entry.write.key;
+            let key = slot.entry.key();
             if held.contains(&key) {
                 continue;
             }
@@ -225,43 +251,68 @@ impl PeerQueue {
                 held.insert(key);
                 continue;
             }
-            let write = &entry.write;
-            urgent |= write.reply.is_some() && write.primary == Some(self.index);
+            urgent |= slot.entry.is_urgent_for(self.origin);
             picked.push(*id);
         }
         if picked.is_empty() {
-            return until.map_or(Next::Wait, Next::Until);
+            return until.map_or(Work::Wait, Work::Until);
         }
         if patient && !urgent && picked.len() < room {
-            return Next::Hold;
+            return Work::Hold;
         }
         let taken = picked
             .into_iter()
             .filter_map(|id| {
-                let entry = entries.get_mut(&id)?;
-                entry.sent = true;
-                in_flight.entry(entry.write.key).or_insert((lane, 0)).1 += 1;
+                let slot = entries.get_mut(&id)?;
+                slot.sent = true;
+                in_flight.entry(slot.entry.key()).or_insert((lane, 0)).1 += 1;
                 Some(Taken {
                     id,
-                    write: entry.write.clone(),
+                    entry: slot.entry.clone(),
                 })
             })
             .collect();
-        Next::Send(taken)
+        Work::Send(taken)
+    }
+
+    /// Waits until there are entries `lane` may send, at most `room`. A
+    /// short batch nobody waits for here first lingers up to `linger` for
+    /// company, unless an entry whose client waits for this origin joins
+    /// it: then it leaves at once.
+    pub async fn next_batch(&self, lane: usize, room: usize, linger: Duration) -> Vec<Taken> {
+        let mut linger_until: Option<Instant> = None;
+        loop {
+            let woken = self.wake.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            let now = Instant::now();
+            let patient = !linger.is_zero() && linger_until.is_none_or(|until| now < until);
+            match self.take(lane, room, patient) {
+                Work::Send(batch) => return batch,
+                Work::Hold => {
+                    let until = *linger_until.get_or_insert(now + linger);
+                    let _ = tokio::time::timeout_at(until, woken).await;
+                }
+                Work::Until(until) => {
+                    let _ = tokio::time::timeout_at(until, woken).await;
+                }
+                Work::Wait => woken.await,
+            }
+        }
     }
 
     /// The origin settled the entry `id`; returns the sequence of the
     /// oldest entry still unsettled.
     pub fn settle(&self, id: u64) -> Option<u64> {
         let mut state = self.lock();
-        if let Some(entry) = state.entries.remove(&id) {
-            if entry.sent {
-                state.land(entry.write.key);
+        if let Some(slot) = state.entries.remove(&id) {
+            if slot.sent {
+                state.land(slot.entry.key());
             }
-            if !entry.write.is_verify_read() {
+            if let Some(write) = slot.entry.write() {
                 state.writes -= 1;
                 if let std::collections::btree_map::Entry::Occupied(mut count) =
-                    state.versions.entry(entry.write.version)
+                    state.versions.entry(write.version)
                 {
                     *count.get_mut() -= 1;
                     if *count.get() == 0 {
@@ -270,17 +321,17 @@ impl PeerQueue {
                 }
             }
         }
-        state.entries.first_key_value().map(|(_, e)| e.write.seq)
+        state.entries.first_key_value().map(|(_, s)| s.entry.seq())
     }
 
     /// The entry `id` goes back to waiting, in its place; after a 5xx its key
     /// waits `backoff` before anything with it is sent again.
     pub fn release(&self, id: u64, backoff: Option<Duration>) {
         let mut state = self.lock();
-        let Some(entry) = state.entries.get_mut(&id) else {
+        let Some(slot) = state.entries.get_mut(&id) else {
             return;
         };
-        let (key, was_sent) = (entry.write.key, std::mem::replace(&mut entry.sent, false));
+        let (key, was_sent) = (slot.entry.key(), std::mem::replace(&mut slot.sent, false));
         if was_sent {
             state.land(key);
         }
@@ -297,9 +348,9 @@ impl PeerQueue {
     /// many it has had.
     pub fn record_failure(&self, id: u64, counts: bool) -> u32 {
         let mut state = self.lock();
-        state.entries.get_mut(&id).map_or(0, |entry| {
-            entry.failures += u32::from(counts);
-            entry.failures
+        state.entries.get_mut(&id).map_or(0, |slot| {
+            slot.failures += u32::from(counts);
+            slot.failures
         })
     }
 
@@ -308,7 +359,7 @@ impl PeerQueue {
         self.lock()
             .entries
             .first_key_value()
-            .map(|(_, e)| e.write.seq)
+            .map(|(_, s)| s.entry.seq())
     }
 
     /// How long the oldest unsettled entry has waited (the origin's lag).
@@ -316,7 +367,7 @@ impl PeerQueue {
         self.lock()
             .entries
             .first_key_value()
-            .map_or(Duration::ZERO, |(_, e)| e.write.accepted_at.elapsed())
+            .map_or(Duration::ZERO, |(_, s)| s.entry.accepted_at().elapsed())
     }
 
     /// An attempt failed; true if it is the first since the last success.
@@ -353,5 +404,5 @@ impl State {
 }
 
 #[cfg(test)]
-#[path = "queue_tests.rs"]
+#[path = "backlog_tests.rs"]
 mod tests;

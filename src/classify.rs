@@ -1,0 +1,181 @@
+//! What a request is, decided once when its header has arrived: a read, a
+//! write, or a copy of a write that another hothot has replicated already.
+//!
+//! Everything that treats reads and writes differently reads this one
+//! answer: selection (reads skip origins lagging on replication, and those
+//! lacking the client's own last write), retries (only a read may be sent
+//! again after an origin received it), metrics (the `kind` label) and
+//! replication (only a write is replicated, and only while replication is
+//! on). Rules about which requests are writes (per route, say) belong here.
+//!
+//! - A request with `X-Hothot-Replicated-From` from an address in
+//!   `replication.trusted_sources` whose method is a write's is a
+//!   [`Class::TrustedCopy`]: another hothot replicated it; replicating it
+//!   again would loop. From anyone else the header is removed first.
+//! - A request whose method is in `replication.methods` (POST, PUT, PATCH
+//!   and DELETE by default) is a [`Class::Write`], whether replication is on
+//!   or off.
+//! - Everything else is a [`Class::Read`]: the safe methods (GET, HEAD,
+//!   OPTIONS, TRACE, which the configuration refuses to list), and any
+//!   method not listed.
+
+use crate::config::ReplicationConfig;
+use crate::replication::REPLICATED_FROM;
+use pingora_http::RequestHeader;
+use std::net::IpAddr;
+
+/// What a request is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    Read,
+    Write,
+    TrustedCopy,
+}
+
+/// A request's class, and whether it may be sent again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Classified {
+    pub class: Class,
+    /// May it be sent to another origin after one received it (a failure
+    /// after the request went out)? Only a read with a safe method and no
+    /// body: replaying anything else could apply it twice.
+    pub replayable: bool,
+}
+
+impl Default for Classified {
+    /// Before a request is classified (it failed first): a read, not replayed.
+    fn default() -> Self {
+        Classified {
+            class: Class::Read,
+            replayable: false,
+        }
+    }
+}
+
+/// Classifies `request` from `client` under `config`; removes a
+/// `X-Hothot-Replicated-From` the client may not send.
+pub fn classify(
+    config: &ReplicationConfig,
+    request: &mut RequestHeader,
+    client: Option<IpAddr>,
+) -> Classified {
+    // By a constant name: a `&str` is parsed into a header name per lookup.
+    const REPLICATED_FROM_NAME: http::HeaderName = http::HeaderName::from_static(REPLICATED_FROM);
+    let listed = config.methods.contains(&request.method);
+    let mut class = match listed {
+        true => Class::Write,
+        false => Class::Read,
+    };
+    if request.headers.contains_key(&REPLICATED_FROM_NAME) {
+        let trusted = client.is_some_and(|ip| {
+            config
+                .trusted_sources
+                .iter()
+                .any(|range| range.contains(ip))
+        });
+        match trusted {
+            true if listed => class = Class::TrustedCopy,
+            true => {}
+            false => {
+                request.remove_header(&REPLICATED_FROM_NAME);
+            }
+        }
+    }
+    let safe = matches!(
+        request.method,
+        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS | http::Method::TRACE
+    );
+    Classified {
+        class,
+        replayable: class == Class::Read && safe && !has_body(request),
+    }
+}
+
+/// Does the request carry a body (chunked, or a non-zero `Content-Length`)?
+pub fn has_body(request: &RequestHeader) -> bool {
+    request
+        .headers
+        .contains_key(http::header::TRANSFER_ENCODING)
+        || request
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ReplicationMode;
+
+    fn config(yaml: &str) -> ReplicationConfig {
+        let text = format!(
+            "listen: [\"127.0.0.1:8080\"]\norigins:\n  - {{name: a, address: \"127.0.0.1:9001\", capacity: 1}}\n{yaml}"
+        );
+        crate::config::parse(&text).unwrap().replication
+    }
+
+    fn request(method: &str, headers: &[(&str, &str)]) -> RequestHeader {
+        let mut request = RequestHeader::build(method, b"/k", None).unwrap();
+        for (name, value) in headers {
+            request.insert_header(name.to_string(), *value).unwrap();
+        }
+        request
+    }
+
+    fn class_of(config: &ReplicationConfig, method: &str) -> Classified {
+        classify(config, &mut request(method, &[]), None)
+    }
+
+    #[test]
+    fn listed_methods_are_writes_with_replication_on_or_off() {
+        for yaml in ["", "replication: {mode: off}\n"] {
+            let config = config(yaml);
+            for method in ["POST", "PUT", "PATCH", "DELETE"] {
+                let classified = class_of(&config, method);
+                assert_eq!(classified.class, Class::Write, "{method} ({yaml})");
+                assert!(!classified.replayable);
+            }
+            for method in ["GET", "HEAD", "OPTIONS", "TRACE"] {
+                let classified = class_of(&config, method);
+                assert_eq!(classified.class, Class::Read, "{method} ({yaml})");
+                assert!(classified.replayable, "{method}");
+            }
+        }
+        assert_eq!(
+            config("replication: {mode: off}\n").mode,
+            ReplicationMode::Off
+        );
+    }
+
+    #[test]
+    fn unlisted_methods_are_reads_but_only_safe_ones_are_replayed() {
+        let config = config("replication: {methods: [PUT]}\n");
+        let post = class_of(&config, "POST");
+        assert_eq!(post.class, Class::Read);
+        assert!(!post.replayable, "POST is not safe to send twice");
+        assert_eq!(class_of(&config, "PROPFIND").class, Class::Read);
+        let mut with_body = request("GET", &[("content-length", "3")]);
+        assert!(!classify(&config, &mut with_body, None).replayable);
+    }
+
+    #[test]
+    fn only_trusted_sources_may_mark_a_copy() {
+        let config = config("replication: {trusted_sources: [10.0.0.0/8]}\n");
+        let copy = [(REPLICATED_FROM, "a")];
+        let trusted = Some("10.1.2.3".parse().unwrap());
+        let stranger = Some("192.0.2.1".parse().unwrap());
+        let mut put = request("PUT", &copy);
+        assert_eq!(
+            classify(&config, &mut put, trusted).class,
+            Class::TrustedCopy
+        );
+        let mut put = request("PUT", &copy);
+        assert_eq!(classify(&config, &mut put, stranger).class, Class::Write);
+        assert!(
+            put.headers.get(REPLICATED_FROM).is_none(),
+            "a stranger's header is removed"
+        );
+        let mut get = request("GET", &copy);
+        assert_eq!(classify(&config, &mut get, trusted).class, Class::Read);
+    }
+}

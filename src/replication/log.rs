@@ -1,0 +1,214 @@
+//! Where the order is kept: the narrow interface between the sequencer and
+//! the log that stores the writes until every origin has them.
+//!
+//! A log stores numbered entries, each addressed to named targets (the
+//! origins) and holding opaque bytes (what [`super::payload`] encodes of a
+//! write); says when they are durable; and remembers how far each target
+//! has settled the sequence, so that a restart delivers exactly what is
+//! left. The local journal ([`crate::journal`]) is the first
+//! implementation; a shared log for several instances is a second one
+//! behind the same trait, not a second write path.
+
+use crate::journal::{Durability, Journal, StoreError};
+use async_trait::async_trait;
+use futures::future::BoxFuture;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+/// How much room the log takes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Bytes of what it holds (what `journal.max_bytes` limits).
+    pub bytes: u64,
+    /// Bytes it takes on disk.
+    pub disk_bytes: u64,
+}
+
+/// An appended entry, on its way to being durable.
+pub enum Stored {
+    /// Stored as far as the log's policy asks.
+    Ready,
+    /// Durable once this completes.
+    Pending(BoxFuture<'static, Result<(), StoreError>>),
+    /// The append failed: nothing was stored.
+    Failed(StoreError),
+}
+
+impl Stored {
+    /// The append itself failed: nothing was stored.
+    pub fn failed(&self) -> Option<&StoreError> {
+        match self {
+            Stored::Failed(error) => Some(error),
+            _ => None,
+        }
+    }
+
+    /// Waits until the entry is durable per the log's policy.
+    pub async fn wait(self) -> Result<(), StoreError> {
+        match self {
+            Stored::Ready => Ok(()),
+            Stored::Pending(wait) => wait.await,
+            Stored::Failed(error) => Err(error),
+        }
+    }
+}
+
+impl From<Durability> for Stored {
+    fn from(durability: Durability) -> Self {
+        match durability.failed() {
+            Some(error) => Stored::Failed(error.clone()),
+            None if durability.is_ready() => Stored::Ready,
+            None => Stored::Pending(Box::pin(durability.wait())),
+        }
+    }
+}
+
+#[async_trait]
+pub trait Log: Send + Sync {
+    /// Stores the entry numbered `seq` (numbers only grow), addressed to
+    /// `targets`, holding the concatenation of `payload`.
+    fn append(&self, seq: u64, targets: &[&str], payload: &[&[u8]]) -> Stored;
+
+    /// Waits until entries past `known` are durable; the highest durable
+    /// sequence, or `None` once the log is gone.
+    async fn durable_after(&self, known: u64) -> Option<u64>;
+
+    /// The settled-through cursor of the target `name`, starting at least
+    /// at `settled`; its owner raises it, the log keeps it.
+    fn track(&self, name: &str, settled: u64) -> Arc<AtomicU64>;
+
+    /// Room for more entries (under `journal.max_bytes`)?
+    fn has_room(&self) -> bool;
+
+    /// A reload's `journal.max_bytes`.
+    fn set_max_bytes(&self, max_bytes: u64);
+
+    /// Lets the log drop what every target has settled: everything below `below`.
+    fn trim(&self, below: u64);
+
+    fn usage(&self) -> Usage;
+
+    /// Starts the log's own workers (after Pingora has daemonized).
+    fn start(&self) -> std::io::Result<()>;
+
+    /// Stores the last cursors and stops.
+    fn close(&self);
+}
+
+#[async_trait]
+impl Log for Journal {
+    fn append(&self, seq: u64, targets: &[&str], payload: &[&[u8]]) -> Stored {
+        Journal::append(self, seq, targets, payload).into()
+    }
+
+    async fn durable_after(&self, known: u64) -> Option<u64> {
+        Journal::durable_after(self, known).await
+    }
+
+    fn track(&self, name: &str, settled: u64) -> Arc<AtomicU64> {
+        Journal::track(self, name, settled)
+    }
+
+    fn has_room(&self) -> bool {
+        Journal::has_room(self)
+    }
+
+    fn set_max_bytes(&self, max_bytes: u64) {
+        Journal::set_max_bytes(self, max_bytes)
+    }
+
+    fn trim(&self, below: u64) {
+        Journal::trim(self, below)
+    }
+
+    fn usage(&self) -> Usage {
+        Usage {
+            bytes: self.bytes(),
+            disk_bytes: self.disk_bytes(),
+        }
+    }
+
+    fn start(&self) -> std::io::Result<()> {
+        Journal::start(self)
+    }
+
+    fn close(&self) {
+        Journal::close(self)
+    }
+}
+
+#[cfg(test)]
+pub mod memory {
+    //! A log in memory for the sequencer's unit tests: it keeps what was
+    //! appended, and entries become durable only when the test says so.
+
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+    use tokio::sync::watch;
+
+    /// An appended entry: its sequence, targets and payload.
+    pub type Appended = (u64, Vec<String>, Vec<u8>);
+
+    #[derive(Default)]
+    pub struct MemoryLog {
+        pub entries: Mutex<Vec<Appended>>,
+        pub cursors: Mutex<BTreeMap<String, Arc<AtomicU64>>>,
+        durable: watch::Sender<u64>,
+    }
+
+    impl MemoryLog {
+        /// Entries up to `seq` are durable now.
+        pub fn make_durable(&self, seq: u64) {
+            self.durable.send_replace(seq);
+        }
+
+        /// Where the target `name`'s cursor is.
+        pub fn cursor(&self, name: &str) -> Option<u64> {
+            let cursors = self.cursors.lock().unwrap();
+            cursors
+                .get(name)
+                .map(|c| c.load(std::sync::atomic::Ordering::Acquire))
+        }
+    }
+
+    #[async_trait]
+    impl Log for MemoryLog {
+        fn append(&self, seq: u64, targets: &[&str], payload: &[&[u8]]) -> Stored {
+            let targets = targets.iter().map(|t| t.to_string()).collect();
+            let entries = &mut self.entries.lock().unwrap();
+            entries.push((seq, targets, payload.concat()));
+            Stored::Ready
+        }
+
+        async fn durable_after(&self, known: u64) -> Option<u64> {
+            let mut durable = self.durable.subscribe();
+            durable.wait_for(|seq| *seq > known).await.ok().map(|s| *s)
+        }
+
+        fn track(&self, name: &str, settled: u64) -> Arc<AtomicU64> {
+            let cursor = Arc::new(AtomicU64::new(settled));
+            let cursors = &mut self.cursors.lock().unwrap();
+            cursors.insert(name.to_owned(), cursor.clone());
+            cursor
+        }
+
+        fn has_room(&self) -> bool {
+            true
+        }
+
+        fn set_max_bytes(&self, _max_bytes: u64) {}
+
+        fn trim(&self, _below: u64) {}
+
+        fn usage(&self) -> Usage {
+            Usage::default()
+        }
+
+        fn start(&self) -> std::io::Result<()> {
+            Ok(())
+        }
+
+        fn close(&self) {}
+    }
+}
