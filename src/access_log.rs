@@ -29,7 +29,7 @@ const FLUSH_BYTES: usize = 64 * 1024;
 const MAX_BUFFERED: usize = 16 * 1024 * 1024;
 
 /// Everything one line says about a request.
-pub struct Entry<'a> {
+pub struct Line<'a> {
     pub time: SystemTime,
     pub client: Option<std::net::IpAddr>,
     pub method: &'a str,
@@ -123,7 +123,7 @@ impl AccessLog {
     }
 
     /// Adds the line for `entry`; counts it as dropped if the buffer is full.
-    pub fn log(&self, entry: &Entry) {
+    pub fn log(&self, entry: &Line) {
         let line = match self.format {
             AccessLogFormat::Combined => combined(entry),
             AccessLogFormat::Json => json(entry),
@@ -207,7 +207,7 @@ fn with_times<T>(time: SystemTime, use_them: impl FnOnce(&str, &str) -> T) -> T 
 
 /// nginx's `combined` format, then hothot's fields as `key=value`:
 /// `127.0.0.1 - - [27/Nov/2026:02:58:10 +0000] "GET /a HTTP/1.1" 200 5 "-" "curl/8" rt=0.001 origin=a attempts=1 upstream_status=200`
-fn combined(e: &Entry) -> String {
+fn combined(e: &Line) -> String {
     use std::fmt::Write as _;
     let mut line = String::with_capacity(200);
     match e.client {
@@ -247,7 +247,7 @@ fn combined(e: &Entry) -> String {
 }
 
 /// One JSON object per line.
-fn json(e: &Entry) -> String {
+fn json(e: &Line) -> String {
     #[derive(serde::Serialize)]
     struct Line<'a> {
         time: &'a str,
@@ -320,8 +320,8 @@ fn push_escaped(line: &mut String, value: &str) {
 mod tests {
     use super::*;
 
-    fn entry() -> Entry<'static> {
-        Entry {
+    fn entry() -> Line<'static> {
+        Line {
             time: SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_748_290),
             client: Some("127.0.0.1".parse().unwrap()),
             method: "PUT",

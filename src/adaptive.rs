@@ -64,16 +64,16 @@ struct Samples {
 }
 
 /// Samples taken out of [`Samples`] by one tick.
-struct Taken {
+struct Tally {
     outcomes: u64,
     errors: u64,
     timed: u64,
     log_micros: i64,
 }
 
-impl From<&Samples> for Taken {
+impl From<&Samples> for Tally {
     fn from(samples: &Samples) -> Self {
-        Taken {
+        Tally {
             outcomes: samples.outcomes.swap(0, Ordering::Relaxed),
             errors: samples.errors.swap(0, Ordering::Relaxed),
             timed: samples.timed.swap(0, Ordering::Relaxed),
@@ -201,9 +201,9 @@ impl Adaptive {
                 kept.unwrap_or_else(|| Averages::starting(first && o.is_serving(), now, None))
             })
             .collect();
-        let taken: Vec<Taken> = members
+        let taken: Vec<Tally> = members
             .iter()
-            .map(|o| Taken::from(&o.load.samples))
+            .map(|o| Tally::from(&o.load.samples))
             .collect();
         // What an origin is assumed to answer in before it has been
         // measured: like its peers (or, at start-up, like the whole pool),
@@ -249,7 +249,7 @@ impl Adaptive {
 fn fold(
     settings: &Balancing,
     average: &mut Averages,
-    taken: &Taken,
+    taken: &Tally,
     prior: Option<f64>,
     now: Instant,
 ) {

@@ -40,9 +40,9 @@ pub struct AdminApp {
 }
 
 /// An answer: status, content type, body.
-type Answer = (StatusCode, &'static str, Vec<u8>);
+type AdminAnswer = (StatusCode, &'static str, Vec<u8>);
 
-fn text(status: StatusCode, body: &str) -> Answer {
+fn text(status: StatusCode, body: &str) -> AdminAnswer {
     (
         status,
         "text/plain; charset=utf-8",
@@ -68,7 +68,12 @@ impl AdminApp {
         }
     }
 
-    fn route(&self, method: &http::Method, path: &str, authorization: Option<&[u8]>) -> Answer {
+    fn route(
+        &self,
+        method: &http::Method,
+        path: &str,
+        authorization: Option<&[u8]>,
+    ) -> AdminAnswer {
         let readable = matches!(*method, http::Method::GET | http::Method::HEAD);
         match path.trim_end_matches('/') {
             "/status" | "/healthz" | "/readyz" if !readable => {
@@ -127,7 +132,7 @@ impl AdminApp {
         }
     }
 
-    fn drain(&self, name: &str, drain: bool) -> Answer {
+    fn drain(&self, name: &str, drain: bool) -> AdminAnswer {
         let Some(origin) = self.pool.find(name) else {
             return text(StatusCode::NOT_FOUND, &format!("no origin named {name:?}"));
         };

@@ -40,7 +40,7 @@ pub struct HealthService {
 /// One origin's part (see [`crate::pool::Origin`]): its probes' verdict and
 /// the streak of results disagreeing with it.
 #[derive(Debug, Default)]
-pub struct Streak(Mutex<Tracker>);
+pub struct ProbeStreak(Mutex<Tracker>);
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Tracker {
@@ -180,7 +180,7 @@ impl HealthService {
     }
 }
 
-impl Streak {
+impl ProbeStreak {
     fn lock(&self) -> std::sync::MutexGuard<'_, Tracker> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }

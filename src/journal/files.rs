@@ -8,7 +8,7 @@
 //! `write` before its `fdatasync`.
 //!
 //! Each segment is allocated at its full size when it is created, and the
-//! syncer writes zeros a little ahead of the appends ([`Log::zero_ahead`]).
+//! syncer writes zeros a little ahead of the appends ([`Files::zero_ahead`]).
 //! `fdatasync` then flushes only the data: a file that grew, or allocated
 //! space written for the first time (an "unwritten" extent that must be
 //! converted), would also need its inode written, a second I/O on every group
@@ -42,7 +42,7 @@ pub fn segment_limit(max_bytes: u64) -> u64 {
     SEGMENT_BYTES.min(max_bytes / 4).max(64 << 10)
 }
 
-pub struct Log {
+pub struct Files {
     pub dir: PathBuf,
     pub active: Arc<File>,
     pub active_number: u64,
@@ -52,7 +52,7 @@ pub struct Log {
     /// Each target's settled-through sequence, as logged.
     pub cursors: BTreeMap<String, u64>,
     /// The same by position in the journal's tracked targets, as last seen
-    /// by [`Log::append_acks`]: lets it pass over a target that has not
+    /// by [`Files::append_acks`]: lets it pass over a target that has not
     /// moved without a lookup by name.
     pub seen_acks: Vec<u64>,
     pub segment_limit: u64,
@@ -69,7 +69,7 @@ pub struct Log {
     pub buffer_appends: bool,
 }
 
-impl Log {
+impl Files {
     /// Appends framed records holding entries up to `seq`.
     pub fn append(&mut self, bytes: &[u8], seq: u64) -> io::Result<()> {
         if self.buffer_appends {
@@ -245,12 +245,12 @@ mod tests {
         bytes
     }
 
-    fn new_log(name: &str, limit: u64, buffer_appends: bool) -> Log {
+    fn new_log(name: &str, limit: u64, buffer_appends: bool) -> Files {
         let dir = std::env::temp_dir().join(format!("hothot-files-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let (file, bytes) = create_segment(&dir, 1, &BTreeMap::new(), limit).unwrap();
-        Log {
+        Files {
             dir: dir.clone(),
             active: Arc::new(file),
             active_number: 1,

@@ -159,7 +159,7 @@ impl Journal {
         let total: u64 = replay.segments.iter().map(|s| s.bytes).sum::<u64>() + active_bytes;
         let total_bytes = Arc::new(AtomicU64::new(total));
         let written_seq = replay.entries.keys().next_back().copied().unwrap_or(0);
-        let log = files::Log {
+        let log = files::Files {
             dir: dir.clone(),
             active: Arc::new(active),
             active_number: number,

@@ -9,7 +9,7 @@
 //! In every mode it logs the targets' acknowledgements, at most every
 //! `fsync_interval`.
 
-use super::files::Log;
+use super::files::Files;
 use crate::config::FsyncPolicy;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -29,7 +29,7 @@ pub struct Synced {
 const BUSY_GROUP: u64 = 4;
 
 pub struct Shared {
-    pub log: Mutex<Log>,
+    pub log: Mutex<Files>,
     pub policy: FsyncPolicy,
     pub interval: Duration,
     pub commit_delay: Duration,
@@ -42,7 +42,7 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn log(&self) -> MutexGuard<'_, Log> {
+    pub fn log(&self) -> MutexGuard<'_, Files> {
         self.log.lock().unwrap_or_else(|e| e.into_inner())
     }
 

@@ -4,7 +4,7 @@
 use super::{duration_ms, OriginId};
 use crate::adaptive::Load;
 use crate::config::{OriginConfig, Timeouts};
-use crate::health::Streak;
+use crate::health::ProbeStreak;
 use crate::limit::Bucket;
 use crate::metrics::OriginMetrics;
 use crate::origin_tls::{TlsClient, TlsError};
@@ -47,13 +47,13 @@ pub struct Origin {
     /// How to reach it over TLS, when it speaks TLS.
     pub tls: Option<Arc<TlsClient>>,
     /// Whether it may serve (see [`crate::pool`]).
-    pub(super) state: State,
+    pub(super) state: ServingState,
     /// Its requests per second under `balancing.limit`.
     pub limit: Bucket,
     /// Its live latency and errors, for its adaptive factor.
     pub load: Load,
     /// Its active probes' streak.
-    pub probes: Streak,
+    pub probes: ProbeStreak,
     /// Its series, labels resolved.
     pub metrics: OriginMetrics,
     /// The writes it has not settled yet, and how far it has settled the
@@ -79,10 +79,10 @@ impl Origin {
             name: config.name,
             address: config.address,
             tls,
-            state: State::new(config.capacity, epoch),
+            state: ServingState::new(config.capacity, epoch),
             limit: Bucket::new(config.capacity),
             load: Load::default(),
-            probes: Streak::default(),
+            probes: ProbeStreak::default(),
             metrics,
             backlog,
         }
@@ -172,7 +172,7 @@ fn peer(address: SocketAddr, tls: Option<&TlsClient>, timeouts: Timeouts) -> Htt
 /// Whether an origin may serve. All atomics: it is read on every pick;
 /// changes go through the pool, which counts them (see
 /// [`super::Pool::generation`]).
-pub(super) struct State {
+pub(super) struct ServingState {
     /// Declared requests/s; 0 means drained. Changes on reload.
     capacity: AtomicU32,
     probe_up: AtomicBool,
@@ -192,9 +192,9 @@ pub(super) struct State {
     epoch: Instant,
 }
 
-impl State {
+impl ServingState {
     fn new(capacity: u32, epoch: Instant) -> Self {
-        State {
+        ServingState {
             capacity: AtomicU32::new(capacity),
             probe_up: AtomicBool::new(false),
             lagging: AtomicBool::new(false),

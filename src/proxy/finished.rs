@@ -2,7 +2,7 @@
 //! line in the access log.
 
 use super::{HotHotProxy, RequestCtx, CLIENT_CLOSED};
-use crate::access_log::Entry;
+use crate::access_log::Line;
 use crate::metrics::Kind;
 use pingora_proxy::Session;
 use std::time::SystemTime;
@@ -48,7 +48,7 @@ impl HotHotProxy {
             None => ctx.sequenced,
         }
         .map(|(version, outcome)| (version, outcome.label()));
-        log.log(&Entry {
+        log.log(&Line {
             time: SystemTime::now(),
             client: super::client_ip(session),
             method: request.method.as_str(),

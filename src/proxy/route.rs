@@ -136,7 +136,7 @@ impl Router {
         let stuck: Vec<OriginId> = self
             .pool
             .members()
-            .filter(|o| o.is_lagging() || o.backlog.is_failing())
+            .filter(|o| o.is_lagging() || o.backlog.streak.is_failing())
             .map(|o| o.id)
             .collect();
         let pick = |skip: &[OriginId]| {

@@ -19,9 +19,10 @@
 //! nothing. Removals and additions happen together, between two writes
 //! ([`crate::replication::Replicator::change_members`]).
 
-use super::{Live, ReloadError};
+use super::ReloadError;
 use crate::config::Config;
 use crate::pool::{NewOrigin, OriginId, Pool};
+use crate::replication::Replicator;
 
 /// What a new `origins` list does to the pool.
 #[derive(Default)]
@@ -75,13 +76,13 @@ impl Plan {
         Ok(plan)
     }
 
+    /// Does it add or remove origins (selection and probes must follow)?
     pub fn changes_members(&self) -> bool {
         !self.add.is_empty() || !self.retire.is_empty()
     }
 
     /// Applies the plan to the running pool; returns what changed, for the log.
-    pub fn apply(self, live: &Live) -> Vec<String> {
-        let pool = &live.pool;
+    pub fn apply(self, pool: &Pool, replicator: &Replicator) -> Vec<String> {
         let mut changed = Vec::new();
         for &id in &self.retire {
             if let Some(origin) = pool.get(id) {
@@ -103,8 +104,7 @@ impl Plan {
             }
             pool.set_capacity(id, capacity);
         }
-        let members = self.changes_members();
-        let joined = live.replicator.change_members(&self.retire, self.add);
+        let joined = replicator.change_members(&self.retire, self.add);
         for id in joined {
             if let Some(origin) = pool.get(id) {
                 log::warn!(
@@ -115,10 +115,161 @@ impl Plan {
                 changed.push(format!("origin {} added", origin.name));
             }
         }
-        if members {
-            live.probe_added.notify_one();
-            live.balancer.rebuild();
-        }
         changed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replication::testing;
+    use std::io::Write;
+    use std::path::{Path, PathBuf};
+
+    /// A self-signed certificate, PEM: a CA file origins may trust.
+    fn ca_pem() -> Vec<u8> {
+        use openssl::asn1::Asn1Time;
+        use openssl::ec::{EcGroup, EcKey};
+        use openssl::hash::MessageDigest;
+        use openssl::nid::Nid;
+        use openssl::pkey::PKey;
+        use openssl::x509::{X509NameBuilder, X509};
+        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+        let key = PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap();
+        let mut name = X509NameBuilder::new().unwrap();
+        name.append_entry_by_text("CN", "hothot test CA").unwrap();
+        let name = name.build();
+        let mut builder = X509::builder().unwrap();
+        builder.set_version(2).unwrap();
+        builder.set_subject_name(&name).unwrap();
+        builder.set_issuer_name(&name).unwrap();
+        builder.set_pubkey(&key).unwrap();
+        builder
+            .set_not_before(&Asn1Time::days_from_now(0).unwrap())
+            .unwrap();
+        builder
+            .set_not_after(&Asn1Time::days_from_now(1).unwrap())
+            .unwrap();
+        builder.sign(&key, MessageDigest::sha256()).unwrap();
+        builder.build().to_pem().unwrap()
+    }
+
+    fn temp(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("hothot-plan-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// `capacities`, the last `with_tls` of them reached over TLS trusting `ca`.
+    fn config(capacities: &[u32], with_tls: usize, ca: &Path) -> Config {
+        let mut config = testing::config(capacities, "");
+        let tls = crate::config::OriginTls {
+            sni: String::new(),
+            verify: true,
+            ca: Some(ca.to_owned()),
+        };
+        let count = config.origins.len();
+        for origin in &mut config.origins[count - with_tls..] {
+            origin.tls = Some(tls.clone());
+        }
+        config
+    }
+
+    fn names(pool: &Pool) -> Vec<String> {
+        pool.members().map(|o| o.name.clone()).collect()
+    }
+
+    #[test]
+    fn a_plan_adds_removes_replaces_and_reweighs() {
+        let (pool, replicator) = testing::pool(&[10, 20, 30]);
+        let old = testing::config(&[10, 20, 30], "");
+        let mut new = testing::config(&[10, 25], "");
+        new.origins[0].address = "127.0.0.1:9100".parse().unwrap(); // o0 moved
+        new.origins.push(crate::config::OriginConfig {
+            name: "d".into(),
+            address: "127.0.0.1:9101".parse().unwrap(),
+            capacity: 5,
+            tls: None,
+        });
+        let o1 = pool.find("o1").unwrap().id;
+        let plan = Plan::prepare(&pool, &old, &new).unwrap();
+        assert!(plan.changes_members());
+        let changed = plan.apply(&pool, &replicator);
+        assert_eq!(names(&pool), ["o1", "o0", "d"]);
+        assert_eq!(pool.find("o0").unwrap().address.port(), 9100);
+        assert_eq!(
+            pool.find("o1").unwrap().id,
+            o1,
+            "a kept origin keeps its id"
+        );
+        assert_eq!(pool.get(o1).unwrap().capacity(), 25);
+        assert!(
+            changed.contains(&"origin o2 removed".to_owned()),
+            "{changed:?}"
+        );
+        assert!(changed.contains(&"origin o1 capacity 20 -> 25".to_owned()));
+        let unchanged = Plan::prepare(&pool, &new, &new).unwrap();
+        assert!(!unchanged.changes_members());
+    }
+
+    #[test]
+    fn a_refused_plan_changes_nothing() {
+        let dir = temp("refused");
+        let ca = dir.join("ca.pem");
+        std::fs::write(&ca, ca_pem()).unwrap();
+        let (pool, _replicator) = testing::pool(&[10, 20]);
+        let old = testing::config(&[10, 20], "");
+        let mut new = config(&[10, 20, 30], 2, &ca); // o1 changes (TLS), o2 joins
+        std::fs::write(&ca, b"not a certificate").unwrap(); // changed since validation
+        new.origins[2].tls.as_mut().unwrap().ca = Some(ca.clone());
+        let refused = Plan::prepare(&pool, &old, &new).err().expect("refused");
+        assert!(
+            refused.to_string().starts_with("origins[1].tls"),
+            "{refused}"
+        );
+        assert_eq!(names(&pool), ["o0", "o1"], "nothing changed");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// A CA "file" that can be read once: a FIFO whose writer gives the
+    /// certificate to the first reader and nothing to the next ones. A
+    /// reload that read the CA file twice (once to check, once to add the
+    /// origin) retired the origins it replaced and then failed to add them:
+    /// the pool was left half-changed.
+    #[test]
+    fn each_new_origins_tls_client_is_built_once() {
+        let dir = temp("once");
+        let fifo = dir.join("ca.pem");
+        let path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo reads a NUL-terminated path that outlives the call.
+        assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+        let pem = ca_pem();
+        let writer_path = fifo.clone();
+        std::thread::spawn(move || {
+            let mut first = true;
+            loop {
+                // Blocks until a reader opens it; a later read gets nothing.
+                let Ok(mut file) = std::fs::OpenOptions::new().write(true).open(&writer_path)
+                else {
+                    return;
+                };
+                if first {
+                    let _ = file.write_all(&pem);
+                    first = false;
+                }
+            }
+        });
+        let (pool, replicator) = testing::pool(&[10, 20]);
+        let old = testing::config(&[10, 20], "");
+        // o1 moves (it is replaced), o2 joins over TLS.
+        let mut new = config(&[10, 20, 30], 1, &fifo);
+        new.origins[1].address = "127.0.0.1:9100".parse().unwrap();
+        let plan = Plan::prepare(&pool, &old, &new).expect("the CA is read once, here");
+        plan.apply(&pool, &replicator);
+        assert_eq!(names(&pool), ["o0", "o1", "o2"]);
+        assert_eq!(pool.find("o1").unwrap().address.port(), 9100);
+        assert!(pool.find("o2").is_some_and(|o| o.tls.is_some()));
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -159,7 +159,13 @@ impl Reloader {
         }
         let live = &self.live;
         // Everything that can refuse the reload has run: from here it applies whole.
-        let mut changed = plan.apply(live);
+        let members = plan.changes_members();
+        let mut changed = plan.apply(&live.pool, &live.replicator);
+        if members {
+            // Probed at once, picked from now on.
+            live.probe_added.notify_one();
+            live.balancer.rebuild();
+        }
         if budget != live.connections.max() {
             changed.push(format!(
                 "client connection budget {} -> {budget}",

@@ -4,7 +4,7 @@
 //!
 //! An entry leaves the backlog only once the origin has settled it (answered
 //! it, or failed it `retry.max_attempts` times): an origin that is down keeps
-//! its backlog, in order, for as long as it takes. Entries with the same key
+//! its backlog, in order, for as long as it takes. Queued with the same key
 //! go out in sequence order, on one lane (connection) at a time and pipelined
 //! there: an entry is sent only when every earlier entry with its key is
 //! settled or in flight on the same lane. A key whose entry failed with a 5xx
@@ -12,6 +12,7 @@
 //! entry has the same key, so the whole backlog is one ordered pipeline.
 
 use super::entry::Entry;
+pub use super::streak::FailureStreak;
 use crate::pool::OriginId;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -32,17 +33,15 @@ pub struct Backlog {
     /// Every write numbered at or below this is settled here; the log keeps
     /// it ([`super::log::Log::track`]) so that a restart resumes after it.
     settled: Arc<AtomicU64>,
-    state: Mutex<State>,
+    state: Mutex<Queued>,
     wake: Notify,
     /// `replication.max_pending`, which a reload may change.
     max_pending: AtomicUsize,
     /// Writes numbered at or below this are not for this origin: it joined
     /// the pool (a reload added it) after they were sequenced.
     joined_after: u64,
-    /// The origin's last attempt failed (a 5xx or a broken connection).
-    failing: AtomicBool,
-    /// Failed attempts since the last success.
-    failures: AtomicU64,
+    /// Whether its deliveries are failing.
+    pub streak: FailureStreak,
     /// The origin left the pool (a reload removed it): the backlog was
     /// dropped and nothing joins it any more. Set under the state's lock,
     /// so that a push holding the lock sees it.
@@ -50,7 +49,8 @@ pub struct Backlog {
 }
 
 #[derive(Default)]
-struct State {
+/// What the backlog holds, under its lock.
+struct Queued {
     /// Unsettled entries by arrival number, which is sequence order.
     entries: BTreeMap<u64, Slot>,
     next_id: u64,
@@ -103,17 +103,16 @@ impl Backlog {
         Backlog {
             origin,
             settled,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(Queued::default()),
             wake: Notify::new(),
             max_pending: AtomicUsize::new(max_pending),
             joined_after,
-            failing: AtomicBool::new(false),
-            failures: AtomicU64::new(0),
+            streak: FailureStreak::default(),
             retired: AtomicBool::new(false),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn lock(&self) -> MutexGuard<'_, Queued> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -215,7 +214,7 @@ impl Backlog {
     /// here or they fill `room` ([`Work::Hold`]).
     pub fn take(&self, lane: usize, room: usize, patient: bool) -> Work {
         let mut guard = self.lock();
-        let State {
+        let Queued {
             entries,
             in_flight,
             blocked,
@@ -369,29 +368,9 @@ impl Backlog {
             .first_key_value()
             .map_or(Duration::ZERO, |(_, s)| s.entry.accepted_at().elapsed())
     }
-
-    /// An attempt failed; true if it is the first since the last success.
-    pub fn failed(&self) -> bool {
-        self.failures.fetch_add(1, Ordering::Relaxed);
-        !self.failing.swap(true, Ordering::Relaxed)
-    }
-
-    /// An attempt succeeded; after a streak of failures, how many there were.
-    pub fn recovered(&self) -> Option<u64> {
-        // A load first: the common case (no streak) writes nothing.
-        if !self.failing.load(Ordering::Relaxed) || !self.failing.swap(false, Ordering::Relaxed) {
-            return None;
-        }
-        Some(self.failures.swap(0, Ordering::Relaxed))
-    }
-
-    /// Did the origin's last attempt fail?
-    pub fn is_failing(&self) -> bool {
-        self.failing.load(Ordering::Relaxed)
-    }
 }
 
-impl State {
+impl Queued {
     /// One in-flight entry with `key` came back.
     fn land(&mut self, key: u64) {
         if let std::collections::hash_map::Entry::Occupied(mut lane) = self.in_flight.entry(key) {

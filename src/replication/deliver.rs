@@ -139,7 +139,7 @@ impl Lane {
             match self.step(&mut connection, &mut in_flight, batch).await {
                 Ok(None | Some(Settled::Void)) => {}
                 Ok(Some(Settled::Answered)) => {
-                    if let Some(failures) = self.queue().recovered() {
+                    if let Some(failures) = self.queue().streak.recovered() {
                         log::info!(
                             "replication to {}: delivering again after {failures} failed attempts",
                             self.name()
@@ -171,7 +171,7 @@ impl Lane {
 
     /// Logs the first failure of a streak, once per origin (not per lane).
     fn note_failure(&self, why: &str) {
-        if self.queue().failed() {
+        if self.queue().streak.failed() {
             log::warn!(
                 "replication to {}: {why}; retrying with backoff",
                 self.name()

@@ -26,6 +26,7 @@ mod reconfigure;
 mod recover;
 mod reply;
 mod sequencer;
+mod streak;
 #[cfg(test)]
 pub(crate) mod testing;
 mod verify;
@@ -325,7 +326,7 @@ impl Replicator {
     pub fn is_failing(&self, origin: OriginId) -> bool {
         self.pool
             .get(origin)
-            .is_some_and(|o| o.backlog.is_failing())
+            .is_some_and(|o| o.backlog.streak.is_failing())
     }
 
     /// Waits until `quorum` origins other than the primary acknowledged

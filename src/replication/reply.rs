@@ -26,11 +26,11 @@ pub struct Reply {
     primary: OriginId,
     /// The origins the write went to.
     targets: Vec<OriginId>,
-    state: Mutex<State>,
+    state: Mutex<Gathered>,
     changed: Notify,
 }
 
-struct State {
+struct Gathered {
     /// The primary's answer, when below 500.
     primary: Option<Bytes>,
     /// The first answer below 500 from another origin.
@@ -61,7 +61,7 @@ impl Reply {
         Reply {
             primary,
             targets,
-            state: Mutex::new(State {
+            state: Mutex::new(Gathered {
                 primary: None,
                 fallback: None,
                 server_error: None,
@@ -72,7 +72,7 @@ impl Reply {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn lock(&self) -> MutexGuard<'_, Gathered> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 

@@ -337,3 +337,7 @@ impl Cut<'_> {
         dropped
     }
 }
+
+#[cfg(test)]
+#[path = "sequencer_tests.rs"]
+mod tests;

@@ -244,3 +244,48 @@ async fn an_idle_keep_alive_connection_costs_a_few_kib() {
     );
     drop(held);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_refused_for_room_gets_a_whole_503_of_the_length_it_says() {
+    let a = TestOrigin::start("a").await;
+    // Slow answers keep the one connection hothot may hold busy.
+    a.shared
+        .delay_ms
+        .store(3000, std::sync::atomic::Ordering::SeqCst);
+    let proxy =
+        ProxyProcess::start(&temp_dir("full-answer"), &pool(&a, "{max_connections: 1}")).await;
+    let mut busy = TcpStream::connect(("127.0.0.1", proxy.port)).await.unwrap();
+    busy.write_all(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    // Busy once its request is at the origin (until then it could be
+    // evicted to make room, as an idle one is).
+    assert!(wait_until(WAIT, || async { a.served() == 1 }).await);
+    let mut refused = TcpStream::connect(("127.0.0.1", proxy.port)).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), refused.read_to_end(&mut answer))
+        .await
+        .expect("the refused connection is answered and closed at once")
+        .unwrap();
+    let mut headers = [httparse::EMPTY_HEADER; 16];
+    let mut response = httparse::Response::new(&mut headers);
+    let httparse::Status::Complete(head) = response.parse(&answer).unwrap() else {
+        panic!("incomplete answer: {:?}", String::from_utf8_lossy(&answer));
+    };
+    assert_eq!(response.code, Some(503));
+    let header = |name: &str| {
+        response
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| String::from_utf8_lossy(h.value).into_owned())
+    };
+    assert_eq!(header("retry-after").as_deref(), Some("1"));
+    let length: usize = header("content-length").unwrap().parse().unwrap();
+    let body = &answer[head..];
+    // A Content-Length longer than the body made clients wait for the
+    // missing bytes, then see the connection end early.
+    assert_eq!(body.len(), length, "{:?}", String::from_utf8_lossy(body));
+    assert!(String::from_utf8_lossy(body).contains("too many client connections"));
+    drop(busy);
+}
