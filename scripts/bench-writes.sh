@@ -12,6 +12,8 @@
 #   MODES="off version key total total-sync": replication off; async with
 #   order version, key and total; total with sync quorum 1. (`async` and
 #   `sync` are also accepted: order total.)
+#   HOTHOT=path/to/hothot (default target/release/hothot): the build measured.
+#   The throughput table gives hothot's CPU time (utime + stime) per write.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-10s}
@@ -21,6 +23,7 @@ EXTRA_YAML=${EXTRA_YAML:-}     # appended under `replication:`, e.g. journal set
 MODES=${MODES:-off version key total total-sync}
 THREADS=${THREADS:-2}           # hothot worker threads
 RATE=${RATE:-5000}
+BINARY=$(realpath "${HOTHOT:-target/release/hothot}")
 source scripts/bench-lib.sh
 bench_setup wrk curl
 if [ "$RATE" != 0 ] && ! command -v oha >/dev/null; then
@@ -63,11 +66,13 @@ replication:
   retry: {initial: 10ms, max: 200ms}
 $EXTRA_YAML
 YAML
-  (cd "$work" && RUST_LOG=warn exec "$OLDPWD/target/release/hothot" -c "$work/hothot.yaml") &
-  HOTHOT=$!; pids+=($!)
+  (cd "$work" && RUST_LOG=warn exec "$BINARY" -c "$work/hothot.yaml") &
+  HOTHOT_PID=$!; pids+=($!)
   wait_port "$PROXY"
 }
-stop_hothot() { kill -INT "$HOTHOT" 2>/dev/null || true; wait "$HOTHOT" 2>/dev/null || true; }
+stop_hothot() { kill -INT "$HOTHOT_PID" 2>/dev/null || true; wait "$HOTHOT_PID" 2>/dev/null || true; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$HOTHOT_PID/stat"; }
+TICK=$(getconf CLK_TCK)
 pending_total() { local t=0 v; for p in a b c; do v=$(metric "hothot_replication_pending{peer=\"$p\"}"); t=$((t + ${v:-0})); done; echo $t; }
 
 # One peer round trip: a single connection writing straight to a replica.
@@ -77,13 +82,17 @@ rtt=$(awk '$1=="50%" {print $2}' "$work/rtt.txt")
 results=()
 for mode in $MODES; do
   start_hothot "$mode"
+  before=$(cpu_ticks)
   wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency -s scripts/put.lua "http://127.0.0.1:$PROXY/" >"$work/$mode.txt"
+  after=$(cpu_ticks)
+  writes=$(awk '/requests in/ {print $1}' "$work/$mode.txt")
+  cpu=$(echo "scale=1; ($after - $before) * 1000000 / $TICK / $writes" | bc)
   rps=$(awk '/Requests\/sec/ {print $2}' "$work/$mode.txt")
   p50=$(awk '$1=="50%" {print $2}' "$work/$mode.txt")
   p99=$(awk '$1=="99%" {print $2}' "$work/$mode.txt")
   errors=$(awk '/Non-2xx/ {print $5}' "$work/$mode.txt")
   left=$(pending_total)
-  results+=("$(printf '%-10s %12s %10s %10s %10s %14s' "$mode" "$rps" "$p50" "$p99" "${errors:-0}" "$left")")
+  results+=("$(printf '%-10s %12s %10s %10s %10s %14s %10s' "$mode" "$rps" "$p50" "$p99" "${errors:-0}" "$left" "$cpu")")
   for _ in $(seq 600); do [ "$(pending_total)" -eq 0 ] && break; sleep 0.1; done
   stop_hothot
 done
@@ -123,7 +132,7 @@ stop_hothot
 
 echo
 echo "PUT throughput through hothot to 3 replicas, wrk -t2 -c$CONNECTIONS -d$DURATION ${EXTRA_YAML:+($EXTRA_YAML)}"
-printf '%-10s %12s %10s %10s %10s %14s\n' mode requests/s p50 p99 non-2xx "pending at end"
+printf '%-10s %12s %10s %10s %10s %14s %10s\n' mode requests/s p50 p99 non-2xx "pending at end" "CPU us/w"
 printf '%s\n' "${results[@]}"
 if [ ${#fixed[@]} -gt 0 ]; then
   echo

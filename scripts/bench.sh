@@ -16,6 +16,8 @@
 #   of any proxy; pingora-1000: Pingora alone with them, the floor under
 #   hothot-1000; hothot-steal, not run by default: server.work_stealing true)
 #   HOTHOT=path/to/hothot   # compare another build (default: target/release/hothot)
+#   BASELINE=path/to/hothot # also run `hothot-baseline`: that build, hothot's defaults,
+#                           # interleaved with the others (a change against the build before it)
 #   MEMORY=0                # skip the idle-connection measurement
 #   EXTRA_YAML="health: {interval: 5s}"   # top-level keys added to hothot's config
 #
@@ -35,6 +37,8 @@ ROUNDS=${2:-3}
 IDLE=${3:-10000}
 CONNECTIONS=${4:-32}
 RUNS=${RUNS:-hothot nginx nginx-xff haproxy pingora hothot-100 hothot-1000 nginx-1000 pingora-1000 hothot-2t hothot-norepl}
+BASELINE=${BASELINE:-}
+if [ -n "$BASELINE" ] && [[ " $RUNS " != *" hothot-baseline "* ]]; then RUNS="hothot-baseline $RUNS"; fi
 MEMORY=${MEMORY:-1}
 source scripts/bench-lib.sh
 bench_setup wrk nginx haproxy bc
@@ -61,12 +65,13 @@ rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 start_bench_origin 1000 0
 
 PROXY=0 METRICS=0 PROXY_PID=0 WORKER_PID=0 STOP_SIGNAL=INT
-start_hothot() { # origins threads replication [work_stealing]
+start_hothot() { # origins threads replication [work_stealing] [binary]
   PROXY=$(free_port); METRICS=$(free_port)
-  local dir="$work/hothot-$PROXY"
+  local dir="$work/hothot-$PROXY" binary
+  binary=$(realpath "${5:-$HOTHOT}")
   mkdir -p "$dir"
   bench_hothot_config "$1" "$3" "$dir" "{threads: $2${4:+, work_stealing: $4}}" >"$dir/hothot.yaml"
-  (cd "$dir" && RUST_LOG=error exec taskset -c 1 "$OLDPWD/$HOTHOT" -c hothot.yaml) &
+  (cd "$dir" && RUST_LOG=error exec taskset -c 1 "$binary" -c hothot.yaml) &
   PROXY_PID=$!; WORKER_PID=$PROXY_PID; pids+=($!); STOP_SIGNAL=INT
   wait_port "$PROXY"
 }
@@ -139,6 +144,7 @@ NGINX_AS_HOTHOT='proxy_set_header Host $http_host; proxy_set_header X-Forwarded-
 start() { # run name
   case "$1" in
     hothot) start_hothot 3 1 async ;;
+    hothot-baseline) start_hothot 3 1 async "" "$BASELINE" ;;
     hothot-100) start_hothot 100 1 async ;;
     hothot-1000) start_hothot 1000 1 async ;;
     hothot-2t) start_hothot 3 2 async ;;
