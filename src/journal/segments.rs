@@ -235,7 +235,7 @@ mod tests {
     }
 
     #[test]
-    fn acks_and_checkpoints_settle_peers_and_old_corruption_skips_one_segment() {
+    fn acks_and_checkpoints_settle_targets_and_old_corruption_skips_one_segment() {
         let dir = temp_dir("acks");
         let mut damaged = write_segment(
             &dir,

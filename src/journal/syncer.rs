@@ -73,7 +73,7 @@ pub fn run(shared: Arc<Shared>) {
         }
         let closing = shared.closing.load(Ordering::Acquire);
         // Acks are logged at most every `fsync_interval`, not on every group
-        // commit: a crash then re-sends at most that much, which peers dedupe.
+        // commit: a crash then re-sends at most that much, which targets deduplicate.
         let log_acks = closing || last_acks.elapsed() >= shared.interval;
         if log_acks {
             last_acks = Instant::now();

@@ -221,12 +221,14 @@ impl Replicator {
     }
 
     /// Numbers the write, stores it in the log, and hands it to its targets'
-    /// backlogs (with the read that verifies it, if sampled). Under total
-    /// and key order a write the log could not store is refused.
+    /// backlogs (with the read that verifies it, if sampled); with
+    /// `answered`, the write carries the [`Reply`] its client waits on,
+    /// over the origins it went to. Under total and key order a write the
+    /// log could not store is refused.
     fn sequence(
         &self,
         new: &NewWrite,
-        reply: Option<Arc<Reply>>,
+        answered: bool,
     ) -> Result<(Arc<Write>, Option<log::Stored>), Unanswered> {
         let sequenced = self.config().order.is_sequenced();
         let targets = match sequenced {
@@ -243,6 +245,7 @@ impl Replicator {
             .map(|id| self.pool.name(*id))
             .collect();
         let primary = self.pool.name(new.primary);
+        let reply = answered.then(|| Arc::new(Reply::new(new.primary, members.clone())));
         let write = Arc::new(Write::new(numbered.seq, new, primary, reply));
         // A pool of one has nobody to copy to under version order, and nothing to store.
         let stored = match names.is_empty() {
@@ -273,7 +276,7 @@ impl Replicator {
     pub async fn submit(&self, new: NewWrite) -> Option<Arc<Write>> {
         let others = self.pool.members().count().saturating_sub(1);
         let others = u32::try_from(others).unwrap_or(u32::MAX);
-        let (write, stored) = self.sequence(&new, None).ok()?;
+        let (write, stored) = self.sequence(&new, false).ok()?;
         if let Some(stored) = stored {
             tokio::select! {
                 biased;
@@ -293,11 +296,12 @@ impl Replicator {
     /// primary's, or another origin's if the primary cannot answer; in sync
     /// mode, once `quorum` other origins have it too.
     pub async fn order(&self, new: NewWrite) -> Ordered {
-        let targets: Vec<OriginId> = self.pool.members().map(|o| o.id).collect();
-        let reply = Arc::new(Reply::new(new.primary, targets));
-        let write = match self.sequence(&new, Some(reply.clone())) {
+        let write = match self.sequence(&new, true) {
             Ok((write, _)) => write,
             Err(unanswered) => return Ordered::Unanswered(unanswered),
+        };
+        let Some(reply) = write.reply.clone() else {
+            return Ordered::Unanswered(Unanswered::NoAnswer);
         };
         let deadline = tokio::time::Instant::now() + self.timeouts.read;
         let out_of_service = |id: OriginId| !self.pool.is_serving(id) || self.is_failing(id);

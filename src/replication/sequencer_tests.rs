@@ -74,7 +74,7 @@ fn a_write_joins_the_backlogs_only_once_the_log_has_made_it_durable() {
     for n in 1..=3 {
         assert!(
             replicator
-                .sequence(&new_write(&pool, "/kv/a", "x"), None)
+                .sequence(&new_write(&pool, "/kv/a", "x"), false)
                 .is_ok(),
             "{n}"
         );
@@ -100,7 +100,7 @@ fn an_origin_retired_while_writes_wait_to_be_durable_drops_them_and_its_samples_
     let (pool, replicator) = replicator(SAMPLE_ALL, &log, Recovered::default());
     for _ in 0..2 {
         assert!(replicator
-            .sequence(&new_write(&pool, "/kv/a", "x"), None)
+            .sequence(&new_write(&pool, "/kv/a", "x"), false)
             .is_ok());
     }
     let o2 = pool.find("o2").unwrap().clone();
@@ -134,7 +134,7 @@ fn a_queued_verify_read_of_an_origin_that_leaves_is_withdrawn() {
     let log = Arc::new(MemoryLog::default());
     let (pool, replicator) = replicator(NO_WRITE_AHEAD, &log, Recovered::default());
     assert!(replicator
-        .sequence(&new_write(&pool, "/kv/a", "x"), None)
+        .sequence(&new_write(&pool, "/kv/a", "x"), false)
         .is_ok());
     answer_reads(&pool, "o0", 200);
     answer_reads(&pool, "o1", 404);
@@ -156,13 +156,13 @@ fn an_origin_that_joins_takes_the_writes_numbered_after_it() {
     let log = Arc::new(MemoryLog::default());
     let (pool, replicator) = replicator(NO_WRITE_AHEAD, &log, Recovered::default());
     assert!(replicator
-        .sequence(&new_write(&pool, "/kv/a", "1"), None)
+        .sequence(&new_write(&pool, "/kv/a", "1"), false)
         .is_ok());
     let config = testing::config(&[10, 10, 10, 10], "");
     let joined = replicator.change_members(&[], vec![testing::new_origin(&config.origins[3])]);
     assert_eq!(log.cursor("o3"), Some(1), "everything so far is behind it");
     assert!(replicator
-        .sequence(&new_write(&pool, "/kv/a", "2"), None)
+        .sequence(&new_write(&pool, "/kv/a", "2"), false)
         .is_ok());
     assert_eq!(backlog(&pool, "o3"), [2]);
     assert_eq!(backlog(&pool, "o0"), [1, 2]);
@@ -185,7 +185,7 @@ fn an_origin_is_acknowledged_through_what_it_settled() {
     );
     for _ in 0..3 {
         assert!(replicator
-            .sequence(&new_write(&pool, "/kv/a", "x"), None)
+            .sequence(&new_write(&pool, "/kv/a", "x"), false)
             .is_ok());
     }
     let origin = pool.find("o1").unwrap();

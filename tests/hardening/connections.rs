@@ -248,19 +248,26 @@ async fn an_idle_keep_alive_connection_costs_a_few_kib() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_refused_for_room_gets_a_whole_503_of_the_length_it_says() {
     let a = TestOrigin::start("a").await;
+    let proxy =
+        ProxyProcess::start(&temp_dir("full-answer"), &pool(&a, "{max_connections: 1}")).await;
+    // The origin serves (its first probe may fail on a loaded machine; the
+    // probes then bring it up).
+    let up = || async {
+        metric_value(&proxy.metrics().await, "hothot_origin_up{origin=\"a\"}") == Some(1.0)
+    };
+    assert!(wait_until(WAIT, up).await, "{}", proxy.log());
     // Slow answers keep the one connection hothot may hold busy.
     a.shared
         .delay_ms
         .store(3000, std::sync::atomic::Ordering::SeqCst);
-    let proxy =
-        ProxyProcess::start(&temp_dir("full-answer"), &pool(&a, "{max_connections: 1}")).await;
     let mut busy = TcpStream::connect(("127.0.0.1", proxy.port)).await.unwrap();
     busy.write_all(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
         .await
         .unwrap();
     // Busy once its request is at the origin (until then it could be
     // evicted to make room, as an idle one is).
-    assert!(wait_until(WAIT, || async { a.served() == 1 }).await);
+    let busy_at_origin = wait_until(WAIT, || async { a.served() == 1 }).await;
+    assert!(busy_at_origin, "{}", proxy.log());
     let mut refused = TcpStream::connect(("127.0.0.1", proxy.port)).await.unwrap();
     let mut answer = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), refused.read_to_end(&mut answer))
