@@ -142,12 +142,12 @@ impl Router {
         let pick = |skip: &[OriginId]| {
             self.pick_by_capacity(&selection_key(Traffic::Write, skip.iter().copied()))
         };
-        let index = pick(&stuck).or_else(|| match stuck.is_empty() {
+        let picked = pick(&stuck).or_else(|| match stuck.is_empty() {
             true => None,
             false => pick(&[]),
         });
-        match index {
-            Some(index) => Route::Origin(index),
+        match picked {
+            Some(origin) => Route::Origin(origin),
             None => self.none_with_room(&[], Route::NoOrigin),
         }
     }
