@@ -6,7 +6,7 @@
 //! validated whole first; an invalid one is refused
 //! and the running one stays (the log names the key). What changes live:
 //! `origins` (added, removed, renamed, re-weighted: see
-//! [`membership`]), `health` (probes and passive ejection),
+//! `membership`), `health` (probes and passive ejection),
 //! `timeouts`, `retries`, `balancing`, and replication's tunables (`methods`,
 //! `quorum`, `timeout`, `max_lag`, `linger`, `retry`, `max_pending`,
 //! `verify`, ...). Keys that need a restart (or a `-u` upgrade) are refused

@@ -211,7 +211,7 @@ impl Backlog {
 
     /// Up to `room` entries that `lane` may send now, marked in flight there.
     /// A `patient` lane gets nothing unless a client waits on one of them
-    /// here or they fill `room` ([`Work::Hold`]).
+    /// here or they fill `room` (`Work::Hold`).
     pub fn take(&self, lane: usize, room: usize, patient: bool) -> Work {
         let mut guard = self.lock();
         let Queued {

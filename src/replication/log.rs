@@ -2,7 +2,7 @@
 //! the log that stores the writes until every origin has them.
 //!
 //! A log stores numbered entries, each addressed to named targets (the
-//! origins) and holding opaque bytes (what [`super::payload`] encodes of a
+//! origins) and holding opaque bytes (what `super::payload` encodes of a
 //! write); says when they are durable; and remembers how far each target
 //! has settled the sequence, so that a restart delivers exactly what is
 //! left. The local journal ([`crate::journal`]) is the first

@@ -121,7 +121,7 @@ pub struct NewWrite {
 
 impl NewWrite {
     /// What the log stores of this write, served by `primary` (its name),
-    /// in pieces: `head` is [`payload::encode_head`]'s, `prefix` the body's
+    /// in pieces: `head` is `payload::encode_head`'s, `prefix` the body's
     /// length prefix.
     pub fn payload<'a>(&'a self, head: &'a [u8], prefix: &'a [u8; 4]) -> [&'a [u8]; 4] {
         [head, &self.request.stored, prefix, &self.body]
