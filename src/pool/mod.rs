@@ -179,20 +179,9 @@ impl Pool {
         self.members().find(|o| o.name == name)
     }
 
-    /// How many ids there are, retired origins' included: selection sizes
-    /// its scores by it.
-    pub fn slots(&self) -> usize {
-        self.origins.count()
-    }
-
     /// Name of the origin `id` (empty if there is none).
     pub fn name(&self, id: OriginId) -> &str {
         self.get(id).map_or("", |o| o.name.as_str())
-    }
-
-    /// Is the origin still in the pool (not removed by a reload)?
-    pub fn is_member(&self, id: OriginId) -> bool {
-        self.get(id).is_some_and(|o| !o.is_retired())
     }
 
     /// May this origin take new traffic right now?

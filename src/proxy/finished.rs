@@ -18,7 +18,7 @@ impl HotHotProxy {
         let duration = ctx.started.elapsed();
         let kind = Kind::of(ctx.classified.class);
         let answered = (status != CLIENT_CLOSED).then_some(status);
-        let last = ctx.tried.last().and_then(|id| self.pool.get(*id));
+        let last = self.attempted(ctx);
         match last {
             Some(origin) => {
                 let metrics = &origin.metrics;

@@ -23,7 +23,7 @@ use crate::classify::{classify, Class, Classified};
 use crate::config::Limits;
 use crate::limit::Limiter;
 use crate::metrics::{InFlight, Metrics};
-use crate::pool::{OriginId, Pool};
+use crate::pool::{Origin, OriginId, Pool};
 use crate::replication::Replicator;
 use crate::selection::{Balancer, Traffic};
 use answers::respond;
@@ -104,12 +104,7 @@ pub struct RequestCtx {
 impl HotHotProxy {
     pub fn new(parts: ProxyParts) -> Self {
         HotHotProxy {
-            router: Router::new(
-                parts.balancer,
-                parts.pool.clone(),
-                parts.replicator.clone(),
-                parts.limiter,
-            ),
+            router: Router::new(parts.balancer, parts.pool.clone(), parts.limiter),
             pool: parts.pool,
             adaptive: parts.adaptive,
             metrics: parts.metrics,
@@ -118,6 +113,11 @@ impl HotHotProxy {
             limits: parts.limits,
             access_log: parts.access_log,
         }
+    }
+
+    /// The origin of the current (or last) attempt.
+    fn attempted(&self, ctx: &RequestCtx) -> Option<&Arc<Origin>> {
+        ctx.tried.last().and_then(|id| self.pool.get(*id))
     }
 
     /// Answers the request with `canned`; the request is done.
@@ -359,19 +359,19 @@ impl ProxyHttp for HotHotProxy {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let canned = match ctx.canned.take() {
-            Some(canned) => Some(canned),
-            None => Canned::for_error(e),
-        };
-        let status = canned.map_or(0, Canned::status);
+        // `None`: the client is gone, nobody to answer.
+        let canned = ctx.canned.take().or_else(|| Canned::for_error(e));
         ctx.error_status = Some(canned.map_or(CLIENT_CLOSED, Canned::status));
         if let Some(canned) = canned {
             if let Err(write_error) = respond(session, canned).await {
-                log::debug!("could not send the {status} answer: {write_error}");
+                log::debug!(
+                    "could not send the {} answer: {write_error}",
+                    canned.status()
+                );
             }
         }
         FailToProxy {
-            error_code: status,
+            error_code: canned.map_or(0, Canned::status),
             can_reuse_downstream: false,
         }
     }

@@ -9,7 +9,7 @@ use pingora_error::Error;
 impl HotHotProxy {
     /// The attempt's origin sent its response header; `error` for a 5xx.
     pub(super) fn answered(&self, ctx: &RequestCtx, error: bool) {
-        let Some(origin) = ctx.tried.last().and_then(|id| self.pool.get(*id)) else {
+        let Some(origin) = self.attempted(ctx) else {
             return;
         };
         self.adaptive
@@ -25,7 +25,7 @@ impl HotHotProxy {
     /// in the middle of the answer (already counted by [`Self::answered`]
     /// for the factors).
     pub(super) fn failed(&self, ctx: &RequestCtx, waited: bool) {
-        let Some(origin) = ctx.tried.last().and_then(|id| self.pool.get(*id)) else {
+        let Some(origin) = self.attempted(ctx) else {
             return;
         };
         if !ctx.response_started {
@@ -64,8 +64,7 @@ impl HotHotProxy {
     pub(super) fn retry_on_another(&self, ctx: &RequestCtx, e: &mut Error) {
         let retry = self.can_retry(ctx);
         e.set_retry(retry);
-        let last = ctx.tried.last().and_then(|id| self.pool.get(*id));
-        if let (true, Some(origin)) = (retry, last) {
+        if let (true, Some(origin)) = (retry, self.attempted(ctx)) {
             origin.metrics.retries.inc();
         }
     }

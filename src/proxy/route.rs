@@ -71,21 +71,14 @@ pub fn seen_write(request: &RequestHeader, pool: &Pool) -> Option<SeenWrite> {
 pub struct Router {
     pub balancer: Arc<Balancer>,
     pub pool: Arc<Pool>,
-    replicator: Arc<Replicator>,
     limiter: Arc<Limiter>,
 }
 
 impl Router {
-    pub fn new(
-        balancer: Arc<Balancer>,
-        pool: Arc<Pool>,
-        replicator: Arc<Replicator>,
-        limiter: Arc<Limiter>,
-    ) -> Self {
+    pub fn new(balancer: Arc<Balancer>, pool: Arc<Pool>, limiter: Arc<Limiter>) -> Self {
         Router {
             balancer,
             pool,
-            replicator,
             limiter,
         }
     }
@@ -154,12 +147,11 @@ impl Router {
 
     fn choose_now(&self, traffic: Traffic, tried: &[OriginId], seen: Option<SeenWrite>) -> Route {
         let pool = &self.pool;
-        let replicator = &self.replicator;
         // Only a client that saw a write of its own skips origins lacking it.
         let stale = seen.into_iter().flat_map(|s| {
             pool.members()
+                .filter(move |o| !Replicator::has_applied(o, s.version, s.primary))
                 .map(|o| o.id)
-                .filter(move |id| !replicator.has_applied(*id, s.version, s.primary))
         });
         let key = selection_key(traffic, tried.iter().copied().chain(stale));
         match self.pick_by_capacity(&key) {

@@ -209,27 +209,14 @@ impl Reloader {
 
 /// The first key whose change needs a restart, as a refusal.
 fn needs_restart(old: &Config, new: &Config) -> Result<(), ReloadError> {
-    let restart = |key: &'static str| Err(ReloadError::NeedsRestart(key));
-    if old.listen != new.listen {
-        return restart("listen");
-    }
-    if old.metrics_listen != new.metrics_listen {
-        return restart("metrics.listen");
-    }
-    if old.admin != new.admin {
-        return restart("admin");
-    }
-    if old.access_log != new.access_log {
-        return restart("access_log");
-    }
-    if old.limits != new.limits {
-        return restart("limits");
-    }
-    if old.server != new.server {
-        return restart("server");
-    }
     let (a, b) = (&old.replication, &new.replication);
     let restart_only = [
+        ("listen", old.listen != new.listen),
+        ("metrics.listen", old.metrics_listen != new.metrics_listen),
+        ("admin", old.admin != new.admin),
+        ("access_log", old.access_log != new.access_log),
+        ("limits", old.limits != new.limits),
+        ("server", old.server != new.server),
         ("replication.mode", a.mode != b.mode),
         ("replication.order", a.order != b.order),
         ("replication.order_key", a.order_key != b.order_key),
@@ -248,7 +235,7 @@ fn needs_restart(old: &Config, new: &Config) -> Result<(), ReloadError> {
         ),
     ];
     match restart_only.iter().find(|(_, changed)| *changed) {
-        Some((key, _)) => restart(key),
+        Some((key, _)) => Err(ReloadError::NeedsRestart(key)),
         None => Ok(()),
     }
 }

@@ -204,11 +204,6 @@ impl Backlog {
         true
     }
 
-    /// Woken when entries arrive or may be sent again.
-    pub fn wake(&self) -> &Notify {
-        &self.wake
-    }
-
     /// Up to `room` entries that `lane` may send now, marked in flight there.
     /// A `patient` lane gets nothing unless a client waits on one of them
     /// here or they fill `room` (`Work::Hold`).

@@ -37,7 +37,7 @@ mod write;
 use crate::config::{ReplicationConfig, ReplicationMode, Timeouts};
 use crate::journal::{Journal, JournalError, Recovered};
 use crate::metrics::Metrics;
-use crate::pool::{NewOrigin, OriginId, Pool};
+use crate::pool::{NewOrigin, Origin, OriginId, Pool};
 use arc_swap::ArcSwap;
 pub use backlog::Backlog;
 use bytes::Bytes;
@@ -238,12 +238,13 @@ impl Replicator {
         // Under the sequence lock: the origins in the pool cannot change
         // until this write has joined their backlogs.
         let numbered = self.sequencer.next();
-        let members: Vec<OriginId> = self.pool.members().map(|o| o.id).collect();
-        let names: Vec<&str> = members
+        let origins: Vec<&Arc<Origin>> = self.pool.members().collect();
+        let names: Vec<&str> = origins
             .iter()
-            .filter(|id| targets.contains(**id))
-            .map(|id| self.pool.name(*id))
+            .filter(|o| targets.contains(o.id))
+            .map(|o| o.name.as_str())
             .collect();
+        let members: Vec<OriginId> = origins.iter().map(|o| o.id).collect();
         let primary = self.pool.name(new.primary);
         let reply = answered.then(|| Arc::new(Reply::new(new.primary, members.clone())));
         let write = Arc::new(Write::new(numbered.seq, new, primary, reply));
@@ -304,7 +305,10 @@ impl Replicator {
             return Ordered::Unanswered(Unanswered::NoAnswer);
         };
         let deadline = tokio::time::Instant::now() + self.timeouts.read;
-        let out_of_service = |id: OriginId| !self.pool.is_serving(id) || self.is_failing(id);
+        let out_of_service = |id: OriginId| {
+            let origin = self.pool.get(id);
+            origin.is_none_or(|o| !o.is_serving() || o.backlog.streak.is_failing())
+        };
         match reply.wait(deadline, &out_of_service).await {
             Outcome::Answer { origin, raw } => {
                 let quorum = self.config().mode != ReplicationMode::Sync
@@ -323,14 +327,6 @@ impl Replicator {
             Outcome::Failed(None) => Ordered::Unanswered(Unanswered::NoAnswer),
             Outcome::TimedOut => Ordered::Unanswered(Unanswered::TimedOut),
         }
-    }
-
-    /// Are deliveries to `origin` failing (a 5xx or a broken connection on
-    /// its last attempt)?
-    pub fn is_failing(&self, origin: OriginId) -> bool {
-        self.pool
-            .get(origin)
-            .is_some_and(|o| o.backlog.streak.is_failing())
     }
 
     /// Waits until `quorum` origins other than the primary acknowledged
@@ -354,17 +350,8 @@ impl Replicator {
     /// Does `origin` hold the write stamped `version` (and everything before
     /// it)? True for the origin that answered it, and for any origin with no
     /// pending write at or below that version.
-    pub fn has_applied(
-        &self,
-        origin: OriginId,
-        version: u64,
-        answered_by: Option<OriginId>,
-    ) -> bool {
-        answered_by == Some(origin)
-            || self
-                .pool
-                .get(origin)
-                .is_some_and(|o| o.backlog.is_past(version))
+    pub fn has_applied(origin: &Origin, version: u64, answered_by: Option<OriginId>) -> bool {
+        answered_by == Some(origin.id) || origin.backlog.is_past(version)
     }
 
     /// The workers delivering every backlog; [`crate::proxy_service`] runs

@@ -37,6 +37,12 @@ fn new_write(pool: &Pool, path: &str, body: &'static str) -> NewWrite {
     }
 }
 
+/// Sequences a write of `body` to `path`, its client waiting on nobody.
+fn sequence(replicator: &Replicator, pool: &Pool, path: &str, body: &'static str) {
+    let sequenced = replicator.sequence(&new_write(pool, path, body), false);
+    assert!(sequenced.is_ok(), "the log refused {path}");
+}
+
 /// The sequences in `name`'s backlog (writes only), oldest first.
 fn backlog(pool: &Pool, name: &str) -> Vec<u64> {
     let origin = pool.find(name).unwrap();
@@ -71,13 +77,8 @@ fn pending(pool: &Pool, name: &str) -> i64 {
 fn a_write_joins_the_backlogs_only_once_the_log_has_made_it_durable() {
     let log = Arc::new(MemoryLog::default());
     let (pool, replicator) = replicator(WRITE_AHEAD, &log, Recovered::default());
-    for n in 1..=3 {
-        assert!(
-            replicator
-                .sequence(&new_write(&pool, "/kv/a", "x"), false)
-                .is_ok(),
-            "{n}"
-        );
+    for _ in 1..=3 {
+        sequence(&replicator, &pool, "/kv/a", "x");
     }
     let appended: Vec<u64> = log.entries.lock().unwrap().iter().map(|e| e.0).collect();
     assert_eq!(appended, [1, 2, 3], "stored in order, at once");
@@ -99,9 +100,7 @@ fn an_origin_retired_while_writes_wait_to_be_durable_drops_them_and_its_samples_
     let log = Arc::new(MemoryLog::default());
     let (pool, replicator) = replicator(SAMPLE_ALL, &log, Recovered::default());
     for _ in 0..2 {
-        assert!(replicator
-            .sequence(&new_write(&pool, "/kv/a", "x"), false)
-            .is_ok());
+        sequence(&replicator, &pool, "/kv/a", "x");
     }
     let o2 = pool.find("o2").unwrap().clone();
     replicator.change_members(&[o2.id], Vec::new());
@@ -133,9 +132,7 @@ fn an_origin_retired_while_writes_wait_to_be_durable_drops_them_and_its_samples_
 fn a_queued_verify_read_of_an_origin_that_leaves_is_withdrawn() {
     let log = Arc::new(MemoryLog::default());
     let (pool, replicator) = replicator(NO_WRITE_AHEAD, &log, Recovered::default());
-    assert!(replicator
-        .sequence(&new_write(&pool, "/kv/a", "x"), false)
-        .is_ok());
+    sequence(&replicator, &pool, "/kv/a", "x");
     answer_reads(&pool, "o0", 200);
     answer_reads(&pool, "o1", 404);
     let o2 = pool.find("o2").unwrap().id;
@@ -155,15 +152,11 @@ fn a_queued_verify_read_of_an_origin_that_leaves_is_withdrawn() {
 fn an_origin_that_joins_takes_the_writes_numbered_after_it() {
     let log = Arc::new(MemoryLog::default());
     let (pool, replicator) = replicator(NO_WRITE_AHEAD, &log, Recovered::default());
-    assert!(replicator
-        .sequence(&new_write(&pool, "/kv/a", "1"), false)
-        .is_ok());
+    sequence(&replicator, &pool, "/kv/a", "1");
     let config = testing::config(&[10, 10, 10, 10], "");
     let joined = replicator.change_members(&[], vec![testing::new_origin(&config.origins[3])]);
     assert_eq!(log.cursor("o3"), Some(1), "everything so far is behind it");
-    assert!(replicator
-        .sequence(&new_write(&pool, "/kv/a", "2"), false)
-        .is_ok());
+    sequence(&replicator, &pool, "/kv/a", "2");
     assert_eq!(backlog(&pool, "o3"), [2]);
     assert_eq!(backlog(&pool, "o0"), [1, 2]);
     let names: Vec<String> = log.entries.lock().unwrap()[1].1.clone();
@@ -184,9 +177,7 @@ fn an_origin_is_acknowledged_through_what_it_settled() {
         Recovered::default(),
     );
     for _ in 0..3 {
-        assert!(replicator
-            .sequence(&new_write(&pool, "/kv/a", "x"), false)
-            .is_ok());
+        sequence(&replicator, &pool, "/kv/a", "x");
     }
     let origin = pool.find("o1").unwrap();
     let super::super::backlog::Work::Send(taken) = origin.backlog.take(0, 100, false) else {
