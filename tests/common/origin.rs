@@ -198,9 +198,20 @@ impl TestOrigin {
     /// Serves again on the same port.
     pub async fn restart(&mut self) {
         self.stop();
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        let (_, tasks) = serve(self.addr, self.shared.clone()).await;
-        self.tasks = Some(tasks);
+        // An aborted task drops its listener when the runtime next gets to
+        // it: on a loaded machine that can be after any fixed pause, and the
+        // port is in use until then.
+        for _ in 0..250 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            if let Ok(listener) = listen(self.addr) {
+                self.tasks = Some(serve_on(listener, self.shared.clone()));
+                return;
+            }
+        }
+        panic!(
+            "port {} is still in use 5 s after the origin stopped",
+            self.addr
+        );
     }
 }
 
@@ -211,11 +222,19 @@ impl Drop for TestOrigin {
 }
 
 async fn serve(addr: SocketAddr, shared: Arc<Shared>) -> (SocketAddr, JoinSet<()>) {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.set_reuseaddr(true).unwrap();
-    socket.bind(addr).unwrap();
-    let listener = socket.listen(1024).unwrap();
+    let listener = listen(addr).unwrap();
     let addr = listener.local_addr().unwrap();
+    (addr, serve_on(listener, shared))
+}
+
+fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+fn serve_on(listener: tokio::net::TcpListener, shared: Arc<Shared>) -> JoinSet<()> {
     let mut tasks = JoinSet::new();
     tasks.spawn(async move {
         // Owned by this task: aborting it drops the set, which aborts every connection.
@@ -234,7 +253,7 @@ async fn serve(addr: SocketAddr, shared: Arc<Shared>) -> (SocketAddr, JoinSet<()
             });
         }
     });
-    (addr, tasks)
+    tasks
 }
 
 async fn handle(
