@@ -7,16 +7,19 @@
 //! - `POST /origins/{name}/drain`, `POST /origins/{name}/enable`: no new
 //!   traffic for the origin (in-flight requests finish, replicated writes
 //!   still reach it), or traffic again (ramping up over `slow_start`).
-//!   Runtime state, not configuration.
+//!   Runtime state, not configuration. Enabling an origin that is out of
+//!   sync (it gave up on a write, see `missed_write` in `/status`) is the
+//!   operator's word that its data has every write again.
 //! - `GET /healthz`: hothot is up. `GET /readyz`: at least one origin is
 //!   serving (for whatever balances several hothot instances).
 //!
 //! Write endpoints need `Authorization: Bearer <token>` when
 //! `admin.token_file` is set (compared in constant time; a wrong or missing
-//! token gets 401 and a log line). Without a token file they are allowed
+//! token gets 401 and a log line, at most 5 per 10 s). Without a token file they are allowed
 //! only on a loopback listener (403 otherwise).
 
 use crate::config::{Admin, Config};
+use crate::log_throttle::{suppressed_note, Throttle};
 use crate::metrics::Metrics;
 use crate::pool::{Origin, OriginId, Pool};
 use crate::reload::ConfigVersion;
@@ -38,6 +41,9 @@ pub struct AdminApp {
     replication_mode: &'static str,
     replication_order: &'static str,
 }
+
+/// Refused admin requests' log lines (see [`crate::log_throttle`]).
+static REFUSALS: Throttle = Throttle::new();
 
 /// An answer: status, content type, body.
 type AdminAnswer = (StatusCode, &'static str, Vec<u8>);
@@ -99,7 +105,14 @@ impl AdminApp {
                 }
                 Some((name, drain)) => match self.authorize(authorization) {
                     Err(refusal) => {
-                        log::warn!("admin: {method} {path} refused: {}", refusal.1.trim_end());
+                        // Anyone who reaches the port can cause this line.
+                        if let Some(suppressed) = REFUSALS.admit() {
+                            log::warn!(
+                                "admin: {method} {path} refused: {}{}",
+                                refusal.1.trim_end(),
+                                suppressed_note(suppressed)
+                            );
+                        }
                         text(refusal.0, refusal.1)
                     }
                     Ok(()) => self.drain(name, drain),
@@ -136,8 +149,16 @@ impl AdminApp {
         let Some(origin) = self.pool.find(name) else {
             return text(StatusCode::NOT_FOUND, &format!("no origin named {name:?}"));
         };
-        if self.pool.set_drained(origin.id, drain) {
-            let action = if drain { "drained" } else { "enabled again" };
+        // Enabling an origin that missed a write is the operator's word
+        // that it has every write again (copied from a peer).
+        let missed = (!drain).then(|| origin.missed_write()).flatten();
+        let resynced = missed.is_some() && self.pool.set_missed_write(origin.id, None);
+        if self.pool.set_drained(origin.id, drain) || resynced {
+            let action = match (drain, missed) {
+                (true, _) => "drained".to_owned(),
+                (false, None) => "enabled again".to_owned(),
+                (false, Some(write)) => format!("enabled again (it had missed {write})"),
+            };
             log::warn!("origin {name} {action} through the admin API");
             self.metrics.publish_pool(&self.pool);
         }
@@ -176,7 +197,10 @@ impl AdminApp {
 
 /// One origin's part of `/status`; `shares` are the pool's.
 fn origin_status(origin: &Origin, shares: &[(OriginId, f64)]) -> serde_json::Value {
-    let state = if origin.is_drained() {
+    let missed = origin.missed_write();
+    let state = if missed.is_some() {
+        "out of sync"
+    } else if origin.is_drained() {
         "drained"
     } else if origin.is_ejected() {
         "ejected"
@@ -198,6 +222,7 @@ fn origin_status(origin: &Origin, shares: &[(OriginId, f64)]) -> serde_json::Val
         "probe_up": origin.is_probe_up(),
         "ejected": origin.is_ejected(),
         "drained": origin.is_drained(),
+        "missed_write": missed,
         "capacity": origin.capacity(),
         "factor": f64::from(origin.factor_milli()) / 1000.0,
         "share": share.map_or(0.0, |(_, share)| *share),

@@ -21,6 +21,7 @@ pub mod embed;
 pub mod health;
 pub mod journal;
 pub mod limit;
+pub mod log_throttle;
 pub mod logging;
 pub mod metrics;
 pub mod origin_tls;
@@ -31,6 +32,7 @@ pub mod reload;
 pub mod replication;
 pub mod selection;
 pub mod server;
+pub mod side_listener;
 pub mod signals;
 
 pub use config::{Config, ConfigError};

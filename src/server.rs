@@ -20,6 +20,7 @@ use crate::proxy_service::ProxyService;
 use crate::reload::{Live, Reloader};
 use crate::replication::Replicator;
 use crate::selection::Balancer;
+use crate::side_listener;
 use crate::signals::SignalService;
 use arc_swap::ArcSwap;
 use pingora_core::listeners::tls::TlsSettings;
@@ -186,9 +187,22 @@ fn tls_settings(certificate: &Arc<ListenerCertificate>) -> pingora_error::Result
 
 /// How many client connections the proxy may hold (see [`crate::connections`]).
 pub fn connection_budget(config: &Config) -> Result<usize, StartError> {
-    let pool = server_conf(config).upstream_keepalive_pool_size;
-    crate::connections::budget(config.limits.max_connections, config.origins.len(), pool)
-        .map_err(|(key, reason)| StartError::Limit { key, reason })
+    crate::connections::budget(
+        config.limits.max_connections,
+        config.origins.len(),
+        kept_descriptors(config),
+    )
+    .map_err(|(key, reason)| StartError::Limit { key, reason })
+}
+
+/// Descriptors kept out of the proxy's connection budget beside the
+/// per-origin reserve: the idle upstream pool, and the side listeners',
+/// so that a flood there cannot take the proxy's.
+fn kept_descriptors(config: &Config) -> usize {
+    let admin = config.admin.as_ref();
+    server_conf(config).upstream_keepalive_pool_size
+        + side_listener::descriptors(&config.metrics_limits)
+        + admin.map_or(0, |a| side_listener::descriptors(&a.limits))
 }
 
 /// Builds a ready-to-run server for `config`, read from `path` (which a
@@ -320,7 +334,7 @@ pub fn build(config: &Config, opt: Option<Opt>, path: Option<&Path>) -> Result<S
             balancer,
             probe_added,
             connections: book.clone(),
-            upstream_pool: server_conf(config).upstream_keepalive_pool_size,
+            kept_descriptors: kept_descriptors(config),
             certificates,
         },
     ));
@@ -342,14 +356,23 @@ pub fn build(config: &Config, opt: Option<Opt>, path: Option<&Path>) -> Result<S
             reloader.version(),
             config,
         );
-        let mut admin_service = Service::new("admin".to_owned(), app);
-        admin_service.add_tcp(&settings.listen.to_string());
-        server.add_service(admin_service);
+        let connections = metrics.listeners.listener("admin");
+        server.add_service(side_listener::service(
+            "admin",
+            app,
+            settings.listen,
+            settings.limits,
+            connections,
+        ));
     }
-
-    let mut metrics_service = Service::new("metrics".to_owned(), MetricsApp::new(metrics));
-    metrics_service.add_tcp(&config.metrics_listen.to_string());
-    server.add_service(metrics_service);
+    let connections = metrics.listeners.listener("metrics");
+    server.add_service(side_listener::service(
+        "metrics",
+        MetricsApp::new(metrics),
+        config.metrics_listen,
+        config.metrics_limits,
+        connections,
+    ));
     Ok(server)
 }
 

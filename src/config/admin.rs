@@ -2,7 +2,7 @@
 //! write endpoints require. Off when the section is absent (a fixed default
 //! port would collide between instances on one machine).
 
-use super::ConfigError;
+use super::{ConfigError, Limits};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,6 +12,8 @@ use std::path::PathBuf;
 pub struct AdminSection {
     pub listen: Option<String>,
     pub token_file: Option<PathBuf>,
+    #[serde(default)]
+    pub limits: super::limits::LimitsSection,
 }
 
 /// The address `admin.listen` takes when the section is present without it.
@@ -28,6 +30,8 @@ pub struct Admin {
     /// (surrounding whitespace removed). `None`: write endpoints only from a
     /// loopback listener.
     pub token: Option<String>,
+    /// Its connections (`admin.limits`, see [`Limits::side_listener`]).
+    pub limits: Limits,
 }
 
 impl std::fmt::Debug for Admin {
@@ -36,6 +40,7 @@ impl std::fmt::Debug for Admin {
         f.debug_struct("Admin")
             .field("listen", &self.listen)
             .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -55,7 +60,13 @@ pub fn validate(
         None => None,
         Some(path) => Some(read_token(&path)?),
     };
-    Ok(Some(Admin { listen, token }))
+    let limits =
+        super::limits::validate_at(section.limits, "admin.limits", Limits::side_listener())?;
+    Ok(Some(Admin {
+        listen,
+        token,
+        limits,
+    }))
 }
 
 fn read_token(path: &std::path::Path) -> Result<String, ConfigError> {

@@ -60,6 +60,8 @@ pub struct ServerSection {
 #[serde(deny_unknown_fields)]
 pub struct MetricsSection {
     pub listen: Option<String>,
+    #[serde(default)]
+    pub limits: super::limits::LimitsSection,
 }
 
 #[derive(Debug, Deserialize)]
@@ -97,6 +99,7 @@ pub struct HealthSection {
 pub struct PassiveSection {
     pub failures: Option<u32>,
     pub eject: Option<HumanDuration>,
+    pub max_ejection_percent: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -106,4 +109,5 @@ pub struct TimeoutsSection {
     pub read: Option<HumanDuration>,
     pub write: Option<HumanDuration>,
     pub idle: Option<HumanDuration>,
+    pub tunnel_idle: Option<HumanDuration>,
 }

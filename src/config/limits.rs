@@ -3,6 +3,9 @@
 //! defaults are nginx's: `keepalive_timeout` 75s, `client_header_timeout`
 //! and `client_body_timeout` 60s. Two per-connection buffers are sized
 //! here too (see [`Limits::client_read_buffer`]).
+//!
+//! The side listeners take the same keys under `admin.limits` and
+//! `metrics.limits`, with defaults of their own ([`Limits::side_listener`]).
 
 use super::units::{ByteSize, HumanDuration};
 use super::ConfigError;
@@ -61,15 +64,43 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// A side listener's defaults (admin, metrics): 64 connections (scrapers
+    /// and operators open a handful; the cap keeps a flood from taking the
+    /// proxy's descriptors), 10s for a whole header (a scraper or `curl`
+    /// sends it at once; nginx's 60s is for slow clients far away), 10s per
+    /// body read, and nginx's 75s keep-alive (longer than a one-minute
+    /// scrape interval, so a scraper keeps its connection).
+    pub fn side_listener() -> Self {
+        Limits {
+            max_connections: Some(crate::side_listener::DEFAULT_MAX_CONNECTIONS),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            ..Limits::default()
+        }
+    }
+}
+
+/// The proxy's `limits`.
 pub fn validate(section: LimitsSection) -> Result<Limits, ConfigError> {
-    let defaults = Limits::default();
+    validate_at(section, "limits", Limits::default())
+}
+
+/// A `limits` section at `prefix` (`limits`, `admin.limits`, ...), with
+/// `defaults` for what it leaves out.
+pub fn validate_at(
+    section: LimitsSection,
+    prefix: &str,
+    defaults: Limits,
+) -> Result<Limits, ConfigError> {
+    let key = |name: &str| format!("{prefix}.{name}");
     if section.max_connections == Some(0) {
         return Err(ConfigError::invalid(
-            "limits.max_connections",
+            key("max_connections"),
             "must be at least 1",
         ));
     }
-    let positive = |key: &str, value: Option<HumanDuration>, default: Duration| {
+    let positive = |key: String, value: Option<HumanDuration>, default: Duration| {
         let value = value.map_or(default, |d| d.0);
         match value.is_zero() {
             true => Err(ConfigError::invalid(key, "must be longer than 0")),
@@ -77,18 +108,18 @@ pub fn validate(section: LimitsSection) -> Result<Limits, ConfigError> {
         }
     };
     let keepalive_timeout = positive(
-        "limits.keepalive_timeout",
+        key("keepalive_timeout"),
         section.keepalive_timeout,
         defaults.keepalive_timeout,
     )?;
     if keepalive_timeout.subsec_nanos() != 0 {
         // Pingora keeps connections alive for whole seconds.
         return Err(ConfigError::invalid(
-            "limits.keepalive_timeout",
+            key("keepalive_timeout"),
             "must be a whole number of seconds",
         ));
     }
-    let buffer = |key: &str, value: Option<ByteSize>, default: usize| match value {
+    let buffer = |key: String, value: Option<ByteSize>, default: usize| match value {
         None => Ok(default),
         Some(ByteSize(size)) if size > MAX_CLIENT_BUFFER => {
             Err(ConfigError::invalid(key, "must be at most 1MiB"))
@@ -97,24 +128,24 @@ pub fn validate(section: LimitsSection) -> Result<Limits, ConfigError> {
     };
     Ok(Limits {
         client_read_buffer: buffer(
-            "limits.client_read_buffer",
+            key("client_read_buffer"),
             section.client_read_buffer,
             defaults.client_read_buffer,
         )?,
         client_write_buffer: buffer(
-            "limits.client_write_buffer",
+            key("client_write_buffer"),
             section.client_write_buffer,
             defaults.client_write_buffer,
         )?,
-        max_connections: section.max_connections,
+        max_connections: section.max_connections.or(defaults.max_connections),
         keepalive_timeout,
         header_timeout: positive(
-            "limits.header_timeout",
+            key("header_timeout"),
             section.header_timeout,
             defaults.header_timeout,
         )?,
         body_timeout: positive(
-            "limits.body_timeout",
+            key("body_timeout"),
             section.body_timeout,
             defaults.body_timeout,
         )?,

@@ -91,6 +91,8 @@ pub struct Config {
     pub listen: Vec<Listener>,
     /// Where `/metrics` is served. Default `127.0.0.1:9100`.
     pub metrics_listen: SocketAddr,
+    /// Its connections (`metrics.limits`, see [`Limits::side_listener`]).
+    pub metrics_limits: Limits,
     /// The admin API; `None` when the `admin` section is absent.
     pub admin: Option<Admin>,
     /// The access log; `None` (off) when the section is absent.
@@ -153,6 +155,11 @@ pub struct PassiveConfig {
     pub failures: u32,
     /// How long an ejected origin gets no traffic. Default 10s.
     pub eject: Duration,
+    /// Most origins (percent of the pool, rounded down, but at least one
+    /// of two or more unless 0; a lone origin never) ejected at once, Envoy's `max_ejection_percent`.
+    /// Default 50: live failures that hit every origin at once look like
+    /// one bad path or client, not like the whole pool failing.
+    pub max_ejection_percent: u32,
 }
 
 /// Timeouts of every upstream connection (Pingora's default is none).
@@ -166,6 +173,12 @@ pub struct Timeouts {
     pub write: Duration,
     /// How long an idle upstream connection is kept for reuse. Default 60s.
     pub idle: Duration,
+    /// How long an upgraded connection (WebSocket, anything after `101`)
+    /// may pass no byte either way before it is closed; `read` does not
+    /// apply to it. Default 1h, HAProxy's usual `timeout tunnel`: nginx
+    /// keeps its 60s `proxy_read_timeout`, which cuts an idle WebSocket
+    /// whose application pings less often.
+    pub tunnel_idle: Duration,
 }
 
 /// Reads, parses and validates a config file.

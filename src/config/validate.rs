@@ -18,17 +18,23 @@ pub fn validate(file: FileConfig) -> Result<Config, ConfigError> {
             .as_deref()
             .unwrap_or(DEFAULT_METRICS_LISTEN),
     )?;
+    let metrics_limits = super::limits::validate_at(
+        file.metrics.limits,
+        "metrics.limits",
+        super::Limits::side_listener(),
+    )?;
     let admin = super::admin::validate(file.admin, parse_addr)?;
     let addresses: Vec<SocketAddr> = listen.iter().map(|l| l.address).collect();
     check_listeners(&addresses, metrics_listen, admin.as_ref().map(|a| a.listen))?;
     validate_server(&file.server)?;
     let origins = validate_origins(&file.origins)?;
-    let mut warnings = Vec::new();
+    let mut warnings = exposure_warnings(metrics_listen, admin.as_ref());
     let replication = super::replication::validate(file.replication, origins.len(), &mut warnings)?;
     Ok(Config {
         server: file.server,
         listen,
         metrics_listen,
+        metrics_limits,
         admin,
         access_log: super::access_log::validate(file.access_log)?,
         origins,
@@ -41,6 +47,36 @@ pub fn validate(file: FileConfig) -> Result<Config, ConfigError> {
         warnings,
         sha256: String::new(),
     })
+}
+
+/// Side listeners reachable beyond this host (`hothot -t` prints these, and
+/// start-up logs them): both speak cleartext HTTP.
+fn exposure_warnings(metrics: SocketAddr, admin: Option<&super::Admin>) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if !metrics.ip().is_loopback() {
+        warnings.push(format!(
+            "metrics.listen {metrics} is reachable beyond this host: anyone who reaches it \
+             reads /metrics (origin names, traffic); let a firewall admit only the scrapers"
+        ));
+    }
+    match admin {
+        Some(admin) if !admin.listen.ip().is_loopback() && admin.token.is_none() => {
+            warnings.push(format!(
+                "UNPROTECTED: admin.listen {} is reachable beyond this host and has no \
+                 admin.token_file: anyone who reaches it reads /status (origins, addresses), \
+                 and its write endpoints refuse everyone (403); set admin.token_file, or listen \
+                 on 127.0.0.1",
+                admin.listen
+            ));
+        }
+        Some(admin) if !admin.listen.ip().is_loopback() => warnings.push(format!(
+            "admin.listen {} is reachable beyond this host: the admin API speaks cleartext HTTP, \
+             so its token travels readable on the network; prefer 127.0.0.1 or a private network",
+            admin.listen
+        )),
+        _ => {}
+    }
+    warnings
 }
 
 /// Two listeners that would share a port: the same port on the same IP, or
@@ -245,6 +281,15 @@ fn validate_health(health: HealthSection) -> Result<HealthConfig, ConfigError> {
             health.passive.eject.map(|d| d.0),
             Duration::from_secs(10),
         )?,
+        max_ejection_percent: match health.passive.max_ejection_percent.unwrap_or(50) {
+            percent @ 0..=100 => percent,
+            _ => {
+                return Err(ConfigError::invalid(
+                    "health.passive.max_ejection_percent",
+                    "must be between 0 and 100",
+                ))
+            }
+        },
     };
     Ok(HealthConfig {
         kind,
@@ -277,6 +322,11 @@ fn validate_timeouts(t: &TimeoutsSection) -> Result<Timeouts, ConfigError> {
             "timeouts.idle",
             t.idle.map(|d| d.0),
             Duration::from_secs(60),
+        )?,
+        tunnel_idle: positive(
+            "timeouts.tunnel_idle",
+            t.tunnel_idle.map(|d| d.0),
+            Duration::from_secs(3600),
         )?,
     })
 }

@@ -201,22 +201,24 @@ impl ConnectionFilter for Gate {
 }
 
 /// Descriptors kept for what hothot opens itself, beyond what each client
-/// connection needs (see [`descriptor_budget`]): the upstream keep-alive
-/// pool, probes and replication lanes (a few per origin), the journal,
-/// listeners and the runtime.
-fn reserve(origins: usize, upstream_pool: usize) -> usize {
-    64 + upstream_pool + 8 * origins
+/// connection needs (see [`descriptor_budget`]): `kept` (the upstream
+/// keep-alive pool, the side listeners' connections), probes and
+/// replication lanes (a few per origin), the journal, listeners and the
+/// runtime.
+fn reserve(origins: usize, kept: usize) -> usize {
+    64 + kept + 8 * origins
 }
 
-/// The client connection budget for `origins` origins and an idle upstream
-/// pool of `upstream_pool` connections: [`descriptor_budget`] after the
-/// [`reserve`]. At start-up and at every reload (the origins may change).
+/// The client connection budget for `origins` origins and `kept`
+/// descriptors held elsewhere (the idle upstream pool, the side
+/// listeners): [`descriptor_budget`] after the [`reserve`]. At start-up
+/// and at every reload (the origins may change).
 pub fn budget(
     configured: Option<usize>,
     origins: usize,
-    upstream_pool: usize,
+    kept: usize,
 ) -> Result<usize, (String, String)> {
-    descriptor_budget(configured, reserve(origins, upstream_pool))
+    descriptor_budget(configured, reserve(origins, kept))
 }
 
 /// How many client connections hothot may hold: `limits.max_connections`,

@@ -9,9 +9,11 @@
 //! logged once, with the failure that caused it.
 //!
 //! Passive ejection (live traffic failures) lives in [`crate::pool`]; ejection
-//! expiry is reflected in the metrics at the next probe round.
+//! expiry is reflected in the metrics at the next probe round. Whether a
+//! read timeout is a failure of the origin is [`read_timeouts`]' question.
 
 mod probe;
+mod read_timeouts;
 
 use crate::config::HealthConfig;
 use crate::metrics::Metrics;
@@ -22,6 +24,7 @@ use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use pingora_core::services::ServiceReadyNotifier;
 pub use probe::{probe, ProbeError};
+pub use read_timeouts::ReadTimeouts;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -181,6 +184,14 @@ impl HealthService {
 }
 
 impl ProbeStreak {
+    /// Did the origin's last probe fail?
+    pub fn last_failed(&self) -> bool {
+        let tracker = self.lock();
+        // Up, a streak counts failures; down, only failures keep it so.
+        (tracker.up && tracker.streak > 0)
+            || (tracker.decided && !tracker.up && tracker.streak == 0)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Tracker> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -1,7 +1,8 @@
 //! Client connection series: held, refused when full, evicted to make room,
-//! and clients that left before their request header was read.
+//! and clients that left before their request header was read; the
+//! proxy's unlabelled, the side listeners' (admin, metrics) by `listener`.
 
-use prometheus::{IntCounter, IntGauge, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 #[derive(Clone)]
 pub struct ConnectionMetrics {
@@ -49,5 +50,67 @@ impl ConnectionMetrics {
             evicted,
             aborts,
         })
+    }
+}
+
+/// The side listeners' connection series, labelled `listener`.
+pub struct ListenerConnections {
+    open: IntGaugeVec,
+    max: IntGaugeVec,
+    refused: IntCounterVec,
+    evicted: IntCounterVec,
+}
+
+impl ListenerConnections {
+    pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let open = IntGaugeVec::new(
+            Opts::new(
+                "hothot_listener_connections",
+                "Connections a side listener (admin, metrics) holds now",
+            ),
+            &["listener"],
+        )?;
+        let max = IntGaugeVec::new(
+            Opts::new(
+                "hothot_listener_connections_max",
+                "Connections a side listener may hold (its limits.max_connections)",
+            ),
+            &["listener"],
+        )?;
+        let refused = IntCounterVec::new(
+            Opts::new(
+                "hothot_listener_connections_refused_total",
+                "Connections a side listener refused because it held its limit and none was idle",
+            ),
+            &["listener"],
+        )?;
+        let evicted = IntCounterVec::new(
+            Opts::new(
+                "hothot_listener_connections_evicted_total",
+                "Idle or header-sending side-listener connections closed to make room",
+            ),
+            &["listener"],
+        )?;
+        registry.register(Box::new(open.clone()))?;
+        registry.register(Box::new(max.clone()))?;
+        registry.register(Box::new(refused.clone()))?;
+        registry.register(Box::new(evicted.clone()))?;
+        Ok(ListenerConnections {
+            open,
+            max,
+            refused,
+            evicted,
+        })
+    }
+
+    /// The series of the listener `name`, labels resolved.
+    pub fn listener(&self, name: &str) -> ConnectionMetrics {
+        ConnectionMetrics {
+            open: self.open.with_label_values(&[name]),
+            max: self.max.with_label_values(&[name]),
+            refused: self.refused.with_label_values(&[name]),
+            evicted: self.evicted.with_label_values(&[name]),
+            aborts: crate::logging::client_aborts().clone(),
+        }
     }
 }

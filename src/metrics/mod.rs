@@ -12,7 +12,7 @@ mod replication;
 mod requests;
 
 use crate::pool::Pool;
-pub use connections::ConnectionMetrics;
+pub use connections::{ConnectionMetrics, ListenerConnections};
 pub use endpoint::MetricsApp;
 use origin::OriginFamilies;
 pub use origin::{OriginMetrics, Unrouted};
@@ -43,6 +43,8 @@ pub struct Metrics {
     pub unrouted: Unrouted,
     pub replication: ReplicationMetrics,
     pub connections: ConnectionMetrics,
+    /// The side listeners' connections (admin, metrics).
+    pub listeners: ListenerConnections,
 }
 
 impl Metrics {
@@ -101,6 +103,7 @@ impl Metrics {
         ))?;
         let replication = ReplicationMetrics::new(&registry)?;
         let connections = ConnectionMetrics::new(&registry)?;
+        let listeners = ListenerConnections::new(&registry)?;
         Ok(Metrics {
             registry,
             in_flight,
@@ -114,6 +117,7 @@ impl Metrics {
             families,
             replication,
             connections,
+            listeners,
         })
     }
 
@@ -131,7 +135,7 @@ impl Metrics {
         self.replication.forget_peer(name);
     }
 
-    /// Sets `hothot_origin_up`, `_drained`, `_serving_reads`, `_capacity`
+    /// Sets `hothot_origin_up`, `_drained`, `_out_of_sync`, `_serving_reads`, `_capacity`
     /// and `_weight` from the pool's current state.
     pub fn publish_pool(&self, pool: &Pool) {
         for (id, share) in pool.shares() {
@@ -142,6 +146,8 @@ impl Metrics {
             metrics.capacity.set(i64::from(origin.capacity()));
             metrics.up.set(i64::from(origin.is_serving()));
             metrics.drained.set(i64::from(origin.is_drained()));
+            let missed = origin.missed_write().is_some();
+            metrics.out_of_sync.set(i64::from(missed));
             metrics
                 .serving_reads
                 .set(i64::from(origin.is_serving_reads()));

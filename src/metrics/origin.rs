@@ -26,6 +26,7 @@ pub(super) struct OriginFamilies {
     ejections: IntCounterVec,
     up: IntGaugeVec,
     drained: IntGaugeVec,
+    out_of_sync: IntGaugeVec,
     serving_reads: IntGaugeVec,
     capacity: IntGaugeVec,
     weight: GaugeVec,
@@ -48,6 +49,7 @@ impl OriginFamilies {
             ejections: self.ejections.with_label_values(&[name]),
             up: self.up.with_label_values(&[name]),
             drained: self.drained.with_label_values(&[name]),
+            out_of_sync: self.out_of_sync.with_label_values(&[name]),
             serving_reads: self.serving_reads.with_label_values(&[name]),
             capacity: self.capacity.with_label_values(&[name]),
             weight: self.weight.with_label_values(&[name]),
@@ -61,7 +63,11 @@ impl OriginFamilies {
     /// Drops the gauges of an origin a reload removed, so that it does
     /// not show as down for ever; its counters stay (their rates fall to 0).
     pub(super) fn forget(&self, name: &str) {
-        for family in [&self.up, &self.drained, &self.serving_reads, &self.capacity] {
+        let gauges = [&self.up, &self.drained, &self.out_of_sync];
+        for family in gauges
+            .into_iter()
+            .chain([&self.serving_reads, &self.capacity])
+        {
             let _ = family.remove_label_values(&[name]);
         }
         for family in [&self.weight, &self.factor] {
@@ -92,6 +98,7 @@ pub struct OriginMetrics {
     pub ejections: IntCounter,
     pub(super) up: IntGauge,
     pub(super) drained: IntGauge,
+    pub(super) out_of_sync: IntGauge,
     pub(super) serving_reads: IntGauge,
     pub(super) capacity: IntGauge,
     pub(super) weight: Gauge,
@@ -135,6 +142,13 @@ impl OriginFamilies {
             Opts::new(
                 "hothot_origin_drained",
                 "1 when an operator drained the origin through the admin API (no new traffic; writes still replicate to it)",
+            ),
+            &["origin"],
+        )?;
+        let out_of_sync = IntGaugeVec::new(
+            Opts::new(
+                "hothot_origin_out_of_sync",
+                "1 when the origin missed a write it could not apply (retry.max_attempts): out of service until an operator enables it again",
             ),
             &["origin"],
         )?;
@@ -193,6 +207,7 @@ impl OriginFamilies {
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(up.clone()))?;
         registry.register(Box::new(drained.clone()))?;
+        registry.register(Box::new(out_of_sync.clone()))?;
         registry.register(Box::new(serving_reads.clone()))?;
         registry.register(Box::new(capacity.clone()))?;
         registry.register(Box::new(weight.clone()))?;
@@ -207,6 +222,7 @@ impl OriginFamilies {
             ejections,
             up,
             drained,
+            out_of_sync,
             serving_reads,
             capacity,
             weight,

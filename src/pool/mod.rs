@@ -58,6 +58,9 @@ pub enum FailureVerdict {
     Counted,
     /// This failure crossed `passive.failures`: the origin is now ejected.
     Ejected,
+    /// It crossed `passive.failures`, but `max_ejection_percent` of the
+    /// pool is ejected already: the origin stays in service.
+    Floor,
 }
 
 pub struct Pool {
@@ -69,6 +72,7 @@ pub struct Pool {
     /// `health.passive`, which a reload may change.
     passive_failures: AtomicU32,
     passive_eject_ms: AtomicU64,
+    passive_max_ejection_percent: AtomicU32,
     /// The timeouts every origin's Pingora peer carries (a reload may change them).
     timeouts: Mutex<Timeouts>,
     epoch: Instant,
@@ -90,6 +94,7 @@ impl Pool {
             adding: Mutex::new(()),
             passive_failures: AtomicU32::new(passive.failures),
             passive_eject_ms: AtomicU64::new(duration_ms(passive.eject)),
+            passive_max_ejection_percent: AtomicU32::new(passive.max_ejection_percent),
             timeouts: Mutex::new(timeouts),
             epoch: Instant::now(),
             changes: AtomicU64::new(0),
@@ -204,6 +209,12 @@ impl Pool {
         self.update(id, |o| o.state.set_drained(drained))
     }
 
+    /// An origin gave up on `write` (or, with `None`, an operator says it
+    /// has every write again); true when that changed whether it serves.
+    pub fn set_missed_write(&self, id: OriginId, write: Option<String>) -> bool {
+        self.update(id, |o| o.state.set_missed(write))
+    }
+
     /// Marks an origin as lagging (or caught up); true when that changed it.
     pub fn set_lagging(&self, id: OriginId, lagging: bool) -> bool {
         self.update(id, |o| o.state.set_lagging(lagging))
@@ -254,11 +265,30 @@ impl Pool {
         if origin.state.count_failure() < failures || origin.is_ejected() {
             return FailureVerdict::Counted;
         }
+        if !self.may_eject_another() {
+            return FailureVerdict::Floor;
+        }
         let until = (self.now_ms() + self.passive_eject_ms.load(Ordering::Relaxed)).max(1);
         origin.state.eject_until(until);
         self.next_ejection_end_ms.fetch_min(until, Ordering::AcqRel);
         self.changed();
         FailureVerdict::Ejected
+    }
+
+    /// Would one more ejection stay within `max_ejection_percent` of the
+    /// members (rounded down, but at least one of two or more unless it is
+    /// 0; a lone origin is never ejected: there is nowhere else to send its
+    /// traffic)?
+    fn may_eject_another(&self) -> bool {
+        let percent = self.passive_max_ejection_percent.load(Ordering::Relaxed) as usize;
+        let (members, ejected) = self
+            .members()
+            .fold((0, 0), |(m, e), o| (m + 1, e + usize::from(o.is_ejected())));
+        let allowed = match (members, percent) {
+            (0 | 1, _) | (_, 0) => 0,
+            _ => (members * percent / 100).max(1),
+        };
+        ejected < allowed
     }
 
     /// A reload's new `health.passive`.
@@ -267,6 +297,13 @@ impl Pool {
             .store(passive.failures, Ordering::Relaxed);
         self.passive_eject_ms
             .store(duration_ms(passive.eject), Ordering::Relaxed);
+        self.passive_max_ejection_percent
+            .store(passive.max_ejection_percent, Ordering::Relaxed);
+    }
+
+    /// The `timeouts` in force.
+    pub fn timeouts(&self) -> Timeouts {
+        *self.timeouts.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A reload's new `timeouts`: every origin's peer carries them from the

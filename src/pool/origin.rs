@@ -4,7 +4,7 @@
 use super::{duration_ms, OriginId};
 use crate::adaptive::Load;
 use crate::config::{OriginConfig, Timeouts};
-use crate::health::ProbeStreak;
+use crate::health::{ProbeStreak, ReadTimeouts};
 use crate::limit::Bucket;
 use crate::metrics::OriginMetrics;
 use crate::origin_tls::{TlsClient, TlsError};
@@ -54,6 +54,8 @@ pub struct Origin {
     pub load: Load,
     /// Its active probes' streak.
     pub probes: ProbeStreak,
+    /// Its recent read timeouts: one slow path is not the origin failing.
+    pub read_timeouts: ReadTimeouts,
     /// Its series, labels resolved.
     pub metrics: OriginMetrics,
     /// The writes it has not settled yet, and how far it has settled the
@@ -83,6 +85,7 @@ impl Origin {
             limit: Bucket::new(config.capacity),
             load: Load::default(),
             probes: ProbeStreak::default(),
+            read_timeouts: ReadTimeouts::default(),
             metrics,
             backlog,
         }
@@ -105,6 +108,7 @@ impl Origin {
             && !state.retired.load(Ordering::Acquire)
             && state.probe_up.load(Ordering::Acquire)
             && !state.drained.load(Ordering::Acquire)
+            && !state.out_of_sync.load(Ordering::Acquire)
             && !self.is_ejected()
     }
 
@@ -120,6 +124,16 @@ impl Origin {
 
     pub fn is_lagging(&self) -> bool {
         self.state.lagging.load(Ordering::Acquire)
+    }
+
+    /// The write it missed, when it gave one up (`retry.max_attempts`):
+    /// it is out of service until an operator enables it again.
+    pub fn missed_write(&self) -> Option<String> {
+        if !self.state.out_of_sync.load(Ordering::Acquire) {
+            return None;
+        }
+        let missed = self.state.missed.lock().unwrap_or_else(|e| e.into_inner());
+        missed.clone()
     }
 
     /// Has an operator drained it?
@@ -166,6 +180,8 @@ fn peer(address: SocketAddr, tls: Option<&TlsClient>, timeouts: Timeouts) -> Htt
     options.read_timeout = Some(timeouts.read);
     options.write_timeout = Some(timeouts.write);
     options.idle_timeout = Some(timeouts.idle);
+    // A tunnel's two ends may be quiet for long: `read` is for answers.
+    options.upgraded_read_timeout = Some(timeouts.tunnel_idle);
     peer
 }
 
@@ -184,6 +200,12 @@ pub(super) struct ServingState {
     /// Taken out of rotation by an operator (admin API): no new traffic,
     /// while replicated writes still reach it.
     drained: AtomicBool,
+    /// It gave up on a write, so its data differs from its peers': out of
+    /// service (the invariant: every origin that serves has applied every
+    /// write) until an operator enables it again.
+    out_of_sync: AtomicBool,
+    /// Which write it missed, for `/status` (the first one).
+    missed: std::sync::Mutex<Option<String>>,
     /// Thousandths of its capacity the origin is given now (see
     /// [`crate::adaptive`]); 1000 until something says otherwise.
     factor_milli: AtomicU32,
@@ -201,6 +223,8 @@ impl ServingState {
             ejected_until_ms: AtomicU64::new(0),
             consecutive_failures: AtomicU32::new(0),
             drained: AtomicBool::new(false),
+            out_of_sync: AtomicBool::new(false),
+            missed: std::sync::Mutex::new(None),
             factor_milli: AtomicU32::new(super::FULL_FACTOR),
             retired: AtomicBool::new(false),
             epoch,
@@ -218,6 +242,17 @@ impl ServingState {
 
     pub(super) fn set_drained(&self, drained: bool) -> bool {
         self.drained.swap(drained, Ordering::AcqRel) != drained
+    }
+
+    /// Records a missed write (the first is kept), or clears it with `None`;
+    /// true when that changed whether it serves.
+    pub(super) fn set_missed(&self, write: Option<String>) -> bool {
+        let out = write.is_some();
+        let mut missed = self.missed.lock().unwrap_or_else(|e| e.into_inner());
+        if missed.is_none() || write.is_none() {
+            *missed = write;
+        }
+        self.out_of_sync.swap(out, Ordering::AcqRel) != out
     }
 
     pub(super) fn set_lagging(&self, lagging: bool) -> bool {

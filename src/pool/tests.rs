@@ -3,12 +3,14 @@
 use super::*;
 use crate::replication::testing;
 
-/// Origins `o0`, `o1`, ... with `capacities` and `passive: {failures}`.
+/// Origins `o0`, `o1`, ... with `capacities` and `passive: {failures}`
+/// (at most half of them ejected).
 fn pool(capacities: &[u32], failures: u32) -> (Arc<Pool>, Vec<OriginId>) {
     let (pool, _replicator) = testing::pool(capacities);
     pool.set_passive(PassiveConfig {
         failures,
         eject: Duration::from_secs(60),
+        max_ejection_percent: 50,
     });
     let ids = pool.members().map(|o| o.id).collect();
     (pool, ids)
@@ -38,6 +40,26 @@ fn consecutive_failures_eject_and_success_resets_the_streak() {
     assert_eq!(p.record_failure(a), FailureVerdict::Ejected);
     assert!(!p.is_serving(a));
     assert!(p.get(a).unwrap().is_ejected());
+}
+
+#[test]
+fn passive_ejection_keeps_a_floor_of_origins_in_service() {
+    let (p, ids) = pool(&[10, 10, 10, 10], 1);
+    for &id in &ids {
+        p.set_probe_up(id, true);
+    }
+    // Half of four: two may be ejected, the other two stay whatever they do.
+    let verdicts: Vec<FailureVerdict> = ids.iter().map(|&id| p.record_failure(id)).collect();
+    use FailureVerdict::*;
+    assert_eq!(verdicts, [Ejected, Ejected, Floor, Floor]);
+    assert!(p.is_serving(ids[2]) && p.is_serving(ids[3]));
+    // A lone origin is never ejected; of two, one may be.
+    let (lone, ids) = pool(&[10], 1);
+    lone.set_probe_up(ids[0], true);
+    assert_eq!(lone.record_failure(ids[0]), Floor);
+    let (two, ids) = pool(&[10, 10], 1);
+    assert_eq!(two.record_failure(ids[0]), Ejected);
+    assert_eq!(two.record_failure(ids[1]), Floor);
 }
 
 #[test]

@@ -17,6 +17,8 @@ pub enum Canned {
     TwoHosts,
     /// Pingora found the request malformed.
     BadRequest,
+    /// The client did not send its body in time (`limits.body_timeout`).
+    RequestTimeout,
     /// The write (headers and body) exceeds `replication.max_body`.
     Oversize,
     /// The origin failed (refused, reset, closed without an answer).
@@ -52,6 +54,7 @@ impl Canned {
     pub fn status(self) -> u16 {
         match self {
             Canned::NoHost | Canned::TwoHosts | Canned::BadRequest => 400,
+            Canned::RequestTimeout => 408,
             Canned::Oversize => 413,
             Canned::BadGateway | Canned::NoAnswer | Canned::Malformed => 502,
             Canned::NoOrigin
@@ -70,6 +73,9 @@ impl Canned {
             Canned::NoHost => "bad request: an HTTP/1.1 request needs a Host header\n",
             Canned::TwoHosts => "bad request: more than one Host header\n",
             Canned::BadRequest => "bad request\n",
+            Canned::RequestTimeout => {
+                "request timeout: the request body did not arrive in time (limits.body_timeout)\n"
+            }
             Canned::Oversize => {
                 "payload too large: the write (headers and body) exceeds replication.max_body\n"
             }
@@ -116,8 +122,15 @@ impl Canned {
                 ErrorSource::Upstream,
             ) => Canned::GatewayTimeout,
             (_, ErrorSource::Upstream) => Canned::BadGateway,
+            (ErrorType::ReadTimedout, ErrorSource::Downstream) => Canned::RequestTimeout,
+            // The client is gone, or its HTTP/2 stream (reset, broken):
+            // nobody to answer, counted 499.
             (
-                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed,
+                ErrorType::WriteError
+                | ErrorType::ReadError
+                | ErrorType::ConnectionClosed
+                | ErrorType::WriteTimedout
+                | ErrorType::H2Error,
                 ErrorSource::Downstream,
             ) => return None,
             (_, ErrorSource::Downstream) => Canned::BadRequest,

@@ -5,13 +5,17 @@ use super::{HotHotProxy, RequestCtx, CLIENT_CLOSED};
 use crate::access_log::Line;
 use crate::metrics::Kind;
 use pingora_proxy::Session;
+use std::borrow::Cow;
 use std::time::SystemTime;
 
 impl HotHotProxy {
     pub(super) fn finished(&self, session: &Session, ctx: &RequestCtx) {
+        // A `100 Continue` alone is not an answer: a client that leaves
+        // after it left before its answer (499).
         let status = session
             .response_written()
             .map(|r| r.status.as_u16())
+            .filter(|&status| status >= 200 || status == 101)
             .or(ctx.error_status)
             .unwrap_or(CLIENT_CLOSED);
         let request = session.req_header();
@@ -36,8 +40,15 @@ impl HotHotProxy {
             return;
         };
         let header = |name: http::header::HeaderName| {
-            request.headers.get(name).and_then(|v| v.to_str().ok())
+            request
+                .headers
+                .get(name)
+                .map(|value| header_text(value.as_bytes()))
         };
+        let (referer, user_agent) = (
+            header(http::header::REFERER),
+            header(http::header::USER_AGENT),
+        );
         let protocol = match request.version {
             http::Version::HTTP_10 => "HTTP/1.0",
             http::Version::HTTP_2 => "HTTP/2.0",
@@ -59,13 +70,41 @@ impl HotHotProxy {
             protocol,
             status,
             body_bytes: session.body_bytes_sent(),
-            referer: header(http::header::REFERER),
-            user_agent: header(http::header::USER_AGENT),
+            referer: referer.as_deref(),
+            user_agent: user_agent.as_deref(),
             duration,
             origin: last.map(|origin| origin.name.as_str()),
             attempts: ctx.tried.len(),
             upstream_status: ctx.upstream_status,
             write,
         });
+    }
+}
+
+/// A header value as text for the access log: itself when it is UTF-8
+/// (non-ASCII included), else its bytes outside ASCII as `\xHH`, as nginx
+/// writes them; never nothing, which would read as a missing header.
+fn header_text(value: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(value) {
+        Ok(text) => Cow::Borrowed(text),
+        Err(_) => {
+            let mut text = String::with_capacity(value.len() * 2);
+            for &byte in value {
+                match byte.is_ascii() {
+                    true => text.push(char::from(byte)),
+                    false => text.push_str(&format!("\\x{byte:02X}")),
+                }
+            }
+            Cow::Owned(text)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn header_values_are_text_whatever_their_bytes() {
+        assert_eq!(super::header_text("curl/8 ünï".as_bytes()), "curl/8 ünï");
+        assert_eq!(super::header_text(b"a\xffb"), "a\\xFFb");
     }
 }

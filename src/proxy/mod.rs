@@ -32,6 +32,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 pub use live::LiveSettings;
 use pingora_core::modules::http::HttpModules;
+use pingora_core::protocols::http::v1::common::is_upgrade_req;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -88,6 +89,9 @@ pub struct RequestCtx {
     canned: Option<Canned>,
     /// The current attempt's origin sent its response header.
     response_started: bool,
+    /// The origin answered `101`: the connection is a tunnel now, whose end
+    /// is nobody's failure and which is never retried.
+    upgraded: bool,
     /// The status hothot itself answered with after a failure.
     error_status: Option<u16>,
     /// Set for a write that will be replicated after its primary answers
@@ -152,6 +156,7 @@ impl ProxyHttp for HotHotProxy {
             tried: SmallVec::new(),
             canned: None,
             response_started: false,
+            upgraded: false,
             error_status: None,
             write: None,
             seen: None,
@@ -184,6 +189,10 @@ impl ProxyHttp for HotHotProxy {
         ctx.classified = classify(&config, session.req_header_mut(), client);
         if let Some(problem) = headers::host_problem(session.req_header()) {
             return self.answer(session, ctx, problem).await;
+        }
+        if is_upgrade_req(session.req_header()) {
+            // Once upgraded, the client's side is read as a tunnel too.
+            session.set_read_timeout(Some(self.pool.timeouts().tunnel_idle));
         }
         if ctx.classified.class == Class::Read && config.read_your_writes {
             ctx.seen = route::seen_write(session.req_header(), &self.pool);
@@ -296,6 +305,15 @@ impl ProxyHttp for HotHotProxy {
         response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if response.status == http::StatusCode::SWITCHING_PROTOCOLS {
+            // The answer has begun (nothing may be retried after it), and
+            // what follows is a tunnel, not an answer.
+            ctx.response_started = true;
+            ctx.upgraded = true;
+            ctx.upstream_status = Some(101);
+            self.answered(ctx, false);
+            return Ok(());
+        }
         if response.status.is_informational() {
             return Ok(());
         }
@@ -313,7 +331,7 @@ impl ProxyHttp for HotHotProxy {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        self.failed(ctx, false);
+        self.failed(ctx, false, None);
         self.retry_on_another(ctx, &mut e);
         e
     }
@@ -321,17 +339,20 @@ impl ProxyHttp for HotHotProxy {
     fn error_while_proxy(
         &self,
         peer: &HttpPeer,
-        _session: &mut Session,
+        session: &mut Session,
         e: Box<Error>,
         ctx: &mut RequestCtx,
         _client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("origin {peer}"));
-        if *e.esource() != ErrorSource::Upstream {
+        if *e.esource() != ErrorSource::Upstream || ctx.upgraded {
+            // A tunnel ends when either side ends it or goes quiet.
             e.set_retry(false);
             return e;
         }
-        self.failed(ctx, !ctx.response_started);
+        let timed_out = *e.etype() == ErrorType::ReadTimedout;
+        let path = timed_out.then(|| session.req_header().uri.path());
+        self.failed(ctx, !ctx.response_started, path);
         if ctx.response_started || !ctx.classified.replayable {
             e.set_retry(false);
         } else {
@@ -340,17 +361,15 @@ impl ProxyHttp for HotHotProxy {
         e
     }
 
-    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, e: &Error) -> bool {
-        // A client that leaves early is routine (counted as 499), not an error.
-        let client_left = *e.esource() == ErrorSource::Downstream
-            && matches!(
-                e.etype(),
-                ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
-            );
-        if client_left {
-            log::debug!("client left early: {e}");
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, e: &Error) -> bool {
+        // A client that leaves early or sends a bad request is routine
+        // (counted as 499 or its 4xx), not an error of hothot's; nor is a
+        // tunnel's end.
+        let routine = ctx.upgraded || *e.esource() == ErrorSource::Downstream;
+        if routine {
+            log::debug!("request ended by the client or its tunnel: {e}");
         }
-        client_left
+        routine
     }
 
     async fn fail_to_proxy(

@@ -87,15 +87,24 @@ pub async fn serve(
     Ok(true)
 }
 
-/// Reads the whole request body; `None` once it outgrows `max`.
+/// Reads the whole request body; `None` once it outgrows `max`. Its
+/// failures are the client's (a malformed or truncated body, a timeout, a
+/// client gone): 400, 408 or 499, never a 500.
 async fn read_body(session: &mut Session, max: usize) -> Result<Option<Bytes>> {
     if expects_continue(session.req_header()) {
         // The client waits for this before it sends the body; Pingora
         // forwards it from the origin when it proxies, here it is ours.
-        session.write_continue_response().await?;
+        session
+            .write_continue_response()
+            .await
+            .map_err(|e| e.into_down())?;
     }
     let mut body = BytesMut::new();
-    while let Some(chunk) = session.read_request_body().await? {
+    while let Some(chunk) = session
+        .read_request_body()
+        .await
+        .map_err(|e| e.into_down())?
+    {
         if body.len() + chunk.len() > max {
             return Ok(None);
         }

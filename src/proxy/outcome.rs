@@ -3,8 +3,12 @@
 //! and decides whether a failed attempt may be retried elsewhere.
 
 use super::{HotHotProxy, RequestCtx};
+use crate::log_throttle::{suppressed_note, Throttle};
 use crate::pool::{FailureVerdict, OriginId};
 use pingora_error::Error;
+
+/// Ejections the floor refused, logged (see [`crate::log_throttle`]).
+static FLOOR: Throttle = Throttle::new();
 
 impl HotHotProxy {
     /// The attempt's origin sent its response header; `error` for a 5xx.
@@ -23,11 +27,23 @@ impl HotHotProxy {
     /// The attempt failed: before its origin answered (a connect error;
     /// with `waited`, an error or timeout after the request went out), or
     /// in the middle of the answer (already counted by [`Self::answered`]
-    /// for the factors).
-    pub(super) fn failed(&self, ctx: &RequestCtx, waited: bool) {
+    /// for the factors). `timed_out`: the path of a request that got no
+    /// answer in time, which counts only when it does not look like one
+    /// slow path ([`crate::health::ReadTimeouts`]).
+    pub(super) fn failed(&self, ctx: &RequestCtx, waited: bool, timed_out: Option<&str>) {
         let Some(origin) = self.attempted(ctx) else {
             return;
         };
+        if let Some(path) = timed_out {
+            let probes_failing = origin.probes.last_failed();
+            if !origin.read_timeouts.counts(path, probes_failing) {
+                log::debug!(
+                    "origin {}: {path} timed out; not counted against it (one slow path, probes pass)",
+                    origin.name
+                );
+                return;
+            }
+        }
         if !ctx.response_started {
             let latency = waited.then(|| ctx.attempt_started.elapsed());
             self.adaptive.record(origin, latency, true);
@@ -37,8 +53,21 @@ impl HotHotProxy {
 
     /// Passive health: a live failure of `origin`, which may eject it.
     fn note_failure(&self, origin: OriginId) {
-        if self.pool.record_failure(origin) != FailureVerdict::Ejected {
-            return;
+        match self.pool.record_failure(origin) {
+            FailureVerdict::Counted => return,
+            FailureVerdict::Floor => {
+                if let Some(suppressed) = FLOOR.admit() {
+                    log::warn!(
+                        "origin {} failed health.passive.failures live requests in a row, but \
+                         health.passive.max_ejection_percent of the pool is ejected already: \
+                         it stays in service{}",
+                        self.pool.name(origin),
+                        suppressed_note(suppressed)
+                    );
+                }
+                return;
+            }
+            FailureVerdict::Ejected => {}
         }
         if let Some(origin) = self.pool.get(origin) {
             log::warn!(

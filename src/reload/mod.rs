@@ -75,8 +75,9 @@ pub struct Live {
     /// The client connections' budget, which the number of origins changes
     /// (descriptors are kept for each one's connections, probes and lanes).
     pub connections: Arc<crate::connections::Book>,
-    /// Pingora's idle upstream pool size, fixed at start-up.
-    pub upstream_pool: usize,
+    /// Descriptors kept beside the per-origin reserve (the idle upstream
+    /// pool, the side listeners'), fixed at start-up.
+    pub kept_descriptors: usize,
     /// The TLS listeners' certificates, read again at every reload.
     pub certificates: Vec<Arc<ListenerCertificate>>,
 }
@@ -141,7 +142,7 @@ impl Reloader {
         let budget = crate::connections::budget(
             new.limits.max_connections,
             new.origins.len(),
-            self.live.upstream_pool,
+            self.live.kept_descriptors,
         )
         .map_err(|(key, reason)| ReloadError::Limit { key, reason })?;
         let plan = Plan::prepare(&self.live.pool, &current, &new)?;
@@ -213,6 +214,7 @@ fn needs_restart(old: &Config, new: &Config) -> Result<(), ReloadError> {
     let restart_only = [
         ("listen", old.listen != new.listen),
         ("metrics.listen", old.metrics_listen != new.metrics_listen),
+        ("metrics.limits", old.metrics_limits != new.metrics_limits),
         ("admin", old.admin != new.admin),
         ("access_log", old.access_log != new.access_log),
         ("limits", old.limits != new.limits),

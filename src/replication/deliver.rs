@@ -9,12 +9,19 @@
 //! batch. An answer below 500 settles the entry (under `order: version` a 4xx
 //! is counted `failed` and logged). A 5xx sends it back to the backlog, whose
 //! key then waits out a backoff (exponential with jitter, from `retry.initial`
-//! to `retry.max`); after `retry.max_attempts` 5xx answers given while the
-//! origin passes its probes, the origin gives up on that write (counted
-//! `failed`, logged) and moves on. A refused or broken connection, or a
-//! timeout, resends everything in flight after a backoff, for as long as it
-//! takes; the window restarts at one entry and doubles with each success, so
-//! a recovering origin is probed one write at a time.
+//! to `retry.max`). A broken connection or a timeout resends everything in
+//! flight after a backoff; the window restarts at one entry and doubles with
+//! each success, so a recovering origin is probed one write at a time.
+//!
+//! Every failed attempt at the entry whose answer was awaited (a 5xx, the
+//! connection closed mid-answer, no answer within `timeouts.read`) counts
+//! towards `retry.max_attempts` while the origin passes its probes; a
+//! refused connection does not (nothing was sent: the origin is down, and
+//! its backlog waits). At `retry.max_attempts` the origin gives the write up
+//! (counted `failed`, logged with its path, version, sequence and attempts)
+//! and is out of sync: out of service, because it no longer has every write
+//! its peers have, until an operator enables it again; later writes still
+//! reach it.
 //!
 //! One caveat of pipelining: entries sent behind one that fails with a 5xx
 //! may be applied by the origin before it; they are sent again after it, so
@@ -23,6 +30,7 @@
 //! `Idempotency-Key` apply each write once).
 
 use super::backlog::{Backlog, Taken, Work};
+use super::backoff::Backoff;
 use super::entry::Entry;
 use super::pipeline::{Answer, PeerConnection, PipelineError};
 use super::write::Write;
@@ -32,53 +40,9 @@ use crate::metrics::PeerMetrics;
 use crate::pool::Origin;
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Most entries in flight on a lane's connection.
 const WINDOW: usize = 64;
-
-/// Exponential backoff with jitter: each delay is drawn from [d/2, d], d doubling up to `max`.
-pub struct Backoff {
-    initial: Duration,
-    max: Duration,
-    current: Duration,
-    seed: u64,
-}
-
-impl Backoff {
-    pub fn new(initial: Duration, max: Duration, seed: u64) -> Self {
-        Backoff {
-            initial,
-            max,
-            current: initial,
-            seed: seed | 1,
-        }
-    }
-
-    pub fn reset(&mut self) {
-        self.current = self.initial;
-    }
-
-    /// A reload's `retry.initial` and `retry.max`, from the next delay.
-    pub fn set_bounds(&mut self, initial: Duration, max: Duration) {
-        if (initial, max) != (self.initial, self.max) {
-            self.initial = initial;
-            self.max = max;
-            self.current = self.current.clamp(initial, max);
-        }
-    }
-
-    pub fn next_delay(&mut self) -> Duration {
-        // xorshift64: jitter only needs to spread retries apart.
-        self.seed ^= self.seed << 13;
-        self.seed ^= self.seed >> 7;
-        self.seed ^= self.seed << 17;
-        let full = self.current;
-        self.current = (self.current * 2).min(self.max);
-        let half = full / 2;
-        half + Duration::from_nanos(self.seed % (half.as_nanos() as u64).max(1))
-    }
-}
 
 pub struct Lane {
     pub replicator: Arc<Replicator>,
@@ -153,18 +117,34 @@ impl Lane {
                     window = 1;
                 }
                 Err(error) => {
-                    self.metrics().retried.inc();
                     self.note_failure(&error.to_string());
                     connection = None;
-                    for sent in in_flight.drain(..) {
-                        if let Some(write) = sent.entry.write() {
-                            self.fail_reply(write, None);
-                        }
-                        self.queue().release(sent.id, None);
-                    }
+                    self.connection_failed(std::mem::take(&mut in_flight), &error);
                     window = 1;
                     tokio::time::sleep(self.backoff.next_delay()).await;
                 }
+            }
+        }
+    }
+
+    /// The connection failed with `in_flight` on it: the entry whose answer
+    /// was awaited failed an attempt (unless nothing was sent: a refused
+    /// connection); those behind it only go again.
+    fn connection_failed(&mut self, in_flight: VecDeque<Sent>, error: &PipelineError) {
+        let sent_before = !matches!(error, PipelineError::Connect(_));
+        for (i, sent) in in_flight.into_iter().enumerate() {
+            let Some(write) = sent.entry.write().cloned() else {
+                self.queue().release(sent.id, None);
+                continue;
+            };
+            self.fail_reply(&write, None);
+            if i == 0 && sent_before && !sent.void {
+                self.failed_attempt(sent, &write, &error.to_string());
+            } else {
+                if i == 0 {
+                    self.metrics().retried.inc();
+                }
+                self.queue().release(sent.id, None);
             }
         }
     }
@@ -319,7 +299,7 @@ impl Lane {
 
     /// A 5xx: the entry is retried after a backoff (its key waits; entries
     /// of that key already sent behind it are sent again after it), or given
-    /// up after `retry.max_attempts` such answers while the origin is up.
+    /// up (see [`Self::failed_attempt`]).
     fn server_error(
         &mut self,
         sent: Sent,
@@ -328,24 +308,8 @@ impl Lane {
         in_flight: &mut VecDeque<Sent>,
     ) -> Settled {
         self.fail_reply(write, answer.raw.clone());
-        let counts = self.origin.is_probe_up();
-        let failures = self.queue().record_failure(sent.id, counts);
-        let max_attempts = self.replicator.config().retry_max_attempts;
-        if failures >= max_attempts {
-            self.metrics().failed.inc();
-            log::error!(
-                "replication to {}: gave up on write version {} ({}) after {failures} 5xx answers \
-                 (retry.max_attempts); {} moves on without it",
-                self.name(),
-                write.version,
-                write.request_line(),
-                self.name()
-            );
-            self.settled(&sent);
-        } else {
-            self.metrics().retried.inc();
-            let backoff = self.backoff.next_delay();
-            self.queue().release(sent.id, Some(backoff));
+        let why = format!("answered {}", answer.status);
+        if self.failed_attempt(sent, write, &why) {
             // Later entries of its key were sent after it: they go again after it.
             for later in in_flight.iter_mut() {
                 later.void |= later.entry.key() == write.key;
@@ -354,26 +318,48 @@ impl Lane {
         Settled::ServerError(answer.status)
     }
 
+    /// An attempt at `sent` failed (`why`): it counts while the origin
+    /// passes its probes, and after `retry.max_attempts` the origin gives
+    /// the write up and is out of sync; otherwise it goes back to the
+    /// backlog after a backoff. True when it will be retried.
+    fn failed_attempt(&mut self, sent: Sent, write: &Write, why: &str) -> bool {
+        let counts = self.origin.is_probe_up();
+        let failures = self.queue().record_failure(sent.id, counts);
+        let max_attempts = self.replicator.config().retry_max_attempts;
+        if failures < max_attempts {
+            self.metrics().retried.inc();
+            let backoff = self.backoff.next_delay();
+            self.queue().release(sent.id, Some(backoff));
+            return true;
+        }
+        self.metrics().failed.inc();
+        let missed = format!(
+            "write #{} version {} ({})",
+            write.seq,
+            write.version,
+            write.request_line()
+        );
+        log::error!(
+            "replication to {}: gave up on {missed} after {failures} failed attempts \
+             (retry.max_attempts; the last: {why}); {} is out of sync and out of service \
+             until an operator copies a peer's data to it and enables it \
+             (POST /origins/{}/enable)",
+            self.name(),
+            self.name(),
+            self.name(),
+        );
+        let pool = &self.replicator.pool;
+        if pool.set_missed_write(self.origin.id, Some(missed)) {
+            self.replicator.metrics.publish_pool(pool);
+        }
+        self.settled(&sent);
+        false
+    }
+
     /// Tells a client waiting for `write` that this origin failed it.
     fn fail_reply(&self, write: &Write, raw: Option<bytes::Bytes>) {
         if let Some(reply) = &write.reply {
             reply.failed(self.origin.id, raw);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_with_jitter_and_stops_at_max() {
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1), 7);
-        let delays: Vec<Duration> = (0..8).map(|_| backoff.next_delay()).collect();
-        assert!(delays[0] >= Duration::from_millis(50) && delays[0] <= Duration::from_millis(100));
-        assert!(delays[1] >= Duration::from_millis(100) && delays[1] <= Duration::from_millis(200));
-        assert!(delays[7] >= Duration::from_millis(500) && delays[7] <= Duration::from_secs(1));
-        backoff.reset();
-        assert!(backoff.next_delay() <= Duration::from_millis(100));
     }
 }

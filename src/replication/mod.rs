@@ -16,6 +16,7 @@
 
 mod admission;
 mod backlog;
+mod backoff;
 mod deliver;
 mod entry;
 mod key;

@@ -2,7 +2,8 @@
 //! of writes the log has made durable (write-ahead), and the housekeeping
 //! ticker (lag gauges, read rotation, log trimming).
 
-use super::deliver::{Backoff, Lane};
+use super::backoff::Backoff;
+use super::deliver::Lane;
 use super::Replicator;
 use crate::config::{ReplicationMode, Timeouts};
 use crate::pool::{Origin, OriginId};

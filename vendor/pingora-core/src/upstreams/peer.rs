@@ -501,6 +501,9 @@ pub struct PeerOptions {
     pub connection_timeout: Option<Duration>,
     pub total_connection_timeout: Option<Duration>,
     pub read_timeout: Option<Duration>,
+    /// Replaces `read_timeout` once an HTTP/1 connection is upgraded (a
+    /// `101` answer, e.g. a WebSocket). `None`: `read_timeout` applies.
+    pub upgraded_read_timeout: Option<Duration>,
     pub idle_timeout: Option<Duration>,
     pub write_timeout: Option<Duration>,
     pub verify_cert: bool,
@@ -577,6 +580,7 @@ impl PeerOptions {
             connection_timeout: None,
             total_connection_timeout: None,
             read_timeout: None,
+            upgraded_read_timeout: None,
             idle_timeout: None,
             write_timeout: None,
             verify_cert: true,

@@ -50,6 +50,10 @@ pub struct HttpSession {
     /// The timeout is reset on every write. This is not a timeout on the overall duration of the
     /// request.
     pub write_timeout: Option<Duration>,
+    /// The read timeout once the connection is upgraded (a `101` answer):
+    /// an upgraded connection is a tunnel, idle for as long as its two ends
+    /// like. `None` keeps `read_timeout`.
+    pub upgraded_read_timeout: Option<Duration>,
     keepalive_timeout: KeepaliveStatus,
     pub(crate) digest: Box<Digest>,
     response_header: Option<Box<ResponseHeader>>,
@@ -93,6 +97,7 @@ impl HttpSession {
             request_written: None,
             read_timeout: None,
             write_timeout: None,
+            upgraded_read_timeout: None,
             digest,
             bytes_sent: 0,
             body_recv: 0,
@@ -110,6 +115,7 @@ impl HttpSession {
             session.set_allow_h1_response_invalid_content_length(
                 options.allow_h1_response_invalid_content_length,
             );
+            session.upgraded_read_timeout = options.upgraded_read_timeout;
         }
         session
     }
@@ -346,6 +352,9 @@ impl HttpSession {
                         self.upgraded = self
                             .is_upgrade(self.response_header.as_deref().expect("init above"))
                             .unwrap_or(false);
+                        if self.upgraded && self.upgraded_read_timeout.is_some() {
+                            self.read_timeout = self.upgraded_read_timeout;
+                        }
                         // init body reader if upgrade status has changed body mode
                         // (read_response_task will immediately try to init body afterwards anyways)
                         // informational headers will automatically avoid initializing body reader
@@ -1862,6 +1871,27 @@ mod tests_stream {
         // Keepalive should be enabled for properly-framed HTTP/1.1
         http_stream.respect_keepalive();
         assert!(http_stream.will_keepalive());
+    }
+
+    #[tokio::test]
+    async fn upgraded_read_timeout_replaces_read_timeout_after_101() {
+        let wire = b"GET / HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: WS\r\n\r\n";
+        let answer = b"HTTP/1.1 101 Switching Protocols\r\n\r\n";
+        let mock_io = Builder::new().write(wire).read(&answer[..]).build();
+        let mut http_stream = HttpSession::new(Box::new(mock_io));
+        http_stream.read_timeout = Some(Duration::from_secs(1));
+        http_stream.upgraded_read_timeout = Some(Duration::from_secs(3600));
+        let mut request = RequestHeader::build("GET", b"/", None).unwrap();
+        request.insert_header("Connection", "Upgrade").unwrap();
+        request.insert_header("Upgrade", "WS").unwrap();
+        http_stream
+            .write_request_header(Box::new(request))
+            .await
+            .unwrap();
+        assert_eq!(http_stream.read_timeout, Some(Duration::from_secs(1)));
+        http_stream.read_response_task().await.unwrap();
+        assert!(http_stream.was_upgraded());
+        assert_eq!(http_stream.read_timeout, Some(Duration::from_secs(3600)));
     }
 
     #[tokio::test]
