@@ -7,6 +7,7 @@ mod common;
 use bytes::Bytes;
 use common::process::ProxyProcess;
 use common::*;
+use http::HeaderValue;
 use http_body_util::Full;
 use std::time::Duration;
 
@@ -194,6 +195,7 @@ fn lines(path: &std::path::Path) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_access_log_has_one_parseable_line_per_request() {
+    const AGENT: &str = "hothot-test/1 (Zürich; 東京)";
     let (a, b) = (TestOrigin::start("a").await, TestOrigin::start("b").await);
     let dir = temp_dir("access-log");
     std::fs::create_dir_all(&dir).unwrap();
@@ -217,7 +219,11 @@ async fn the_access_log_has_one_parseable_line_per_request() {
     for proxy in [&json_proxy, &combined_proxy] {
         for i in 0..10 {
             let request = http::Request::get(proxy.url(&format!("/item/{i}?q=1")))
-                .header("user-agent", "hothot-test/1")
+                // Not ASCII (UTF-8): logged as text, never as null.
+                .header(
+                    "user-agent",
+                    HeaderValue::from_bytes(AGENT.as_bytes()).unwrap(),
+                )
                 .body(Full::default())
                 .unwrap();
             assert_eq!(send(request).await.status, 200);
@@ -257,7 +263,7 @@ async fn the_access_log_has_one_parseable_line_per_request() {
         assert_eq!(entry["upstream_status"], 200);
         assert_eq!(entry["attempts"], 1);
         assert_eq!(entry["client"], "127.0.0.1");
-        assert_eq!(entry["user_agent"], "hothot-test/1");
+        assert_eq!(entry["user_agent"], AGENT);
         assert_eq!(entry["bytes"], 1);
         assert!(entry["origin"] == "a" || entry["origin"] == "b", "{entry}");
         assert!(entry["duration_seconds"].as_f64().unwrap() >= 0.0);
@@ -279,7 +285,9 @@ async fn the_access_log_has_one_parseable_line_per_request() {
     let get3 = line("\"GET /item/3?q=1 HTTP/1.1\"");
     assert!(
         get3.starts_with("127.0.0.1 - - [")
-            && get3.contains("] \"GET /item/3?q=1 HTTP/1.1\" 200 1 \"-\" \"hothot-test/1\" rt=")
+            && get3.contains(&format!(
+                "] \"GET /item/3?q=1 HTTP/1.1\" 200 1 \"-\" \"{AGENT}\" rt="
+            ))
             && get3.contains(" origin=a attempts=1 upstream_status=200"),
         "{get3}"
     );

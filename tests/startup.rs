@@ -146,3 +146,44 @@ fn a_busy_port_is_a_clear_start_up_error_and_a_warning_at_check() {
     drop(busy);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn check_flag_warns_about_side_listeners_beyond_loopback() {
+    let dir = std::env::temp_dir().join(format!("hothot-config-exposed-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("token"), "s3cret\n").unwrap();
+    let file = dir.join("exposed.yaml");
+    let check = |rest: &str| {
+        std::fs::write(&file, with_origins(rest)).unwrap();
+        let output = hothot(&["-t", "-c", file.to_str().unwrap()]);
+        assert!(output.status.success(), "a warning is not an error");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let stderr = check("metrics: {listen: \"0.0.0.0:9100\"}\nadmin: {listen: \"0.0.0.0:9101\"}\n");
+    assert!(
+        stderr.contains("warning: metrics.listen 0.0.0.0:9100 is reachable beyond this host"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("warning: UNPROTECTED: admin.listen 0.0.0.0:9101"),
+        "{stderr}"
+    );
+    let token = dir.join("token");
+    let stderr = check(&format!(
+        "admin: {{listen: \"0.0.0.0:9101\", token_file: {}}}\n",
+        token.display()
+    ));
+    assert!(
+        stderr.contains("admin.listen 0.0.0.0:9101 is reachable beyond this host"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("token travels readable"), "{stderr}");
+    assert!(!stderr.contains("UNPROTECTED"), "{stderr}");
+    assert!(
+        !stderr.contains("metrics.listen"),
+        "loopback by default: {stderr}"
+    );
+    let stderr = check("admin: {listen: \"127.0.0.1:9101\"}\n");
+    assert!(!stderr.contains("warning"), "{stderr}");
+    std::fs::remove_dir_all(&dir).ok();
+}

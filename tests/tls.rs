@@ -157,3 +157,61 @@ async fn a_reload_serves_the_renewed_certificate_to_new_connections() {
     );
     hothot.terminate().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_http2_stream_is_counted_499_not_400() {
+    let a = TestOrigin::start("a").await;
+    a.set_delay(std::time::Duration::from_millis(500));
+    let dir = temp_dir("h2-abandoned");
+    let (cert, key) = certificate(&dir);
+    let [port, metrics] = free_ports();
+    let yaml = format!(
+        "listen: [{{address: \"127.0.0.1:{port}\", tls: {{cert: \"{}\", key: \"{}\"}}}}]\n\
+         metrics: {{listen: \"127.0.0.1:{metrics}\"}}\n\
+         origins: [{{name: a, address: \"{}\", capacity: 100}}]\n{STEADY}replication: {{mode: off}}\n",
+        cert.display(),
+        key.display(),
+        a.addr,
+    );
+    let config = hothot::config::parse(&yaml).expect("valid config");
+    let _running = hothot::spawn(&config).expect("proxy starts");
+    wait_for_port(port).await;
+    // HTTP/2 over TLS (ALPN h2); the certificate is the test's own.
+    let mut connector =
+        openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls()).unwrap();
+    connector.set_verify(openssl::ssl::SslVerifyMode::NONE);
+    connector.set_alpn_protos(b"\x02h2").unwrap();
+    let ssl = connector
+        .build()
+        .configure()
+        .unwrap()
+        .into_ssl("localhost")
+        .unwrap();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut tls = tokio_openssl::SslStream::new(ssl, tcp).unwrap();
+    std::pin::Pin::new(&mut tls).connect().await.unwrap();
+    let (mut client, connection) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(connection);
+    for _ in 0..3 {
+        let request = http::Request::get(format!("https://localhost:{port}/slow"))
+            .body(())
+            .unwrap();
+        let (answer, _) = client.send_request(request, true).unwrap();
+        // Abandoned before the origin answers: h2 resets the stream (CANCEL).
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        drop(answer);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let metrics = get(&format!("http://127.0.0.1:{metrics}/metrics"))
+        .await
+        .body;
+    let count = |code: &str| {
+        metric_value(
+            &metrics,
+            &format!("hothot_requests_total{{code=\"{code}\",method=\"GET\",origin=\"a\"}}"),
+        )
+    };
+    assert_eq!((count("499"), count("400")), (Some(3.0), None), "{metrics}");
+}

@@ -54,7 +54,8 @@ pub struct Shared {
     /// Apply a write only once per `Idempotency-Key` (answer 200 to repeats).
     pub dedupe: AtomicBool,
     pub applied_keys: Mutex<std::collections::HashSet<String>>,
-    /// Requests whose path starts with this get this status instead.
+    /// Requests whose path starts with this get this status instead (0:
+    /// the connection closes unanswered; 1: no answer ever).
     pub fail_path: Mutex<Option<(String, u16)>>,
     /// Writes applied (2xx), in arrival order: (method, path, body).
     pub applied: Mutex<Vec<(String, String, Bytes)>>,
@@ -145,7 +146,9 @@ impl TestOrigin {
         self.shared.applied.lock().unwrap().clone()
     }
 
-    /// Answer requests whose path starts with `prefix` with `status` (None: stop).
+    /// Answer requests whose path starts with `prefix` with `status`; status
+    /// 0 closes the connection without an answer, 1 never answers (None:
+    /// stop).
     pub fn fail_path(&self, rule: Option<(&str, u16)>) {
         *self.shared.fail_path.lock().unwrap() = rule.map(|(p, s)| (p.to_owned(), s));
     }
@@ -256,10 +259,13 @@ fn serve_on(listener: tokio::net::TcpListener, shared: Arc<Shared>) -> JoinSet<(
     tasks
 }
 
+/// What makes the origin close a connection without answering.
+type Fault = Box<dyn std::error::Error + Send + Sync>;
+
 async fn handle(
     req: Request<Incoming>,
     shared: Arc<Shared>,
-) -> Result<Response<Full<Bytes>>, hyper::Error> {
+) -> Result<Response<Full<Bytes>>, Fault> {
     if req.uri().path() == "/health" {
         let status = shared.health_status.load(Ordering::SeqCst);
         return Ok(Response::builder()
@@ -301,6 +307,11 @@ async fn handle(
         .filter(|(prefix, _)| path.starts_with(prefix.as_str()))
         .map(|(_, status)| *status);
     let status = if let Some(status) = failing {
+        match status {
+            0 => return Err("fail_path with status 0: the connection closes unanswered".into()),
+            1 => std::future::pending::<()>().await,
+            _ => {}
+        }
         status
     } else if injected_error {
         500

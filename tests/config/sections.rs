@@ -2,6 +2,7 @@
 //! balancing, admin and access log, TLS) name the key at fault.
 
 use super::*;
+use std::time::Duration;
 
 #[test]
 fn replication_mistakes_name_their_key() {
@@ -191,9 +192,9 @@ fn balancing_mistakes_name_their_key() {
     );
     let defaults = hothot::config::parse(&with_origins("")).unwrap().balancing;
     assert!(defaults.adaptive);
-    assert_eq!(defaults.window, std::time::Duration::from_secs(10));
+    assert_eq!(defaults.window, Duration::from_secs(10));
     assert_eq!(defaults.min_factor, 0.1);
-    assert_eq!(defaults.slow_start, std::time::Duration::from_secs(30));
+    assert_eq!(defaults.slow_start, Duration::from_secs(30));
     assert_eq!(defaults.limit, hothot::config::LimitMode::Off);
 }
 
@@ -314,4 +315,46 @@ fn certificate_files_are_checked_before_start() {
         "holds no PEM certificate",
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn side_listeners_take_limits_of_their_own() {
+    let config = hothot::config::parse(&with_origins(
+        "metrics: {limits: {max_connections: 8, header_timeout: 2s}}\n\
+         admin: {limits: {keepalive_timeout: 5s}}\nhealth: {passive: {max_ejection_percent: 30}}\n\
+         timeouts: {tunnel_idle: 10m}\n",
+    ))
+    .unwrap();
+    assert_eq!(config.metrics_limits.max_connections, Some(8));
+    assert_eq!(config.metrics_limits.header_timeout, Duration::from_secs(2));
+    let admin = config.admin.unwrap().limits;
+    assert_eq!(
+        (
+            admin.max_connections,
+            admin.header_timeout,
+            admin.keepalive_timeout
+        ),
+        (Some(64), Duration::from_secs(10), Duration::from_secs(5))
+    );
+    assert_eq!(config.health.passive.max_ejection_percent, 30);
+    assert_eq!(config.timeouts.tunnel_idle, Duration::from_secs(600));
+    let defaults = hothot::config::parse(&with_origins("")).unwrap();
+    assert_eq!(defaults.metrics_limits.max_connections, Some(64));
+    assert_eq!(defaults.health.passive.max_ejection_percent, 50);
+    assert_eq!(defaults.timeouts.tunnel_idle, Duration::from_secs(3600));
+    refused(
+        &with_origins("admin: {limits: {max_connections: 0}}\n"),
+        "admin.limits.max_connections",
+        "at least 1",
+    );
+    refused(
+        &with_origins("metrics: {limits: {header_timeout: 0s}}\n"),
+        "metrics.limits.header_timeout",
+        "longer than 0",
+    );
+    refused(
+        &with_origins("health: {passive: {max_ejection_percent: 101}}\n"),
+        "health.passive.max_ejection_percent",
+        "between 0 and 100",
+    );
 }

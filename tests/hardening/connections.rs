@@ -63,7 +63,7 @@ async fn slow_headers_and_idle_connections_are_closed_in_time_without_error_line
     assert!(!log.contains("ERROR"), "{log}");
 }
 
-fn rss_kib(pid: u32) -> u64 {
+pub(super) fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
         .lines()
@@ -73,7 +73,7 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 /// Lets this test process open many connections.
-fn raise_own_descriptor_limit() {
+pub(super) fn raise_own_descriptor_limit() {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -168,7 +168,7 @@ async fn served_connection(port: u16) -> TcpStream {
 }
 
 /// Whether the peer closed `stream` within `limit`.
-async fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
+pub(super) async fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
     let mut buffer = [0u8; 64];
     matches!(
         tokio::time::timeout(limit, stream.read(&mut buffer)).await,

@@ -5,9 +5,13 @@
 //! The connection-level ones (slowloris, idle keep-alive, the flood) are in
 //! `connections.rs`.
 
+mod client_errors;
 #[path = "../common/mod.rs"]
 mod common;
 mod connections;
+mod side_listeners;
+mod slow_paths_and_tunnels;
+mod stuck_writes;
 
 use bytes::Bytes;
 use common::process::ProxyProcess;
