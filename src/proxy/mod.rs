@@ -305,22 +305,9 @@ impl ProxyHttp for HotHotProxy {
         response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if response.status == http::StatusCode::SWITCHING_PROTOCOLS {
-            // The answer has begun (nothing may be retried after it), and
-            // what follows is a tunnel, not an answer.
-            ctx.response_started = true;
-            ctx.upgraded = true;
-            ctx.upstream_status = Some(101);
-            self.answered(ctx, false);
-            return Ok(());
+        if self.response_header(ctx, response.status) {
+            headers::strip_hop_by_hop(response);
         }
-        if response.status.is_informational() {
-            return Ok(());
-        }
-        ctx.response_started = true;
-        ctx.upstream_status = Some(response.status.as_u16());
-        self.answered(ctx, response.status.is_server_error());
-        headers::strip_hop_by_hop(response);
         Ok(())
     }
 
@@ -344,21 +331,8 @@ impl ProxyHttp for HotHotProxy {
         ctx: &mut RequestCtx,
         _client_reused: bool,
     ) -> Box<Error> {
-        let mut e = e.more_context(format!("origin {peer}"));
-        if *e.esource() != ErrorSource::Upstream || ctx.upgraded {
-            // A tunnel ends when either side ends it or goes quiet.
-            e.set_retry(false);
-            return e;
-        }
-        let timed_out = *e.etype() == ErrorType::ReadTimedout;
-        let path = timed_out.then(|| session.req_header().uri.path());
-        self.failed(ctx, !ctx.response_started, path);
-        if ctx.response_started || !ctx.classified.replayable {
-            e.set_retry(false);
-        } else {
-            self.retry_on_another(ctx, &mut e);
-        }
-        e
+        let e = e.more_context(format!("origin {peer}"));
+        self.failed_while_proxying(session.req_header().uri.path(), e, ctx)
     }
 
     fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, e: &Error) -> bool {

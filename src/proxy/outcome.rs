@@ -5,7 +5,8 @@
 use super::{HotHotProxy, RequestCtx};
 use crate::log_throttle::{suppressed_note, Throttle};
 use crate::pool::{FailureVerdict, OriginId};
-use pingora_error::Error;
+use http::StatusCode;
+use pingora_error::{Error, ErrorSource, ErrorType};
 
 /// Ejections the floor refused, logged (see [`crate::log_throttle`]).
 static FLOOR: Throttle = Throttle::new();
@@ -22,6 +23,48 @@ impl HotHotProxy {
             true => self.note_failure(origin.id),
             false => self.pool.record_success(origin.id),
         }
+    }
+
+    /// The attempt's origin sent a response header with `status`: true when
+    /// it is the answer's (not an informational one). A `101` starts the
+    /// answer too (nothing may be retried after it), and what follows is a
+    /// tunnel, whose headers stay as they are.
+    pub(super) fn response_header(&self, ctx: &mut RequestCtx, status: StatusCode) -> bool {
+        let upgraded = status == StatusCode::SWITCHING_PROTOCOLS;
+        if status.is_informational() && !upgraded {
+            return false;
+        }
+        ctx.response_started = true;
+        ctx.upgraded = upgraded;
+        ctx.upstream_status = Some(status.as_u16());
+        self.answered(ctx, status.is_server_error());
+        !upgraded
+    }
+
+    /// Pingora's `error_while_proxy`: the attempt failed after the
+    /// connection to its origin (on `path`) was made. Counted against the
+    /// origin unless the client or a tunnel's end caused it; retried on
+    /// another origin only before the answer started and for a request
+    /// that can be sent again.
+    pub(super) fn failed_while_proxying(
+        &self,
+        path: &str,
+        mut e: Box<Error>,
+        ctx: &mut RequestCtx,
+    ) -> Box<Error> {
+        if *e.esource() != ErrorSource::Upstream || ctx.upgraded {
+            // A tunnel ends when either side ends it or goes quiet.
+            e.set_retry(false);
+            return e;
+        }
+        let timed_out = (*e.etype() == ErrorType::ReadTimedout).then_some(path);
+        self.failed(ctx, !ctx.response_started, timed_out);
+        if ctx.response_started || !ctx.classified.replayable {
+            e.set_retry(false);
+        } else {
+            self.retry_on_another(ctx, &mut e);
+        }
+        e
     }
 
     /// The attempt failed: before its origin answered (a connect error;

@@ -75,7 +75,11 @@ impl ProxyProcess {
             .arg("-c")
             .arg(self.dir.join("hothot.yaml"))
             .current_dir(&self.dir)
-            .env("RUST_LOG", "info")
+            // `HOTHOT_TEST_LOG=debug cargo test ...` when a test needs more.
+            .env(
+                "RUST_LOG",
+                std::env::var("HOTHOT_TEST_LOG").unwrap_or("info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

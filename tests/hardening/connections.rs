@@ -91,12 +91,13 @@ async fn a_connection_flood_at_the_descriptor_limit_neither_starves_clients_nor_
 {
     raise_own_descriptor_limit();
     let a = TestOrigin::start("a").await;
-    // 512 descriptors: hothot keeps a reserve for the origin, probes and
-    // replication, and holds (512 - reserve) / 2 client connections.
+    // 640 descriptors: hothot keeps a reserve for the origin, probes,
+    // replication and the metrics listener's 2 × 64, and holds
+    // (640 - reserve) / 3 = 104 client connections.
     let proxy = ProxyProcess::start_with_nofile(
         &temp_dir("flood"),
         &pool(&a, "{header_timeout: 30s}"),
-        Some(512),
+        Some(640),
     )
     .await;
     let pid = proxy.pid().unwrap();
