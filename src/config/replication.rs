@@ -143,8 +143,9 @@ pub struct ReplicationConfig {
     /// Fraction of writes whose path is read back from every origin and
     /// compared. Default 0.01; 0 turns it off.
     pub verify_sample: f64,
-    /// 5xx answers one origin may give one write (while its probes pass)
-    /// before that origin gives up on it and moves on. Default 10.
+    /// Failed attempts (a 5xx, closed or timed out before the answer) one
+    /// origin may make at one write while its probes pass, before it gives
+    /// the write up and is out of sync. Default 10.
     pub retry_max_attempts: u32,
 }
 

@@ -68,7 +68,7 @@ struct Queued {
 struct Slot {
     entry: Entry,
     sent: bool,
-    /// 5xx answers that count towards `retry.max_attempts`.
+    /// Failed attempts that count towards `retry.max_attempts`.
     failures: u32,
 }
 
