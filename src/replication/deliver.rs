@@ -139,7 +139,8 @@ impl Lane {
             };
             self.fail_reply(&write, None);
             if i == 0 && sent_before && !sent.void {
-                self.failed_attempt(sent, &write, &error.to_string());
+                // The lane waits out the backoff itself.
+                self.failed_attempt(sent, &write, &error.to_string(), false);
             } else {
                 if i == 0 {
                     self.metrics().retried.inc();
@@ -309,7 +310,7 @@ impl Lane {
     ) -> Settled {
         self.fail_reply(write, answer.raw.clone());
         let why = format!("answered {}", answer.status);
-        if self.failed_attempt(sent, write, &why) {
+        if self.failed_attempt(sent, write, &why, true) {
             // Later entries of its key were sent after it: they go again after it.
             for later in in_flight.iter_mut() {
                 later.void |= later.entry.key() == write.key;
@@ -321,15 +322,16 @@ impl Lane {
     /// An attempt at `sent` failed (`why`): it counts while the origin
     /// passes its probes, and after `retry.max_attempts` the origin gives
     /// the write up and is out of sync; otherwise it goes back to the
-    /// backlog after a backoff. True when it will be retried.
-    fn failed_attempt(&mut self, sent: Sent, write: &Write, why: &str) -> bool {
+    /// backlog, its key waiting out a backoff when `key_waits` (else the
+    /// lane waits). True when it will be retried.
+    fn failed_attempt(&mut self, sent: Sent, write: &Write, why: &str, key_waits: bool) -> bool {
         let counts = self.origin.is_probe_up();
         let failures = self.queue().record_failure(sent.id, counts);
         let max_attempts = self.replicator.config().retry_max_attempts;
         if failures < max_attempts {
             self.metrics().retried.inc();
-            let backoff = self.backoff.next_delay();
-            self.queue().release(sent.id, Some(backoff));
+            let backoff = key_waits.then(|| self.backoff.next_delay());
+            self.queue().release(sent.id, backoff);
             return true;
         }
         self.metrics().failed.inc();
