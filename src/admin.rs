@@ -227,6 +227,8 @@ fn origin_status(origin: &Origin, shares: &[(OriginId, f64)]) -> serde_json::Val
         "factor": f64::from(origin.factor_milli()) / 1000.0,
         "share": share.map_or(0.0, |(_, share)| *share),
         "pending_writes": replication.pending.get(),
+        "backlog_bytes": origin.backlog.bytes(),
+        "applied_seq": origin.backlog.applied_seq(),
         "lag_seconds": replication.lag.get(),
     })
 }

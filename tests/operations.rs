@@ -61,7 +61,7 @@ fn origin<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Valu
 async fn status_reports_every_origin_replication_and_versions() {
     let (a, b) = (TestOrigin::start("a").await, TestOrigin::start("b").await);
     b.set_health(503);
-    let (_proxy, admin) = start_with_admin(&[("a", a.addr, 300), ("b", b.addr, 100)], "").await;
+    let (proxy, admin) = start_with_admin(&[("a", a.addr, 300), ("b", b.addr, 100)], "").await;
     let status = admin.status().await;
     assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
     let sha = status["config"]["sha256"].as_str().unwrap();
@@ -80,6 +80,33 @@ async fn status_reports_every_origin_replication_and_versions() {
     assert_eq!(sa["pending_writes"], 0);
     assert_eq!(sb["state"], "down");
     assert_eq!(sb["share"], 0.0);
+    // Three writes: a applies them, b refuses its copies (and is down, so
+    // they never count against it): they wait in its backlog.
+    b.set_copy_status(503);
+    for i in 0..3 {
+        assert_eq!(put(&proxy.url(&format!("/kv/k{i}")), "v").await.status, 200);
+    }
+    let applied = wait_until(Duration::from_secs(5), || async {
+        origin(&admin.status().await, "a")["applied_seq"] == 3
+    })
+    .await;
+    let status = admin.status().await;
+    assert!(applied, "{status}");
+    let sb = origin(&status, "b");
+    assert_eq!(
+        (sb["applied_seq"].as_u64(), sb["pending_writes"].as_u64()),
+        (Some(0), Some(3))
+    );
+    assert!(sb["backlog_bytes"].as_u64().unwrap() > 3 * 20, "{sb}");
+    assert_eq!(origin(&status, "a")["backlog_bytes"], 0);
+    let gauges = wait_until(Duration::from_secs(5), || async {
+        let metrics = proxy.metrics().await;
+        metric_value(&metrics, "hothot_replication_applied_sequence{peer=\"a\"}") == Some(3.0)
+            && metric_value(&metrics, "hothot_replication_backlog_bytes{peer=\"b\"}")
+                .is_some_and(|bytes| bytes > 60.0)
+    })
+    .await;
+    assert!(gauges, "{}", proxy.metrics().await);
     assert_eq!(get(&admin.url("/healthz")).await.status, 200);
     assert_eq!(get(&admin.url("/readyz")).await.status, 200);
     assert_eq!(get(&admin.url("/nothing")).await.status, 404);

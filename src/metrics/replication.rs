@@ -36,6 +36,8 @@ pub struct ReplicationMetrics {
 struct PeerFamilies {
     total: IntCounterVec,
     pending: IntGaugeVec,
+    backlog_bytes: IntGaugeVec,
+    applied_sequence: IntGaugeVec,
     lag: GaugeVec,
     sync: HistogramVec,
     divergence: IntCounterVec,
@@ -55,6 +57,11 @@ pub struct PeerMetrics {
     pub skipped: IntCounter,
     /// `hothot_replication_pending`: undelivered writes.
     pub pending: IntGauge,
+    /// `hothot_replication_backlog_bytes`: bytes of its undelivered writes.
+    pub backlog_bytes: IntGauge,
+    /// `hothot_replication_applied_sequence`: every write numbered at or
+    /// below it is settled at the peer.
+    pub applied_sequence: IntGauge,
     /// `hothot_replication_lag_seconds`: age of the oldest undelivered write.
     pub lag: Gauge,
     /// `hothot_replication_sync_seconds`.
@@ -84,6 +91,22 @@ impl ReplicationMetrics {
             ),
             &["peer"],
         )?;
+        let backlog_bytes = IntGaugeVec::new(
+            Opts::new(
+                "hothot_replication_backlog_bytes",
+                "Bytes of the writes not yet delivered to the peer, as sent (request heads and bodies)",
+            ),
+            &["peer"],
+        )?;
+        let applied_sequence = IntGaugeVec::new(
+            Opts::new(
+                "hothot_replication_applied_sequence",
+                "Every write numbered at or below this is settled at the peer (its place in the sequence)",
+            ),
+            &["peer"],
+        )?;
+        registry.register(Box::new(backlog_bytes.clone()))?;
+        registry.register(Box::new(applied_sequence.clone()))?;
         let lag = GaugeVec::new(
             Opts::new(
                 "hothot_replication_lag_seconds",
@@ -156,6 +179,8 @@ impl ReplicationMetrics {
             families: PeerFamilies {
                 total,
                 pending,
+                backlog_bytes,
+                applied_sequence,
                 lag,
                 sync,
                 divergence,
@@ -183,6 +208,8 @@ impl ReplicationMetrics {
             rejected: families.total.with_label_values(&[peer, "rejected"]),
             skipped: families.total.with_label_values(&[peer, "skipped"]),
             pending: families.pending.with_label_values(&[peer]),
+            backlog_bytes: families.backlog_bytes.with_label_values(&[peer]),
+            applied_sequence: families.applied_sequence.with_label_values(&[peer]),
             lag: families.lag.with_label_values(&[peer]),
             sync: families.sync.with_label_values(&[peer]),
             divergence: families.divergence.with_label_values(&[peer]),
@@ -191,7 +218,14 @@ impl ReplicationMetrics {
 
     /// Drops the gauges of a peer a reload removed; counters stay.
     pub fn forget_peer(&self, peer: &str) {
-        let _ = self.families.pending.remove_label_values(&[peer]);
+        let families = &self.families;
+        for gauge in [
+            &families.pending,
+            &families.backlog_bytes,
+            &families.applied_sequence,
+        ] {
+            let _ = gauge.remove_label_values(&[peer]);
+        }
         let _ = self.families.lag.remove_label_values(&[peer]);
     }
 }

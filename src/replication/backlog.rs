@@ -56,6 +56,8 @@ struct Queued {
     next_id: u64,
     /// Unsettled writes (verify reads are not counted).
     writes: usize,
+    /// Their bytes as sent (`Entry::wire_len`).
+    bytes: u64,
     /// Versions of the unsettled writes, with counts: versions are stamped
     /// before writes are sequenced, so the backlog is not sorted by them.
     versions: BTreeMap<u64, u32>,
@@ -170,6 +172,16 @@ impl Backlog {
         self.len() == 0
     }
 
+    /// Bytes of the unsettled writes, as sent.
+    pub fn bytes(&self) -> u64 {
+        self.lock().bytes
+    }
+
+    /// Every write numbered at or below this is settled here.
+    pub fn applied_seq(&self) -> u64 {
+        self.settled.load(Ordering::Acquire)
+    }
+
     /// Has every write at or below `version` been settled here?
     pub fn is_past(&self, version: u64) -> bool {
         self.lock()
@@ -187,6 +199,7 @@ impl Backlog {
         }
         if let Some(write) = entry.write() {
             state.writes += 1;
+            state.bytes += entry.wire_len() as u64;
             *state.versions.entry(write.version).or_default() += 1;
         }
         let id = state.next_id;
@@ -305,6 +318,7 @@ impl Backlog {
             }
             if let Some(write) = slot.entry.write() {
                 state.writes -= 1;
+                state.bytes -= slot.entry.wire_len() as u64;
                 if let std::collections::btree_map::Entry::Occupied(mut count) =
                     state.versions.entry(write.version)
                 {

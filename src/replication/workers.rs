@@ -31,14 +31,18 @@ pub struct ReplicationService {
 }
 
 impl Replicator {
-    /// Refreshes the lag gauges, takes lagging origins out of read rotation
+    /// Refreshes the lag, backlog and applied-sequence gauges, takes lagging
+    /// origins out of read rotation
     /// (and drained ones back), and lets the journal drop what every origin has.
     fn housekeeping(&self) {
         let mut changed = false;
         for origin in self.pool.members() {
             let backlog = &origin.backlog;
             let lag = backlog.oldest_age();
-            origin.metrics.replication.lag.set(lag.as_secs_f64());
+            let metrics = &origin.metrics.replication;
+            metrics.lag.set(lag.as_secs_f64());
+            metrics.backlog_bytes.set(backlog.bytes() as i64);
+            metrics.applied_sequence.set(backlog.applied_seq() as i64);
             let name = &origin.name;
             let max_lag = self.config().max_lag;
             if lag > max_lag && self.pool.set_lagging(origin.id, true) {
