@@ -63,18 +63,16 @@ pub struct ListenerConnections {
 
 impl ListenerConnections {
     pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
-        let open = IntGaugeVec::new(
-            Opts::new(
-                "hothot_listener_connections",
-                "Connections a side listener (admin, metrics) holds now",
-            ),
+        let open = super::registered_gauges(
+            registry,
+            "hothot_listener_connections",
+            "Connections a side listener (admin, metrics) holds now",
             &["listener"],
         )?;
-        let max = IntGaugeVec::new(
-            Opts::new(
-                "hothot_listener_connections_max",
-                "Connections a side listener may hold (its limits.max_connections)",
-            ),
+        let max = super::registered_gauges(
+            registry,
+            "hothot_listener_connections_max",
+            "Connections a side listener may hold (its limits.max_connections)",
             &["listener"],
         )?;
         let refused = IntCounterVec::new(
@@ -91,8 +89,6 @@ impl ListenerConnections {
             ),
             &["listener"],
         )?;
-        registry.register(Box::new(open.clone()))?;
-        registry.register(Box::new(max.clone()))?;
         registry.register(Box::new(refused.clone()))?;
         registry.register(Box::new(evicted.clone()))?;
         Ok(ListenerConnections {

@@ -20,6 +20,18 @@ use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, 
 pub use replication::{PeerMetrics, ReplicationMetrics};
 pub use requests::{Kind, RequestCounters};
 
+/// A gauge family with `labels`, registered in `registry`.
+fn registered_gauges(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> Result<IntGaugeVec, prometheus::Error> {
+    let gauges = IntGaugeVec::new(Opts::new(name, help), labels)?;
+    registry.register(Box::new(gauges.clone()))?;
+    Ok(gauges)
+}
+
 /// All of hothot's metrics.
 pub struct Metrics {
     registry: Registry,

@@ -91,22 +91,18 @@ impl ReplicationMetrics {
             ),
             &["peer"],
         )?;
-        let backlog_bytes = IntGaugeVec::new(
-            Opts::new(
-                "hothot_replication_backlog_bytes",
-                "Bytes of the writes not yet delivered to the peer, as sent (request heads and bodies)",
-            ),
+        let backlog_bytes = super::registered_gauges(
+            registry,
+            "hothot_replication_backlog_bytes",
+            "Bytes of the writes not yet delivered to the peer, as sent (request heads and bodies)",
             &["peer"],
         )?;
-        let applied_sequence = IntGaugeVec::new(
-            Opts::new(
-                "hothot_replication_applied_sequence",
-                "Every write numbered at or below this is settled at the peer (its place in the sequence)",
-            ),
+        let applied_sequence = super::registered_gauges(
+            registry,
+            "hothot_replication_applied_sequence",
+            "Every write numbered at or below this is settled at the peer (its place in the sequence)",
             &["peer"],
         )?;
-        registry.register(Box::new(backlog_bytes.clone()))?;
-        registry.register(Box::new(applied_sequence.clone()))?;
         let lag = GaugeVec::new(
             Opts::new(
                 "hothot_replication_lag_seconds",
