@@ -140,6 +140,7 @@ impl Files {
         let number = self.active_number + 1;
         let (file, bytes) = create_segment(&self.dir, number, &self.cursors, self.segment_limit)?;
         self.closed.push_back(SegmentInfo {
+            number: self.active_number,
             path: segment_path(&self.dir, self.active_number),
             bytes: self.active_bytes,
             max_seq: self.active_max_seq,

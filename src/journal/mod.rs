@@ -23,11 +23,13 @@
 //! restarts) and the cut-at-every-offset unit tests hold this format to it.
 
 mod files;
+mod reader;
 pub mod record;
 mod segments;
 mod syncer;
 
 use crate::config::{FsyncPolicy, JournalConfig};
+pub use reader::Reader;
 pub use record::EntryRecord;
 use std::collections::BTreeMap;
 use std::collections::VecDeque;
@@ -297,6 +299,12 @@ impl Journal {
         let mut synced = self.shared.synced.subscribe();
         let synced = synced.wait_for(|s| s.seq > known).await.ok()?;
         Some(synced.seq)
+    }
+
+    /// Reads entries back from the segments from the sequence `from` on
+    /// (see [`Reader`]).
+    pub fn reader(&self, from: u64) -> Reader {
+        Reader::new(self.shared.clone(), from)
     }
 
     /// Deletes segments whose entries are all below `below`.

@@ -43,6 +43,7 @@ pub fn list(dir: &Path) -> io::Result<Vec<u64>> {
 /// A closed segment the journal still holds.
 #[derive(Debug, Clone)]
 pub struct SegmentInfo {
+    pub number: u64,
     pub path: PathBuf,
     pub bytes: u64,
     /// Highest write sequence in the segment (0 when it holds none).
@@ -125,6 +126,7 @@ pub fn replay(dir: &Path, numbers: &[u64]) -> io::Result<Replay> {
             }
         }
         replay.segments.push(SegmentInfo {
+            number: *number,
             path,
             bytes: offset as u64,
             max_seq,
