@@ -11,7 +11,9 @@
 #   RATE=5000 (0 skips the fixed-rate runs; they need oha, installed if missing)
 #   MODES="off version key total total-sync": replication off; async with
 #   order version, key and total; total with sync quorum 1. (`async` and
-#   `sync` are also accepted: order total.)
+#   `sync` are also accepted: order total.) `total-1down`: order total with
+#   origin c killed for the whole run (restarted after it), the case of #24:
+#   writes refused once c's backlog is full show as non-2xx.
 #   HOTHOT=path/to/hothot (default target/release/hothot): the build measured.
 #   The throughput table gives hothot's CPU time (utime + stime) per write.
 set -euo pipefail
@@ -44,6 +46,7 @@ start_hothot() { # configuration name, see MODES
   case "$1" in
     off) mode=off ;;
     version | key | total) order=$1 ;;
+    total-1down) ;;
     total-sync | sync) mode=sync ;;
     async) ;;
     *) echo "unknown configuration $1" >&2; return 1 ;;
@@ -79,9 +82,19 @@ pending_total() { local t=0 v; for p in a b c; do v=$(metric "hothot_replication
 wrk -t1 -c1 -d3s --latency -s scripts/put.lua "http://127.0.0.1:${PORT[a]}/" >"$work/rtt.txt"
 rtt=$(awk '$1=="50%" {print $2}' "$work/rtt.txt")
 
+# total-1down runs with c down; it comes back after the run.
+before_run() {
+  [ "$1" = total-1down ] || return 0
+  kill "${REPLICA_PID[c]}"; wait "${REPLICA_PID[c]}" 2>/dev/null || true
+  sleep 0.5
+}
+after_run() { [ "$1" = total-1down ] && start_replica c || true; }
+rss_mib() { awk '/VmRSS/ {printf "%.0f", $2 / 1024}' "/proc/$HOTHOT_PID/status"; }
+
 results=()
 for mode in $MODES; do
   start_hothot "$mode"
+  before_run "$mode"
   before=$(cpu_ticks)
   wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency -s scripts/put.lua "http://127.0.0.1:$PROXY/" >"$work/$mode.txt"
   after=$(cpu_ticks)
@@ -92,7 +105,9 @@ for mode in $MODES; do
   p99=$(awk '$1=="99%" {print $2}' "$work/$mode.txt")
   errors=$(awk '/Non-2xx/ {print $5}' "$work/$mode.txt")
   left=$(pending_total)
-  results+=("$(printf '%-10s %12s %10s %10s %10s %14s %10s' "$mode" "$rps" "$p50" "$p99" "${errors:-0}" "$left" "$cpu")")
+  rss=$(rss_mib)
+  after_run "$mode"
+  results+=("$(printf '%-11s %12s %10s %10s %10s %14s %10s %8s' "$mode" "$rps" "$p50" "$p99" "${errors:-0}" "$left" "$cpu" "$rss")")
   for _ in $(seq 600); do [ "$(pending_total)" -eq 0 ] && break; sleep 0.1; done
   stop_hothot
 done
@@ -102,6 +117,7 @@ fixed=()
 if [ "$RATE" != 0 ]; then
   for mode in $MODES; do
     start_hothot "$mode"
+    before_run "$mode"
     oha -z "$DURATION" -c "$CONNECTIONS" -q "$RATE" --latency-correction --no-tui --output-format json \
       -m PUT -d value --rand-regex-url "http://127.0.0.1:$PROXY/kv/key[0-9]{3}" >"$work/$mode.json"
     fixed+=("$(python3 - "$work/$mode.json" "$mode" <<'PY'
@@ -113,6 +129,7 @@ print("%-10s %12.0f %10s %10s %10s %10d" % (sys.argv[2], s["requestsPerSec"],
       "%.2fms" % (p["p50"] * 1e3), "%.2fms" % (p["p99"] * 1e3), "%.2fms" % (p["p99.9"] * 1e3), other))
 PY
 )")
+    after_run "$mode"
     for _ in $(seq 600); do [ "$(pending_total)" -eq 0 ] && break; sleep 0.1; done
     stop_hothot
   done
@@ -132,7 +149,7 @@ stop_hothot
 
 echo
 echo "PUT throughput through hothot to 3 replicas, wrk -t2 -c$CONNECTIONS -d$DURATION ${EXTRA_YAML:+($EXTRA_YAML)}"
-printf '%-10s %12s %10s %10s %10s %14s %10s\n' mode requests/s p50 p99 non-2xx "pending at end" "CPU us/w"
+printf '%-11s %12s %10s %10s %10s %14s %10s %8s\n' mode requests/s p50 p99 non-2xx "pending at end" "CPU us/w" "RSS MiB"
 printf '%s\n' "${results[@]}"
 if [ ${#fixed[@]} -gt 0 ]; then
   echo
