@@ -78,7 +78,9 @@ fn assert_complete_and_in_order(origin: &TestOrigin, clients: usize, per_client:
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_with_a_backlog_of_thousands_loses_nothing() {
     let (a, mut b) = (TestOrigin::start("a").await, TestOrigin::start("b").await);
-    let mut proxy = ProxyProcess::start(&temp_dir("sigkill"), &pool(&a, &b, "")).await;
+    // 100 writes in memory for b, the other 3,100 left in the journal.
+    let settings = format!("{}  max_pending: 100\n", pool(&a, &b, ""));
+    let mut proxy = ProxyProcess::start(&temp_dir("sigkill"), &settings).await;
     b.stop();
     let (clients, per_client) = (8, 400);
     write_concurrently(proxy.url(""), clients, per_client).await;
@@ -108,8 +110,8 @@ async fn sigkill_with_a_backlog_of_thousands_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_graceful_restart_keeps_the_backlog() {
     let (a, mut b) = (TestOrigin::start("a").await, TestOrigin::start("b").await);
-    let mut proxy =
-        ProxyProcess::start(&temp_dir("sigterm"), &pool(&a, &b, ", fsync: interval")).await;
+    let settings = format!("{}  max_pending: 50\n", pool(&a, &b, ", fsync: interval"));
+    let mut proxy = ProxyProcess::start(&temp_dir("sigterm"), &settings).await;
     b.stop();
     write_concurrently(proxy.url(""), 4, 250).await;
     proxy.terminate().await;

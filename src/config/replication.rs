@@ -124,7 +124,8 @@ pub struct ReplicationConfig {
     pub retry_initial: Duration,
     /// Longest retry delay. Default 10s.
     pub retry_max: Duration,
-    /// Undelivered writes held per peer before new writes are refused. Default 100000.
+    /// Undelivered writes held in memory per peer; more wait in the journal
+    /// and are read back as the peer drains. Default 10000.
     pub max_pending: usize,
     /// Clients whose `X-Hothot-Replicated-From` is honoured. Default none.
     pub trusted_sources: Vec<Cidr>,
@@ -270,7 +271,7 @@ pub fn validate(
             "must be at least retry.initial",
         ));
     }
-    let max_pending = section.max_pending.unwrap_or(100_000);
+    let max_pending = section.max_pending.unwrap_or(10_000);
     if max_pending == 0 {
         return Err(ConfigError::invalid(
             "replication.max_pending",

@@ -31,8 +31,6 @@ pub enum Canned {
     NoOrigin,
     /// Every serving origin is at its capacity (`balancing.limit`).
     Shed,
-    /// An origin's backlog holds `replication.max_pending` writes.
-    BacklogFull,
     /// The journal holds `journal.max_bytes`.
     JournalFull,
     /// The journal could not store a sequenced write.
@@ -59,7 +57,6 @@ impl Canned {
             Canned::BadGateway | Canned::NoAnswer | Canned::Malformed => 502,
             Canned::NoOrigin
             | Canned::Shed
-            | Canned::BacklogFull
             | Canned::JournalFull
             | Canned::NotStored
             | Canned::TooManyConnections => 503,
@@ -86,9 +83,6 @@ impl Canned {
             Canned::Malformed => "bad gateway: the origin's answer could not be read\n",
             Canned::NoOrigin => "service unavailable: no healthy origin\n",
             Canned::Shed => "service unavailable: every origin is at its capacity, retry later\n",
-            Canned::BacklogFull => {
-                "service unavailable: the replication backlog is full, retry later\n"
-            }
             Canned::JournalFull => {
                 "service unavailable: the replication journal is full (journal.max_bytes), retry later\n"
             }
@@ -192,7 +186,6 @@ impl Canned {
 impl From<Full> for Canned {
     fn from(full: Full) -> Self {
         match full {
-            Full::Backlog => Canned::BacklogFull,
             Full::Journal => Canned::JournalFull,
         }
     }
@@ -221,7 +214,7 @@ pub async fn respond(session: &mut Session, canned: Canned) -> Result<()> {
 mod tests {
     use super::*;
 
-    const ALL: [Canned; 17] = [
+    const ALL: [Canned; 16] = [
         Canned::NoHost,
         Canned::TwoHosts,
         Canned::BadRequest,
@@ -231,7 +224,6 @@ mod tests {
         Canned::Malformed,
         Canned::NoOrigin,
         Canned::Shed,
-        Canned::BacklogFull,
         Canned::JournalFull,
         Canned::NotStored,
         Canned::TooManyConnections,

@@ -129,7 +129,10 @@ impl Router {
         let stuck: Vec<OriginId> = self
             .pool
             .members()
-            .filter(|o| o.is_lagging() || o.backlog.streak.is_failing())
+            .filter(|o| {
+                // A spilled backlog is far behind: its answer would come late.
+                o.is_lagging() || o.backlog.streak.is_failing() || o.backlog.is_spilled()
+            })
             .map(|o| o.id)
             .collect();
         let pick = |skip: &[OriginId]| {

@@ -1,22 +1,16 @@
-//! Whether a write may be taken: room for it in every origin's backlog
-//! (`max_pending`) and in the log (`journal.max_bytes`); and the counts
-//! of writes refused or not replicated, per peer.
+//! Whether a write may be taken: room for it in the log
+//! (`journal.max_bytes`); and the counts of writes refused or not
+//! replicated, per peer.
 
 use super::{Full, Replicator};
 use crate::pool::OriginId;
 use std::sync::atomic::Ordering;
 
 impl Replicator {
-    /// Room for one more write in every peer's backlog and in the log?
-    /// A refusal is counted and says which is full.
+    /// Room for one more write in the log? A refusal is counted. (An
+    /// origin's backlog is never a reason: past `max_pending` its writes
+    /// wait in the log, [`super::spill`].)
     pub fn admit(&self) -> Result<(), Full> {
-        let mut admitted = true;
-        for origin in self.pool.members() {
-            if !origin.backlog.has_room() {
-                origin.metrics.replication.rejected.inc();
-                admitted = false;
-            }
-        }
         let log_full = self.sequencer.log().is_some_and(|l| !l.has_room());
         if self.journal_full.swap(log_full, Ordering::Relaxed) != log_full {
             match log_full {
@@ -26,14 +20,11 @@ impl Replicator {
                 false => log::info!("journal has room again: accepting writes"),
             }
         }
-        if log_full && admitted {
+        if log_full {
             self.count_rejected();
+            return Err(Full::Journal);
         }
-        match (admitted, log_full) {
-            (true, false) => Ok(()),
-            (_, true) => Err(Full::Journal),
-            (false, false) => Err(Full::Backlog),
-        }
+        Ok(())
     }
 
     /// Counts a write refused before reaching any origin, on every peer.

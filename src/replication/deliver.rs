@@ -91,6 +91,8 @@ impl Lane {
         let mut in_flight: VecDeque<Sent> = VecDeque::new();
         let mut window = 1;
         loop {
+            // Spilled writes come back from the log as memory empties.
+            self.replicator.refill(&self.origin);
             let config = self.replicator.config();
             self.backoff
                 .set_bounds(config.retry_initial, config.retry_max);

@@ -9,7 +9,7 @@
 //! implementation; a shared log for several instances is a second one
 //! behind the same trait, not a second write path.
 
-use crate::journal::{Durability, Journal, StoreError};
+use crate::journal::{Durability, EntryRecord, Journal, StoreError};
 use async_trait::async_trait;
 use futures::future::BoxFuture;
 use std::sync::atomic::AtomicU64;
@@ -86,6 +86,10 @@ pub trait Log: Send + Sync {
     /// Lets the log drop what every target has settled: everything below `below`.
     fn trim(&self, below: u64);
 
+    /// Reads entries back from the sequence `from` on (a backlog that
+    /// spilled, [`super::spill`]).
+    fn reader(&self, from: u64) -> Box<dyn LogReader>;
+
     fn usage(&self) -> Usage;
 
     /// Starts the log's own workers (after Pingora has daemonized).
@@ -93,6 +97,27 @@ pub trait Log: Send + Sync {
 
     /// Stores the last cursors and stops.
     fn close(&self);
+}
+
+/// Entries read back from a log, in sequence order, from where the last
+/// read stopped.
+pub trait LogReader: Send {
+    /// The next sequence this reader returns (or skips to).
+    fn next_seq(&self) -> u64;
+
+    /// Up to `max` entries numbered through `up_to`; fewer when the log
+    /// holds no more yet.
+    fn read(&mut self, up_to: u64, max: usize) -> std::io::Result<Vec<EntryRecord>>;
+}
+
+impl LogReader for crate::journal::Reader {
+    fn next_seq(&self) -> u64 {
+        crate::journal::Reader::next_seq(self)
+    }
+
+    fn read(&mut self, up_to: u64, max: usize) -> std::io::Result<Vec<EntryRecord>> {
+        crate::journal::Reader::read(self, up_to, max)
+    }
 }
 
 #[async_trait]
@@ -119,6 +144,10 @@ impl Log for Journal {
 
     fn trim(&self, below: u64) {
         Journal::trim(self, below)
+    }
+
+    fn reader(&self, from: u64) -> Box<dyn LogReader> {
+        Box::new(Journal::reader(self, from))
     }
 
     fn usage(&self) -> Usage {
@@ -172,6 +201,34 @@ pub mod memory {
         }
     }
 
+    /// What was appended when it was made, read back.
+    struct MemoryReader {
+        entries: Vec<Appended>,
+        next_seq: u64,
+    }
+
+    impl LogReader for MemoryReader {
+        fn next_seq(&self) -> u64 {
+            self.next_seq
+        }
+
+        fn read(&mut self, up_to: u64, max: usize) -> std::io::Result<Vec<EntryRecord>> {
+            let read: Vec<EntryRecord> = (self.entries.iter())
+                .filter(|(seq, _, _)| (self.next_seq..=up_to).contains(seq))
+                .take(max)
+                .map(|(seq, targets, payload)| EntryRecord {
+                    seq: *seq,
+                    targets: targets.clone(),
+                    payload: payload.clone().into(),
+                })
+                .collect();
+            if let Some(last) = read.last() {
+                self.next_seq = last.seq + 1;
+            }
+            Ok(read)
+        }
+    }
+
     #[async_trait]
     impl Log for MemoryLog {
         fn append(&self, seq: u64, targets: &[&str], payload: &[&[u8]]) -> Stored {
@@ -200,6 +257,14 @@ pub mod memory {
         fn set_max_bytes(&self, _max_bytes: u64) {}
 
         fn trim(&self, _below: u64) {}
+
+        fn reader(&self, from: u64) -> Box<dyn LogReader> {
+            let entries = self.entries.lock().unwrap().clone();
+            Box::new(MemoryReader {
+                entries,
+                next_seq: from,
+            })
+        }
 
         fn usage(&self) -> Usage {
             Usage::default()

@@ -67,8 +67,6 @@ pub const REPLICATION_STATUS: &str = "x-hothot-replication";
 /// Why a write was refused before reaching any origin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Full {
-    /// Some origin's backlog holds `max_pending` writes.
-    Backlog,
     /// The log holds `journal.max_bytes`.
     Journal,
 }
@@ -308,7 +306,10 @@ impl Replicator {
         let deadline = tokio::time::Instant::now() + self.timeouts.read;
         let out_of_service = |id: OriginId| {
             let origin = self.pool.get(id);
-            origin.is_none_or(|o| !o.is_serving() || o.backlog.streak.is_failing())
+            // A spilled origin is far behind: its answer would come too late.
+            origin.is_none_or(|o| {
+                !o.is_serving() || o.backlog.streak.is_failing() || o.backlog.is_spilled()
+            })
         };
         match reply.wait(deadline, &out_of_service).await {
             Outcome::Answer { origin, raw } => {

@@ -7,7 +7,7 @@ use super::payload::StoredWrite;
 use super::sequencer::Sequencer;
 use super::version::VersionClock;
 use super::write::Write;
-use crate::journal::Recovered;
+use crate::journal::{EntryRecord, Recovered};
 use crate::metrics::Metrics;
 use crate::pool::Pool;
 use std::collections::BTreeMap;
@@ -51,14 +51,7 @@ pub fn requeue(
         if pending.is_empty() {
             continue;
         }
-        let Some(stored) = StoredWrite::decode(&entry.payload) else {
-            log::error!("journal: entry #{seq} is not a write this hothot can read; skipped");
-            continue;
-        };
-        clock.observe(stored.version);
-        let primary = pool.find(&stored.primary).map(|o| o.id);
-        let Some(write) = Write::from_stored(seq, &stored, primary, key_of(keying, &stored)) else {
-            log::error!("journal: write #{seq} no longer parses as a request; skipped");
+        let Some(write) = decode(&entry, pool, keying, Some(clock)) else {
             continue;
         };
         let write = Arc::new(write);
@@ -89,6 +82,31 @@ pub fn requeue(
         recovered.elapsed,
         summary.join(", ")
     );
+}
+
+/// The write the log stored as `entry`, to deliver again; `None` (logged)
+/// when this hothot cannot read it. At start-up the version clock learns
+/// its version.
+pub fn decode(
+    entry: &EntryRecord,
+    pool: &Pool,
+    keying: &Keying,
+    clock: Option<&VersionClock>,
+) -> Option<Write> {
+    let seq = entry.seq;
+    let Some(stored) = StoredWrite::decode(&entry.payload) else {
+        log::error!("journal: entry #{seq} is not a write this hothot can read; skipped");
+        return None;
+    };
+    if let Some(clock) = clock {
+        clock.observe(stored.version);
+    }
+    let primary = pool.find(&stored.primary).map(|o| o.id);
+    let write = Write::from_stored(seq, &stored, primary, key_of(keying, &stored));
+    if write.is_none() {
+        log::error!("journal: write #{seq} no longer parses as a request; skipped");
+    }
+    write
 }
 
 /// The order key of a stored write, as the proxy computed it for the live one.

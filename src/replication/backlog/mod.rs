@@ -10,11 +10,19 @@
 //! settled or in flight on the same lane. A key whose entry failed with a 5xx
 //! waits out a backoff while the other keys go on. Under `order: total` every
 //! entry has the same key, so the whole backlog is one ordered pipeline.
+//!
+//! Memory holds at most `replication.max_pending` writes; an origin further
+//! behind has the rest in the log, read back as it drains ([`spill`]).
+//! Which entries a lane may send next is [`schedule`]'s question.
 
-use super::entry::Entry;
-pub use super::streak::FailureStreak;
+mod schedule;
+mod spill;
+
 use crate::pool::OriginId;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use crate::replication::entry::Entry;
+pub use crate::replication::streak::FailureStreak;
+use spill::{Refill, Spill};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -35,8 +43,14 @@ pub struct Backlog {
     settled: Arc<AtomicU64>,
     state: Mutex<Queued>,
     wake: Notify,
-    /// `replication.max_pending`, which a reload may change.
+    /// `replication.max_pending`, which a reload may change: the writes
+    /// held in memory; more wait in the log ([`super::spill`]).
     max_pending: AtomicUsize,
+    /// Where spilled writes are read back from.
+    refill: Mutex<Option<Refill>>,
+    /// Whether writes are spilled, readable without the lock (a write's
+    /// primary is chosen among origins that are not).
+    spilled: AtomicBool,
     /// Writes numbered at or below this are not for this origin: it joined
     /// the pool (a reload added it) after they were sequenced.
     joined_after: u64,
@@ -65,6 +79,8 @@ struct Queued {
     in_flight: HashMap<u64, (usize, u32)>,
     /// Keys waiting out a backoff after a 5xx, and until when.
     blocked: HashMap<u64, Instant>,
+    /// The writes past the window, left in the log ([`super::spill`]).
+    spill: Option<Spill>,
 }
 
 struct Slot {
@@ -108,6 +124,8 @@ impl Backlog {
             state: Mutex::new(Queued::default()),
             wake: Notify::new(),
             max_pending: AtomicUsize::new(max_pending),
+            refill: Mutex::new(None),
+            spilled: AtomicBool::new(false),
             joined_after,
             streak: FailureStreak::default(),
             retired: AtomicBool::new(false),
@@ -116,13 +134,6 @@ impl Backlog {
 
     fn lock(&self) -> MutexGuard<'_, Queued> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Is there room for one more write? Checked when a write arrives, before
-    /// it reaches any origin. Writes already admitted are always queued, so
-    /// the backlog may exceed `max_pending` by the writes in flight.
-    pub fn has_room(&self) -> bool {
-        self.lock().writes < self.max_pending.load(Ordering::Relaxed)
     }
 
     /// A reload's `replication.max_pending`.
@@ -146,6 +157,8 @@ impl Backlog {
     pub fn retire(&self, settled: u64) -> usize {
         let mut state = self.lock();
         let dropped = std::mem::take(&mut *state);
+        let spilled = dropped.spill.as_ref().map_or(0, |s| s.count);
+        self.spilled.store(false, Ordering::Relaxed);
         self.retired.store(true, Ordering::Release);
         drop(state);
         self.wake.notify_waiters();
@@ -153,7 +166,7 @@ impl Backlog {
         for slot in dropped.entries.values() {
             slot.entry.withdrawn(self.origin);
         }
-        dropped.writes
+        dropped.writes + spilled
     }
 
     /// Everything numbered through `seq` is settled here: the log keeps it.
@@ -163,9 +176,10 @@ impl Backlog {
         self.settled.fetch_max(seq, Ordering::Release);
     }
 
-    /// Unsettled writes.
+    /// Unsettled writes, in memory and spilled.
     pub fn len(&self) -> usize {
-        self.lock().writes
+        let state = self.lock();
+        state.writes + state.spill.as_ref().map_or(0, |s| s.count)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -174,7 +188,8 @@ impl Backlog {
 
     /// Bytes of the unsettled writes, as sent.
     pub fn bytes(&self) -> u64 {
-        self.lock().bytes
+        let state = self.lock();
+        state.bytes + state.spill.as_ref().map_or(0, |s| s.bytes)
     }
 
     /// Every write numbered at or below this is settled here.
@@ -184,128 +199,43 @@ impl Backlog {
 
     /// Has every write at or below `version` been settled here?
     pub fn is_past(&self, version: u64) -> bool {
-        self.lock()
-            .versions
-            .keys()
-            .next()
-            .is_none_or(|oldest| *oldest > version)
+        let state = self.lock();
+        // Spilled writes' versions are on disk: none is known to be past.
+        state.spill.is_none()
+            && state
+                .versions
+                .keys()
+                .next()
+                .is_none_or(|oldest| *oldest > version)
     }
 
-    /// Appends an entry; false (and nothing queued) once the origin is retired.
+    /// Appends an entry; false (and nothing queued) once the origin is
+    /// retired, or for a verify read while writes are spilled. A write past
+    /// the window is left in the log ([`super::spill`]).
     pub fn push(&self, entry: Entry) -> bool {
         let mut state = self.lock();
         if self.is_retired() {
             return false;
         }
-        if let Some(write) = entry.write() {
-            state.writes += 1;
-            state.bytes += entry.wire_len() as u64;
-            *state.versions.entry(write.version).or_default() += 1;
+        let window = self.max_pending.load(Ordering::Relaxed).max(1);
+        let (seq, bytes) = (entry.seq(), entry.wire_len() as u64);
+        let full = state.writes >= window;
+        match (&mut state.spill, entry.write().is_some()) {
+            (Some(_), false) => return false,
+            (Some(spill), true) => {
+                spill.add(seq, bytes);
+                return true;
+            }
+            (None, true) if full => {
+                state.spill = Some(Spill::new(seq, bytes));
+                self.spilled.store(true, Ordering::Relaxed);
+                return true;
+            }
+            (None, _) => state.insert(entry),
         }
-        let id = state.next_id;
-        state.next_id += 1;
-        state.entries.insert(
-            id,
-            Slot {
-                entry,
-                sent: false,
-                failures: 0,
-            },
-        );
         drop(state);
         self.wake.notify_one();
         true
-    }
-
-    /// Up to `room` entries that `lane` may send now, marked in flight there.
-    /// A `patient` lane gets nothing unless a client waits on one of them
-    /// here or they fill `room` (`Work::Hold`).
-    pub fn take(&self, lane: usize, room: usize, patient: bool) -> Work {
-        let mut guard = self.lock();
-        let Queued {
-            entries,
-            in_flight,
-            blocked,
-            ..
-        } = &mut *guard;
-        let now = (!blocked.is_empty()).then(Instant::now);
-        if let Some(now) = now {
-            blocked.retain(|_, until| *until > now);
-        }
-        let mut held: HashSet<u64> = HashSet::new();
-        let mut picked = Vec::new();
-        let mut urgent = false;
-        let mut until: Option<Instant> = None;
-        let mut examined = 0;
-        for (id, slot) in entries.iter() {
-            if picked.len() == room || examined == SCAN_LIMIT {
-                break;
-            }
-            if slot.sent {
-                continue;
-            }
-            examined += 1;
-            let key = slot.entry.key();
-            if held.contains(&key) {
-                continue;
-            }
-            if let Some(end) = blocked.get(&key) {
-                until = Some(until.map_or(*end, |u| u.min(*end)));
-                held.insert(key);
-                continue;
-            }
-            if in_flight.get(&key).is_some_and(|(on, _)| *on != lane) {
-                held.insert(key);
-                continue;
-            }
-            urgent |= slot.entry.is_urgent_for(self.origin);
-            picked.push(*id);
-        }
-        if picked.is_empty() {
-            return until.map_or(Work::Wait, Work::Until);
-        }
-        if patient && !urgent && picked.len() < room {
-            return Work::Hold;
-        }
-        let taken = picked
-            .into_iter()
-            .filter_map(|id| {
-                let slot = entries.get_mut(&id)?;
-                slot.sent = true;
-                in_flight.entry(slot.entry.key()).or_insert((lane, 0)).1 += 1;
-                Some(Taken {
-                    id,
-                    entry: slot.entry.clone(),
-                })
-            })
-            .collect();
-        Work::Send(taken)
-    }
-
-    /// Waits until there are entries `lane` may send, at most `room`. A
-    /// short batch nobody waits for here first lingers up to `linger` for
-    /// company, unless an entry whose client waits for this origin joins
-    /// it: then it leaves at once.
-    pub async fn next_batch(&self, lane: usize, room: usize, linger: Duration) -> Vec<Taken> {
-        let mut linger_until: Option<Instant> = None;
-        loop {
-            let woken = self.wake.notified();
-            tokio::pin!(woken);
-            woken.as_mut().enable();
-            let now = Instant::now();
-            let patient = !linger.is_zero() && linger_until.is_none_or(|until| now < until);
-            match self.take(lane, room, patient) {
-                Work::Send(batch) => return batch,
-                Work::Hold => {
-                    let until = *linger_until.get_or_insert(now + linger);
-                    let _ = tokio::time::timeout_at(until, woken).await;
-                }
-                Work::Until(until) => {
-                    let _ = tokio::time::timeout_at(until, woken).await;
-                }
-                Work::Wait => woken.await,
-            }
-        }
     }
 
     /// The origin settled the entry `id`; returns the sequence of the
@@ -329,7 +259,7 @@ impl Backlog {
                 }
             }
         }
-        state.entries.first_key_value().map(|(_, s)| s.entry.seq())
+        state.oldest_seq()
     }
 
     /// The entry `id` goes back to waiting, in its place; after a 5xx its key
@@ -362,24 +292,51 @@ impl Backlog {
         })
     }
 
-    /// Sequence number of the oldest unsettled entry.
+    /// Sequence number of the oldest unsettled entry (in memory or spilled).
     pub fn head_seq(&self) -> Option<u64> {
-        self.lock()
-            .entries
-            .first_key_value()
-            .map(|(_, s)| s.entry.seq())
+        self.lock().oldest_seq()
     }
 
     /// How long the oldest unsettled entry has waited (the origin's lag).
     pub fn oldest_age(&self) -> Duration {
-        self.lock()
-            .entries
-            .first_key_value()
-            .map_or(Duration::ZERO, |(_, s)| s.entry.accepted_at().elapsed())
+        let state = self.lock();
+        match state.entries.first_key_value() {
+            Some((_, slot)) => slot.entry.accepted_at().elapsed(),
+            None => state
+                .spill
+                .as_ref()
+                .map_or(Duration::ZERO, |s| s.since.elapsed()),
+        }
     }
 }
 
 impl Queued {
+    /// Queues `entry` in memory, after every entry there.
+    fn insert(&mut self, entry: Entry) {
+        if let Some(write) = entry.write() {
+            self.writes += 1;
+            self.bytes += entry.wire_len() as u64;
+            *self.versions.entry(write.version).or_default() += 1;
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.entries.insert(
+            id,
+            Slot {
+                entry,
+                sent: false,
+                failures: 0,
+            },
+        );
+    }
+
+    /// The sequence of the oldest unsettled entry: in memory, or the first
+    /// spilled one (memory holds only entries older than those).
+    fn oldest_seq(&self) -> Option<u64> {
+        let in_memory = self.entries.first_key_value().map(|(_, s)| s.entry.seq());
+        in_memory.or(self.spill.as_ref().map(|s| s.from))
+    }
+
     /// One in-flight entry with `key` came back.
     fn land(&mut self, key: u64) {
         if let std::collections::hash_map::Entry::Occupied(mut lane) = self.in_flight.entry(key) {
@@ -392,5 +349,4 @@ impl Queued {
 }
 
 #[cfg(test)]
-#[path = "backlog_tests.rs"]
 mod tests;
