@@ -141,6 +141,7 @@ kill "${REPLICA_PID[c]}"; wait "${REPLICA_PID[c]}" 2>/dev/null || true
 sleep 0.5
 python3 scripts/write_burst.py --port "$PROXY" --count "$BACKLOG"
 backlog=$(metric 'hothot_replication_pending{peer="c"}')
+behind_rss=$(rss_mib)
 start=$(date +%s.%N)
 start_replica c
 until [ "$(metric 'hothot_replication_pending{peer="c"}')" = "0" ]; do sleep 0.01; done
@@ -158,4 +159,5 @@ if [ ${#fixed[@]} -gt 0 ]; then
   printf '%s\n' "${fixed[@]}"
 fi
 echo "peer round trip (one connection, PUT straight to a replica, p50): $rtt"
-printf 'backlog of %s writes to a recovered peer drained in %.2f s\n' "$backlog" "$drain"
+printf 'backlog of %s writes to a recovered peer drained in %.2f s (%.0f writes/s); hothot RSS with it pending: %s MiB\n' \
+  "$backlog" "$drain" "$(echo "$backlog / $drain" | bc)" "$behind_rss"
