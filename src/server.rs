@@ -9,7 +9,7 @@ use crate::adaptive::{Adaptive, AdaptiveService};
 use crate::admin::AdminApp;
 use crate::certificates::ListenerCertificate;
 use crate::config::Config;
-use crate::connections::{Book, Gate, Guarded};
+use crate::connections::{guarded_service, Book};
 use crate::health::HealthService;
 use crate::limit::Limiter;
 use crate::metrics::{Metrics, MetricsApp};
@@ -25,11 +25,9 @@ use crate::signals::SignalService;
 use arc_swap::ArcSwap;
 use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::listeners::ListenerConfig;
-use pingora_core::protocols::l4::stream::L4BufferSettings;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
 use pingora_core::services::background::background_service;
-use pingora_core::services::listening::Service;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -289,18 +287,10 @@ pub fn build(config: &Config, opt: Option<Opt>, path: Option<&Path>) -> Result<S
         limits: config.limits,
     });
     let book = Book::new(connection_budget(config)?, metrics.connections.clone());
-    let gate = Arc::new(Gate::new(book.clone()));
     let mut app = pingora_proxy::HttpProxy::new(proxy, server.configuration.clone());
     app.handle_init_modules();
-    let mut proxy_service = Service::new(
-        "hothot proxy".to_owned(),
-        Guarded::new(app, book.clone(), config.limits),
-    );
-    proxy_service.set_connection_filter(gate);
-    let buffers = L4BufferSettings::new(
-        config.limits.client_read_buffer,
-        config.limits.client_write_buffer,
-    );
+    let mut proxy_service = guarded_service("hothot proxy", app, book.clone(), config.limits);
+    let buffers = crate::connections::buffers(&config.limits);
     let mut certificates = Vec::new();
     for (i, listener) in config.listen.iter().enumerate() {
         let mut endpoint = ListenerConfig::tcp(listener.address.to_string()).l4_buffer(buffers);

@@ -16,14 +16,13 @@
 //! counted in `hothot_client_aborts_total` and logged at debug.
 
 use crate::config::Limits;
-use crate::connections::{Book, Gate, Guarded};
+use crate::connections::{buffers, guarded_service, Book, Guarded};
 use crate::metrics::ConnectionMetrics;
 use async_trait::async_trait;
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
 use pingora_core::listeners::ListenerConfig;
 use pingora_core::protocols::http::ServerSession;
-use pingora_core::protocols::l4::stream::L4BufferSettings;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::listening::Service;
 use pingora_http::ResponseHeader;
@@ -42,14 +41,10 @@ pub fn service<S: ServeHttp + Send + Sync + 'static>(
     limits: Limits,
     metrics: ConnectionMetrics,
 ) -> SideService<S> {
-    let max = limits.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
-    let book = Book::new(max, metrics);
-    let gate = Arc::new(Gate::new(book.clone()));
-    let app = SideApp { app, limits };
-    let mut service = Service::new(name.to_owned(), Guarded::new(app, book, limits));
-    service.set_connection_filter(gate);
-    let buffers = L4BufferSettings::new(limits.client_read_buffer, limits.client_write_buffer);
-    service.add_listener(ListenerConfig::tcp(listen.to_string()).l4_buffer(buffers));
+    let book = Book::new(max_connections(&limits), metrics);
+    let mut service = guarded_service(name, SideApp { app, limits }, book, limits);
+    let endpoint = ListenerConfig::tcp(listen.to_string()).l4_buffer(buffers(&limits));
+    service.add_listener(endpoint);
     service
 }
 
@@ -59,7 +54,11 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
 /// Descriptors a side listener may hold at most: its cap, and as many
 /// again accepted but not yet admitted (see [`crate::connections`]).
 pub fn descriptors(limits: &Limits) -> usize {
-    2 * limits.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS)
+    2 * max_connections(limits)
+}
+
+fn max_connections(limits: &Limits) -> usize {
+    limits.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS)
 }
 
 /// Serves one request at a time with a [`ServeHttp`] app.

@@ -27,7 +27,7 @@
 mod evict;
 mod serve;
 
-pub use serve::Guarded;
+pub use serve::{buffers, guarded_service, Guarded};
 
 use crate::metrics::ConnectionMetrics;
 use async_trait::async_trait;

@@ -12,18 +12,41 @@
 //! next request, `header_timeout` the time from a new connection (or from
 //! the first byte of a next request) to a whole header.
 
-use super::{Book, Connection, CURRENT};
+use super::{Book, Connection, Gate, CURRENT};
 use crate::config::Limits;
 use crate::proxy::Canned;
 use async_trait::async_trait;
 use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora_core::protocols::http::ServerSession;
+use pingora_core::protocols::l4::stream::L4BufferSettings;
 use pingora_core::protocols::{Stream, ALPN};
 use pingora_core::server::ShutdownWatch;
+use pingora_core::services::listening::Service;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
+
+/// A listening service for `app`, every connection of it admitted, timed
+/// and counted by `book` (the [`Gate`] in the accept loop, [`Guarded`]
+/// around the app); its listeners take [`buffers`].
+pub fn guarded_service<A: HttpServerApp + Send + Sync + 'static>(
+    name: &str,
+    app: A,
+    book: Arc<Book>,
+    limits: Limits,
+) -> Service<Guarded<A>> {
+    let gate = Arc::new(Gate::new(book.clone()));
+    let mut service = Service::new(name.to_owned(), Guarded::new(app, book, limits));
+    service.set_connection_filter(gate);
+    service
+}
+
+/// The per-connection buffers `limits` size (`client_read_buffer`,
+/// `client_write_buffer`).
+pub fn buffers(limits: &Limits) -> L4BufferSettings {
+    L4BufferSettings::new(limits.client_read_buffer, limits.client_write_buffer)
+}
 
 /// The answer to a connection refused because hothot is full, made once.
 static FULL: std::sync::LazyLock<Vec<u8>> =

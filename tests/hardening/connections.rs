@@ -102,20 +102,7 @@ async fn a_connection_flood_at_the_descriptor_limit_neither_starves_clients_nor_
     .await;
     let pid = proxy.pid().unwrap();
     let before = rss_kib(pid);
-    // A well-behaved client, a request every 20 ms, for the whole flood.
-    let url = proxy.url("/");
-    let client = tokio::spawn(async move {
-        let mut latencies = Vec::new();
-        let until = Instant::now() + Duration::from_secs(4);
-        while Instant::now() < until {
-            let started = Instant::now();
-            let answer = try_send(http::Request::get(&url).body(Full::default()).unwrap()).await;
-            latencies.push(started.elapsed());
-            assert_eq!(answer.map(|a| a.status), Ok(200), "the client was refused");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        latencies
-    });
+    let client = well_behaved_client(proxy.url("/"));
     // The flood: 1,500 connections that each send half a header and hold.
     let mut flood = Vec::new();
     let mut peak = 0.0f64;
@@ -153,6 +140,23 @@ async fn a_connection_flood_at_the_descriptor_limit_neither_starves_clients_nor_
     let log = proxy.log();
     assert!(!log.contains("is down"), "{log}");
     assert!(!log.contains("Too many open files"), "{log}");
+}
+
+/// A well-behaved client for the length of a flood (4 s): a GET every
+/// 20 ms, each of which must be answered 200; the latencies it saw.
+pub(super) fn well_behaved_client(url: String) -> tokio::task::JoinHandle<Vec<Duration>> {
+    tokio::spawn(async move {
+        let mut latencies = Vec::new();
+        let until = Instant::now() + Duration::from_secs(4);
+        while Instant::now() < until {
+            let started = Instant::now();
+            let answer = try_send(http::Request::get(&url).body(Full::default()).unwrap()).await;
+            latencies.push(started.elapsed());
+            assert_eq!(answer.map(|a| a.status), Ok(200), "the client was refused");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        latencies
+    })
 }
 
 /// One request on a new connection, answered 200; the connection stays open.

@@ -3,7 +3,7 @@
 //! connection, while the proxy serves and its origins stay up; failed admin
 //! logins are logged a few at a time.
 
-use super::connections::{closed_within, raise_own_descriptor_limit, rss_kib};
+use super::connections::{closed_within, raise_own_descriptor_limit, rss_kib, well_behaved_client};
 use super::*;
 
 /// Half a request header, never finished.
@@ -45,20 +45,7 @@ async fn a_flood_on_the_side_listeners_leaves_the_proxy_serving_and_the_origins_
     wait_for_port(admin_port).await;
     let pid = proxy.pid().unwrap();
     let before = rss_kib(pid);
-    // A well-behaved client, a GET every 20 ms on a new connection.
-    let url = proxy.url("/");
-    let client = tokio::spawn(async move {
-        let mut latencies = Vec::new();
-        let until = Instant::now() + Duration::from_secs(4);
-        while Instant::now() < until {
-            let started = Instant::now();
-            let answer = try_send(http::Request::get(&url).body(Full::default()).unwrap()).await;
-            latencies.push(started.elapsed());
-            assert_eq!(answer.map(|a| a.status), Ok(200), "the client was refused");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        latencies
-    });
+    let client = well_behaved_client(proxy.url("/"));
     // 2 × 1,500 connections, each half a header, held.
     let (mut admin_flood, mut metrics_flood) = (Vec::new(), Vec::new());
     let mut held = [0.0f64; 2];

@@ -85,10 +85,9 @@ impl Backlog {
     /// examined: those of the spilled run join the memory, in order.
     pub fn refill(&self, writes: Vec<Entry>, read_through: u64) {
         let mut state = self.lock();
-        let Some(spill) = state.spill.take() else {
+        let Some(mut spill) = state.spill.take() else {
             return;
         };
-        let mut spill = spill;
         for entry in writes {
             let (seq, bytes) = (entry.seq(), entry.wire_len() as u64);
             if seq < spill.from || seq > spill.through {
