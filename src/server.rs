@@ -320,7 +320,7 @@ pub fn build(config: &Config, opt: Option<Opt>, path: Option<&Path>) -> Result<S
             adaptive,
             health: health_config,
             proxy: live,
-            replicator,
+            replicator: replicator.clone(),
             balancer,
             probe_added,
             connections: book.clone(),
@@ -341,6 +341,7 @@ pub fn build(config: &Config, opt: Option<Opt>, path: Option<&Path>) -> Result<S
     if let Some(settings) = &config.admin {
         let app = AdminApp::new(
             pool.clone(),
+            replicator.clone(),
             metrics.clone(),
             settings.clone(),
             reloader.version(),

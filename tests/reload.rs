@@ -179,7 +179,7 @@ async fn a_removed_origins_backlog_is_dropped_and_an_added_one_starts_from_now()
     let dir = temp_dir("reload-members");
     let pool = |third: (&str, &str), journal: &str| {
         format!(
-            "origins:\n  - {{name: a, address: \"{}\", capacity: 100}}\n  - {{name: b, address: \"{}\", capacity: 100}}\n  - {{name: {}, address: \"{}\", capacity: 100}}\n{}",
+            "origins:\n  - {{name: a, address: \"{}\", capacity: 100}}\n  - {{name: b, address: \"{}\", capacity: 100}}\n  - {{name: {}, address: \"{}\", capacity: 100, join: now}}\n{}",
             a.addr,
             b.addr,
             third.0,
@@ -267,7 +267,7 @@ async fn origins_change_while_writes_stream_and_every_origin_keeps_the_one_order
     let dir = temp_dir("reload-writes");
     let pool = |second: (&str, std::net::SocketAddr)| {
         format!(
-            "origins:\n  - {{name: a, address: \"{}\", capacity: 100}}\n  - {{name: {}, address: \"{}\", capacity: 100}}\n{}",
+            "origins:\n  - {{name: a, address: \"{}\", capacity: 100}}\n  - {{name: {}, address: \"{}\", capacity: 100, join: now}}\n{}",
             a.addr,
             second.0,
             second.1,

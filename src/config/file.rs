@@ -71,6 +71,18 @@ pub struct OriginSection {
     pub address: String,
     pub capacity: u32,
     pub tls: Option<super::listen::OriginTlsSection>,
+    pub join: Option<Join>,
+}
+
+/// How an origin joins a pool that already has writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Join {
+    /// Detached until a resync copies a peer's data to it (the default).
+    #[default]
+    Resync,
+    /// From the next write on, with no history (caches, stateless backends).
+    Now,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

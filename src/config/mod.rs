@@ -14,6 +14,7 @@ mod journal;
 mod limits;
 pub mod listen;
 pub mod replication;
+pub mod retention;
 mod shape;
 pub mod units;
 mod validate;
@@ -26,6 +27,7 @@ pub use access_log::{AccessLogConfig, AccessLogFormat};
 pub use admin::Admin;
 pub use balancing::{Balancing, LimitMode};
 pub use cidr::Cidr;
+pub use file::Join;
 pub use journal::{FsyncPolicy, JournalConfig};
 pub use limits::Limits;
 pub use listen::{Listener, OriginTls, TlsFiles};
@@ -120,6 +122,8 @@ pub struct OriginConfig {
     pub capacity: u32,
     /// Reached over TLS when set.
     pub tls: Option<OriginTls>,
+    /// How it joins a pool with history. Default `resync`.
+    pub join: Join,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,6 +2,7 @@
 
 use super::cidr::Cidr;
 use super::journal::{validate_journal, JournalConfig, JournalSection};
+use super::retention::{validate_retention, ResyncSection, RetainSection, Retention};
 use super::units::{ByteSize, HumanDuration};
 use super::{ConfigError, ReplicationMode};
 use serde::Deserialize;
@@ -85,6 +86,9 @@ pub struct ReplicationSection {
     pub order: Option<Order>,
     pub order_key: Option<String>,
     pub verify: Option<VerifySection>,
+    pub retain: Option<RetainSection>,
+    pub detach_after: Option<HumanDuration>,
+    pub resync: Option<ResyncSection>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -146,8 +150,10 @@ pub struct ReplicationConfig {
     pub verify_sample: f64,
     /// Failed attempts (a 5xx, closed or timed out before the answer) one
     /// origin may make at one write while its probes pass, before it gives
-    /// the write up and is out of sync. Default 10.
+    /// the write up. Default 10.
     pub retry_max_attempts: u32,
+    /// `retain`, `detach_after`, `resync`.
+    pub retention: Retention,
 }
 
 /// Default `retry.max_attempts`: with the default backoff (100ms doubling to
@@ -316,7 +322,9 @@ pub fn validate(
             "must be at most 1s (it delays every copy to the peers)",
         ));
     }
+    let retention = validate_retention(section.retain, section.detach_after, section.resync)?;
     Ok(ReplicationConfig {
+        retention,
         order,
         order_key,
         verify_sample,

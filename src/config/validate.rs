@@ -207,6 +207,7 @@ fn validate_origins(origins: &[OriginSection]) -> Result<Vec<OriginConfig>, Conf
             address,
             capacity: origin.capacity,
             tls: super::listen::validate_origin_tls(i, origin.tls.as_ref())?,
+            join: origin.join.unwrap_or_default(),
         });
     }
     if validated.iter().all(|o| o.capacity == 0) {

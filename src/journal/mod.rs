@@ -23,6 +23,7 @@
 //! restarts) and the cut-at-every-offset unit tests hold this format to it.
 
 mod files;
+mod members;
 mod reader;
 pub mod record;
 mod segments;
@@ -85,6 +86,8 @@ pub struct Journal {
     syncer: Mutex<SyncerThread>,
     /// The syncer, to wake it without taking the lock above on every append.
     syncer_thread: OnceLock<Thread>,
+    /// The pool's targets and where each stands ([`members`]).
+    members: members::Members,
     /// Held for the journal's lifetime: one process per directory.
     _lock: File,
 }
@@ -149,7 +152,9 @@ impl Journal {
         fs::create_dir_all(&dir).map_err(io_error)?;
         let lock = lock(&dir)?;
         let numbers = segments::list(&dir).map_err(io_error)?;
-        let replay = segments::replay(&dir, &numbers).map_err(io_error)?;
+        let mut replay = segments::replay(&dir, &numbers).map_err(io_error)?;
+        let members = members::Members::load(&dir).map_err(io_error)?;
+        members.raise(&mut replay.cursors);
         for damage in &replay.damage {
             log::error!("journal: {damage}");
         }
@@ -200,6 +205,7 @@ impl Journal {
             max_bytes: AtomicU64::new(config.max_bytes),
             syncer: Mutex::new(SyncerThread::NotStarted),
             syncer_thread: OnceLock::new(),
+            members,
             _lock: lock,
         };
         Ok((journal, recovered))

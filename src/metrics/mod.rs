@@ -147,7 +147,7 @@ impl Metrics {
         self.replication.forget_peer(name);
     }
 
-    /// Sets `hothot_origin_up`, `_drained`, `_out_of_sync`, `_serving_reads`, `_capacity`
+    /// Sets `hothot_origin_up`, `_drained`, `_out_of_sync`, `_detached`, `_serving_reads`, `_capacity`
     /// and `_weight` from the pool's current state.
     pub fn publish_pool(&self, pool: &Pool) {
         for (id, share) in pool.shares() {
@@ -160,6 +160,8 @@ impl Metrics {
             metrics.drained.set(i64::from(origin.is_drained()));
             let missed = origin.missed_write().is_some();
             metrics.out_of_sync.set(i64::from(missed));
+            let detached = matches!(origin.standing(), crate::pool::Standing::Detached(_));
+            metrics.detached.set(i64::from(detached));
             metrics
                 .serving_reads
                 .set(i64::from(origin.is_serving_reads()));
@@ -167,11 +169,15 @@ impl Metrics {
         }
     }
 
-    /// `hothot_replication_max_lag_seconds` and `hothot_journal_max_bytes`
-    /// (0 when replication is off).
+    /// `hothot_replication_max_lag_seconds`, `_retain_bytes`,
+    /// `_retain_age_seconds` and `hothot_journal_max_bytes` (0 when
+    /// replication is off).
     pub fn publish_replication_settings(&self, config: &crate::config::ReplicationConfig) {
         let replication = &self.replication;
         replication.max_lag.set(config.max_lag.as_secs_f64());
+        let retention = &config.retention;
+        (replication.retain_bytes).set(i64::try_from(retention.bytes).unwrap_or(i64::MAX));
+        (replication.retain_age).set(retention.age.as_secs_f64());
         let max_bytes = match config.mode {
             crate::config::ReplicationMode::Off => 0,
             _ => i64::try_from(config.journal.max_bytes).unwrap_or(i64::MAX),

@@ -27,6 +27,7 @@ pub(super) struct OriginFamilies {
     up: IntGaugeVec,
     drained: IntGaugeVec,
     out_of_sync: IntGaugeVec,
+    detached: IntGaugeVec,
     serving_reads: IntGaugeVec,
     capacity: IntGaugeVec,
     weight: GaugeVec,
@@ -50,6 +51,7 @@ impl OriginFamilies {
             up: self.up.with_label_values(&[name]),
             drained: self.drained.with_label_values(&[name]),
             out_of_sync: self.out_of_sync.with_label_values(&[name]),
+            detached: self.detached.with_label_values(&[name]),
             serving_reads: self.serving_reads.with_label_values(&[name]),
             capacity: self.capacity.with_label_values(&[name]),
             weight: self.weight.with_label_values(&[name]),
@@ -63,7 +65,7 @@ impl OriginFamilies {
     /// Drops the gauges of an origin a reload removed, so that it does
     /// not show as down for ever; its counters stay (their rates fall to 0).
     pub(super) fn forget(&self, name: &str) {
-        let gauges = [&self.up, &self.drained, &self.out_of_sync];
+        let gauges = [&self.up, &self.drained, &self.out_of_sync, &self.detached];
         for family in gauges
             .into_iter()
             .chain([&self.serving_reads, &self.capacity])
@@ -99,6 +101,7 @@ pub struct OriginMetrics {
     pub(super) up: IntGauge,
     pub(super) drained: IntGauge,
     pub(super) out_of_sync: IntGauge,
+    pub(super) detached: IntGauge,
     pub(super) serving_reads: IntGauge,
     pub(super) capacity: IntGauge,
     pub(super) weight: Gauge,
@@ -148,7 +151,14 @@ impl OriginFamilies {
         let out_of_sync = IntGaugeVec::new(
             Opts::new(
                 "hothot_origin_out_of_sync",
-                "1 when the origin missed a write it could not apply (retry.max_attempts): out of service until an operator enables it again",
+                "1 when the origin was detached for failing a write its peers applied (replication.detach_after): out of service until a resync",
+            ),
+            &["origin"],
+        )?;
+        let detached = IntGaugeVec::new(
+            Opts::new(
+                "hothot_origin_detached",
+                "1 when the origin is detached (too far behind for replication.retain, failing a write its peers applied, or joined without history): out of service until a resync",
             ),
             &["origin"],
         )?;
@@ -208,6 +218,7 @@ impl OriginFamilies {
         registry.register(Box::new(up.clone()))?;
         registry.register(Box::new(drained.clone()))?;
         registry.register(Box::new(out_of_sync.clone()))?;
+        registry.register(Box::new(detached.clone()))?;
         registry.register(Box::new(serving_reads.clone()))?;
         registry.register(Box::new(capacity.clone()))?;
         registry.register(Box::new(weight.clone()))?;
@@ -223,6 +234,7 @@ impl OriginFamilies {
             up,
             drained,
             out_of_sync,
+            detached,
             serving_reads,
             capacity,
             weight,

@@ -30,6 +30,13 @@ pub struct ReplicationMetrics {
     pub verified_match: IntCounter,
     /// `hothot_replication_verified_total{result="mismatch"}`.
     pub verified_mismatch: IntCounter,
+    /// `hothot_replication_retain_bytes`: `replication.retain.bytes`.
+    pub retain_bytes: IntGauge,
+    /// `hothot_replication_retain_age_seconds`: `replication.retain.age`.
+    pub retain_age: Gauge,
+    /// `hothot_resync_total{result}`: resyncs that ended (`done`,
+    /// `aborted`, `failed`, `timed_out`).
+    pub resyncs: IntCounterVec,
 }
 
 /// The labelled families behind [`PeerMetrics`].
@@ -146,7 +153,7 @@ impl ReplicationMetrics {
         let dropped = IntCounterVec::new(
             Opts::new(
                 "hothot_replication_dropped_total",
-                "Pending writes dropped because their peer left the pool (removed by a reload, or missing from the configuration at start-up)",
+                "Pending writes dropped for a peer: it left the pool (removed by a reload, or missing from the configuration at start-up) or was detached (replication.retain, detach_after, a resync)",
             ),
             &["peer"],
         )?;
@@ -171,7 +178,31 @@ impl ReplicationMetrics {
             registry.register(Box::new(gauge.clone()))?;
         }
         registry.register(Box::new(max_lag.clone()))?;
+        let resyncs = IntCounterVec::new(
+            Opts::new(
+                "hothot_resync_total",
+                "Resyncs of an origin from a donor that ended, by result (done, aborted, failed, timed_out)",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(resyncs.clone()))?;
+        let retain_bytes = IntGauge::new(
+            "hothot_replication_retain_bytes",
+            "replication.retain.bytes: a peer whose hothot_replication_backlog_bytes exceeds it is detached",
+        )?;
+        let retain_age = Gauge::new(
+            "hothot_replication_retain_age_seconds",
+            "replication.retain.age: a peer whose hothot_replication_lag_seconds exceeds it is detached",
+        )?;
+        registry.register(Box::new(retain_bytes.clone()))?;
+        registry.register(Box::new(retain_age.clone()))?;
+        for result in ["done", "aborted", "failed", "timed_out"] {
+            resyncs.with_label_values(&[result]);
+        }
         Ok(ReplicationMetrics {
+            resyncs,
+            retain_bytes,
+            retain_age,
             families: PeerFamilies {
                 total,
                 pending,

@@ -23,11 +23,13 @@
 //! origin that is dead at start-up never receives a request.
 
 mod origin;
+mod standing;
 
 use crate::config::{PassiveConfig, Timeouts};
 use crate::metrics::Metrics;
 use crate::replication::Cut;
 pub use origin::{NewOrigin, Origin};
+pub use standing::{Detached, Standing};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -209,10 +211,27 @@ impl Pool {
         self.update(id, |o| o.state.set_drained(drained))
     }
 
-    /// An origin gave up on `write` (or, with `None`, an operator says it
-    /// has every write again); true when that changed whether it serves.
-    pub fn set_missed_write(&self, id: OriginId, write: Option<String>) -> bool {
-        self.update(id, |o| o.state.set_missed(write))
+    /// Sets where the origin stands in the sequence; true when that
+    /// changed whether it serves.
+    pub fn set_standing(&self, id: OriginId, standing: Standing) -> bool {
+        self.update(id, |o| o.state.standing.set(standing))
+    }
+
+    /// Moves the origin from the standing `from` (compared by kind) to
+    /// `to`; false, and nothing changed, when it was not in `from`.
+    pub fn replace_standing(&self, id: OriginId, from: &Standing, to: Standing) -> bool {
+        let replaced = self
+            .get(id)
+            .is_some_and(|o| o.state.standing.replace(from, to));
+        if replaced {
+            self.changed();
+        }
+        replaced
+    }
+
+    /// Holds the origin as a resync's donor, or releases it.
+    pub fn set_donor(&self, id: OriginId, donor: bool) -> bool {
+        self.update(id, |o| o.state.standing.set_donor(donor))
     }
 
     /// Marks an origin as lagging (or caught up); true when that changed it.

@@ -1,6 +1,7 @@
 //! One origin and every part of its live state, made together when it joins
 //! the pool.
 
+use super::standing::{Standing, StandingState};
 use super::{duration_ms, OriginId};
 use crate::adaptive::Load;
 use crate::config::{OriginConfig, Timeouts};
@@ -46,6 +47,8 @@ pub struct Origin {
     pub address: SocketAddr,
     /// How to reach it over TLS, when it speaks TLS.
     pub tls: Option<Arc<TlsClient>>,
+    /// How it joins a pool with history (`join`).
+    pub join: crate::config::Join,
     /// Whether it may serve (see [`crate::pool`]).
     pub(super) state: ServingState,
     /// Its requests per second under `balancing.limit`.
@@ -80,6 +83,7 @@ impl Origin {
             id,
             name: config.name,
             address: config.address,
+            join: config.join,
             tls,
             state: ServingState::new(config.capacity, epoch),
             limit: Bucket::new(config.capacity),
@@ -108,7 +112,7 @@ impl Origin {
             && !state.retired.load(Ordering::Acquire)
             && state.probe_up.load(Ordering::Acquire)
             && !state.drained.load(Ordering::Acquire)
-            && !state.out_of_sync.load(Ordering::Acquire)
+            && state.standing.in_step()
             && !self.is_ejected()
     }
 
@@ -126,14 +130,22 @@ impl Origin {
         self.state.lagging.load(Ordering::Acquire)
     }
 
-    /// The write it missed, when it gave one up (`retry.max_attempts`):
-    /// it is out of service until an operator enables it again.
+    /// Where it stands in the sequence (see [`super::standing`]).
+    pub fn standing(&self) -> Standing {
+        self.state.standing.get()
+    }
+
+    /// Held at a resync's cut as its donor?
+    pub fn is_donor(&self) -> bool {
+        self.state.standing.is_donor()
+    }
+
+    /// The write it was detached for failing, if that was why.
     pub fn missed_write(&self) -> Option<String> {
-        if !self.state.out_of_sync.load(Ordering::Acquire) {
-            return None;
+        match self.standing() {
+            Standing::Detached(detached) => detached.missed,
+            _ => None,
         }
-        let missed = self.state.missed.lock().unwrap_or_else(|e| e.into_inner());
-        missed.clone()
     }
 
     /// Has an operator drained it?
@@ -200,12 +212,9 @@ pub(super) struct ServingState {
     /// Taken out of rotation by an operator (admin API): no new traffic,
     /// while replicated writes still reach it.
     drained: AtomicBool,
-    /// It gave up on a write, so its data differs from its peers': out of
-    /// service (the invariant: every origin that serves has applied every
-    /// write) until an operator enables it again.
-    out_of_sync: AtomicBool,
-    /// Which write it missed, for `/status` (the first one).
-    missed: std::sync::Mutex<Option<String>>,
+    /// Whether it holds every write of the sequence: out of service when
+    /// it does not (the invariant of [`super::standing`]).
+    pub(super) standing: StandingState,
     /// Thousandths of its capacity the origin is given now (see
     /// [`crate::adaptive`]); 1000 until something says otherwise.
     factor_milli: AtomicU32,
@@ -223,8 +232,7 @@ impl ServingState {
             ejected_until_ms: AtomicU64::new(0),
             consecutive_failures: AtomicU32::new(0),
             drained: AtomicBool::new(false),
-            out_of_sync: AtomicBool::new(false),
-            missed: std::sync::Mutex::new(None),
+            standing: StandingState::default(),
             factor_milli: AtomicU32::new(super::FULL_FACTOR),
             retired: AtomicBool::new(false),
             epoch,
@@ -242,17 +250,6 @@ impl ServingState {
 
     pub(super) fn set_drained(&self, drained: bool) -> bool {
         self.drained.swap(drained, Ordering::AcqRel) != drained
-    }
-
-    /// Records a missed write (the first is kept), or clears it with `None`;
-    /// true when that changed whether it serves.
-    pub(super) fn set_missed(&self, write: Option<String>) -> bool {
-        let out = write.is_some();
-        let mut missed = self.missed.lock().unwrap_or_else(|e| e.into_inner());
-        if missed.is_none() || write.is_none() {
-            *missed = write;
-        }
-        self.out_of_sync.swap(out, Ordering::AcqRel) != out
     }
 
     pub(super) fn set_lagging(&self, lagging: bool) -> bool {

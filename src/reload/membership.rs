@@ -191,6 +191,7 @@ mod tests {
             address: "127.0.0.1:9101".parse().unwrap(),
             capacity: 5,
             tls: None,
+            join: crate::config::Join::Now,
         });
         let o1 = pool.find("o1").unwrap().id;
         let plan = Plan::prepare(&pool, &old, &new).unwrap();

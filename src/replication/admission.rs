@@ -1,5 +1,6 @@
 //! Whether a write may be taken: room for it in the log
-//! (`journal.max_bytes`); and the counts of writes refused or not
+//! (`journal.max_bytes`, made by detaching the origin furthest behind when
+//! one is, [`super::detach`]); and the counts of writes refused or not
 //! replicated, per peer.
 
 use super::{Full, Replicator};
@@ -11,11 +12,15 @@ impl Replicator {
     /// origin's backlog is never a reason: past `max_pending` its writes
     /// wait in the log, [`super::spill`].)
     pub fn admit(&self) -> Result<(), Full> {
-        let log_full = self.sequencer.log().is_some_and(|l| !l.has_room());
+        let full = || self.sequencer.log().is_some_and(|l| !l.has_room());
+        // An origin far behind is detached rather than the write refused;
+        // only a journal full of what serving origins still need refuses.
+        let log_full = full() && !self.relieve_full_journal();
         if self.journal_full.swap(log_full, Ordering::Relaxed) != log_full {
             match log_full {
                 true => log::error!(
-                    "journal full (max_bytes): refusing new writes until peers catch up"
+                    "journal full (max_bytes) with every origin keeping up: refusing new \
+                     writes until they settle what it holds (raise journal.max_bytes)"
                 ),
                 false => log::info!("journal has room again: accepting writes"),
             }

@@ -17,11 +17,12 @@
 //! connection closed mid-answer, no answer within `timeouts.read`) counts
 //! towards `retry.max_attempts` while the origin passes its probes; a
 //! refused connection does not (nothing was sent: the origin is down, and
-//! its backlog waits). At `retry.max_attempts` the origin gives the write up
-//! (counted `failed`, logged with its path, version, sequence and attempts)
-//! and is out of sync: out of service, because it no longer has every write
-//! its peers have, until an operator enables it again; later writes still
-//! reach it.
+//! its backlog waits). A write is never given up silently: an origin moves
+//! on past it only once every origin failed it `retry.max_attempts` times
+//! (the pool stays the same everywhere; counted `failed` and logged once);
+//! an origin that has failed it that often over `replication.detach_after`
+//! while a peer applied it is detached (it no longer has what its peers
+//! have).
 //!
 //! One caveat of pipelining: entries sent behind one that fails with a 5xx
 //! may be applied by the origin before it; they are sent again after it, so
@@ -66,7 +67,7 @@ struct Sent {
 enum Settled {
     /// Below 500: the entry is settled.
     Answered,
-    /// The answer to a void entry: nothing learnt.
+    /// The answer to a void entry, or to a write given up: nothing learnt.
     Void,
     /// A 5xx: the entry goes back to the backlog.
     ServerError(u16),
@@ -98,7 +99,13 @@ impl Lane {
                 .set_bounds(config.retry_initial, config.retry_max);
             drop(config);
             let batch = if in_flight.is_empty() {
-                self.wait_for_work(window).await
+                let batch = self.wait_for_work(window).await;
+                if batch.is_empty() {
+                    // Writes wait in the log: read back at the top of the
+                    // loop (paced, should the log not answer).
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                }
+                batch
             } else {
                 self.top_up(connection.as_ref(), in_flight.len(), window)
             };
@@ -277,6 +284,7 @@ impl Lane {
             if write.primary != Some(self.origin.id) {
                 write.acknowledge();
             }
+            write.fate.applied_by_one();
         } else {
             self.metrics().failed.inc();
             log::warn!(
@@ -312,52 +320,45 @@ impl Lane {
     ) -> Settled {
         self.fail_reply(write, answer.raw.clone());
         let why = format!("answered {}", answer.status);
-        if self.failed_attempt(sent, write, &why, true) {
-            // Later entries of its key were sent after it: they go again after it.
-            for later in in_flight.iter_mut() {
-                later.void |= later.entry.key() == write.key;
-            }
+        if !self.failed_attempt(sent, write, &why, true) {
+            return Settled::Void; // given up: the lane goes on as before
+        }
+        // Later entries of its key were sent after it: they go again after it.
+        for later in in_flight.iter_mut() {
+            later.void |= later.entry.key() == write.key;
         }
         Settled::ServerError(answer.status)
     }
 
     /// An attempt at `sent` failed (`why`): it counts while the origin
-    /// passes its probes, and after `retry.max_attempts` the origin gives
-    /// the write up and is out of sync; otherwise it goes back to the
-    /// backlog, its key waiting out a backoff when `key_waits` (else the
-    /// lane waits). True when it will be retried.
+    /// passes its probes. Past `retry.max_attempts` the origin gives the
+    /// write up, and is detached if a peer applied it and it has failed it
+    /// for `detach_after`, or moves on if every origin gave it up (see
+    /// [`Replicator::give_up`]); otherwise it goes back to the backlog, its
+    /// key waiting out a backoff when `key_waits` (else the lane waits).
+    /// True when it will be retried.
     fn failed_attempt(&mut self, sent: Sent, write: &Write, why: &str, key_waits: bool) -> bool {
         let counts = self.origin.is_probe_up();
-        let failures = self.queue().record_failure(sent.id, counts);
-        let max_attempts = self.replicator.config().retry_max_attempts;
-        if failures < max_attempts {
-            self.metrics().retried.inc();
-            let backoff = key_waits.then(|| self.backoff.next_delay());
-            self.queue().release(sent.id, backoff);
-            return true;
+        let (failures, failing_for) = self.queue().record_failure(sent.id, counts);
+        let exhausted = failures >= self.replicator.config().retry_max_attempts;
+        if exhausted
+            && self
+                .replicator
+                .give_up(&self.origin, write, failing_for, why)
+        {
+            self.settled(&sent);
+            // Its failures were that write's: the next write's client may
+            // wait for its answer again.
+            self.queue().streak.recovered();
+            return false;
         }
-        self.metrics().failed.inc();
-        let missed = format!(
-            "write #{} version {} ({})",
-            write.seq,
-            write.version,
-            write.request_line()
-        );
-        log::error!(
-            "replication to {}: gave up on {missed} after {failures} failed attempts \
-             (retry.max_attempts; the last: {why}); {} is out of sync and out of service \
-             until an operator copies a peer's data to it and enables it \
-             (POST /origins/{}/enable)",
-            self.name(),
-            self.name(),
-            self.name(),
-        );
-        let pool = &self.replicator.pool;
-        if pool.set_missed_write(self.origin.id, Some(missed)) {
-            self.replicator.metrics.publish_pool(pool);
+        if !self.queue().is_open() {
+            return false; // detached meanwhile: its backlog is gone
         }
-        self.settled(&sent);
-        false
+        self.metrics().retried.inc();
+        let backoff = key_waits.then(|| self.backoff.next_delay());
+        self.queue().release(sent.id, backoff);
+        true
     }
 
     /// Tells a client waiting for `write` that this origin failed it.

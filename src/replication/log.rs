@@ -12,6 +12,7 @@
 use crate::journal::{Durability, EntryRecord, Journal, StoreError};
 use async_trait::async_trait;
 use futures::future::BoxFuture;
+use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
@@ -63,6 +64,16 @@ impl From<Durability> for Stored {
     }
 }
 
+/// Where a target stands, as the log remembers it (#24).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mark {
+    /// It receives the sequence; with `Some(cut)`, a resync gave it every
+    /// entry through `cut`, so that its cursor never starts below it.
+    Current(Option<u64>),
+    /// Cut loose: it gets nothing until a resync.
+    Detached,
+}
+
 #[async_trait]
 pub trait Log: Send + Sync {
     /// Stores the entry numbered `seq` (numbers only grow), addressed to
@@ -91,6 +102,14 @@ pub trait Log: Send + Sync {
     fn reader(&self, from: u64) -> Box<dyn LogReader>;
 
     fn usage(&self) -> Usage;
+
+    /// The pool's targets and where each stands, as the log remembers them
+    /// across restarts; `None` if it never recorded any.
+    fn members(&self) -> Option<BTreeMap<String, Mark>>;
+
+    /// Records `changes` (`None`: the target left the pool); kept when this
+    /// returns.
+    fn mark(&self, changes: &[(String, Option<Mark>)]) -> std::io::Result<()>;
 
     /// Starts the log's own workers (after Pingora has daemonized).
     fn start(&self) -> std::io::Result<()>;
@@ -157,6 +176,14 @@ impl Log for Journal {
         }
     }
 
+    fn members(&self) -> Option<BTreeMap<String, Mark>> {
+        Journal::members(self)
+    }
+
+    fn mark(&self, changes: &[(String, Option<Mark>)]) -> std::io::Result<()> {
+        Journal::mark(self, changes)
+    }
+
     fn start(&self) -> std::io::Result<()> {
         Journal::start(self)
     }
@@ -183,6 +210,7 @@ pub mod memory {
     pub struct MemoryLog {
         pub entries: Mutex<Vec<Appended>>,
         pub cursors: Mutex<BTreeMap<String, Arc<AtomicU64>>>,
+        pub members: Mutex<Option<BTreeMap<String, Mark>>>,
         durable: watch::Sender<u64>,
     }
 
@@ -268,6 +296,22 @@ pub mod memory {
 
         fn usage(&self) -> Usage {
             Usage::default()
+        }
+
+        fn members(&self) -> Option<BTreeMap<String, Mark>> {
+            self.members.lock().unwrap().clone()
+        }
+
+        fn mark(&self, changes: &[(String, Option<Mark>)]) -> std::io::Result<()> {
+            let mut members = self.members.lock().unwrap();
+            let members = members.get_or_insert_default();
+            for (name, mark) in changes {
+                match mark {
+                    Some(mark) => members.insert(name.clone(), *mark),
+                    None => members.remove(name),
+                };
+            }
+            Ok(())
         }
 
         fn start(&self) -> std::io::Result<()> {

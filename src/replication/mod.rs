@@ -18,7 +18,9 @@ mod admission;
 mod backlog;
 mod backoff;
 mod deliver;
+mod detach;
 mod entry;
+mod fate;
 mod key;
 pub mod log;
 mod payload;
@@ -26,6 +28,7 @@ mod pipeline;
 mod reconfigure;
 mod recover;
 mod reply;
+mod resync;
 mod sequencer;
 mod streak;
 #[cfg(test)]
@@ -47,6 +50,7 @@ use log::Log;
 use pingora_http::RequestHeader;
 pub use pipeline::{decode as decode_answer, Decoded};
 use reply::{Outcome, Reply};
+pub use resync::{ResyncError, Started as ResyncStarted};
 pub use sequencer::Cut;
 use sequencer::{Sequencer, Targets};
 use std::sync::atomic::AtomicBool;
@@ -109,6 +113,8 @@ pub struct Replicator {
     /// Told when a reload added or removed origins: the workers start or
     /// stop their lanes.
     membership: tokio::sync::Notify,
+    /// The resync running, if any.
+    resyncs: resync::Resyncs,
 }
 
 impl Replicator {
@@ -153,11 +159,8 @@ impl Replicator {
             pool.add(origin, &cut);
         }
         drop(cut);
-        let clock = VersionClock::new();
         let keying = Keying::new(config.order, config.order_key.clone());
-        recover::requeue(recovered, &pool, &sequencer, &clock, &metrics, &keying);
         metrics.publish_replication_settings(&config);
-        metrics.publish_pool(&pool);
         let verifier = Arc::new(Verifier::new(
             match config.mode {
                 ReplicationMode::Off => 0.0,
@@ -166,9 +169,9 @@ impl Replicator {
             pool.clone(),
             metrics.clone(),
         ));
-        Replicator {
+        let replicator = Replicator {
             config: ArcSwap::from_pointee(config),
-            clock,
+            clock: VersionClock::new(),
             keying,
             sequencer,
             verifier,
@@ -177,7 +180,23 @@ impl Replicator {
             metrics,
             timeouts,
             membership: tokio::sync::Notify::new(),
-        }
+            resyncs: resync::Resyncs::default(),
+        };
+        // Every name the log has seen: a cursor, or a target of what it holds.
+        let targets = recovered.entries.iter().flat_map(|e| e.targets.iter());
+        let known = recovered.cursors.keys().chain(targets).cloned().collect();
+        replicator.detach_at_start(&known, next_seq > 1);
+        let Replicator {
+            pool,
+            sequencer,
+            clock,
+            metrics,
+            keying,
+            ..
+        } = &replicator;
+        recover::requeue(recovered, pool, sequencer, clock, metrics, keying);
+        metrics.publish_pool(pool);
+        replicator
     }
 
     /// The replication settings in force.

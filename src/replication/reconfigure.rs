@@ -1,9 +1,10 @@
 //! What a reload changes in replication: origins joining and leaving the
 //! pool, and the settings that apply to the next write or delivery.
 //!
-//! An origin a reload adds starts from now: it receives every write
-//! numbered after it joined, and nothing from before (it is expected to
-//! hold the pool's data already, as a replica brought up from a copy does).
+//! An origin a reload adds to a pool that has history starts detached and
+//! waits for a resync (see [`super::resync`]), unless its entry says
+//! `join: now`: then it receives every write numbered after it joined, and
+//! nothing from before (a cache, a stateless backend).
 //! An origin a reload removes has its backlog dropped, with a log line and
 //! `hothot_replication_dropped_total{peer}`, as at a restart that no longer
 //! lists it; the log counts those writes as settled for it. A reload's
@@ -12,6 +13,7 @@
 //! backlogs it joined, and no write falls between an origin leaving and its
 //! replacement joining.
 
+use super::log::Mark;
 use super::Replicator;
 use crate::config::ReplicationConfig;
 use crate::pool::{NewOrigin, OriginId};
@@ -41,11 +43,13 @@ impl Replicator {
     /// backlogs that take every write from now on. Returns the new ids.
     pub fn change_members(&self, leaving: &[OriginId], joining: Vec<NewOrigin>) -> Vec<OriginId> {
         let cut = self.sequencer.cut(self.config().max_pending);
+        let mut marks = Vec::new();
         for &id in leaving {
             let dropped = self.pool.retire(id, &cut);
             let Some(origin) = self.pool.get(id) else {
                 continue;
             };
+            marks.push((origin.name.clone(), None));
             if dropped > 0 {
                 origin.metrics.replication.dropped.inc_by(dropped as u64);
                 log::warn!(
@@ -55,17 +59,38 @@ impl Replicator {
                 );
             }
         }
+        let history = cut.last_numbered() > 0;
         let joined: Vec<OriginId> = joining
             .into_iter()
             .map(|origin| self.pool.add(origin, &cut))
             .collect();
         drop(cut);
-        for &id in &joined {
-            log::info!(
-                "replication: origin {} joined; it receives writes from now on",
-                self.pool.name(id)
-            );
+        for &id in leaving {
+            self.resync_left(id);
         }
+        // Those leaving first: a name may leave and join again (a new address).
+        self.remember(&std::mem::take(&mut marks));
+        for &id in &joined {
+            let Some(origin) = self.pool.get(id) else {
+                continue;
+            };
+            let waits = history && self.is_on() && origin.join != crate::config::Join::Now;
+            match waits {
+                true => {
+                    let why =
+                        "it joined a pool that has history (join: resync): it waits for a resync";
+                    self.detach(origin, why, None);
+                }
+                false => {
+                    marks.push((origin.name.clone(), Some(Mark::Current(None))));
+                    log::info!(
+                        "replication: origin {} joined; it receives writes from now on",
+                        origin.name
+                    );
+                }
+            }
+        }
+        self.remember(&marks);
         self.membership.notify_one();
         joined
     }

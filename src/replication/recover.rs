@@ -1,6 +1,7 @@
 //! Start-up: the log's pending writes go back into each origin's backlog,
 //! in their original order; an origin that left the pool loses its backlog
-//! (logged and counted), and an origin that joined gets no history.
+//! (logged and counted), and an origin that joined, or is detached, gets no
+//! history.
 
 use super::key::Keying;
 use super::payload::StoredWrite;
@@ -47,6 +48,8 @@ pub fn requeue(
                     .get(*t)
                     .is_none_or(|settled| seq > *settled)
             })
+            // A detached origin gets nothing until its resync.
+            .filter(|t| pool.find(t).is_none_or(|o| o.backlog.is_taking()))
             .collect();
         if pending.is_empty() {
             continue;

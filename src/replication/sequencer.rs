@@ -174,8 +174,10 @@ impl Sequencer {
         // already, so an empty backlog means all of them are settled.
         let published = self.published.load(Ordering::Acquire);
         let backlog = &origin.backlog;
-        if backlog.is_retired() {
-            return; // its pending count was reset when it was retired
+        if backlog.is_retired() || !backlog.is_open() {
+            // Its pending count was reset when it was retired or detached,
+            // and its cursor must stay where its data is.
+            return;
         }
         let oldest = backlog.settle(id);
         // With the backlog empty, everything up to `published` is settled,
@@ -205,6 +207,11 @@ impl Sequencer {
     /// Queues a write the log held at start-up (already durable) for `origin`.
     pub fn requeue(&self, origin: &Origin, write: Arc<Write>) {
         push(origin, Entry::Write(write));
+    }
+
+    /// Every write at or below this is in the backlogs it targets.
+    pub fn published(&self) -> u64 {
+        self.published.load(Ordering::Acquire)
     }
 
     /// After start-up requeueing: writes up to `seq` are in the backlogs.
@@ -298,6 +305,11 @@ impl Numbered<'_> {
 }
 
 impl Cut<'_> {
+    /// The last write numbered before the cut (0 at start-up).
+    pub fn last_numbered(&self) -> u64 {
+        self.settled
+    }
+
     /// The backlog of `origin`, named `name`, joining now: it takes every
     /// write numbered after the cut, and the log tracks how far it settles.
     pub fn backlog(&self, origin: OriginId, name: &str) -> Backlog {

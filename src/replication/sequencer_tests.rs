@@ -153,7 +153,8 @@ fn an_origin_that_joins_takes_the_writes_numbered_after_it() {
     let log = Arc::new(MemoryLog::default());
     let (pool, replicator) = replicator(NO_WRITE_AHEAD, &log, Recovered::default());
     sequence(&replicator, &pool, "/kv/a", "1");
-    let config = testing::config(&[10, 10, 10, 10], "");
+    let mut config = testing::config(&[10, 10, 10, 10], "");
+    config.origins[3].join = crate::config::Join::Now;
     let joined = replicator.change_members(&[], vec![testing::new_origin(&config.origins[3])]);
     assert_eq!(log.cursor("o3"), Some(1), "everything so far is behind it");
     sequence(&replicator, &pool, "/kv/a", "2");
@@ -166,6 +167,30 @@ fn an_origin_that_joins_takes_the_writes_numbered_after_it() {
         "the second write names the newcomer"
     );
     assert_eq!(joined[0].slot(), 3);
+}
+
+#[test]
+fn an_origin_that_joins_a_pool_with_history_waits_for_a_resync() {
+    let log = Arc::new(MemoryLog::default());
+    let (pool, replicator) = replicator(NO_WRITE_AHEAD, &log, Recovered::default());
+    sequence(&replicator, &pool, "/kv/a", "1");
+    let config = testing::config(&[10, 10, 10, 10], "");
+    replicator.change_members(&[], vec![testing::new_origin(&config.origins[3])]);
+    sequence(&replicator, &pool, "/kv/a", "2");
+    let o3 = pool.find("o3").unwrap();
+    assert!(matches!(o3.standing(), crate::pool::Standing::Detached(_)));
+    assert_eq!(
+        backlog(&pool, "o3"),
+        Vec::<u64>::new(),
+        "it receives nothing"
+    );
+    let marks = log.members().unwrap();
+    assert_eq!(
+        marks["o3"],
+        crate::replication::log::Mark::Detached,
+        "the log remembers it"
+    );
+    assert_eq!(marks["o0"], crate::replication::log::Mark::Current(None));
 }
 
 #[test]

@@ -32,8 +32,9 @@ pub struct ReplicationService {
 
 impl Replicator {
     /// Refreshes the lag, backlog and applied-sequence gauges, takes lagging
-    /// origins out of read rotation
-    /// (and drained ones back), and lets the journal drop what every origin has.
+    /// origins out of read rotation (and drained ones back), puts resynced
+    /// origins that caught up back in service, detaches those past
+    /// `replication.retain`, and lets the journal drop what every origin has.
     fn housekeeping(&self) {
         let mut changed = false;
         for origin in self.pool.members() {
@@ -53,13 +54,17 @@ impl Replicator {
                     max_lag
                 );
             } else if origin.is_lagging()
-                && backlog.is_empty()
+                // Under steady writes a backlog is rarely empty: half the
+                // bound is caught up enough.
+                && (backlog.is_empty() || lag <= max_lag / 2)
                 && self.pool.set_lagging(origin.id, false)
             {
                 changed = true;
                 log::info!("origin {name} caught up on replicated writes: back in read rotation");
             }
+            changed |= self.caught_up(origin);
         }
+        self.enforce_retention();
         if changed {
             self.metrics.publish_pool(&self.pool);
         }

@@ -41,6 +41,8 @@ pub struct Write {
     acks: Semaphore,
     /// The client waiting for this write's answer, if any.
     pub reply: Option<Arc<Reply>>,
+    /// Which origins applied it or gave it up.
+    pub fate: super::fate::Fate,
 }
 
 /// A request captured for replication, encoded both ways.
@@ -186,6 +188,7 @@ impl Write {
             accepted_at,
             acks: Semaphore::new(0),
             reply: None,
+            fate: Default::default(),
         }
     }
 

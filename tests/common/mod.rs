@@ -18,6 +18,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+#[allow(unused_imports)] // not every test binary starts in-process origins
 pub use origin::TestOrigin;
 
 /// Health settings fast enough for tests: probes every 100ms.

@@ -8,9 +8,11 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 
 pub struct Nginx {
-    child: Child,
+    /// Replaced by a restart.
+    child: Mutex<Child>,
     pub addr: SocketAddr,
     dir: PathBuf,
 }
@@ -19,15 +21,20 @@ impl Nginx {
     /// Starts nginx serving `dir/root` on an ephemeral port. Panics with
     /// the reason if nginx is missing (`.ci/run` installs it).
     pub async fn start(dir: &Path) -> Nginx {
-        Self::start_with(dir, None).await
+        Self::start_with(dir, None, "").await
     }
 
     /// The same, over TLS with this certificate and key (PEM files).
     pub async fn start_tls(dir: &Path, cert: &Path, key: &Path) -> Nginx {
-        Self::start_with(dir, Some((cert, key))).await
+        Self::start_with(dir, Some((cert, key)), "").await
     }
 
-    async fn start_with(dir: &Path, tls: Option<(&Path, &Path)>) -> Nginx {
+    /// The same, with more `location` blocks (`location /bad/ { return 500; }`).
+    pub async fn start_with_locations(dir: &Path, locations: &str) -> Nginx {
+        Self::start_with(dir, None, locations).await
+    }
+
+    async fn start_with(dir: &Path, tls: Option<(&Path, &Path)>, locations: &str) -> Nginx {
         for sub in ["root", "tmp"] {
             std::fs::create_dir_all(dir.join(sub)).unwrap();
         }
@@ -48,33 +55,41 @@ impl Nginx {
              proxy_temp_path {d}/tmp/proxy;\n  fastcgi_temp_path {d}/tmp/fastcgi;\n\
              uwsgi_temp_path {d}/tmp/uwsgi;\n  scgi_temp_path {d}/tmp/scgi;\n\
              server {{\n    listen 127.0.0.1:{port}{ssl};\n    root {d}/root;\n\
-             location = /health {{ return 200 \"ok\\n\"; }}\n\
+             location = /health {{ return 200 \"ok\\n\"; }}\n{locations}\n\
              location / {{ dav_methods PUT DELETE; create_full_put_path on; client_max_body_size 16m; }}\n\
              }}\n}}\n"
         );
         std::fs::write(dir.join("nginx.conf"), config).unwrap();
-        let child = Command::new("nginx")
-            .arg("-e")
-            .arg(dir.join("error.log"))
-            .arg("-p")
-            .arg(dir)
-            .arg("-c")
-            .arg(dir.join("nginx.conf"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nginx runs (Debian's nginx-core; .ci/run installs it)");
+        let child = spawn(dir);
         wait_for_port(port).await;
         Nginx {
-            child,
+            child: Mutex::new(child),
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             dir: dir.to_owned(),
         }
     }
 
+    /// Its document root: what a resync copies.
+    pub fn root(&self) -> PathBuf {
+        self.dir.join("root")
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill(&self) {
+        let mut child = self.child.lock().unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Starts it again after [`Nginx::kill`]: same port, same files.
+    pub async fn restart(&self) {
+        *self.child.lock().unwrap() = spawn(&self.dir);
+        wait_for_port(self.addr.port()).await;
+    }
+
     fn signal(&self, signal: &str) {
         let status = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
+            .args([signal, &self.child.lock().unwrap().id().to_string()])
             .status()
             .unwrap();
         assert!(status.success());
@@ -98,6 +113,20 @@ impl Nginx {
     }
 }
 
+fn spawn(dir: &Path) -> Child {
+    Command::new("nginx")
+        .arg("-e")
+        .arg(dir.join("error.log"))
+        .arg("-p")
+        .arg(dir)
+        .arg("-c")
+        .arg(dir.join("nginx.conf"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nginx runs (Debian's nginx-core; .ci/run installs it)")
+}
+
 fn collect(dir: &Path, prefix: &str, files: &mut BTreeMap<String, Vec<u8>>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
@@ -115,8 +144,7 @@ fn collect(dir: &Path, prefix: &str, files: &mut BTreeMap<String, Vec<u8>>) {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -15,12 +15,14 @@
 //! behind has the rest in the log, read back as it drains ([`spill`]).
 //! Which entries a lane may send next is [`schedule`]'s question.
 
+mod intake;
 mod schedule;
 mod spill;
 
 use crate::pool::OriginId;
 use crate::replication::entry::Entry;
 pub use crate::replication::streak::FailureStreak;
+pub use intake::Intake;
 use spill::{Refill, Spill};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -81,6 +83,10 @@ struct Queued {
     blocked: HashMap<u64, Instant>,
     /// The writes past the window, left in the log ([`super::spill`]).
     spill: Option<Spill>,
+    /// What it does with new writes ([`intake`]).
+    intake: Intake,
+    /// Nothing numbered after this is handed out (a resync's donor).
+    hold_after: Option<u64>,
 }
 
 struct Slot {
@@ -88,6 +94,8 @@ struct Slot {
     sent: bool,
     /// Failed attempts that count towards `retry.max_attempts`.
     failures: u32,
+    /// When the first of them failed (towards `detach_after`).
+    failing_since: Option<Instant>,
 }
 
 /// An entry handed to a lane; `id` names it when it is settled or released.
@@ -219,6 +227,14 @@ impl Backlog {
         }
         let window = self.max_pending.load(Ordering::Relaxed).max(1);
         let (seq, bytes) = (entry.seq(), entry.wire_len() as u64);
+        match (state.intake, entry.write().is_some()) {
+            (Intake::Open, _) => {}
+            (Intake::Parked, true) => {
+                Self::record(&mut state.spill, seq, bytes);
+                return true;
+            }
+            (Intake::Refused, _) | (Intake::Parked, false) => return false,
+        }
         let full = state.writes >= window;
         match (&mut state.spill, entry.write().is_some()) {
             (Some(_), false) => return false,
@@ -282,14 +298,18 @@ impl Backlog {
         self.wake.notify_waiters();
     }
 
-    /// Counts a 5xx answer to the entry `id` (when `counts`); returns how
-    /// many it has had.
-    pub fn record_failure(&self, id: u64, counts: bool) -> u32 {
+    /// Counts a failed attempt at the entry `id` (when `counts`); returns
+    /// how many it has had, and for how long it has been failing.
+    pub fn record_failure(&self, id: u64, counts: bool) -> (u32, Duration) {
         let mut state = self.lock();
-        state.entries.get_mut(&id).map_or(0, |slot| {
-            slot.failures += u32::from(counts);
-            slot.failures
-        })
+        state
+            .entries
+            .get_mut(&id)
+            .map_or((0, Duration::ZERO), |slot| {
+                slot.failures += u32::from(counts);
+                let since = *slot.failing_since.get_or_insert_with(Instant::now);
+                (slot.failures, since.elapsed())
+            })
     }
 
     /// Sequence number of the oldest unsettled entry (in memory or spilled).
@@ -326,6 +346,7 @@ impl Queued {
                 entry,
                 sent: false,
                 failures: 0,
+                failing_since: None,
             },
         );
     }

@@ -17,8 +17,14 @@ impl Backlog {
             entries,
             in_flight,
             blocked,
+            intake,
+            hold_after,
             ..
         } = &mut *guard;
+        if *intake != super::Intake::Open {
+            return Work::Wait;
+        }
+        let hold_after = hold_after.unwrap_or(u64::MAX);
         let now = (!blocked.is_empty()).then(Instant::now);
         if let Some(now) = now {
             blocked.retain(|_, until| *until > now);
@@ -34,6 +40,9 @@ impl Backlog {
             }
             if slot.sent {
                 continue;
+            }
+            if slot.entry.seq() > hold_after {
+                break;
             }
             examined += 1;
             let key = slot.entry.key();
@@ -94,6 +103,8 @@ impl Backlog {
                 Work::Until(until) => {
                     let _ = tokio::time::timeout_at(until, woken).await;
                 }
+                // Memory is empty but writes wait in the log: the lane reads them back.
+                Work::Wait if self.refill_wanted().is_some() => return Vec::new(),
                 Work::Wait => woken.await,
             }
         }

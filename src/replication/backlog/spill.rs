@@ -73,7 +73,8 @@ impl Backlog {
         let state = self.lock();
         let window = self.max_pending.load(Ordering::Relaxed).max(1);
         let spill = state.spill.as_ref()?;
-        (state.writes <= window / 2).then(|| (spill.clone(), window - state.writes))
+        (state.writes <= window / 2 && state.intake == super::Intake::Open)
+            .then(|| (spill.clone(), window - state.writes))
     }
 
     /// The reader of the spilled writes (one refill at a time).

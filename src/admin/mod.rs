@@ -7,9 +7,11 @@
 //! - `POST /origins/{name}/drain`, `POST /origins/{name}/enable`: no new
 //!   traffic for the origin (in-flight requests finish, replicated writes
 //!   still reach it), or traffic again (ramping up over `slow_start`).
-//!   Runtime state, not configuration. Enabling an origin that is out of
-//!   sync (it gave up on a write, see `missed_write` in `/status`) is the
-//!   operator's word that its data has every write again.
+//!   Runtime state, not configuration. A detached origin is not enabled
+//!   (409): it lacks writes, and only a resync gives them back.
+//! - `POST /origins/{name}/resync?from={donor}`, `.../resync/done`,
+//!   `.../resync/abort`: rebuild an origin from a peer at a consistent cut
+//!   ([`resync`], [`crate::replication`]).
 //! - `GET /healthz`: hothot is up. `GET /readyz`: at least one origin is
 //!   serving (for whatever balances several hothot instances).
 //!
@@ -21,8 +23,9 @@
 use crate::config::{Admin, Config};
 use crate::log_throttle::{suppressed_note, Throttle};
 use crate::metrics::Metrics;
-use crate::pool::{Origin, OriginId, Pool};
+use crate::pool::{Origin, OriginId, Pool, Standing};
 use crate::reload::ConfigVersion;
+use crate::replication::Replicator;
 use async_trait::async_trait;
 use http::{Response, StatusCode};
 use pingora_core::apps::http_app::ServeHttp;
@@ -32,8 +35,11 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 use subtle::ConstantTimeEq;
 
+mod resync;
+
 pub struct AdminApp {
     pool: Arc<Pool>,
+    replicator: Arc<Replicator>,
     metrics: Arc<Metrics>,
     settings: Admin,
     /// The configuration in force (a reload changes it).
@@ -59,6 +65,7 @@ fn text(status: StatusCode, body: &str) -> AdminAnswer {
 impl AdminApp {
     pub fn new(
         pool: Arc<Pool>,
+        replicator: Arc<Replicator>,
         metrics: Arc<Metrics>,
         settings: Admin,
         version: Arc<Mutex<ConfigVersion>>,
@@ -66,6 +73,7 @@ impl AdminApp {
     ) -> Self {
         AdminApp {
             pool,
+            replicator,
             metrics,
             settings,
             version,
@@ -74,17 +82,19 @@ impl AdminApp {
         }
     }
 
-    fn route(
+    async fn route(
         &self,
         method: &http::Method,
-        path: &str,
+        uri: &http::Uri,
         authorization: Option<&[u8]>,
     ) -> AdminAnswer {
+        let path = uri.path();
         let readable = matches!(*method, http::Method::GET | http::Method::HEAD);
         match path.trim_end_matches('/') {
-            "/status" | "/healthz" | "/readyz" if !readable => {
-                text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed: use GET")
-            }
+            "/status" | "/healthz" | "/readyz" if !readable => text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed: use GET",
+            ),
             "/status" => (
                 StatusCode::OK,
                 "application/json",
@@ -93,17 +103,22 @@ impl AdminApp {
             "/healthz" => text(StatusCode::OK, "ok"),
             "/readyz" => match self.pool.any_serving() {
                 true => text(StatusCode::OK, "ready"),
-                false => text(StatusCode::SERVICE_UNAVAILABLE, "not ready: no origin is serving"),
+                false => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not ready: no origin is serving",
+                ),
             },
             other => match origin_action(other) {
                 None => text(
                     StatusCode::NOT_FOUND,
-                    "not found: try /status, /healthz, /readyz, POST /origins/{name}/drain or /enable",
+                    "not found: try /status, /healthz, /readyz, POST /origins/{name}/drain, \
+                     /enable, /resync?from={donor}, /resync/done or /resync/abort",
                 ),
-                Some(_) if *method != http::Method::POST => {
-                    text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed: use POST")
-                }
-                Some((name, drain)) => match self.authorize(authorization) {
+                Some(_) if *method != http::Method::POST => text(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method not allowed: use POST",
+                ),
+                Some((name, action)) => match self.authorize(authorization) {
                     Err(refusal) => {
                         // Anyone who reaches the port can cause this line.
                         if let Some(suppressed) = REFUSALS.admit() {
@@ -115,7 +130,13 @@ impl AdminApp {
                         }
                         text(refusal.0, refusal.1)
                     }
-                    Ok(()) => self.drain(name, drain),
+                    Ok(()) => match action {
+                        Action::Drain => self.drain(name, true),
+                        Action::Enable => self.drain(name, false),
+                        Action::Resync => self.resync(name, uri.query()).await,
+                        Action::ResyncDone => self.resync_done(name),
+                        Action::ResyncAbort => self.resync_abort(name),
+                    },
                 },
             },
         }
@@ -149,16 +170,20 @@ impl AdminApp {
         let Some(origin) = self.pool.find(name) else {
             return text(StatusCode::NOT_FOUND, &format!("no origin named {name:?}"));
         };
-        // Enabling an origin that missed a write is the operator's word
-        // that it has every write again (copied from a peer).
-        let missed = (!drain).then(|| origin.missed_write()).flatten();
-        let resynced = missed.is_some() && self.pool.set_missed_write(origin.id, None);
-        if self.pool.set_drained(origin.id, drain) || resynced {
-            let action = match (drain, missed) {
-                (true, _) => "drained".to_owned(),
-                (false, None) => "enabled again".to_owned(),
-                (false, Some(write)) => format!("enabled again (it had missed {write})"),
-            };
+        if !drain {
+            if let Standing::Detached(detached) = origin.standing() {
+                return text(
+                    StatusCode::CONFLICT,
+                    &format!(
+                        "{name} is detached ({}): it lacks writes its peers have; resync it \
+                         (POST /origins/{name}/resync?from=PEER)",
+                        detached.why
+                    ),
+                );
+            }
+        }
+        if self.pool.set_drained(origin.id, drain) {
+            let action = if drain { "drained" } else { "enabled again" };
             log::warn!("origin {name} {action} through the admin API");
             self.metrics.publish_pool(&self.pool);
         }
@@ -197,9 +222,11 @@ impl AdminApp {
 
 /// One origin's part of `/status`; `shares` are the pool's.
 fn origin_status(origin: &Origin, shares: &[(OriginId, f64)]) -> serde_json::Value {
-    let missed = origin.missed_write();
-    let state = if missed.is_some() {
-        "out of sync"
+    let standing = origin.standing();
+    let state = if standing != Standing::Current {
+        standing.name()
+    } else if origin.is_donor() {
+        "donor"
     } else if origin.is_drained() {
         "drained"
     } else if origin.is_ejected() {
@@ -210,6 +237,14 @@ fn origin_status(origin: &Origin, shares: &[(OriginId, f64)]) -> serde_json::Val
         "zero capacity"
     } else {
         "up"
+    };
+    let (detached, missed) = match &standing {
+        Standing::Detached(d) => (Some(d.why.clone()), d.missed.clone()),
+        _ => (None, None),
+    };
+    let resync = match &standing {
+        Standing::Resyncing { donor, seq } => Some(json!({"donor": donor, "seq": seq})),
+        _ => None,
     };
     let share = shares.iter().find(|(id, _)| *id == origin.id);
     let replication = &origin.metrics.replication;
@@ -222,6 +257,9 @@ fn origin_status(origin: &Origin, shares: &[(OriginId, f64)]) -> serde_json::Val
         "probe_up": origin.is_probe_up(),
         "ejected": origin.is_ejected(),
         "drained": origin.is_drained(),
+        "detached": detached,
+        "waits_for_resync": matches!(standing, Standing::Detached(_)),
+        "resync": resync,
         "missed_write": missed,
         "capacity": origin.capacity(),
         "factor": f64::from(origin.factor_milli()) / 1000.0,
@@ -233,15 +271,29 @@ fn origin_status(origin: &Origin, shares: &[(OriginId, f64)]) -> serde_json::Val
     })
 }
 
-/// `/origins/{name}/drain` or `/enable`: the name, and whether to drain.
-fn origin_action(path: &str) -> Option<(&str, bool)> {
+/// What a POST to `/origins/{name}/...` asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Drain,
+    Enable,
+    Resync,
+    ResyncDone,
+    ResyncAbort,
+}
+
+/// `/origins/{name}/{action}`: the name, and the action.
+fn origin_action(path: &str) -> Option<(&str, Action)> {
     let rest = path.strip_prefix("/origins/")?;
-    let (name, action) = rest.rsplit_once('/')?;
-    match action {
-        "drain" if !name.is_empty() => Some((name, true)),
-        "enable" if !name.is_empty() => Some((name, false)),
-        _ => None,
-    }
+    let (name, action) = rest.split_once('/')?;
+    let action = match action {
+        "drain" => Action::Drain,
+        "enable" => Action::Enable,
+        "resync" => Action::Resync,
+        "resync/done" => Action::ResyncDone,
+        "resync/abort" => Action::ResyncAbort,
+        _ => return None,
+    };
+    (!name.is_empty()).then_some((name, action))
 }
 
 #[async_trait]
@@ -252,8 +304,10 @@ impl ServeHttp for AdminApp {
             .headers
             .get(http::header::AUTHORIZATION)
             .map(|v| v.as_bytes());
+        let (method, uri) = (request.method.clone(), request.uri.clone());
+        let authorization = authorization.map(<[u8]>::to_vec);
         let (status, content_type, body) =
-            self.route(&request.method, request.uri.path(), authorization);
+            self.route(&method, &uri, authorization.as_deref()).await;
         let mut response = Response::new(body);
         *response.status_mut() = status;
         let headers = response.headers_mut();
@@ -285,8 +339,27 @@ mod tests {
 
     #[test]
     fn origin_actions_are_parsed_from_the_path() {
-        assert_eq!(origin_action("/origins/a/drain"), Some(("a", true)));
-        assert_eq!(origin_action("/origins/b-1/enable"), Some(("b-1", false)));
+        assert_eq!(
+            origin_action("/origins/a/drain"),
+            Some(("a", Action::Drain))
+        );
+        assert_eq!(
+            origin_action("/origins/b-1/enable"),
+            Some(("b-1", Action::Enable))
+        );
+        assert_eq!(
+            origin_action("/origins/c/resync"),
+            Some(("c", Action::Resync))
+        );
+        assert_eq!(
+            origin_action("/origins/c/resync/done"),
+            Some(("c", Action::ResyncDone))
+        );
+        assert_eq!(
+            origin_action("/origins/c/resync/abort"),
+            Some(("c", Action::ResyncAbort))
+        );
+        assert_eq!(origin_action("/origins/c/resync/x"), None);
         assert_eq!(origin_action("/origins//drain"), None);
         assert_eq!(origin_action("/origins/a/stop"), None);
         assert_eq!(origin_action("/status"), None);

@@ -1,0 +1,80 @@
+//! Whether a backlog takes and hands out writes (#24): a detached origin's
+//! backlog takes nothing; a resyncing origin's records the writes after
+//! the cut without sending them (they wait in the log, as a spill, until
+//! the copy is done); a donor's sends nothing past the cut while the copy
+//! runs.
+
+use super::spill::Spill;
+use super::Backlog;
+use std::sync::atomic::Ordering;
+
+/// What a backlog does with new writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Intake {
+    /// Queues them for delivery.
+    #[default]
+    Open,
+    /// Refuses them: the origin is detached.
+    Refused,
+    /// Records them, in the log, without sending: the origin is being
+    /// copied from a peer.
+    Parked,
+}
+
+impl Backlog {
+    /// Does it take writes for delivery (or record them for later)?
+    pub fn is_taking(&self) -> bool {
+        self.lock().intake != Intake::Refused
+    }
+
+    /// Is it delivering (not detached, not parked)?
+    pub fn is_open(&self) -> bool {
+        self.lock().intake == Intake::Open
+    }
+
+    /// Drops everything (verify reads in it are withdrawn from their
+    /// samples) and takes nothing more, or records what follows when
+    /// `then` is [`Intake::Parked`]. Returns how many writes it dropped.
+    pub fn drop_all(&self, then: Intake) -> usize {
+        let mut state = self.lock();
+        let dropped = std::mem::take(&mut *state);
+        state.next_id = dropped.next_id;
+        state.intake = then;
+        self.spilled.store(false, Ordering::Relaxed);
+        drop(state);
+        *self.refill_source() = None;
+        self.wake.notify_waiters();
+        for slot in dropped.entries.values() {
+            slot.entry.withdrawn(self.origin);
+        }
+        dropped.writes + dropped.spill.as_ref().map_or(0, |s| s.count)
+    }
+
+    /// A parked backlog starts delivering what it recorded (read back
+    /// from the log), then what follows.
+    pub fn open(&self) {
+        let mut state = self.lock();
+        state.intake = Intake::Open;
+        self.spilled.store(state.spill.is_some(), Ordering::Relaxed);
+        drop(state);
+        self.wake.notify_waiters();
+    }
+
+    /// Hands out nothing numbered after `seq` until [`Backlog::unhold`].
+    pub fn hold_after(&self, seq: u64) {
+        self.lock().hold_after = Some(seq);
+    }
+
+    pub fn unhold(&self) {
+        self.lock().hold_after = None;
+        self.wake.notify_waiters();
+    }
+
+    /// Records a write of a parked backlog (in the log already).
+    pub(super) fn record(spill: &mut Option<Spill>, seq: u64, bytes: u64) {
+        match spill {
+            Some(spill) => spill.add(seq, bytes),
+            None => *spill = Some(Spill::new(seq, bytes)),
+        }
+    }
+}
