@@ -194,7 +194,13 @@ async fn a_full_journal_detaches_the_origin_behind_instead_of_refusing_writes() 
     // 3 MiB of writes through a 1 MiB journal, b down all along.
     for i in 0..200 {
         let answer = put(&proxy.url(&format!("/kv/f{i}")), &body).await;
-        assert_eq!(answer.status, 200, "write {i}: {}", answer.body);
+        assert_eq!(
+            answer.status,
+            200,
+            "write {i}: {}\n{}",
+            answer.body,
+            proxy.log()
+        );
     }
     let metrics = proxy.metrics().await;
     assert_eq!(

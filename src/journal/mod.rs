@@ -59,11 +59,14 @@ pub enum JournalError {
     Locked(PathBuf),
 }
 
-/// What the journal held at start-up.
+/// What the journal held at start-up (its entries stay on disk: what a
+/// target still needs is read back with a [`Reader`]).
 #[derive(Debug, Default)]
 pub struct Recovered {
-    /// Every entry still on disk, in sequence order.
-    pub entries: Vec<EntryRecord>,
+    /// How many entries are on disk.
+    pub entries: usize,
+    /// The highest sequence on disk (0 when none).
+    pub last_seq: u64,
     /// Each target's settled-through sequence.
     pub cursors: BTreeMap<String, u64>,
     /// How long reading the journal took.
@@ -165,7 +168,7 @@ impl Journal {
                 .map_err(io_error)?;
         let total: u64 = replay.segments.iter().map(|s| s.bytes).sum::<u64>() + active_bytes;
         let total_bytes = Arc::new(AtomicU64::new(total));
-        let written_seq = replay.entries.keys().next_back().copied().unwrap_or(0);
+        let written_seq = replay.last_seq;
         let log = files::Files {
             dir: dir.clone(),
             active: Arc::new(active),
@@ -195,7 +198,8 @@ impl Journal {
             closing: AtomicBool::new(false),
         });
         let recovered = Recovered {
-            entries: replay.entries.into_values().collect(),
+            entries: replay.entries,
+            last_seq: replay.last_seq,
             cursors: replay.cursors,
             elapsed: started.elapsed(),
         };

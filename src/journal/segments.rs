@@ -8,7 +8,7 @@
 //! older segment it is corruption: the rest of that segment is skipped and
 //! reported, and reading goes on with the next one.
 
-use super::record::{EntryRecord, FrameError, Record, FRAME_HEADER};
+use super::record::{FrameError, Record, FRAME_HEADER};
 use std::collections::BTreeMap;
 use std::fs;
 use std::io;
@@ -53,8 +53,11 @@ pub struct SegmentInfo {
 /// What reading the directory found.
 #[derive(Debug, Default)]
 pub struct Replay {
-    /// Every entry found, by sequence.
-    pub entries: BTreeMap<u64, EntryRecord>,
+    /// How many entries were found (they stay on disk: a backlog reads
+    /// them back with a [`super::Reader`]).
+    pub entries: usize,
+    /// The highest sequence found (0 when none).
+    pub last_seq: u64,
     /// Each target's settled-through sequence.
     pub cursors: BTreeMap<String, u64>,
     pub segments: Vec<SegmentInfo>,
@@ -84,7 +87,8 @@ pub fn replay(dir: &Path, numbers: &[u64]) -> io::Result<Replay> {
                     match record {
                         Record::Entry(e) => {
                             max_seq = max_seq.max(e.seq);
-                            replay.entries.insert(e.seq, e);
+                            replay.entries += 1;
+                            replay.last_seq = replay.last_seq.max(e.seq);
                         }
                         Record::Ack { target, seq } => settle(&mut replay.cursors, target, seq),
                         Record::Checkpoint(cursors) => {
@@ -102,7 +106,7 @@ pub fn replay(dir: &Path, numbers: &[u64]) -> io::Result<Replay> {
                         FrameError::Truncated => "an incomplete record",
                         FrameError::Corrupt => "a record failing its checksum",
                     };
-                    let last = replay.entries.keys().next_back().copied().unwrap_or(0);
+                    let last = replay.last_seq;
                     if newest {
                         replay.damage.push(format!(
                             "torn tail in {}: {lost} bytes from offset {offset} discarded ({kind}); \
@@ -185,11 +189,7 @@ mod tests {
         for cut in first.len()..full.len() {
             fs::write(segment_path(&dir, 1), &full[..cut]).unwrap();
             let replay = replay(&dir, &[1]).unwrap();
-            assert_eq!(
-                replay.entries.keys().copied().collect::<Vec<_>>(),
-                vec![1],
-                "cut at {cut}"
-            );
+            assert_eq!((replay.entries, replay.last_seq), (1, 1), "cut at {cut}");
             let torn = cut > first.len();
             assert_eq!(
                 replay.damage.len(),
@@ -213,7 +213,7 @@ mod tests {
         bytes.resize(end + 4096, 0);
         fs::write(segment_path(&dir, 1), &bytes).unwrap();
         let clean = replay(&dir, &[1]).unwrap();
-        assert_eq!(clean.entries.len(), 1);
+        assert_eq!(clean.entries, 1);
         assert!(clean.damage.is_empty(), "{:?}", clean.damage);
         assert_eq!(clean.segments[0].bytes, end as u64);
 
@@ -221,7 +221,7 @@ mod tests {
         bytes[end + 100] = 7;
         fs::write(segment_path(&dir, 1), &bytes).unwrap();
         let torn = replay(&dir, &[1]).unwrap();
-        assert_eq!(torn.entries.len(), 1);
+        assert_eq!(torn.entries, 1);
         assert_eq!(torn.damage.len(), 1);
         assert!(torn.damage[0].contains("torn tail"), "{:?}", torn.damage);
         assert!(
@@ -260,10 +260,7 @@ mod tests {
             ],
         );
         let replay = replay(&dir, &list(&dir).unwrap()).unwrap();
-        assert_eq!(
-            replay.entries.keys().copied().collect::<Vec<_>>(),
-            vec![1, 3]
-        );
+        assert_eq!((replay.entries, replay.last_seq), (2, 3));
         assert_eq!(replay.cursors["b"], 1);
         assert_eq!(replay.cursors["c"], 3);
         assert_eq!(replay.damage.len(), 1);

@@ -149,13 +149,18 @@ impl Replicator {
         }
     }
 
-    /// The journal is full: detaches the origin furthest behind among those
-    /// that are not keeping up (down, lagging or spilled), and trims. True
-    /// when that made room.
+    /// The journal is full: it drops what every origin settled since the
+    /// last housekeeping tick; if that is not enough, the origin furthest
+    /// behind among those not keeping up (down, lagging or spilled) is
+    /// detached, and it drops again. True when that made room.
     pub(super) fn relieve_full_journal(&self) -> bool {
         let Some(log) = self.sequencer.log() else {
             return false;
         };
+        log.trim(self.sequencer.oldest_pending());
+        if log.has_room() {
+            return true;
+        }
         let behind = (self.pool.members())
             .filter(|o| o.standing() == Standing::Current && !self.in_resync(o.id))
             .filter(|o| !o.is_serving_reads() || o.backlog.is_spilled())

@@ -182,19 +182,18 @@ impl Replicator {
             membership: tokio::sync::Notify::new(),
             resyncs: resync::Resyncs::default(),
         };
-        // Every name the log has seen: a cursor, or a target of what it holds.
-        let targets = recovered.entries.iter().flat_map(|e| e.targets.iter());
-        let known = recovered.cursors.keys().chain(targets).cloned().collect();
+        let known = recovered.cursors.keys().cloned().collect();
         replicator.detach_at_start(&known, next_seq > 1);
         let Replicator {
             pool,
             sequencer,
             clock,
             metrics,
-            keying,
             ..
         } = &replicator;
-        recover::requeue(recovered, pool, sequencer, clock, metrics, keying);
+        if let Some(log) = sequencer.log() {
+            recover::requeue(recovered, log.as_ref(), pool, sequencer, clock, metrics);
+        }
         metrics.publish_pool(pool);
         replicator
     }

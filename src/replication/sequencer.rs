@@ -204,11 +204,6 @@ impl Sequencer {
         heads.chain(staged).min().unwrap_or(*next_seq)
     }
 
-    /// Queues a write the log held at start-up (already durable) for `origin`.
-    pub fn requeue(&self, origin: &Origin, write: Arc<Write>) {
-        push(origin, Entry::Write(write));
-    }
-
     /// Every write at or below this is in the backlogs it targets.
     pub fn published(&self) -> u64 {
         self.published.load(Ordering::Acquire)

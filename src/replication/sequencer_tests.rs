@@ -6,7 +6,7 @@ use super::super::testing;
 use super::super::write::{CapturedRequest, NewWrite};
 use super::super::Replicator;
 use super::*;
-use crate::journal::{EntryRecord, Recovered};
+use crate::journal::Recovered;
 use bytes::Bytes;
 use std::collections::BTreeMap;
 
@@ -229,24 +229,26 @@ fn recovery_requeues_what_each_origin_has_not_settled_and_drops_the_departed() {
     // What an earlier run stored: three writes for o0, o1 and an origin
     // the configuration no longer has; o0 had settled the first.
     let (scratch, _) = testing::pool(&[10]);
-    let mut entries = Vec::new();
+    let log = Arc::new(MemoryLog::default());
     for seq in 1..=3 {
         let new = new_write(&scratch, &format!("/kv/{seq}"), "v");
         let head = new.payload_head("o0");
         let prefix = super::super::payload::body_prefix(&new.body);
-        entries.push(EntryRecord {
-            seq,
-            targets: vec!["o0".into(), "o1".into(), "gone".into()],
-            payload: Bytes::from(new.payload(&head, &prefix).concat()),
-        });
+        log.append(seq, &["o0", "o1", "gone"], &new.payload(&head, &prefix));
     }
     let recovered = Recovered {
-        entries,
+        entries: 3,
+        last_seq: 3,
         cursors: BTreeMap::from([("o0".to_owned(), 1), ("gone".to_owned(), 0)]),
         elapsed: std::time::Duration::ZERO,
     };
-    let log = Arc::new(MemoryLog::default());
     let (pool, replicator) = replicator(WRITE_AHEAD, &log, recovered);
+    // Owed, not read: each backlog reads its writes back as it drains.
+    assert_eq!(pool.find("o1").unwrap().backlog.len(), 3);
+    assert_eq!(backlog(&pool, "o1"), Vec::<u64>::new());
+    for origin in pool.members() {
+        replicator.refill(origin);
+    }
     assert_eq!(backlog(&pool, "o0"), [2, 3]);
     assert_eq!(backlog(&pool, "o1"), [1, 2, 3]);
     assert_eq!(

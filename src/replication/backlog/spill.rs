@@ -62,6 +62,23 @@ pub struct Refill {
 }
 
 impl Backlog {
+    /// At start-up: `count` writes (`bytes` as stored) numbered `from`
+    /// through `through` wait in the log for this origin; they are read
+    /// back as it drains.
+    pub fn owe(&self, from: u64, through: u64, count: usize, bytes: u64) {
+        let mut state = self.lock();
+        state.spill = Some(Spill {
+            from,
+            through,
+            count,
+            bytes,
+            since: Instant::now(),
+        });
+        self.spilled.store(true, Ordering::Relaxed);
+        drop(state);
+        self.wake.notify_waiters();
+    }
+
     /// Have writes been left in the log for want of room in memory?
     pub fn is_spilled(&self) -> bool {
         self.spilled.load(Ordering::Relaxed)
@@ -115,7 +132,7 @@ impl Replicator {
         &self,
         entry: &crate::journal::EntryRecord,
     ) -> Option<crate::replication::write::Write> {
-        crate::replication::recover::decode(entry, &self.pool, &self.keying, None)
+        crate::replication::recover::decode(entry, &self.pool, &self.keying)
     }
 
     /// Reads `origin`'s spilled writes back into its memory, up to its
