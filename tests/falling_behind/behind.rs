@@ -10,25 +10,27 @@ async fn a_dead_origin_waits_on_disk_and_catches_up_when_it_returns() {
     let (hothot, admin) = start_hothot(&dir, &origins, "  max_pending: 100\n").await;
     let pid = hothot.pid().unwrap();
     c.kill();
-    let writers = Writers::start(hothot.url(""), 8, 4096);
-    // Memory once the load runs (connections, buffers), c 500 writes behind.
-    wait_until(Duration::from_secs(60), || async { writers.ok() >= 500 }).await;
+    let writers = Writers::start(hothot.url(""), 8, 16 << 10);
+    // Memory once the load runs (connections, buffers, the allocator's
+    // caches), c 1,500 writes behind.
+    wait_until(Duration::from_secs(60), || async { writers.ok() >= 1500 }).await;
     let warm_rss = rss_kib(pid);
     // Well past the in-memory window of 100 writes: the rest waits on disk.
-    let passed = wait_until(Duration::from_secs(60), || async { writers.ok() >= 4500 }).await;
+    let passed = wait_until(Duration::from_secs(60), || async { writers.ok() >= 6000 }).await;
     let busy_rss = rss_kib(pid);
     let (ok, refused) = writers.stop().await;
     assert!(passed, "only {ok} writes in a minute");
     assert_eq!(refused, 0, "a write was refused with one origin down");
     let behind = origin_status(admin, "c").await;
     assert!(
-        behind["backlog_bytes"].as_u64().unwrap() > 4500 * 4096,
+        behind["backlog_bytes"].as_u64().unwrap() > 6000 * (16 << 10),
         "{behind}"
     );
-    // 4,000 more writes of 4 KiB are 16 MiB: far less than that stays in memory.
+    // 4,500 more writes of 16 KiB are 70 MiB: far less than that stays in
+    // memory (what does vary is the allocator's caches and the buffers).
     let grown = busy_rss.saturating_sub(warm_rss);
-    println!("RSS {warm_rss} KiB with c 500 writes behind, {busy_rss} KiB with c {ok} behind");
-    assert!(grown < 6 * 1024, "RSS grew by {grown} KiB");
+    println!("RSS {warm_rss} KiB with c 1,500 writes behind, {busy_rss} KiB with c {ok} behind");
+    assert!(grown < 24 * 1024, "RSS grew by {grown} KiB");
     c.restart().await;
     assert_converged(&hothot, &origins).await;
     assert_eq!(origin_status(admin, "c").await["state"], "up");
