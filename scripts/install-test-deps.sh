@@ -2,7 +2,8 @@
 # Installs what a fresh Debian machine lacks to run the tests: nginx (Debian's
 # nginx-core, which has the WebDAV module), started by tests/ordering.rs as a
 # real origin that stores PUT bodies and applies DELETE; prometheus (with
-# promtool), started by tests/observability.rs to scrape hothot. Without
+# promtool), started by tests/observability.rs to scrape hothot; etcd, the
+# cluster's shared log, started by tests/cluster.rs. Without
 # recommended packages: Debian's prometheus recommends node-exporter, whose
 # service would take port 9100, the demo's metrics port.
 set -euo pipefail
@@ -11,6 +12,9 @@ missing=()
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+# etcd: the cluster's shared log, started by the tests as three real members (#25).
+command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
 sudo_cmd=()
 [ "$(id -u)" -ne 0 ] && sudo_cmd=(sudo)
 if ! command -v nginx >/dev/null 2>&1; then

@@ -14,6 +14,7 @@ pub mod alloc;
 pub mod certificates;
 pub mod classify;
 pub mod cli;
+pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod connections;

@@ -59,11 +59,9 @@ pub enum JournalError {
     Locked(PathBuf),
 }
 
-/// What the journal held at start-up (its entries stay on disk: what a
-/// target still needs is read back with a [`Reader`]).
+/// What the journal held at start-up (its entries stay on disk: [`Reader`]).
 #[derive(Debug, Default)]
 pub struct Recovered {
-    /// How many entries are on disk.
     pub entries: usize,
     /// The highest sequence on disk (0 when none).
     pub last_seq: u64,

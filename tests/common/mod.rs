@@ -1,6 +1,7 @@
 //! The shared test harness: real origins, a real proxy, a real HTTP client.
 #![allow(dead_code)]
 
+pub mod etcd;
 pub mod nginx;
 pub mod origin;
 pub mod process;
