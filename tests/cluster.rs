@@ -6,6 +6,7 @@ mod common;
 
 use common::etcd::EtcdCluster;
 use common::*;
+use hothot::cluster::follow::Ordered;
 use hothot::cluster::order::SharedOrder;
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -70,4 +71,83 @@ async fn appends_go_on_when_the_etcd_leader_is_killed() {
     etcd.restart(leader);
     assert!(etcd.healthy().await);
     assert_eq!(order.append("w-after", b"y").await.unwrap(), after);
+}
+
+/// The first `count` entries a follower from `from` reads.
+async fn read(order: &SharedOrder, from: u64, count: usize) -> Vec<Ordered> {
+    let mut follower = order.follow(from).await.unwrap();
+    let mut read = Vec::new();
+    while read.len() < count {
+        let next = tokio::time::timeout(Duration::from_secs(10), follower.next()).await;
+        read.push(
+            next.expect("an entry within 10 s")
+                .unwrap()
+                .expect("the watch ended"),
+        );
+    }
+    read
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_follower_reads_both_instances_writes_in_the_one_order() {
+    let etcd = EtcdCluster::start(&temp_dir("etcd-follow"), 3).await;
+    let order = SharedOrder::connect(&etcd.endpoints(), "shop", TIMEOUT)
+        .await
+        .unwrap();
+    let start = order.append("first", b"0").await.unwrap();
+    // Two followers from the first entry, reading while two instances append.
+    let endpoints = etcd.endpoints();
+    let followers: Vec<_> = (0..2)
+        .map(|_| {
+            let endpoints = endpoints.clone();
+            tokio::spawn(async move {
+                let order = SharedOrder::connect(&endpoints, "shop", TIMEOUT)
+                    .await
+                    .unwrap();
+                read(&order, start, 101).await
+            })
+        })
+        .collect();
+    let mut writers = tokio::task::JoinSet::new();
+    for instance in ["hh1", "hh2"] {
+        let endpoints = endpoints.clone();
+        writers.spawn(async move {
+            let order = SharedOrder::connect(&endpoints, "shop", TIMEOUT)
+                .await
+                .unwrap();
+            for i in 0..50 {
+                let payload = format!("PUT /k{i} from {instance}");
+                order
+                    .append(&format!("{instance}-{i}"), payload.as_bytes())
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+    while writers.join_next().await.is_some() {}
+    let mut seen = Vec::new();
+    for follower in followers {
+        seen.push(follower.await.unwrap());
+    }
+    assert_eq!(seen[0], seen[1], "two followers read different orders");
+    let positions: Vec<u64> = seen[0].iter().map(|e| e.position).collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
+    assert_eq!(seen[0][0].id, "first");
+    assert_eq!(
+        seen[0][1..]
+            .iter()
+            .filter(|e| e.id.starts_with("hh1-"))
+            .count(),
+        50
+    );
+    let hh2: Vec<&str> = (seen[0].iter())
+        .filter(|e| e.id.starts_with("hh2-"))
+        .map(|e| e.id.as_str())
+        .collect();
+    let in_order: Vec<String> = (0..50).map(|i| format!("hh2-{i}")).collect();
+    assert_eq!(hh2, in_order, "one instance's writes out of its order");
+    // A follower that starts late reads the same history.
+    assert_eq!(read(&order, start, 101).await, seen[0]);
+    let entry = &seen[0][1];
+    assert!(String::from_utf8_lossy(&entry.payload).starts_with("PUT /k0 from hh"));
 }

@@ -21,7 +21,7 @@ fn pool(a: &TestOrigin, b: &TestOrigin, journal: &str) -> String {
 fn pool_in_order(a: &TestOrigin, b: &TestOrigin, journal: &str, order: &str) -> String {
     format!(
         "origins:\n  - {{name: a, address: \"{}\", capacity: 1}}\n  - {{name: b, address: \"{}\", capacity: 0}}\n\
-         health: {{interval: 100ms, timeout: 100ms, passive: {{failures: 0}}}}\n\
+         health: {{interval: 100ms, timeout: 500ms, passive: {{failures: 0}}}}\n\
          replication:\n  order: {order}\n  retry: {{initial: 20ms, max: 200ms}}\n  journal: {{dir: journal{journal}}}\n",
         a.addr, b.addr
     )

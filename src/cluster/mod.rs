@@ -5,9 +5,11 @@
 //! acknowledged write keeps its one position through the loss of any
 //! minority of its servers.
 //!
-//! So far: [`order`], a write's position. Still to come (see the issue):
+//! So far: [`order`], a write's position, and [`follow`], the order read
+//! back by every instance. Still to come (see the issue):
 //! the `cluster` configuration section, deliveries held per origin through
 //! etcd leases, answers sent back to the client's instance, and the log
 //! behind [`crate::replication::log::Log`].
 
+pub mod follow;
 pub mod order;

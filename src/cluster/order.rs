@@ -18,6 +18,9 @@ pub enum OrderError {
     /// etcd answered, but not as its API says it does.
     #[error("etcd's answer to an append had no {0}")]
     Malformed(&'static str),
+    /// etcd no longer holds the entries asked for: compacted through here.
+    #[error("etcd compacted the order through position {0}: the entries asked for are gone")]
+    Compacted(u64),
 }
 
 /// Between two attempts at an append whose outcome is unknown.
@@ -73,6 +76,15 @@ impl SharedOrder {
                 outcome => return outcome,
             }
         }
+    }
+
+    pub(super) fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// `{name}/log/`.
+    pub(super) fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     /// One attempt at [`SharedOrder::append`].

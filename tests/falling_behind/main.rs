@@ -35,8 +35,9 @@ pub async fn three_nginx(dir: &std::path::Path, bad: [&str; 3]) -> [Nginx; 3] {
 }
 
 /// The config after `listen`/`metrics`: `origins` (name, address), the
-/// admin listener, fast probes, fast retries unless `replication` sets
-/// `retry`, and `replication` keys.
+/// admin listener, frequent probes (with a timeout that nginx, busy with
+/// another test's fsyncs, still meets), fast retries unless `replication`
+/// sets `retry`, and `replication` keys.
 pub fn config(origins: &[(&str, &Nginx)], admin: u16, replication: &str) -> String {
     let listed: String = origins
         .iter()
@@ -52,7 +53,7 @@ pub fn config(origins: &[(&str, &Nginx)], admin: u16, replication: &str) -> Stri
         false => "  retry: {initial: 10ms, max: 100ms}\n",
     };
     format!(
-        "origins:\n{listed}health: {{interval: 100ms, timeout: 200ms, passive: {{failures: 0}}}}\n\
+        "origins:\n{listed}health: {{interval: 100ms, timeout: 1s, passive: {{failures: 0}}}}\n\
          balancing: {{slow_start: 0s}}\nadmin: {{listen: \"127.0.0.1:{admin}\"}}\n\
          replication:\n{retry}  journal: {{dir: journal}}\n{replication}"
     )
@@ -97,7 +98,10 @@ impl Writers {
                         200..=299 => &ok,
                         _ => &refused,
                     };
-                    counter.fetch_add(1, Ordering::Relaxed);
+                    // The first few refusals, for the failure's message.
+                    if counter.fetch_add(1, Ordering::Relaxed) < 3 && answer.status >= 300 {
+                        eprintln!("writer {client}: {} {}", answer.status, answer.body.trim());
+                    }
                     i += 1;
                 }
             });

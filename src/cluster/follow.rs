@@ -1,0 +1,78 @@
+//! Reading the shared order back, as every instance must (#25): each
+//! instance delivers to the origins it holds every write of the pool, its
+//! own and the other instances', in the one order. A [`Follower`] yields
+//! the entries from a position on, first those etcd still holds, then each
+//! as it is appended, in position order (an etcd watch from that revision).
+
+use super::order::{OrderError, SharedOrder};
+use etcd_client::{EventType, WatchOptions, WatchStream};
+use std::collections::VecDeque;
+
+/// An entry of the shared order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ordered {
+    pub position: u64,
+    /// The id its instance appended it under.
+    pub id: String,
+    pub payload: Vec<u8>,
+}
+
+/// The entries of the shared order from a position on.
+pub struct Follower {
+    stream: WatchStream,
+    /// The length of `{name}/log/`, cut off the keys.
+    prefix_len: usize,
+    /// Entries of the last answer not handed out yet.
+    ready: VecDeque<Ordered>,
+}
+
+impl SharedOrder {
+    /// Every entry at or after `from`, in order. Fails with
+    /// [`OrderError::Compacted`] when etcd no longer holds `from`.
+    pub async fn follow(&self, from: u64) -> Result<Follower, OrderError> {
+        let start = i64::try_from(from.max(1)).unwrap_or(i64::MAX);
+        let options = WatchOptions::new().with_prefix().with_start_revision(start);
+        let mut watch = self.client().watch_client();
+        let stream = watch.watch(self.prefix(), Some(options)).await?;
+        Ok(Follower {
+            stream,
+            prefix_len: self.prefix().len(),
+            ready: VecDeque::new(),
+        })
+    }
+}
+
+impl Follower {
+    /// The next entry, waiting for it to be appended; `None` once etcd
+    /// closed the watch.
+    pub async fn next(&mut self) -> Result<Option<Ordered>, OrderError> {
+        loop {
+            if let Some(entry) = self.ready.pop_front() {
+                return Ok(Some(entry));
+            }
+            let Some(answer) = self.stream.message().await? else {
+                return Ok(None);
+            };
+            if answer.compact_revision() > 0 {
+                let compacted = u64::try_from(answer.compact_revision()).unwrap_or(0);
+                return Err(OrderError::Compacted(compacted));
+            }
+            for event in answer.events() {
+                // An entry is created once and never changed; only its
+                // creation counts (a trim deletes it later).
+                let Some(kv) = event.kv().filter(|_| event.event_type() == EventType::Put) else {
+                    continue;
+                };
+                let Ok(position) = u64::try_from(kv.create_revision()) else {
+                    continue;
+                };
+                let id = kv.key().get(self.prefix_len..).unwrap_or_default();
+                self.ready.push_back(Ordered {
+                    position,
+                    id: String::from_utf8_lossy(id).into_owned(),
+                    payload: kv.value().to_vec(),
+                });
+            }
+        }
+    }
+}
