@@ -7,6 +7,7 @@ mod common;
 use common::etcd::EtcdCluster;
 use common::*;
 use hothot::cluster::follow::Ordered;
+use hothot::cluster::hold::Holds;
 use hothot::cluster::order::SharedOrder;
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -150,4 +151,52 @@ async fn every_follower_reads_both_instances_writes_in_the_one_order() {
     assert_eq!(read(&order, start, 101).await, seen[0]);
     let entry = &seen[0][1];
     assert!(String::from_utf8_lossy(&entry.payload).starts_with("PUT /k0 from hh"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_instance_holds_an_origin_and_a_taker_waits_out_the_lease() {
+    let etcd = EtcdCluster::start(&temp_dir("etcd-hold"), 1).await;
+    let client = hothot::cluster::connect(&etcd.endpoints(), TIMEOUT)
+        .await
+        .unwrap();
+    let lease = Duration::from_secs(2);
+    let (hh1, hh2) = (
+        Holds::new(client.clone(), "shop", "hh1", lease),
+        Holds::new(client.clone(), "shop", "hh2", lease),
+    );
+    let mut hold = hh1.try_take("a").await.unwrap().expect("nobody holds a");
+    assert!(hold.may_send(), "nobody delivered to a before: no wait");
+    assert!(hh2.try_take("a").await.unwrap().is_none(), "two holders");
+    assert!(hh1.record_progress(&hold, 7).await.unwrap());
+    assert!(hh1.renew(&mut hold).await.unwrap());
+    // hh1 stops renewing (paused, say): by its own clock it stops sending
+    // before etcd lets the lease go.
+    tokio::time::sleep(lease).await;
+    assert!(!hold.may_send());
+    let mut taken = None;
+    for _ in 0..60 {
+        if let Some(new) = hh2.try_take("a").await.unwrap() {
+            taken = Some(new);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let new = taken.expect("hh2 never took a over");
+    let took_at = tokio::time::Instant::now();
+    // a had a holder: hh2 waits out a whole lease before its first send.
+    assert!(!new.may_send());
+    assert!(new.ready_at() >= took_at + lease - Duration::from_millis(100));
+    assert_eq!(
+        hh2.progress("a").await.unwrap(),
+        Some(7),
+        "resumes from a's progress"
+    );
+    // hh1 lost it: its progress no longer moves, its renewal fails.
+    assert!(!hh1.record_progress(&hold, 9).await.unwrap());
+    assert!(!hh1.renew(&mut hold).await.unwrap_or(false));
+    assert!(hh2.record_progress(&new, 8).await.unwrap());
+    assert_eq!(hh1.progress("a").await.unwrap(), Some(8));
+    // A clean release lets the other take it at once (waiting out the lease).
+    hh2.release(new).await.unwrap();
+    assert!(hh1.try_take("a").await.unwrap().is_some());
 }

@@ -5,11 +5,24 @@
 //! acknowledged write keeps its one position through the loss of any
 //! minority of its servers.
 //!
-//! So far: [`order`], a write's position, and [`follow`], the order read
-//! back by every instance. Still to come (see the issue):
-//! the `cluster` configuration section, deliveries held per origin through
-//! etcd leases, answers sent back to the client's instance, and the log
-//! behind [`crate::replication::log::Log`].
+//! So far: [`order`], a write's position; [`follow`], the order read back
+//! by every instance; [`hold`], one instance per origin's deliveries.
+//! Still to come (see the issue): the `cluster` configuration section,
+//! answers sent back to the client's instance, and the log behind
+//! [`crate::replication::log::Log`].
 
 pub mod follow;
+pub mod hold;
 pub mod order;
+
+use etcd_client::{Client, ConnectOptions};
+use std::time::Duration;
+
+/// A client of the etcd cluster at `servers` (client URLs), each request
+/// bounded by `timeout`.
+pub async fn connect(servers: &[String], timeout: Duration) -> Result<Client, order::OrderError> {
+    let options = ConnectOptions::new()
+        .with_connect_timeout(timeout)
+        .with_timeout(timeout);
+    Ok(Client::connect(servers, Some(options)).await?)
+}

@@ -8,7 +8,7 @@
 //! never a second one. Revisions only grow, and etcd hands out each once, so
 //! two instances appending at once get distinct positions in one order.
 
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, Txn, TxnOp, TxnOpResponse};
+use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -45,11 +45,7 @@ impl SharedOrder {
         name: &str,
         timeout: Duration,
     ) -> Result<Self, OrderError> {
-        let attempt = timeout / 4;
-        let options = ConnectOptions::new()
-            .with_connect_timeout(attempt)
-            .with_timeout(attempt);
-        let client = Client::connect(servers, Some(options)).await?;
+        let client = super::connect(servers, timeout / 4).await?;
         Ok(SharedOrder {
             client,
             prefix: format!("{name}/log/"),
