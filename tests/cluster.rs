@@ -8,6 +8,7 @@ use common::etcd::EtcdCluster;
 use common::*;
 use hothot::cluster::follow::Ordered;
 use hothot::cluster::hold::Holds;
+use hothot::cluster::instances::{spread, Registry};
 use hothot::cluster::order::SharedOrder;
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -199,4 +200,37 @@ async fn one_instance_holds_an_origin_and_a_taker_waits_out_the_lease() {
     // A clean release lets the other take it at once (waiting out the lease).
     hh2.release(new).await.unwrap();
     assert!(hh1.try_take("a").await.unwrap().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn instances_that_die_leave_the_registry_and_their_origins_spread_over_the_rest() {
+    let etcd = EtcdCluster::start(&temp_dir("etcd-instances"), 1).await;
+    let client = hothot::cluster::connect(&etcd.endpoints(), TIMEOUT)
+        .await
+        .unwrap();
+    let registry = Registry::new(client.clone(), "shop");
+    let lease = Duration::from_secs(1);
+    let _hh1 = registry
+        .join("hh1", "127.0.0.1:9201", Duration::from_secs(30))
+        .await
+        .unwrap();
+    registry.join("hh2", "127.0.0.1:9202", lease).await.unwrap();
+    let live = registry.live().await.unwrap();
+    assert_eq!(live.get("hh2").map(String::as_str), Some("127.0.0.1:9202"));
+    let origins: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+    let instances: Vec<String> = live.keys().cloned().collect();
+    let both = spread(&origins, &instances);
+    for instance in ["hh1", "hh2"] {
+        let held = both.values().filter(|i| *i == instance).count();
+        assert!((1..=2).contains(&held), "{instance} holds {held}: {both:?}");
+    }
+    // hh2 stops renewing (it died): after its lease, hh1 holds everything.
+    let gone = wait_until(Duration::from_secs(10), || async {
+        !registry.live().await.unwrap().contains_key("hh2")
+    })
+    .await;
+    assert!(gone, "a dead instance stayed registered");
+    let instances: Vec<String> = registry.live().await.unwrap().into_keys().collect();
+    let alone = spread(&origins, &instances);
+    assert!(alone.values().all(|i| i == "hh1"), "{alone:?}");
 }

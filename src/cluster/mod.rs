@@ -6,13 +6,15 @@
 //! minority of its servers.
 //!
 //! So far: [`order`], a write's position; [`follow`], the order read back
-//! by every instance; [`hold`], one instance per origin's deliveries.
+//! by every instance; [`hold`], one instance per origin's deliveries;
+//! [`instances`], which instances live and which origins each should hold.
 //! Still to come (see the issue): the `cluster` configuration section,
 //! answers sent back to the client's instance, and the log behind
 //! [`crate::replication::log::Log`].
 
 pub mod follow;
 pub mod hold;
+pub mod instances;
 pub mod order;
 
 use etcd_client::{Client, ConnectOptions};
