@@ -135,6 +135,13 @@ impl Origin {
         self.state.standing.get()
     }
 
+    /// Is it current: every write sequenced for it applied or waiting in its
+    /// backlog? (What [`Origin::standing`] says, read on every housekeeping
+    /// tick without its lock.)
+    pub fn is_current(&self) -> bool {
+        self.state.standing.is_current()
+    }
+
     /// Held at a resync's cut as its donor?
     pub fn is_donor(&self) -> bool {
         self.state.standing.is_donor()

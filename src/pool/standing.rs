@@ -76,6 +76,11 @@ impl StandingState {
         !self.out_of_step.load(Ordering::Acquire) && !self.donor.load(Ordering::Acquire)
     }
 
+    /// Is it current (without taking the lock)?
+    pub fn is_current(&self) -> bool {
+        !self.out_of_step.load(Ordering::Acquire)
+    }
+
     pub fn is_donor(&self) -> bool {
         self.donor.load(Ordering::Acquire)
     }

@@ -24,7 +24,7 @@ impl Replicator {
     /// Detaches `origin` (`why`, and the write it missed if that was the
     /// reason); false when it was not current.
     pub(crate) fn detach(&self, origin: &Origin, why: &str, missed: Option<String>) -> bool {
-        if origin.standing() != Standing::Current || origin.is_retired() {
+        if !origin.is_current() || origin.is_retired() {
             return false;
         }
         let (applied, dropped) = self.cut_loose(origin, why, missed);
@@ -107,7 +107,7 @@ impl Replicator {
             return false;
         }
         let live: Vec<_> = (self.pool.members())
-            .filter(|o| o.standing() == Standing::Current && o.backlog.accepts(write.seq))
+            .filter(|o| o.is_current() && o.backlog.accepts(write.seq))
             .map(|o| o.id)
             .collect();
         if !write.fate.give_up(origin.id, &live) {
@@ -126,9 +126,10 @@ impl Replicator {
 
     /// Detaches the origins whose backlog outgrew `replication.retain`.
     pub(super) fn enforce_retention(&self) {
-        let retention = self.config().retention.clone();
+        let config = self.config();
+        let retention = &config.retention;
         for origin in self.pool.members() {
-            if origin.standing() != Standing::Current || self.in_resync(origin.id) {
+            if !origin.is_current() || self.in_resync(origin.id) {
                 continue;
             }
             let (bytes, age) = (origin.backlog.bytes(), origin.backlog.oldest_age());
@@ -162,7 +163,7 @@ impl Replicator {
             return true;
         }
         let behind = (self.pool.members())
-            .filter(|o| o.standing() == Standing::Current && !self.in_resync(o.id))
+            .filter(|o| o.is_current() && !self.in_resync(o.id))
             .filter(|o| !o.is_serving_reads() || o.backlog.is_spilled())
             .filter_map(|o| o.backlog.head_seq().map(|head| (head, o)))
             .min_by_key(|(head, _)| *head);

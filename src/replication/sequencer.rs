@@ -174,12 +174,14 @@ impl Sequencer {
         // already, so an empty backlog means all of them are settled.
         let published = self.published.load(Ordering::Acquire);
         let backlog = &origin.backlog;
-        if backlog.is_retired() || !backlog.is_open() {
-            // Its pending count was reset when it was retired or detached,
-            // and its cursor must stay where its data is.
-            return;
+        if backlog.is_retired() {
+            return; // its pending count was reset when it was retired
         }
-        let oldest = backlog.settle(id);
+        // Detached or parked: its pending count was reset, and its cursor
+        // must stay where its data is.
+        let Ok(oldest) = backlog.settle(id) else {
+            return;
+        };
         // With the backlog empty, everything up to `published` is settled,
         // and so is everything up to this entry: writes join a backlog in
         // sequence order, so all earlier ones were in it. `published` alone

@@ -98,6 +98,10 @@ struct Slot {
     failing_since: Option<Instant>,
 }
 
+/// A backlog that no longer delivers (see [`Backlog::settle`]).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Closed;
+
 /// An entry handed to a lane; `id` names it when it is settled or released.
 pub struct Taken {
     pub id: u64,
@@ -255,9 +259,14 @@ impl Backlog {
     }
 
     /// The origin settled the entry `id`; returns the sequence of the
-    /// oldest entry still unsettled.
-    pub fn settle(&self, id: u64) -> Option<u64> {
+    /// oldest entry still unsettled, or [`Closed`] when the backlog no
+    /// longer delivers (detached or parked: its cursor must stay where the
+    /// origin's data is).
+    pub fn settle(&self, id: u64) -> Result<Option<u64>, Closed> {
         let mut state = self.lock();
+        if state.intake != Intake::Open {
+            return Err(Closed);
+        }
         if let Some(slot) = state.entries.remove(&id) {
             if slot.sent {
                 state.land(slot.entry.key());
@@ -275,7 +284,7 @@ impl Backlog {
                 }
             }
         }
-        state.oldest_seq()
+        Ok(state.oldest_seq())
     }
 
     /// The entry `id` goes back to waiting, in its place; after a 5xx its key

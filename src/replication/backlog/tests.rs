@@ -44,7 +44,7 @@ fn one_key_is_one_ordered_pipeline() {
         queue.release(id, None);
     }
     assert!(matches!(queue.take(0, 8, false), Work::Until(_)));
-    assert_eq!(queue.settle(0), Some(2));
+    assert_eq!(queue.settle(0), Ok(Some(2)));
     assert_eq!(queue.len(), 3);
 }
 
@@ -59,7 +59,7 @@ fn other_keys_overtake_a_key_in_backoff() {
     assert_eq!(sent(queue.take(1, 8, false)), vec![(2, 3)]);
     queue.release(0, Some(Duration::from_secs(60)));
     assert!(matches!(queue.take(1, 8, false), Work::Until(_)));
-    assert_eq!(queue.settle(2), Some(1));
+    assert_eq!(queue.settle(2), Ok(Some(1)));
     assert!(queue.is_past(0) && !queue.is_past(1));
 }
 
@@ -80,7 +80,7 @@ async fn a_short_batch_lingers_for_company_and_a_full_one_leaves_at_once() {
     let batch = queue.next_batch(0, 4, linger).await;
     assert_eq!(batch.len(), 1);
     assert_eq!(started.elapsed(), linger, "it waited out the linger");
-    queue.settle(batch[0].id);
+    queue.settle(batch[0].id).unwrap();
     // A window's worth leaves without waiting.
     for seq in 2..=5 {
         queue.push(write(seq, 0));

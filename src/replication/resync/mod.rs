@@ -20,7 +20,7 @@ use super::backlog::Intake;
 use super::log::Mark;
 use super::Replicator;
 use crate::pool::{Origin, OriginId, Standing};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::task::AbortHandle;
 
@@ -81,11 +81,27 @@ impl ResyncError {
     }
 }
 
+impl Resyncs {
+    fn lock(&self) -> MutexGuard<'_, Option<Running>> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes the running resync if `which` says it is the one, stopping its
+    /// command if one still runs.
+    fn take_if(&self, which: impl FnOnce(&Running) -> bool) -> Option<Running> {
+        let mut running = self.lock();
+        let taken = running.take_if(|r| which(r))?;
+        if let Some(command) = &taken.command {
+            command.abort();
+        }
+        Some(taken)
+    }
+}
+
 impl Replicator {
     /// Is `id` the origin or the donor of the running resync?
     pub(super) fn in_resync(&self, id: OriginId) -> bool {
-        let running = self.resyncs.running.lock();
-        let running = running.unwrap_or_else(|e| e.into_inner());
+        let running = self.resyncs.lock();
         running
             .as_ref()
             .is_some_and(|r| r.origin == id || r.donor == id)
@@ -106,11 +122,7 @@ impl Replicator {
             return Err(ResyncError::SameOrigin(name.to_owned()));
         }
         let seq = {
-            let mut running = self
-                .resyncs
-                .running
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let mut running = self.resyncs.lock();
             if let Some(r) = running.as_ref() {
                 return Err(ResyncError::Running {
                     origin: self.pool.name(r.origin).to_owned(),
@@ -151,11 +163,7 @@ impl Replicator {
         };
         if let Some(program) = self.config().retention.resync_command.clone() {
             let handle = self.run_command(program, &origin, &giver, seq);
-            let mut running = self
-                .resyncs
-                .running
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let mut running = self.resyncs.lock();
             match running.as_mut().filter(|r| r.origin == origin.id) {
                 Some(r) => r.command = Some(handle),
                 None => handle.abort(),
@@ -247,7 +255,7 @@ impl Replicator {
 
     /// Ends the running resync of `origin` without completing it (`result`
     /// for `hothot_resync_total`, `why` for the log): the donor is
-    /// released, the origin is detached.
+    /// released, the origin is detached. Returns the cut and the donor.
     pub(super) fn end_resync(
         &self,
         origin: &Origin,
@@ -255,23 +263,8 @@ impl Replicator {
         why: &str,
     ) -> Result<(u64, String), ResyncError> {
         let (_, running) = self.take_running(&origin.name)?;
-        let donor = self.pool.get(running.donor).cloned();
-        self.unfinished(origin, why);
-        self.release_donor(donor.as_deref());
-        self.metrics
-            .replication
-            .resyncs
-            .with_label_values(&[result])
-            .inc();
-        log::error!(
-            "resync of {} ended without completing ({why}): it stays detached; its donor is released",
-            origin.name
-        );
-        self.metrics.publish_pool(&self.pool);
-        Ok((
-            running.seq,
-            donor.map(|d| d.name.clone()).unwrap_or_default(),
-        ))
+        let donor = self.abandon(&running, result, why);
+        Ok((running.seq, donor))
     }
 
     /// The running resync of `name`, which ends here (its command, if
@@ -279,66 +272,41 @@ impl Replicator {
     fn take_running(&self, name: &str) -> Result<(Arc<Origin>, Running), ResyncError> {
         let origin = (self.pool.find(name).cloned())
             .ok_or_else(|| ResyncError::UnknownOrigin(name.to_owned()))?;
-        let mut running = self
-            .resyncs
-            .running
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if running.as_ref().is_none_or(|r| r.origin != origin.id) {
-            return Err(ResyncError::NotRunning(name.to_owned()));
-        }
-        let taken = running
-            .take()
-            .ok_or(ResyncError::NotRunning(name.to_owned()))?;
-        if let Some(command) = &taken.command {
-            command.abort();
-        }
-        Ok((origin, taken))
+        let running = (self.resyncs.take_if(|r| r.origin == origin.id))
+            .ok_or_else(|| ResyncError::NotRunning(name.to_owned()))?;
+        Ok((origin, running))
     }
 
     /// `id` left the pool (a reload): a resync it was part of ends, its
     /// donor released, its origin (if still in the pool) detached.
     pub(super) fn resync_left(&self, id: OriginId) {
-        let taken = {
-            let mut slot = self
-                .resyncs
-                .running
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            match slot.as_ref() {
-                Some(r) if r.origin == id || r.donor == id => slot.take(),
-                _ => None,
-            }
-        };
-        let Some(running) = taken else {
-            return;
-        };
-        if let Some(command) = &running.command {
-            command.abort();
+        if let Some(running) = self.resyncs.take_if(|r| r.origin == id || r.donor == id) {
+            self.abandon(&running, "aborted", "one of its origins left the pool");
         }
-        self.release_donor(self.pool.get(running.donor).map(AsRef::as_ref));
+    }
+
+    /// `running`, taken, ends without completing (`result` for
+    /// `hothot_resync_total`, `why` for the log): its donor is released and
+    /// its origin, if still in the pool, detached. Returns the donor's name.
+    fn abandon(&self, running: &Running, result: &str, why: &str) -> String {
+        let donor = self.pool.get(running.donor).cloned();
+        self.release_donor(donor.as_deref());
         let origin = self.pool.get(running.origin).filter(|o| !o.is_retired());
         if let Some(origin) = origin {
-            self.unfinished(origin, "its donor left the pool");
+            let why = format!("its resync was not completed: {why}");
+            self.cut_loose(origin, &why, None);
         }
         self.metrics
             .replication
             .resyncs
-            .with_label_values(&["aborted"])
+            .with_label_values(&[result])
             .inc();
         log::error!(
-            "resync of {} ended: one of its origins left the pool",
+            "resync of {} ended without completing ({why}): it stays detached; its donor is released",
             self.pool.name(running.origin)
         );
-    }
-
-    /// A resync of `origin` ended without completing (`why`): detached.
-    fn unfinished(&self, origin: &Origin, why: &str) {
-        self.cut_loose(
-            origin,
-            &format!("its resync was not completed: {why}"),
-            None,
-        );
+        self.metrics.publish_pool(&self.pool);
+        donor.map(|d| d.name.clone()).unwrap_or_default()
     }
 
     fn release_donor(&self, donor: Option<&Origin>) {
@@ -354,7 +322,8 @@ impl Replicator {
     /// flight).
     pub(super) fn caught_up(&self, origin: &Origin) -> bool {
         let backlog = &origin.backlog;
-        let caught_up = origin.standing() == Standing::CatchingUp
+        let caught_up = !origin.is_current()
+            && origin.standing() == Standing::CatchingUp
             && !backlog.is_spilled()
             && backlog.oldest_age() <= self.config().max_lag
             && self
