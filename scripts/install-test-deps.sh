@@ -3,7 +3,7 @@
 # nginx-core, which has the WebDAV module), started by tests/ordering.rs as a
 # real origin that stores PUT bodies and applies DELETE; prometheus (with
 # promtool), started by tests/observability.rs to scrape hothot; etcd, the
-# cluster's shared log, started by tests/cluster.rs. Without
+# cluster's shared log, started by tests/cluster/. Without
 # recommended packages: Debian's prometheus recommends node-exporter, whose
 # service would take port 9100, the demo's metrics port.
 set -euo pipefail

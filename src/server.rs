@@ -62,6 +62,8 @@ pub enum StartError {
     Journal(#[source] crate::journal::JournalError),
     #[error("{key}: {reason}")]
     Limit { key: String, reason: String },
+    #[error("cluster: {0}")]
+    Cluster(#[source] crate::cluster::origins::Disagreement),
     #[error("{key}: cannot listen on {address}: {source}")]
     Listen {
         key: String,
@@ -89,6 +91,12 @@ pub fn unbindable(config: &Config) -> Vec<StartError> {
                 .admin
                 .iter()
                 .map(|a| ("admin.listen".to_owned(), a.listen)),
+        )
+        .chain(
+            config
+                .cluster
+                .iter()
+                .map(|c| ("cluster.listen".to_owned(), c.listen)),
         );
     listeners
         .filter_map(|(key, address)| {
@@ -234,6 +242,14 @@ pub fn build(config: &Config, opt: Option<Opt>, path: Option<&Path>) -> Result<S
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let member = match &config.cluster {
+        Some(cluster) => {
+            metrics.enable_cluster().map_err(StartError::Metrics)?;
+            let joined = crate::cluster::join(cluster, config, &metrics.cluster);
+            Some(joined.map_err(StartError::Cluster)?)
+        }
+        None => None,
+    };
     // The origins join the pool as the journal is opened, before its
     // pending writes are queued for them.
     let replicator = Replicator::open(
@@ -242,6 +258,7 @@ pub fn build(config: &Config, opt: Option<Opt>, path: Option<&Path>) -> Result<S
         metrics.clone(),
         config.timeouts,
         origins,
+        member,
     )
     .map_err(StartError::Journal)?;
     let replicator = Arc::new(replicator);

@@ -13,7 +13,8 @@
 //!   `.../resync/abort`: rebuild an origin from a peer at a consistent cut
 //!   ([`resync`], [`crate::replication`]).
 //! - `GET /healthz`: hothot is up. `GET /readyz`: at least one origin is
-//!   serving (for whatever balances several hothot instances).
+//!   serving and, in a cluster, etcd takes writes (for whatever balances
+//!   several hothot instances).
 //!
 //! Write endpoints need `Authorization: Bearer <token>` when
 //! `admin.token_file` is set (compared in constant time; a wrong or missing
@@ -101,11 +102,15 @@ impl AdminApp {
                 serde_json::to_vec_pretty(&self.status()).unwrap_or_default(),
             ),
             "/healthz" => text(StatusCode::OK, "ok"),
-            "/readyz" => match self.pool.any_serving() {
-                true => text(StatusCode::OK, "ready"),
-                false => text(
+            "/readyz" => match (self.pool.any_serving(), self.replicator.takes_writes()) {
+                (true, true) => text(StatusCode::OK, "ready"),
+                (false, _) => text(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "not ready: no origin is serving",
+                ),
+                (true, false) => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not ready: etcd is unreachable, writes are refused (reads are served)",
                 ),
             },
             other => match origin_action(other) {
@@ -209,12 +214,13 @@ impl AdminApp {
         json!({
             "version": env!("CARGO_PKG_VERSION"),
             "config": {"sha256": version.sha256, "loaded_at_unix": loaded_at},
-            "ready": self.pool.any_serving(),
+            "ready": self.pool.any_serving() && self.replicator.takes_writes(),
             "replication": {
                 "mode": self.replication_mode,
                 "order": self.replication_order,
             },
             "journal_bytes": self.metrics.replication.journal_bytes.get(),
+            "cluster": self.replicator.cluster_status(),
             "origins": origins,
         })
     }

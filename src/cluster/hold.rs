@@ -16,6 +16,7 @@
 //! holder paused mid-send (SIGSTOP, a long GC-like stall) has, by its own
 //! clock, given up before the taker's first send.
 
+use super::etcd::Etcd;
 use super::order::OrderError;
 use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
 use std::time::Duration;
@@ -26,7 +27,7 @@ const MARGIN: Duration = Duration::from_millis(250);
 
 /// One instance's hand on origins' deliveries.
 pub struct Holds {
-    client: Client,
+    client: Etcd,
     /// `{name}/`.
     prefix: String,
     instance: String,
@@ -60,6 +61,11 @@ impl Hold {
     pub fn ready_at(&self) -> Instant {
         self.ready_at
     }
+
+    /// When it must stop sending unless renewed.
+    pub fn valid_until(&self) -> Instant {
+        self.valid_until
+    }
 }
 
 impl Holds {
@@ -67,7 +73,7 @@ impl Holds {
     /// renewal (whole seconds, as etcd counts them; at least 1 s).
     pub fn new(client: Client, name: &str, instance: &str, lease: Duration) -> Self {
         Holds {
-            client,
+            client: Etcd::new(client),
             prefix: format!("{name}/"),
             instance: instance.to_owned(),
             lease: Duration::from_secs(lease.as_secs().max(1)),
@@ -82,29 +88,44 @@ impl Holds {
         format!("{}progress/{origin}", self.prefix).into_bytes()
     }
 
+    /// Present between a holder's clean release and the next take.
+    fn released_key(&self, origin: &str) -> Vec<u8> {
+        format!("{}released/{origin}", self.prefix).into_bytes()
+    }
+
     /// Takes `origin`'s deliveries if nobody holds them; `None` when
     /// another instance (or this one, under another lease) does.
     pub async fn try_take(&self, origin: &str) -> Result<Option<Hold>, OrderError> {
         let ttl = i64::try_from(self.lease.as_secs()).unwrap_or(i64::MAX);
         let asked = Instant::now();
-        let lease_id = self.client.lease_client().grant(ttl, None).await?.id();
+        let lease_id = self.client.grant(ttl).await?;
         let key = self.hold_key(origin);
+        let released = self.released_key(origin);
         let txn = Txn::new()
             .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(
-                key,
-                self.instance.as_bytes(),
-                Some(PutOptions::new().with_lease(lease_id)),
-            )])
+            .and_then([
+                TxnOp::put(
+                    key,
+                    self.instance.as_bytes(),
+                    Some(PutOptions::new().with_lease(lease_id)),
+                ),
+                TxnOp::get(released.clone(), None),
+                TxnOp::delete(released, None),
+            ])
             .or_else([]);
-        let taken = self.client.kv_client().txn(txn).await?;
+        let taken = self.client.txn(txn).await?;
         if !taken.succeeded() {
-            self.client.lease_client().revoke(lease_id).await?;
+            self.client.revoke(lease_id).await?;
             return Ok(None);
         }
         let token = taken.header().map_or(0, |h| h.revision());
-        // Someone delivered to it before: wait out their lease.
-        let held_before = self.progress(origin).await?.is_some();
+        let was_released = taken.op_responses().into_iter().any(|r| match r {
+            TxnOpResponse::Get(get) => !get.kvs().is_empty(),
+            _ => false,
+        });
+        // Someone delivered to it before and did not release it cleanly
+        // (it died, or was cut off): wait out their lease.
+        let held_before = !was_released && self.progress(origin).await?.is_some();
         let ready_at = match held_before {
             true => Instant::now() + self.lease,
             false => Instant::now(),
@@ -122,10 +143,7 @@ impl Holds {
     /// lost: stop sending).
     pub async fn renew(&self, hold: &mut Hold) -> Result<bool, OrderError> {
         let sent = Instant::now();
-        let (mut keeper, mut answers) =
-            self.client.lease_client().keep_alive(hold.lease_id).await?;
-        keeper.keep_alive().await?;
-        let renewed = answers.message().await?.is_some_and(|a| a.ttl() > 0);
+        let renewed = self.client.keep_alive(hold.lease_id).await?;
         if renewed {
             hold.valid_until = sent + self.lease.saturating_sub(MARGIN);
         }
@@ -146,13 +164,28 @@ impl Holds {
                 position.to_string(),
                 None,
             )]);
-        Ok(self.client.kv_client().txn(txn).await?.succeeded())
+        Ok(self.client.txn(txn).await?.succeeded())
+    }
+
+    /// Which instance holds each held origin.
+    pub async fn holders(&self) -> Result<std::collections::BTreeMap<String, String>, OrderError> {
+        let prefix = format!("{}hold/", self.prefix);
+        let options = etcd_client::GetOptions::new().with_prefix();
+        let answer = self.client.get(prefix.as_bytes(), Some(options)).await?;
+        let holders = answer.kvs().iter().map(|kv| {
+            let origin = kv.key().get(prefix.len()..).unwrap_or_default();
+            (
+                String::from_utf8_lossy(origin).into_owned(),
+                String::from_utf8_lossy(kv.value()).into_owned(),
+            )
+        });
+        Ok(holders.collect())
     }
 
     /// The last position `origin` applied, as its holders recorded it.
     pub async fn progress(&self, origin: &str) -> Result<Option<u64>, OrderError> {
         let txn = Txn::new().and_then([TxnOp::get(self.progress_key(origin), None)]);
-        let answer = self.client.kv_client().txn(txn).await?;
+        let answer = self.client.txn(txn).await?;
         let value = answer.op_responses().into_iter().find_map(|r| match r {
             TxnOpResponse::Get(get) => get.kvs().first().map(|kv| kv.value().to_vec()),
             _ => None,
@@ -160,10 +193,25 @@ impl Holds {
         Ok(value.and_then(|v| String::from_utf8_lossy(&v).parse().ok()))
     }
 
-    /// Gives `hold` up at once (a clean stop): another instance may take it
-    /// without waiting for the lease to run out.
+    /// Gives `hold` up at once (a clean stop, once nothing is in flight):
+    /// the next holder may send at once, without waiting out the lease.
     pub async fn release(&self, hold: Hold) -> Result<(), OrderError> {
-        self.client.lease_client().revoke(hold.lease_id).await?;
+        let txn = Txn::new()
+            .when([Compare::create_revision(
+                self.hold_key(&hold.origin),
+                CompareOp::Equal,
+                hold.token,
+            )])
+            .and_then([
+                TxnOp::put(
+                    self.released_key(&hold.origin),
+                    self.instance.as_bytes(),
+                    None,
+                ),
+                TxnOp::delete(self.hold_key(&hold.origin), None),
+            ]);
+        self.client.txn(txn).await?;
+        self.client.revoke(hold.lease_id).await?;
         Ok(())
     }
 }

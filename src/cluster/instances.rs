@@ -13,7 +13,7 @@ use std::time::Duration;
 
 /// The live instances of one pool.
 pub struct Registry {
-    client: Client,
+    client: super::etcd::Etcd,
     /// `{name}/instances/`.
     prefix: String,
 }
@@ -26,7 +26,7 @@ pub struct Registration {
 impl Registry {
     pub fn new(client: Client, name: &str) -> Self {
         Registry {
-            client,
+            client: super::etcd::Etcd::new(client),
             prefix: format!("{name}/instances/"),
         }
     }
@@ -40,20 +40,32 @@ impl Registry {
         lease: Duration,
     ) -> Result<Registration, OrderError> {
         let ttl = i64::try_from(lease.as_secs().max(1)).unwrap_or(i64::MAX);
-        let lease_id = self.client.lease_client().grant(ttl, None).await?.id();
+        let lease_id = self.client.grant(ttl).await?;
         let key = format!("{}{instance}", self.prefix);
         let options = PutOptions::new().with_lease(lease_id);
         self.client
-            .kv_client()
-            .put(key, address, Some(options))
+            .put(key.as_bytes(), address.as_bytes(), Some(options))
             .await?;
         Ok(Registration { lease_id })
+    }
+
+    /// Renews `registration`; false once etcd let it expire (join again).
+    pub async fn renew(&self, registration: &Registration) -> Result<bool, OrderError> {
+        Ok(self.client.keep_alive(registration.lease_id).await?)
+    }
+
+    /// Leaves at once (a clean stop): the others take this instance's
+    /// origins without waiting for its lease to run out.
+    pub async fn leave(&self, registration: Registration) -> Result<(), OrderError> {
+        self.client.revoke(registration.lease_id).await?;
+        Ok(())
     }
 
     /// The live instances and their addresses.
     pub async fn live(&self) -> Result<BTreeMap<String, String>, OrderError> {
         let options = GetOptions::new().with_prefix();
-        let answer = (self.client.kv_client())
+        let answer = self
+            .client
             .get(self.prefix.as_bytes(), Some(options))
             .await?;
         let live = answer.kvs().iter().map(|kv| {

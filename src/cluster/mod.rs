@@ -1,21 +1,33 @@
 //! Several hothot instances in front of one pool, sharing one order on an
-//! etcd cluster (#25, in progress): the answer to "where does a write stand
-//! among every instance's writes?" lives in etcd, which commits each entry
-//! to a majority's write-ahead log before acknowledging it, so that an
+//! etcd cluster (#25): the answer to "where does a write stand among every
+//! instance's writes?" lives in etcd, which commits each entry to a
+//! majority's write-ahead log before acknowledging it, so that an
 //! acknowledged write keeps its one position through the loss of any
 //! minority of its servers.
 //!
-//! So far: [`order`], a write's position; [`follow`], the order read back
-//! by every instance; [`hold`], one instance per origin's deliveries;
-//! [`instances`], which instances live and which origins each should hold.
-//! Still to come (see the issue): the `cluster` configuration section,
-//! answers sent back to the client's instance, and the log behind
-//! [`crate::replication::log::Log`].
+//! The pieces: [`order`], a write's position (an append retried under its
+//! id keeps it); [`follow`], the order read back by every instance;
+//! [`history`], a range of it read back, counted, trimmed; [`hold`], one
+//! instance per origin's deliveries, fenced by its lease; [`instances`],
+//! which instances live and which origins each should hold; [`origins`],
+//! every instance with the same origins; [`answers`], an origin's answer
+//! sent to the instance whose client waits; [`member`], this instance's
+//! connection and gates, and the loops that keep them (`deliveries`);
+//! [`log`], the shared order behind the replication's
+//! [`crate::replication::log::Log`], so that a cluster's writes take the
+//! one write path every write takes.
 
+pub mod answers;
+mod deliveries;
+pub mod etcd;
 pub mod follow;
+pub mod history;
 pub mod hold;
 pub mod instances;
+pub mod log;
+pub mod member;
 pub mod order;
+pub mod origins;
 
 use etcd_client::{Client, ConnectOptions};
 use std::time::Duration;
@@ -27,4 +39,17 @@ pub async fn connect(servers: &[String], timeout: Duration) -> Result<Client, or
         .with_connect_timeout(timeout)
         .with_timeout(timeout);
     Ok(Client::connect(servers, Some(options)).await?)
+}
+
+/// This instance's part in `cluster`, once its origins agree with the
+/// other instances' ([`origins::agree`]).
+pub fn join(
+    cluster: &crate::config::Cluster,
+    config: &crate::config::Config,
+    metrics: &crate::metrics::ClusterMetrics,
+) -> Result<std::sync::Arc<member::Member>, origins::Disagreement> {
+    let timeout = config.timeouts.connect.max(Duration::from_secs(1));
+    origins::agree(cluster, &origins::of(&config.origins), timeout)?;
+    let member = member::Member::new(cluster.clone(), config.timeouts.connect, metrics);
+    Ok(std::sync::Arc::new(member))
 }

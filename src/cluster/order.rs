@@ -21,6 +21,9 @@ pub enum OrderError {
     /// etcd no longer holds the entries asked for: compacted through here.
     #[error("etcd compacted the order through position {0}: the entries asked for are gone")]
     Compacted(u64),
+    /// Not connected to etcd (yet, or any more).
+    #[error("not connected to etcd")]
+    Unavailable,
 }
 
 /// Between two attempts at an append whose outcome is unknown.
@@ -29,6 +32,8 @@ const RETRY_PAUSE: Duration = Duration::from_millis(50);
 /// The shared order of the pool `name`, on the etcd cluster at `servers`.
 pub struct SharedOrder {
     client: Client,
+    /// The same client, its requests repeated on another server on failure.
+    etcd: super::etcd::Etcd,
     /// `{name}/log/`: every instance of one pool uses the same.
     prefix: String,
     /// How long an append may take, its retries included.
@@ -47,6 +52,7 @@ impl SharedOrder {
     ) -> Result<Self, OrderError> {
         let client = super::connect(servers, timeout / 4).await?;
         Ok(SharedOrder {
+            etcd: super::etcd::Etcd::new(client.clone()),
             client,
             prefix: format!("{name}/log/"),
             timeout,
@@ -76,6 +82,10 @@ impl SharedOrder {
 
     pub(super) fn client(&self) -> &Client {
         &self.client
+    }
+
+    pub(super) fn etcd(&self) -> &super::etcd::Etcd {
+        &self.etcd
     }
 
     /// `{name}/log/`.

@@ -58,7 +58,7 @@ pub fn validate(
     )?;
     let token = match section.token_file {
         None => None,
-        Some(path) => Some(read_token(&path)?),
+        Some(path) => Some(read_token("admin.token_file", &path)?),
     };
     let limits =
         super::limits::validate_at(section.limits, "admin.limits", Limits::side_listener())?;
@@ -69,8 +69,8 @@ pub fn validate(
     }))
 }
 
-fn read_token(path: &std::path::Path) -> Result<String, ConfigError> {
-    let key = "admin.token_file";
+/// The one token in the file at `path` (the value of `key`).
+pub(super) fn read_token(key: &str, path: &std::path::Path) -> Result<String, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError::invalid(key, format!("cannot read {}: {e}", path.display())))?;
     let token = text.trim();

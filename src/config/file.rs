@@ -31,6 +31,7 @@ pub struct FileConfig {
     pub balancing: super::balancing::BalancingSection,
     pub admin: Option<super::admin::AdminSection>,
     pub access_log: Option<super::access_log::AccessLogSection>,
+    pub cluster: Option<super::cluster::ClusterSection>,
 }
 
 fn default_retries() -> u32 {

@@ -9,6 +9,7 @@ pub mod access_log;
 pub mod admin;
 pub mod balancing;
 mod cidr;
+pub mod cluster;
 pub mod file;
 mod journal;
 mod limits;
@@ -27,6 +28,7 @@ pub use access_log::{AccessLogConfig, AccessLogFormat};
 pub use admin::Admin;
 pub use balancing::{Balancing, LimitMode};
 pub use cidr::Cidr;
+pub use cluster::Cluster;
 pub use file::Join;
 pub use journal::{FsyncPolicy, JournalConfig};
 pub use limits::Limits;
@@ -108,6 +110,8 @@ pub struct Config {
     pub replication: ReplicationConfig,
     pub limits: Limits,
     pub balancing: Balancing,
+    /// Several instances sharing one order on etcd; `None`: one instance.
+    pub cluster: Option<Cluster>,
     /// Settings that are valid but have no effect, one sentence each.
     pub warnings: Vec<String>,
     /// SHA-256 of the file's text (hex).

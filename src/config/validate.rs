@@ -30,6 +30,17 @@ pub fn validate(file: FileConfig) -> Result<Config, ConfigError> {
     let origins = validate_origins(&file.origins)?;
     let mut warnings = exposure_warnings(metrics_listen, admin.as_ref());
     let replication = super::replication::validate(file.replication, origins.len(), &mut warnings)?;
+    let cluster = super::cluster::validate(file.cluster, parse_addr)?;
+    if let Some(cluster) = &cluster {
+        let admin = admin.as_ref().map(|a| a.listen);
+        let taken = addresses
+            .iter()
+            .copied()
+            .chain([metrics_listen])
+            .chain(admin);
+        super::cluster::check_listen(cluster.listen, taken, overlap)?;
+        super::cluster::warnings(&replication, &mut warnings);
+    }
     Ok(Config {
         server: file.server,
         listen,
@@ -44,6 +55,7 @@ pub fn validate(file: FileConfig) -> Result<Config, ConfigError> {
         replication,
         limits: super::limits::validate(file.limits)?,
         balancing: super::balancing::validate(file.balancing, &mut warnings)?,
+        cluster,
         warnings,
         sha256: String::new(),
     })

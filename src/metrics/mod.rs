@@ -5,6 +5,7 @@
 //! takes the label map's lock (`with_label_values` does both on every call).
 //! The registry is our own, not the process-wide default one.
 
+mod cluster;
 mod connections;
 mod endpoint;
 mod origin;
@@ -12,6 +13,7 @@ mod replication;
 mod requests;
 
 use crate::pool::Pool;
+pub use cluster::ClusterMetrics;
 pub use connections::{ConnectionMetrics, ListenerConnections};
 pub use endpoint::MetricsApp;
 use origin::OriginFamilies;
@@ -57,6 +59,8 @@ pub struct Metrics {
     pub connections: ConnectionMetrics,
     /// The side listeners' connections (admin, metrics).
     pub listeners: ListenerConnections,
+    /// Exported once [`Metrics::enable_cluster`] is called.
+    pub cluster: ClusterMetrics,
 }
 
 impl Metrics {
@@ -130,7 +134,13 @@ impl Metrics {
             replication,
             connections,
             listeners,
+            cluster: ClusterMetrics::new()?,
         })
+    }
+
+    /// This instance is part of a cluster: its series are exported.
+    pub fn enable_cluster(&self) -> Result<(), prometheus::Error> {
+        self.cluster.register(&self.registry)
     }
 
     /// The series of an origin joining the pool (an origin a reload adds

@@ -35,6 +35,8 @@ pub enum Canned {
     JournalFull,
     /// The journal could not store a sequenced write.
     NotStored,
+    /// A cluster's instance could not append the write to etcd in time.
+    ClusterUnavailable,
     /// hothot holds all the client connections it may
     /// (`limits.max_connections`); written on the connection and closed.
     TooManyConnections,
@@ -59,6 +61,7 @@ impl Canned {
             | Canned::Shed
             | Canned::JournalFull
             | Canned::NotStored
+            | Canned::ClusterUnavailable
             | Canned::TooManyConnections => 503,
             Canned::GatewayTimeout | Canned::AnswerTimeout | Canned::QuorumTimeout => 504,
             Canned::Failure(status) => status,
@@ -89,6 +92,10 @@ impl Canned {
             Canned::NotStored => {
                 "service unavailable: the replication journal could not store the write\n"
             }
+            Canned::ClusterUnavailable => {
+                "service unavailable: the cluster's shared order (etcd) did not take the write in time \
+                 (timeouts.connect); it was not sent to any origin, retry later\n"
+            }
             Canned::TooManyConnections => "service unavailable: too many client connections\n",
             Canned::GatewayTimeout => "gateway timeout: the origin did not answer in time\n",
             Canned::AnswerTimeout => {
@@ -103,7 +110,10 @@ impl Canned {
 
     /// Does it tell the client when to try again (`Retry-After: 1`)?
     fn retry_after(self) -> bool {
-        matches!(self, Canned::Shed | Canned::TooManyConnections)
+        matches!(
+            self,
+            Canned::Shed | Canned::TooManyConnections | Canned::ClusterUnavailable
+        )
     }
 
     /// The answer for a failure of a proxied request hothot did not decide
@@ -195,6 +205,7 @@ impl From<Unanswered> for Canned {
     fn from(unanswered: Unanswered) -> Self {
         match unanswered {
             Unanswered::NotStored => Canned::NotStored,
+            Unanswered::ClusterUnavailable => Canned::ClusterUnavailable,
             Unanswered::NoAnswer => Canned::NoAnswer,
             Unanswered::TimedOut => Canned::AnswerTimeout,
         }
@@ -214,7 +225,8 @@ pub async fn respond(session: &mut Session, canned: Canned) -> Result<()> {
 mod tests {
     use super::*;
 
-    const ALL: [Canned; 16] = [
+    const ALL: [Canned; 17] = [
+        Canned::ClusterUnavailable,
         Canned::NoHost,
         Canned::TwoHosts,
         Canned::BadRequest,

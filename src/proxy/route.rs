@@ -126,22 +126,28 @@ impl Router {
     }
 
     fn primary_now(&self) -> Route {
-        let stuck: Vec<OriginId> = self
-            .pool
-            .members()
+        let members = || self.pool.members();
+        let stuck: Vec<OriginId> = members()
             .filter(|o| {
                 // A spilled backlog is far behind: its answer would come late.
                 o.is_lagging() || o.backlog.streak.is_failing() || o.backlog.is_spilled()
             })
             .map(|o| o.id)
             .collect();
+        // In a cluster, an origin this instance delivers to answers without
+        // a hand-off between instances: preferred.
+        let elsewhere = members().filter(|o| !o.backlog.is_open()).map(|o| o.id);
+        let preferred: Vec<OriginId> = stuck.iter().copied().chain(elsewhere).collect();
         let pick = |skip: &[OriginId]| {
             self.pick_by_capacity(&selection_key(Traffic::Write, skip.iter().copied()))
         };
-        let picked = pick(&stuck).or_else(|| match stuck.is_empty() {
-            true => None,
-            false => pick(&[]),
-        });
+        let picked = pick(&preferred)
+            .or_else(|| {
+                (preferred.len() > stuck.len())
+                    .then(|| pick(&stuck))
+                    .flatten()
+            })
+            .or_else(|| (!stuck.is_empty()).then(|| pick(&[])).flatten());
         match picked {
             Some(origin) => Route::Origin(origin),
             None => self.none_with_room(&[], Route::NoOrigin),

@@ -50,6 +50,9 @@ pub enum ReloadError {
     },
     #[error("{key}: {reason}")]
     Limit { key: String, reason: String },
+    /// In a cluster every instance has the same origins.
+    #[error("{0}: in a cluster every instance has the same origins (names and addresses); change them by restarting every instance with the new list")]
+    ClusterOrigins(String),
 }
 
 /// The configuration in force: what `/status` reports.
@@ -216,6 +219,7 @@ fn needs_restart(old: &Config, new: &Config) -> Result<(), ReloadError> {
         ("metrics.listen", old.metrics_listen != new.metrics_listen),
         ("metrics.limits", old.metrics_limits != new.metrics_limits),
         ("admin", old.admin != new.admin),
+        ("cluster", old.cluster != new.cluster),
         ("access_log", old.access_log != new.access_log),
         ("limits", old.limits != new.limits),
         ("server", old.server != new.server),
@@ -236,8 +240,24 @@ fn needs_restart(old: &Config, new: &Config) -> Result<(), ReloadError> {
             ),
         ),
     ];
-    match restart_only.iter().find(|(_, changed)| *changed) {
-        Some((key, _)) => Err(ReloadError::NeedsRestart(key)),
+    if let Some((key, _)) = restart_only.iter().find(|(_, changed)| *changed) {
+        return Err(ReloadError::NeedsRestart(key));
+    }
+    match old.cluster.is_some() {
+        true => same_origins(&old.origins, &new.origins).map_err(ReloadError::ClusterOrigins),
+        false => Ok(()),
+    }
+}
+
+/// In a cluster every instance keeps the cluster's origins: the first that
+/// differs, as a refusal.
+pub fn same_origins(
+    old: &[crate::config::OriginConfig],
+    new: &[crate::config::OriginConfig],
+) -> Result<(), String> {
+    use crate::cluster::origins;
+    match origins::first_difference(&origins::of(old), &origins::of(new)) {
+        Some(difference) => Err(difference),
         None => Ok(()),
     }
 }

@@ -45,6 +45,9 @@ use std::sync::Arc;
 /// Most entries in flight on a lane's connection.
 const WINDOW: usize = 64;
 
+/// Between two looks at a closed gate (a cluster's hold not valid).
+const GATE_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
+
 pub struct Lane {
     pub replicator: Arc<Replicator>,
     pub origin: Arc<Origin>,
@@ -91,6 +94,8 @@ impl Lane {
         let mut connection: Option<PeerConnection> = None;
         let mut in_flight: VecDeque<Sent> = VecDeque::new();
         let mut window = 1;
+        // This lane's share of the backlog's `in_flight`.
+        let mut reported = 0;
         loop {
             // Spilled writes come back from the log as memory empties.
             self.replicator.refill(&self.origin);
@@ -109,7 +114,19 @@ impl Lane {
             } else {
                 self.top_up(connection.as_ref(), in_flight.len(), window)
             };
-            match self.step(&mut connection, &mut in_flight, batch).await {
+            if !batch.is_empty() && !self.replicator.may_send(&self.origin) {
+                // In a cluster, this instance's hold on the origin is not
+                // valid (yet, or any more): nothing leaves.
+                for taken in batch {
+                    self.queue().release(taken.id, None);
+                }
+                tokio::time::sleep(GATE_PAUSE).await;
+                continue;
+            }
+            let stepped = self.step(&mut connection, &mut in_flight, batch).await;
+            self.queue()
+                .report_in_flight(&mut reported, in_flight.len());
+            match stepped {
                 Ok(None | Some(Settled::Void)) => {}
                 Ok(Some(Settled::Answered)) => {
                     if let Some(failures) = self.queue().streak.recovered() {
@@ -129,6 +146,7 @@ impl Lane {
                     self.note_failure(&error.to_string());
                     connection = None;
                     self.connection_failed(std::mem::take(&mut in_flight), &error);
+                    self.queue().report_in_flight(&mut reported, 0);
                     window = 1;
                     tokio::time::sleep(self.backoff.next_delay()).await;
                 }
@@ -235,10 +253,10 @@ impl Lane {
         };
         let capture = match &front.entry {
             Entry::VerifyRead(_) => true,
-            Entry::Write(write) => write
-                .reply
-                .as_ref()
-                .is_some_and(|r| r.wants(self.origin.id)),
+            Entry::Write(write) => {
+                write.asked_at.is_some()
+                    || (write.reply.as_ref()).is_some_and(|r| r.wants(self.origin.id))
+            }
         };
         let answer = pipe.read_answer(self.timeouts.read, capture).await?;
         let Some(sent) = in_flight.pop_front() else {
@@ -298,6 +316,7 @@ impl Lane {
         if let Some(reply) = &write.reply {
             reply.answered(self.origin.id, answer.raw.clone());
         }
+        (self.replicator).forward(&write, &self.origin, true, answer.raw.clone());
         self.settled(&sent);
         Settled::Answered
     }
@@ -363,6 +382,7 @@ impl Lane {
 
     /// Tells a client waiting for `write` that this origin failed it.
     fn fail_reply(&self, write: &Write, raw: Option<bytes::Bytes>) {
+        (self.replicator).forward(write, &self.origin, false, raw.clone());
         if let Some(reply) = &write.reply {
             reply.failed(self.origin.id, raw);
         }

@@ -74,6 +74,21 @@ pub enum Mark {
     Detached,
 }
 
+/// Applies `changes` (as [`Log::mark`] takes them) to `members`, for logs
+/// that keep the marks in memory.
+pub fn apply_marks(
+    members: &mut Option<BTreeMap<String, Mark>>,
+    changes: &[(String, Option<Mark>)],
+) {
+    let members = members.get_or_insert_default();
+    for (name, mark) in changes {
+        match mark {
+            Some(mark) => members.insert(name.clone(), *mark),
+            None => members.remove(name),
+        };
+    }
+}
+
 #[async_trait]
 pub trait Log: Send + Sync {
     /// Stores the entry numbered `seq` (numbers only grow), addressed to
@@ -303,14 +318,7 @@ pub mod memory {
         }
 
         fn mark(&self, changes: &[(String, Option<Mark>)]) -> std::io::Result<()> {
-            let mut members = self.members.lock().unwrap();
-            let members = members.get_or_insert_default();
-            for (name, mark) in changes {
-                match mark {
-                    Some(mark) => members.insert(name.clone(), *mark),
-                    None => members.remove(name),
-                };
-            }
+            apply_marks(&mut self.members.lock().unwrap(), changes);
             Ok(())
         }
 

@@ -30,6 +30,7 @@ mod recover;
 mod reply;
 mod resync;
 mod sequencer;
+mod shared;
 mod streak;
 #[cfg(test)]
 pub(crate) mod testing;
@@ -49,7 +50,7 @@ use key::Keying;
 use log::Log;
 use pingora_http::RequestHeader;
 pub use pipeline::{decode as decode_answer, Decoded};
-use reply::{Outcome, Reply};
+use reply::Reply;
 pub use resync::{ResyncError, Started as ResyncStarted};
 pub use sequencer::Cut;
 use sequencer::{Sequencer, Targets};
@@ -84,6 +85,9 @@ pub enum Unanswered {
     NoAnswer,
     /// No origin answered within `timeouts.read`; it stays queued.
     TimedOut,
+    /// A cluster's shared order did not take it (etcd unreachable or
+    /// without quorum): no origin got it.
+    ClusterUnavailable,
 }
 
 /// What the client of a sequenced write gets.
@@ -115,19 +119,32 @@ pub struct Replicator {
     membership: tokio::sync::Notify,
     /// The resync running, if any.
     resyncs: resync::Resyncs,
+    /// In a cluster (#25): the shared order and this instance's part in it.
+    shared: Option<shared::Shared>,
 }
 
 impl Replicator {
     /// Opens the journal (unless replication is off), adds `origins` to the
     /// pool, and queues what the journal still holds for each of them, in
     /// the original order.
+    /// In a cluster (`member`, under `order: total` or `key`) the order is
+    /// etcd's and there is no journal: every origin's backlog starts with
+    /// another instance delivering to it, until this one takes it over.
     pub fn open(
         config: ReplicationConfig,
         pool: Arc<Pool>,
         metrics: Arc<Metrics>,
         timeouts: Timeouts,
         origins: Vec<NewOrigin>,
+        member: Option<Arc<crate::cluster::member::Member>>,
     ) -> Result<Self, JournalError> {
+        let member =
+            member.filter(|_| config.mode != ReplicationMode::Off && config.order.is_sequenced());
+        if let Some(member) = member {
+            return Ok(Self::open_shared(
+                config, pool, metrics, timeouts, origins, member,
+            ));
+        }
         let (log, recovered): (Option<Arc<dyn Log>>, _) = match config.mode {
             ReplicationMode::Off => (None, Recovered::default()),
             _ => {
@@ -181,6 +198,7 @@ impl Replicator {
             timeouts,
             membership: tokio::sync::Notify::new(),
             resyncs: resync::Resyncs::default(),
+            shared: None,
         };
         let known = recovered.cursors.keys().cloned().collect();
         replicator.detach_at_start(&known, next_seq > 1);
@@ -191,7 +209,9 @@ impl Replicator {
             metrics,
             ..
         } = &replicator;
-        if let Some(log) = sequencer.log() {
+        // A log that recovered nothing at all (a cluster's) has nothing to requeue.
+        let read_back = recovered.last_seq > 0 || !recovered.elapsed.is_zero();
+        if let Some(log) = sequencer.log().filter(|_| read_back) {
             recover::requeue(recovered, log.as_ref(), pool, sequencer, clock, metrics);
         }
         metrics.publish_pool(pool);
@@ -242,10 +262,13 @@ impl Replicator {
     /// `answered`, the write carries the [`Reply`] its client waits on,
     /// over the origins it went to. Under total and key order a write the
     /// log could not store is refused.
+    ///
+    /// In a cluster the write is in the shared order already, at `at`.
     fn sequence(
         &self,
         new: &NewWrite,
         answered: bool,
+        at: Option<u64>,
     ) -> Result<(Arc<Write>, Option<log::Stored>), Unanswered> {
         let sequenced = self.config().order.is_sequenced();
         let targets = match sequenced {
@@ -254,7 +277,10 @@ impl Replicator {
         };
         // Under the sequence lock: the origins in the pool cannot change
         // until this write has joined their backlogs.
-        let numbered = self.sequencer.next();
+        let numbered = match at {
+            Some(position) => self.sequencer.next_at(position),
+            None => self.sequencer.next(),
+        };
         let origins: Vec<&Arc<Origin>> = self.pool.members().collect();
         let names: Vec<&str> = origins
             .iter()
@@ -266,7 +292,7 @@ impl Replicator {
         let reply = answered.then(|| Arc::new(Reply::new(new.primary, members.clone())));
         let write = Arc::new(Write::new(numbered.seq, new, primary, reply));
         // A pool of one has nobody to copy to under version order, and nothing to store.
-        let stored = match names.is_empty() {
+        let stored = match names.is_empty() || at.is_some() {
             true => None,
             false => {
                 let head = new.payload_head(primary);
@@ -294,7 +320,7 @@ impl Replicator {
     pub async fn submit(&self, new: NewWrite) -> Option<Arc<Write>> {
         let others = self.pool.members().count().saturating_sub(1);
         let others = u32::try_from(others).unwrap_or(u32::MAX);
-        let (write, stored) = self.sequence(&new, false).ok()?;
+        let (write, stored) = self.sequence(&new, false, None).ok()?;
         if let Some(stored) = stored {
             tokio::select! {
                 biased;
@@ -314,52 +340,15 @@ impl Replicator {
     /// primary's, or another origin's if the primary cannot answer; in sync
     /// mode, once `quorum` other origins have it too.
     pub async fn order(&self, new: NewWrite) -> Ordered {
-        let write = match self.sequence(&new, true) {
+        if let Some(shared) = &self.shared {
+            return self.order_shared(shared, new).await;
+        }
+        let write = match self.sequence(&new, true, None) {
             Ok((write, _)) => write,
             Err(unanswered) => return Ordered::Unanswered(unanswered),
         };
-        let Some(reply) = write.reply.clone() else {
-            return Ordered::Unanswered(Unanswered::NoAnswer);
-        };
         let deadline = tokio::time::Instant::now() + self.timeouts.read;
-        let out_of_service = |id: OriginId| {
-            let origin = self.pool.get(id);
-            // A spilled origin is far behind: its answer would come too late.
-            origin.is_none_or(|o| {
-                !o.is_serving() || o.backlog.streak.is_failing() || o.backlog.is_spilled()
-            })
-        };
-        match reply.wait(deadline, &out_of_service).await {
-            Outcome::Answer { origin, raw } => {
-                let quorum = self.config().mode != ReplicationMode::Sync
-                    || self.wait_for_quorum(&write).await;
-                Ordered::Answer {
-                    origin,
-                    raw,
-                    quorum,
-                }
-            }
-            Outcome::Failed(Some((origin, raw))) => Ordered::Answer {
-                origin,
-                raw,
-                quorum: true,
-            },
-            Outcome::Failed(None) => Ordered::Unanswered(Unanswered::NoAnswer),
-            Outcome::TimedOut => Ordered::Unanswered(Unanswered::TimedOut),
-        }
-    }
-
-    /// Waits until `quorum` origins other than the primary acknowledged
-    /// `write`, at most `timeout`. False (and counted) on timeout; the write
-    /// stays queued either way.
-    pub async fn wait_for_quorum(&self, write: &Write) -> bool {
-        let quorum = u32::try_from(self.config().quorum).unwrap_or(u32::MAX);
-        let acknowledged =
-            tokio::time::timeout(self.config().timeout, write.acknowledged_by(quorum)).await;
-        if acknowledged.is_err() {
-            self.metrics.replication.quorum_timeouts.inc();
-        }
-        acknowledged.is_ok()
+        self.answer(&write, deadline).await
     }
 
     /// Name of the origin `origin`.

@@ -9,8 +9,12 @@
 //! has failed the write (or is out of service) does the client get a 5xx:
 //! the last 5xx answer an origin gave, if any.
 
+use super::write::Write;
+use super::{Ordered, Unanswered};
+use crate::config::ReplicationMode;
 use crate::pool::OriginId;
 use bytes::Bytes;
+use std::sync::Arc;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 // Tokio's clock, so that deadlines follow a paused clock in tests.
@@ -158,6 +162,62 @@ impl Reply {
         };
         self.lock().done = true;
         outcome
+    }
+}
+
+impl super::Replicator {
+    /// The answer the client of `write` gets, by `deadline`.
+    pub(super) async fn answer(
+        &self,
+        write: &Arc<Write>,
+        deadline: tokio::time::Instant,
+    ) -> Ordered {
+        let Some(reply) = write.reply.clone() else {
+            return Ordered::Unanswered(Unanswered::NoAnswer);
+        };
+        let out_of_service = |id: OriginId| {
+            let origin = self.pool.get(id);
+            // A spilled origin is far behind: its answer would come too
+            // late. (Deliveries that are another instance's are judged
+            // there: only the pool's verdict counts here.)
+            origin.is_none_or(|o| {
+                let backlog = &o.backlog;
+                let delivering = backlog.is_open();
+                !o.is_serving()
+                    || (delivering && (backlog.streak.is_failing() || backlog.is_spilled()))
+            })
+        };
+        match reply.wait(deadline, &out_of_service).await {
+            Outcome::Answer { origin, raw } => {
+                let quorum = self.config().mode != ReplicationMode::Sync
+                    || self.wait_for_quorum(write).await;
+                Ordered::Answer {
+                    origin,
+                    raw,
+                    quorum,
+                }
+            }
+            Outcome::Failed(Some((origin, raw))) => Ordered::Answer {
+                origin,
+                raw,
+                quorum: true,
+            },
+            Outcome::Failed(None) => Ordered::Unanswered(Unanswered::NoAnswer),
+            Outcome::TimedOut => Ordered::Unanswered(Unanswered::TimedOut),
+        }
+    }
+
+    /// Waits until `quorum` origins other than the primary acknowledged
+    /// `write`, at most `timeout`. False (and counted) on timeout; the write
+    /// stays queued either way.
+    pub async fn wait_for_quorum(&self, write: &Write) -> bool {
+        let quorum = u32::try_from(self.config().quorum).unwrap_or(u32::MAX);
+        let acknowledged =
+            tokio::time::timeout(self.config().timeout, write.acknowledged_by(quorum)).await;
+        if acknowledged.is_err() {
+            self.metrics.replication.quorum_timeouts.inc();
+        }
+        acknowledged.is_ok()
     }
 }
 

@@ -167,6 +167,26 @@ impl Sequencer {
         }
     }
 
+    /// Takes `seq` as the next sequence number: a cluster's position, given
+    /// by the shared order (#25), above every number taken before.
+    pub fn next_at(&self, seq: u64) -> Numbered<'_> {
+        let mut next_seq = self.lock_next();
+        *next_seq = seq + 1;
+        Numbered {
+            sequencer: self,
+            _next_seq: next_seq,
+            seq,
+        }
+    }
+
+    /// A cluster's order starts after `position`: nothing at or below it
+    /// is handed off here.
+    pub fn start_after(&self, position: u64) {
+        let mut next_seq = self.lock_next();
+        *next_seq = (*next_seq).max(position + 1);
+        self.published.fetch_max(position, Ordering::AcqRel);
+    }
+
     /// `origin` settled its backlog entry `id`; the log learns how far that
     /// origin has settled the sequence.
     pub fn settled(&self, origin: &Origin, id: u64, entry: &Entry) {

@@ -39,7 +39,7 @@ fn new_write(pool: &Pool, path: &str, body: &'static str) -> NewWrite {
 
 /// Sequences a write of `body` to `path`, its client waiting on nobody.
 fn sequence(replicator: &Replicator, pool: &Pool, path: &str, body: &'static str) {
-    let sequenced = replicator.sequence(&new_write(pool, path, body), false);
+    let sequenced = replicator.sequence(&new_write(pool, path, body), false, None);
     assert!(sequenced.is_ok(), "the log refused {path}");
 }
 

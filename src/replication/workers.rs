@@ -165,6 +165,13 @@ impl BackgroundService for ReplicationService {
                 std::process::exit(1);
             }
         }
+        if let Some(shared) = &replicator.shared {
+            let deliveries: Arc<dyn crate::cluster::member::Deliveries> = replicator.clone();
+            if let Err(e) = shared.member.start(deliveries) {
+                log::error!("cluster: cannot start (cluster.listen): {e}");
+                std::process::exit(1);
+            }
+        }
         let mut workers = Workers::default();
         workers.follow(replicator, self.timeouts);
         let mut ticker = tokio::time::interval(HOUSEKEEPING);

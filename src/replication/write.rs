@@ -43,6 +43,17 @@ pub struct Write {
     pub reply: Option<Arc<Reply>>,
     /// Which origins applied it or gave it up.
     pub fate: super::fate::Fate,
+    /// In a cluster, a write another instance's client waits for: each
+    /// origin's answer is sent there (#25).
+    pub asked_at: Option<Box<AskedAt>>,
+}
+
+/// The instance whose client waits for a write, and the write's id in the
+/// shared order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AskedAt {
+    pub instance: String,
+    pub id: String,
 }
 
 /// A request captured for replication, encoded both ways.
@@ -189,6 +200,7 @@ impl Write {
             acks: Semaphore::new(0),
             reply: None,
             fate: Default::default(),
+            asked_at: None,
         }
     }
 

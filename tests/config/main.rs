@@ -2,6 +2,7 @@
 //! are valid. (`hothot -t` and start-up as processes: `tests/startup.rs`.)
 //! The checks of each section's own keys are in `sections.rs`.
 
+mod cluster;
 mod retention;
 mod sections;
 

@@ -17,8 +17,11 @@ pub enum Intake {
     /// Refuses them: the origin is detached.
     Refused,
     /// Records them, in the log, without sending: the origin is being
-    /// copied from a peer.
+    /// copied from a peer (or, in a cluster, is being taken over).
     Parked,
+    /// Takes nothing and counts nothing: another instance of the cluster
+    /// delivers to the origin (#25).
+    Elsewhere,
 }
 
 impl Backlog {
@@ -56,6 +59,30 @@ impl Backlog {
         let mut state = self.lock();
         state.intake = Intake::Open;
         self.spilled.store(state.spill.is_some(), Ordering::Relaxed);
+        drop(state);
+        self.wake.notify_waiters();
+    }
+
+    /// A cluster's instance takes the origin's deliveries over: every write
+    /// after `progress` (the last it applied) through `through` waits in
+    /// the shared log (`owed` of them), and so does what was recorded
+    /// since the backlog was parked; the cursor restarts at `progress`.
+    pub fn take_over(&self, progress: u64, through: u64, owed: usize) {
+        let mut state = self.lock();
+        let recorded = state.spill.take();
+        let (count, bytes) = recorded.as_ref().map_or((0, 0), |r| (r.count, r.bytes));
+        let last = recorded
+            .as_ref()
+            .map_or(through, |r| r.through.max(through));
+        if owed + count > 0 && last > progress {
+            let mut spill = Spill::new(progress + 1, bytes);
+            spill.through = last;
+            spill.count = owed + count;
+            state.spill = Some(spill);
+        }
+        state.intake = Intake::Open;
+        self.spilled.store(state.spill.is_some(), Ordering::Relaxed);
+        self.settled.store(progress, Ordering::Release);
         drop(state);
         self.wake.notify_waiters();
     }

@@ -62,6 +62,8 @@ pub struct Backlog {
     /// dropped and nothing joins it any more. Set under the state's lock,
     /// so that a push holding the lock sees it.
     retired: AtomicBool,
+    /// Entries sent and not answered yet, as the lanes last said.
+    pub in_flight: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -141,6 +143,7 @@ impl Backlog {
             joined_after,
             streak: FailureStreak::default(),
             retired: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
         }
     }
 
@@ -179,6 +182,21 @@ impl Backlog {
             slot.entry.withdrawn(self.origin);
         }
         dropped.writes + spilled
+    }
+
+    /// `in_flight` (all lanes') follows a lane's count of entries sent and
+    /// not answered, which went from `reported` to `now`.
+    pub fn report_in_flight(&self, reported: &mut usize, now: usize) {
+        match now.cmp(reported) {
+            std::cmp::Ordering::Greater => {
+                self.in_flight.fetch_add(now - *reported, Ordering::Relaxed)
+            }
+            std::cmp::Ordering::Less => {
+                self.in_flight.fetch_sub(*reported - now, Ordering::Relaxed)
+            }
+            std::cmp::Ordering::Equal => return,
+        };
+        *reported = now;
     }
 
     /// Everything numbered through `seq` is settled here: the log keeps it.
@@ -237,7 +255,7 @@ impl Backlog {
                 Self::record(&mut state.spill, seq, bytes);
                 return true;
             }
-            (Intake::Refused, _) | (Intake::Parked, false) => return false,
+            (Intake::Refused | Intake::Elsewhere, _) | (Intake::Parked, false) => return false,
         }
         let full = state.writes >= window;
         match (&mut state.spill, entry.write().is_some()) {

@@ -1,11 +1,8 @@
-//! Several hothot instances, one order (#25, in progress): the shared order
-//! on a real three-member etcd cluster (Debian's `etcd-server`, started
-//! here): one position per write, whatever is retried and whoever appends.
+//! The shared order's pieces against real etcd: one position per write,
+//! whatever is retried and whoever appends; followers; holds; the registry.
 
-mod common;
-
-use common::etcd::EtcdCluster;
-use common::*;
+use crate::common::etcd::EtcdCluster;
+use crate::common::*;
 use hothot::cluster::follow::Ordered;
 use hothot::cluster::hold::Holds;
 use hothot::cluster::instances::{spread, Registry};

@@ -1,0 +1,326 @@
+//! The loops that keep this instance's part of the cluster going (#25):
+//! connecting to etcd, following the shared order into the backlogs, and
+//! holding the origins the spread gives this instance (taking them over
+//! from their recorded progress, renewing, recording progress, letting go
+//! when the spread moves them or a hold is lost), and trimming the order
+//! below what every origin has applied.
+
+use super::hold::Hold;
+use super::instances::{spread, Registration};
+use super::member::{Connected, Deliveries, Gate, Member};
+use super::order::{OrderError, SharedOrder};
+use super::{hold::Holds, instances::Registry};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Between two attempts at reaching etcd.
+const RETRY: Duration = Duration::from_millis(250);
+/// Ticks of the hold loop between two trims of the order.
+const TRIM_EVERY: u32 = 20;
+
+/// Connects, then follows the order and holds origins, for as long as the
+/// process runs.
+pub async fn run(member: Arc<Member>, deliveries: Arc<dyn Deliveries>) {
+    let connected = loop {
+        match connect(&member).await {
+            Ok(connected) => break Arc::new(connected),
+            Err(e) => {
+                member.set_reachable(false, &e.to_string());
+                tokio::time::sleep(RETRY).await;
+            }
+        }
+    };
+    // The order starts now: what came before is read back from etcd by
+    // whichever instance takes an origin over.
+    loop {
+        match connected.order.head().await {
+            Ok(head) => {
+                deliveries.start_after(head);
+                break;
+            }
+            Err(e) => {
+                member.set_reachable(false, &e.to_string());
+                tokio::time::sleep(RETRY).await;
+            }
+        }
+    }
+    member.connected.store(Some(connected.clone()));
+    member.set_reachable(true, "");
+    let follow = follow(&member, &connected.order, deliveries.as_ref());
+    let hold = Holding::new(&member, &connected, deliveries.as_ref()).run();
+    tokio::join!(follow, hold);
+}
+
+async fn connect(member: &Member) -> Result<Connected, OrderError> {
+    let config = member.config();
+    let timeout = member.append_timeout;
+    let order = SharedOrder::connect(&config.servers, &config.name, timeout).await?;
+    let client = order.client().clone();
+    Ok(Connected {
+        holds: Holds::new(client.clone(), &config.name, &config.instance, config.lease),
+        registry: Registry::new(client, &config.name),
+        order,
+    })
+}
+
+/// Hands every entry of the order to the backlogs, in order, resuming
+/// after the last one whenever the watch breaks.
+async fn follow(member: &Member, order: &SharedOrder, deliveries: &dyn Deliveries) {
+    loop {
+        let from = deliveries.last_position() + 1;
+        let outcome = async {
+            let mut follower = order.follow(from).await?;
+            while let Some(entry) = follower.next().await? {
+                deliveries.ordered(entry);
+            }
+            Ok::<(), OrderError>(())
+        };
+        match outcome.await {
+            Ok(()) => {}
+            Err(OrderError::Compacted(through)) => {
+                log::error!(
+                    "cluster: the order was trimmed past position {from} before this instance read it \
+                     (through {through}): its origins' holders have those writes; following on"
+                );
+                deliveries.start_after(through.saturating_sub(1));
+            }
+            Err(e) => member.set_reachable(false, &e.to_string()),
+        }
+        tokio::time::sleep(RETRY).await;
+    }
+}
+
+/// This instance's holds, kept by one loop.
+struct Holding<'a> {
+    member: &'a Member,
+    connected: &'a Connected,
+    deliveries: &'a dyn Deliveries,
+    origins: Vec<String>,
+    registration: Option<Registration>,
+    holds: HashMap<String, Hold>,
+    /// The progress last recorded for each held origin.
+    recorded: HashMap<String, u64>,
+}
+
+impl<'a> Holding<'a> {
+    fn new(member: &'a Member, connected: &'a Connected, deliveries: &'a dyn Deliveries) -> Self {
+        Holding {
+            member,
+            connected,
+            deliveries,
+            origins: deliveries.origins(),
+            registration: None,
+            holds: HashMap::new(),
+            recorded: HashMap::new(),
+        }
+    }
+
+    async fn run(mut self) {
+        let lease = self.member.config().lease;
+        let tick = (lease / 5).clamp(Duration::from_millis(100), Duration::from_secs(1));
+        let mut ticks = 0u32;
+        loop {
+            ticks = ticks.wrapping_add(1);
+            match self.turn(ticks.is_multiple_of(TRIM_EVERY)).await {
+                Ok(()) => self.member.set_reachable(true, ""),
+                Err(e) => self.member.set_reachable(false, &e.to_string()),
+            }
+            self.expire();
+            tokio::time::sleep(tick).await;
+        }
+    }
+
+    /// One round: stay registered, learn the live instances, renew and
+    /// record, take what the spread gives this instance, let go of the rest.
+    async fn turn(&mut self, trim: bool) -> Result<(), OrderError> {
+        let config = self.member.config();
+        let registry = &self.connected.registry;
+        let renewed = match &self.registration {
+            Some(registration) => registry.renew(registration).await?,
+            None => false,
+        };
+        if !renewed {
+            let address = config.listen.to_string();
+            self.registration = Some(
+                registry
+                    .join(&config.instance, &address, config.lease)
+                    .await?,
+            );
+        }
+        let live = registry.live().await?;
+        if let Some(started) = self.member.started.get() {
+            started.forwarder.set_addresses(live.clone());
+        }
+        let instances: Vec<String> = live.keys().cloned().collect();
+        let spread: HashMap<String, String> = spread(&self.origins, &instances)
+            .into_iter()
+            .map(|(origin, holder)| (origin.to_owned(), holder))
+            .collect();
+        let held: Vec<String> = self.holds.keys().cloned().collect();
+        for origin in held {
+            self.keep(&origin, spread.get(&origin)).await?;
+        }
+        for origin in self.origins.clone() {
+            let mine = spread.get(&origin) == Some(&config.instance);
+            if mine && !self.holds.contains_key(&origin) {
+                self.take(&origin).await?;
+            }
+        }
+        let holders = self.connected.holds.holders().await?;
+        *self
+            .member
+            .holders
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = holders;
+        if trim && instances.first() == Some(&config.instance) {
+            self.trim().await?;
+        }
+        Ok(())
+    }
+
+    /// Renews the hold on `origin` and records its progress, or lets it
+    /// go when the spread gives it to another live instance.
+    async fn keep(&mut self, origin: &str, holder: Option<&String>) -> Result<(), OrderError> {
+        let holds = &self.connected.holds;
+        let Some(hold) = self.holds.get_mut(origin) else {
+            return Ok(());
+        };
+        if !holds.renew(hold).await? {
+            log::warn!(
+                "cluster: lost the hold on origin {origin}'s deliveries (its lease expired)"
+            );
+            self.lose(origin);
+            return Ok(());
+        }
+        self.set_gate(origin);
+        self.record(origin).await?;
+        let moved = holder.is_some_and(|h| *h != self.member.config().instance);
+        if moved {
+            self.hand_over(origin, holder.map_or("", |h| h)).await?;
+        }
+        Ok(())
+    }
+
+    /// Lets `origin` go to `holder`: stops sending, waits (a little) for
+    /// what is in flight, records the progress and releases the hold, so
+    /// that the next holder may send at once. If the origin does not
+    /// answer in time, the hold is left to expire: the next holder then
+    /// waits a whole lease.
+    async fn hand_over(&mut self, origin: &str, holder: &str) -> Result<(), OrderError> {
+        self.deliveries.let_go(origin);
+        let patience = self.member.config().lease / 2;
+        let idle = tokio::time::timeout(patience, async {
+            while !self.deliveries.is_idle(origin) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        let idle = idle.await.is_ok();
+        self.record(origin).await?;
+        self.member.set_gate(origin, None);
+        self.recorded.remove(origin);
+        if let Some(hold) = self.holds.remove(origin) {
+            match idle {
+                true => self.connected.holds.release(hold).await?,
+                // Dropped unrenewed: it runs out with its lease.
+                false => drop(hold),
+            }
+        }
+        log::info!("cluster: origin {origin}'s deliveries move to instance {holder}");
+        Ok(())
+    }
+
+    /// Records how far `origin` applied the order, if it moved.
+    async fn record(&mut self, origin: &str) -> Result<(), OrderError> {
+        let applied = self.deliveries.applied(origin);
+        if self.recorded.get(origin).is_some_and(|r| *r >= applied) {
+            return Ok(());
+        }
+        let Some(hold) = self.holds.get(origin) else {
+            return Ok(());
+        };
+        if self.connected.holds.record_progress(hold, applied).await? {
+            self.recorded.insert(origin.to_owned(), applied);
+        } else {
+            log::warn!("cluster: origin {origin}'s hold was taken by another instance");
+            self.lose(origin);
+        }
+        Ok(())
+    }
+
+    /// Takes `origin`'s deliveries if nobody holds them: resumes from its
+    /// recorded progress.
+    async fn take(&mut self, origin: &str) -> Result<(), OrderError> {
+        let Some(hold) = self.connected.holds.try_take(origin).await? else {
+            return Ok(());
+        };
+        let progress = self.connected.holds.progress(origin).await?.unwrap_or(0);
+        let through = self.deliveries.park(origin);
+        let owed = self.connected.order.count(progress + 1, through).await?;
+        let wait = hold.ready_at().saturating_duration_since(Instant::now());
+        self.holds.insert(origin.to_owned(), hold);
+        self.set_gate(origin);
+        self.recorded.insert(origin.to_owned(), progress);
+        self.deliveries.take_over(origin, progress, through, owed);
+        log::info!(
+            "cluster: this instance delivers to origin {origin} from position {} ({owed} writes owed{})",
+            progress + 1,
+            match wait.is_zero() {
+                true => String::new(),
+                false => format!(", first send in {wait:.1?}: the previous holder's lease runs out"),
+            }
+        );
+        Ok(())
+    }
+
+    fn set_gate(&self, origin: &str) {
+        if let Some(hold) = self.holds.get(origin) {
+            let gate = Gate {
+                ready_at: hold.ready_at(),
+                valid_until: hold.valid_until(),
+            };
+            self.member.set_gate(origin, Some(gate));
+        }
+    }
+
+    /// The hold on `origin` is gone: stop delivering.
+    fn lose(&mut self, origin: &str) {
+        self.deliveries.let_go(origin);
+        self.holds.remove(origin);
+        self.recorded.remove(origin);
+        self.member.set_gate(origin, None);
+    }
+
+    /// Holds whose validity ran out by this instance's clock (etcd did not
+    /// answer the renewals) are lost.
+    fn expire(&mut self) {
+        let now = Instant::now();
+        let expired: Vec<String> = (self.holds.iter())
+            .filter(|(_, hold)| hold.valid_until() <= now)
+            .map(|(origin, _)| origin.clone())
+            .collect();
+        for origin in expired {
+            log::warn!("cluster: the hold on origin {origin} ran out before etcd renewed it: stopped delivering to it");
+            self.lose(&origin);
+        }
+    }
+
+    /// Deletes the entries every origin has applied.
+    async fn trim(&self) -> Result<(), OrderError> {
+        let mut lowest = u64::MAX;
+        for origin in &self.origins {
+            match self.connected.holds.progress(origin).await? {
+                Some(progress) => lowest = lowest.min(progress),
+                None => return Ok(()), // never delivered to: it needs the whole order
+            }
+        }
+        if lowest != u64::MAX && lowest > 0 {
+            let deleted = self.connected.order.trim(lowest + 1).await?;
+            if deleted > 0 {
+                log::debug!("cluster: trimmed {deleted} entries at or below position {lowest}");
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,94 @@
+//! hothot instances in a cluster, as users run them: clients writing
+//! through every instance while origins pause, instances die or stall.
+
+use crate::cluster_harness::*;
+use crate::common::*;
+use std::time::{Duration, Instant};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_write_one_sequence_to_every_origin_even_with_one_paused() {
+    let setup = Setup::start("cluster-two", 2, "  mode: async\n").await;
+    let origins = setup.origins();
+    let writers = Writers::start(&setup.urls(), 4, 60);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Origin c answers nothing for 1.5 s: its holder's writes wait for it.
+    origins[2].set_delay(Duration::from_millis(1500));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    origins[2].set_delay(Duration::ZERO);
+    let answers = writers.finish().await;
+    let ok = succeeded(&answers);
+    assert_eq!(
+        ok.len(),
+        answers.len(),
+        "writes failed: {:?}",
+        &answers[..3]
+    );
+    assert_converged(&origins, &ok).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_instance_killed_mid_burst_has_its_origins_taken_over() {
+    let mut setup = Setup::start("cluster-kill", 2, "  mode: async\n").await;
+    let writers = Writers::start(&setup.urls(), 4, 400);
+    let Setup {
+        origins, instances, ..
+    } = &mut setup;
+    let [a, b, c] = &*origins;
+    let origins = [a, b, c];
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    instances[0].kill();
+    let killed = Instant::now();
+    let survivor = &instances[1];
+    let took_all = wait_until(CONVERGE, || async { leases_held(survivor).await == 3 }).await;
+    assert!(
+        took_all,
+        "hh1 did not take the origins over: {}",
+        survivor.log()
+    );
+    let taken_after = killed.elapsed();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let answers = writers.finish().await;
+    let ok = succeeded(&answers);
+    let through_survivor = answers.iter().filter(|(_, body)| body.starts_with("i1"));
+    assert!(
+        through_survivor.clone().all(|(status, _)| *status == 200),
+        "hh1 refused writes"
+    );
+    assert_converged(&origins, &ok).await;
+    eprintln!("origins taken over {taken_after:?} after the SIGKILL");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_instance_stopped_past_its_lease_never_replays_older_writes() {
+    let setup = Setup::start("cluster-stop", 2, "  mode: async\n").await;
+    let (origins, instances) = (setup.origins(), &setup.instances);
+    // The paused instance's origins answer slowly, so that it has writes
+    // queued and in flight when it stops.
+    let writers = Writers::start(&[instances[1].url("")], 4, 300);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    signal(&instances[0], "STOP");
+    let survivor = &instances[1];
+    let took_all = wait_until(CONVERGE, || async { leases_held(survivor).await == 3 }).await;
+    assert!(
+        took_all,
+        "hh1 did not take the origins over: {}",
+        survivor.log()
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    signal(&instances[0], "CONT");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let answers = writers.finish().await;
+    let ok = succeeded(&answers);
+    assert_converged(&origins, &ok).await;
+    // Each origin hh1 took over was resent at most one run from its
+    // recorded progress; hh0, awake, sent nothing more.
+    let order = sequence(origins[0]);
+    for origin in origins {
+        let replays = replays(origin, &order);
+        assert!(
+            replays <= 1,
+            "{} got {replays} runs of older writes",
+            origin.shared.name
+        );
+    }
+}

@@ -1,0 +1,77 @@
+//! The `cluster` section: several instances sharing one order on etcd.
+
+use super::*;
+use std::time::Duration;
+
+const SERVERS: &str = "servers: [\"http://127.0.0.1:2379\"]";
+
+#[test]
+fn cluster_mistakes_name_their_key() {
+    let cluster = |keys: &str| with_origins(&format!("cluster: {{{keys}}}\n"));
+    refused(&cluster("servers: []"), "cluster.servers", "etcd");
+    refused(
+        &cluster("servers: [\"https://10.0.0.5:2379\"], listen: \"127.0.0.1:9102\""),
+        "cluster.servers[0]",
+        "https",
+    );
+    refused(
+        &cluster("servers: [\"10.0.0.5:2379\"], listen: \"127.0.0.1:9102\""),
+        "cluster.servers[0]",
+        "http://",
+    );
+    refused(&cluster(SERVERS), "cluster.listen", "required");
+    refused(
+        &cluster(&format!(
+            "{SERVERS}, listen: \"127.0.0.1:9102\", instance: \"hh 1\""
+        )),
+        "cluster.instance",
+        "letters",
+    );
+    refused(
+        &cluster(&format!("{SERVERS}, listen: \"10.0.0.8:9102\"")),
+        "cluster.token_file",
+        "required",
+    );
+    refused(
+        &cluster(&format!(
+            "{SERVERS}, listen: \"127.0.0.1:9102\", lease: 1500ms"
+        )),
+        "cluster.lease",
+        "whole seconds",
+    );
+    refused(
+        &cluster(&format!("{SERVERS}, listen: \"127.0.0.1:8080\"")),
+        "cluster.listen",
+        "shares its port",
+    );
+    refused(
+        &cluster(&format!("{SERVERS}, listen: \"127.0.0.1:9102\", size: 3")),
+        "cluster",
+        "size",
+    );
+}
+
+#[test]
+fn a_cluster_has_defaults_and_warns_where_it_does_nothing() {
+    let yaml = with_origins(&format!(
+        "cluster: {{{SERVERS}, listen: \"127.0.0.1:9102\"}}\n"
+    ));
+    let config = hothot::config::parse(&yaml).unwrap();
+    let cluster = config.cluster.expect("a cluster");
+    assert_eq!(cluster.name, "hothot");
+    assert_eq!(cluster.lease, Duration::from_secs(5));
+    assert!(!cluster.instance.is_empty(), "the host name by default");
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    let version = with_origins(&format!(
+        "replication: {{order: version}}\ncluster: {{{SERVERS}, listen: \"127.0.0.1:9102\"}}\n"
+    ));
+    let config = hothot::config::parse(&version).unwrap();
+    assert!(
+        config
+            .warnings
+            .iter()
+            .any(|w| w.contains("order is version")),
+        "{:?}",
+        config.warnings
+    );
+}
