@@ -15,6 +15,11 @@
 #   `sync` are also accepted: order total.) `total-1down`: order total with
 #   origin c killed for the whole run (restarted after it), the case of #24:
 #   writes refused once c's backlog is full show as non-2xx.
+#   `cluster1` and `cluster3`: two hothot instances in a cluster (#25) on an
+#   etcd of one or three members (loopback, data under the scratch
+#   directory), the clients split between them; order total, async. Their
+#   CPU column is both instances' CPU per write; etcd's mean WAL fsync time
+#   is printed after the tables.
 #   HOTHOT=path/to/hothot (default target/release/hothot): the build measured.
 #   The throughput table gives hothot's CPU time (utime + stime) per write.
 set -euo pipefail
@@ -29,6 +34,7 @@ RATE=${RATE:-5000}
 BINARY=$(realpath "${HOTHOT:-target/release/hothot}")
 source scripts/bench-lib.sh
 bench_setup wrk curl
+case " $MODES " in *" cluster"*) command -v etcd >/dev/null || scripts/install-test-deps.sh >&2 ;; esac
 if [ "$RATE" != 0 ] && ! command -v oha >/dev/null; then
   cargo install oha --locked >&2
   export PATH="$HOME/.cargo/bin:$PATH"
@@ -42,18 +48,38 @@ start_replica() {
 }
 for name in a b c; do PORT[$name]=$(free_port); start_replica "$name"; done
 
-start_hothot() { # configuration name, see MODES
-  local mode=async order=total
-  case "$1" in
-    off) mode=off ;;
-    version | key | total) order=$1 ;;
-    total-1down) ;;
-    total-sync | sync) mode=sync ;;
-    async) ;;
-    *) echo "unknown configuration $1" >&2; return 1 ;;
-  esac
+# etcd for the cluster modes: `size` members on loopback; sets ETCD_SERVERS.
+declare -A ETCD_UP
+start_etcd() { # size
+  [ -n "${ETCD_UP[$1]:-}" ] && { ETCD_SERVERS=${ETCD_UP[$1]}; return 0; }
+  local i cluster="" servers="" client peer
+  declare -a clients peers
+  for i in $(seq 0 $(($1 - 1))); do
+    clients[$i]=$(free_port); peers[$i]=$(free_port)
+    cluster+="${cluster:+,}m$i=http://127.0.0.1:${peers[$i]}"
+    servers+="${servers:+, }\"http://127.0.0.1:${clients[$i]}\""
+  done
+  for i in $(seq 0 $(($1 - 1))); do
+    client=${clients[$i]}; peer=${peers[$i]}
+    etcd --name "m$i" --data-dir "$work/etcd-$1/m$i" --log-level error \
+      --listen-client-urls "http://127.0.0.1:$client" --advertise-client-urls "http://127.0.0.1:$client" \
+      --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
+      --initial-cluster "$cluster" --initial-cluster-token "bench-$1" --initial-cluster-state new \
+      2>"$work/etcd-$1-m$i.log" &
+    pids+=($!)
+  done
+  for i in $(seq 0 $(($1 - 1))); do wait_port "${clients[$i]}"; done
+  ETCDCTL_API=3 etcdctl --endpoints="http://127.0.0.1:${clients[0]}" endpoint health >/dev/null 2>&1 ||
+    sleep 2
+  ETCD_METRICS="http://127.0.0.1:${clients[0]}/metrics"
+  ETCD_UP[$1]=$servers; ETCD_SERVERS=$servers
+}
+
+# One hothot instance on a fresh config named $2 in $work (ports in PROXY,
+# METRICS; pid in HOTHOT_PID); $3: more YAML at the top level.
+launch_hothot() { # mode order name [extra]
   PROXY=$(free_port); METRICS=$(free_port)
-  cat >"$work/hothot.yaml" <<YAML
+  cat >"$work/$3.yaml" <<YAML
 server: {threads: $THREADS}
 listen: ["127.0.0.1:$PROXY"]
 metrics: {listen: "127.0.0.1:$METRICS"}
@@ -63,21 +89,69 @@ origins:
   - {name: c, address: "127.0.0.1:${PORT[c]}", capacity: 600}
 health: {interval: 200ms, timeout: 200ms, rise: 1, fall: 1}
 replication:
-  mode: $mode
-  order: $order
+  mode: $1
+  order: $2
   quorum: 1
   timeout: 2s
   retry: {initial: 10ms, max: 200ms}
 $EXTRA_YAML
+${4:-}
 YAML
-  (cd "$work" && RUST_LOG=warn exec "$BINARY" -c "$work/hothot.yaml") &
+  (cd "$work" && RUST_LOG=warn exec "$BINARY" -c "$work/$3.yaml") &
   HOTHOT_PID=$!; pids+=($!)
   wait_port "$PROXY"
 }
-stop_hothot() { kill -INT "$HOTHOT_PID" 2>/dev/null || true; wait "$HOTHOT_PID" 2>/dev/null || true; }
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$HOTHOT_PID/stat"; }
+
+start_hothot() { # configuration name, see MODES
+  local mode=async order=total
+  INSTANCES=1; SECOND_PID=""
+  case "$1" in
+    off) mode=off ;;
+    version | key | total) order=$1 ;;
+    total-1down) ;;
+    total-sync | sync) mode=sync ;;
+    async) ;;
+    cluster1 | cluster3) INSTANCES=2 ;;
+    *) echo "unknown configuration $1" >&2; return 1 ;;
+  esac
+  if [ "$INSTANCES" = 1 ]; then
+    launch_hothot "$mode" "$order" hothot
+    return
+  fi
+  start_etcd "${1#cluster}"
+  local name=run$RANDOM
+  launch_hothot "$mode" "$order" "$name-hh1" \
+    "cluster: {servers: [$ETCD_SERVERS], name: $name, instance: hh1, listen: \"127.0.0.1:$(free_port)\", lease: 2s}"
+  SECOND_PID=$HOTHOT_PID; SECOND_PROXY=$PROXY; SECOND_METRICS=$METRICS
+  launch_hothot "$mode" "$order" "$name-hh2" \
+    "cluster: {servers: [$ETCD_SERVERS], name: $name, instance: hh2, listen: \"127.0.0.1:$(free_port)\", lease: 2s}"
+  # Both hold their share of the origins before the load starts.
+  for _ in $(seq 100); do
+    [ "$(curl -s "http://127.0.0.1:$METRICS/metrics" | grep -c '^hothot_cluster_leases.* 1$')" -ge 1 ] &&
+      [ "$(curl -s "http://127.0.0.1:$SECOND_METRICS/metrics" | grep -c '^hothot_cluster_leases.* 1$')" -ge 1 ] && break
+    sleep 0.1
+  done
+}
+stop_hothot() {
+  local pid
+  for pid in "$HOTHOT_PID" ${SECOND_PID:-}; do kill -INT "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+}
+cpu_ticks() { # every instance's
+  local pid t=0
+  for pid in "$HOTHOT_PID" ${SECOND_PID:-}; do t=$((t + $(awk '{print $14 + $15}' "/proc/$pid/stat"))); done
+  echo $t
+}
 TICK=$(getconf CLK_TCK)
-pending_total() { local t=0 v; for p in a b c; do v=$(metric "hothot_replication_pending{peer=\"$p\"}"); t=$((t + ${v:-0})); done; echo $t; }
+pending_total() { # every instance's
+  local t=0 v p port
+  for port in "$METRICS" ${SECOND_PID:+$SECOND_METRICS}; do
+    for p in a b c; do
+      v=$(curl -s "http://127.0.0.1:$port/metrics" | awk -v s="hothot_replication_pending{peer=\"$p\"}" '$1==s {print $2}')
+      t=$((t + ${v:-0}))
+    done
+  done
+  echo $t
+}
 
 # One peer round trip: a single connection writing straight to a replica.
 wrk -t1 -c1 -d3s --latency -s scripts/put.lua "http://127.0.0.1:${PORT[a]}/" >"$work/rtt.txt"
@@ -97,14 +171,26 @@ for mode in $MODES; do
   start_hothot "$mode"
   before_run "$mode"
   before=$(cpu_ticks)
-  wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency -s scripts/put.lua "http://127.0.0.1:$PROXY/" >"$work/$mode.txt"
+  if [ -z "${SECOND_PID:-}" ]; then
+    wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency -s scripts/put.lua "http://127.0.0.1:$PROXY/" >"$work/$mode.txt"
+    writes=$(awk '/requests in/ {print $1}' "$work/$mode.txt")
+    rps=$(awk '/Requests\/sec/ {print $2}' "$work/$mode.txt")
+    p50=$(awk '$1=="50%" {print $2}' "$work/$mode.txt")
+    p99=$(awk '$1=="99%" {print $2}' "$work/$mode.txt")
+    errors=$(awk '/Non-2xx/ {print $5}' "$work/$mode.txt")
+  else # half the clients through each instance; the worse latency of the two
+    wrk -t1 -c$((CONNECTIONS / 2)) -d"$DURATION" --latency -s scripts/put.lua "http://127.0.0.1:$PROXY/" >"$work/$mode.txt" &
+    first=$!
+    wrk -t1 -c$((CONNECTIONS / 2)) -d"$DURATION" --latency -s scripts/put.lua "http://127.0.0.1:$SECOND_PROXY/" >"$work/$mode-2.txt"
+    wait "$first"
+    writes=$(cat "$work/$mode.txt" "$work/$mode-2.txt" | awk '/requests in/ {n += $1} END {print n}')
+    rps=$(cat "$work/$mode.txt" "$work/$mode-2.txt" | awk '/Requests\/sec/ {n += $2} END {printf "%.2f", n}')
+    p50=$(awk '$1=="50%" {print $2}' "$work/$mode.txt" "$work/$mode-2.txt" | sort -h | tail -1)
+    p99=$(awk '$1=="99%" {print $2}' "$work/$mode.txt" "$work/$mode-2.txt" | sort -h | tail -1)
+    errors=$(cat "$work/$mode.txt" "$work/$mode-2.txt" | awk '/Non-2xx/ {n += $5} END {print n + 0}')
+  fi
   after=$(cpu_ticks)
-  writes=$(awk '/requests in/ {print $1}' "$work/$mode.txt")
   cpu=$(echo "scale=1; ($after - $before) * 1000000 / $TICK / $writes" | bc)
-  rps=$(awk '/Requests\/sec/ {print $2}' "$work/$mode.txt")
-  p50=$(awk '$1=="50%" {print $2}' "$work/$mode.txt")
-  p99=$(awk '$1=="99%" {print $2}' "$work/$mode.txt")
-  errors=$(awk '/Non-2xx/ {print $5}' "$work/$mode.txt")
   left=$(pending_total)
   rss=$(rss_mib)
   after_run "$mode"
@@ -119,15 +205,28 @@ if [ "$RATE" != 0 ]; then
   for mode in $MODES; do
     start_hothot "$mode"
     before_run "$mode"
-    oha -z "$DURATION" -c "$CONNECTIONS" -q "$RATE" --latency-correction --no-tui --output-format json \
-      -m PUT -d value --rand-regex-url "http://127.0.0.1:$PROXY/kv/key[0-9]{3}" >"$work/$mode.json"
-    fixed+=("$(python3 - "$work/$mode.json" "$mode" <<'PY'
+    outputs=("$work/$mode.json")
+    if [ -z "${SECOND_PID:-}" ]; then
+      oha -z "$DURATION" -c "$CONNECTIONS" -q "$RATE" --latency-correction --no-tui --output-format json \
+        -m PUT -d value --rand-regex-url "http://127.0.0.1:$PROXY/kv/key[0-9]{3}" >"$work/$mode.json"
+    else # half the rate through each instance
+      loads=()
+      for port in "$PROXY" "$SECOND_PROXY"; do
+        oha -z "$DURATION" -c $((CONNECTIONS / 2)) -q $((RATE / 2)) --latency-correction --no-tui --output-format json \
+          -m PUT -d value --rand-regex-url "http://127.0.0.1:$port/kv/key[0-9]{3}" >"$work/$mode-$port.json" &
+        loads+=($!)
+      done
+      wait "${loads[@]}"
+      outputs=("$work/$mode-$PROXY.json" "$work/$mode-$SECOND_PROXY.json")
+    fi
+    fixed+=("$(python3 - "$mode" "${outputs[@]}" <<'PY'
 import json, sys
-d = json.load(open(sys.argv[1])); s = d["summary"]; p = d["latencyPercentiles"]
-codes = d.get("statusCodeDistribution", {})
-other = sum(n for c, n in codes.items() if not c.startswith("2"))
-print("%-10s %12.0f %10s %10s %10s %10d" % (sys.argv[2], s["requestsPerSec"],
-      "%.2fms" % (p["p50"] * 1e3), "%.2fms" % (p["p99"] * 1e3), "%.2fms" % (p["p99.9"] * 1e3), other))
+runs = [json.load(open(f)) for f in sys.argv[2:]]
+rate = sum(d["summary"]["requestsPerSec"] for d in runs)
+worst = lambda q: max(d["latencyPercentiles"][q] for d in runs)
+other = sum(n for d in runs for c, n in d.get("statusCodeDistribution", {}).items() if not c.startswith("2"))
+print("%-10s %12.0f %10s %10s %10s %10d" % (sys.argv[1], rate,
+      "%.2fms" % (worst("p50") * 1e3), "%.2fms" % (worst("p99") * 1e3), "%.2fms" % (worst("p99.9") * 1e3), other))
 PY
 )")
     after_run "$mode"
@@ -166,6 +265,13 @@ if [ ${#fixed[@]} -gt 0 ]; then
   printf '%s\n' "${fixed[@]}"
 fi
 echo "peer round trip (one connection, PUT straight to a replica, p50): $rtt"
+if [ -n "${ETCD_METRICS:-}" ]; then
+  curl -s "$ETCD_METRICS" | awk '/^etcd_disk_wal_fsync_duration_seconds_(sum|count)/ {v[$1] = $2}
+    END {if (v["etcd_disk_wal_fsync_duration_seconds_count"] > 0)
+      printf "etcd (the last cluster started): %d WAL fsyncs, %.2f ms each on average\n",
+        v["etcd_disk_wal_fsync_duration_seconds_count"],
+        1000 * v["etcd_disk_wal_fsync_duration_seconds_sum"] / v["etcd_disk_wal_fsync_duration_seconds_count"]}'
+fi
 printf 'backlog of %s writes to a recovered peer drained in %.2f s (%.0f writes/s), after a restart\n' \
   "$backlog" "$drain" "$(echo "$backlog / $drain" | bc)"
 printf 'hothot RSS: %s MiB with c down and nothing pending, %s MiB with the backlog pending, %s MiB after a restart with it pending\n' \

@@ -118,6 +118,11 @@ impl<'a> Holding<'a> {
     }
 
     async fn run(mut self) {
+        // Every origin's `hothot_cluster_leases` from the start: summed
+        // over the instances, 0 says nobody delivers to it.
+        for origin in &self.origins {
+            self.member.set_gate(origin, None);
+        }
         let lease = self.member.config().lease;
         let tick = (lease / 5).clamp(Duration::from_millis(100), Duration::from_secs(1));
         let mut ticks = 0u32;
@@ -135,6 +140,9 @@ impl<'a> Holding<'a> {
     /// One round: stay registered, learn the live instances, renew and
     /// record, take what the spread gives this instance, let go of the rest.
     async fn turn(&mut self, trim: bool) -> Result<(), OrderError> {
+        // Renewals first, all at once: under a loaded etcd a round of
+        // one request after another could outlast the lease.
+        self.renew_all().await?;
         let config = self.member.config();
         let registry = &self.connected.registry;
         let renewed = match &self.registration {
@@ -149,7 +157,14 @@ impl<'a> Holding<'a> {
                     .await?,
             );
         }
-        let live = registry.live().await?;
+        let holds = &self.connected.holds;
+        let (live, detached, progress, holders) = tokio::join!(
+            registry.live(),
+            holds.detached(),
+            holds.all_progress(),
+            holds.holders()
+        );
+        let (live, detached, progress, holders) = (live?, detached?, progress?, holders?);
         if let Some(started) = self.member.started.get() {
             started.forwarder.set_addresses(live.clone());
         }
@@ -168,33 +183,54 @@ impl<'a> Holding<'a> {
                 self.take(&origin).await?;
             }
         }
-        let holders = self.connected.holds.holders().await?;
+        // An origin another instance detached is detached here too.
+        for origin in &detached {
+            self.deliveries.detached_elsewhere(origin);
+        }
+        // Every origin's progress, for reads that respect replication here.
+        for (origin, position) in progress {
+            self.deliveries.progress(&origin, position);
+        }
         *self
             .member
             .holders
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = holders;
         if trim && instances.first() == Some(&config.instance) {
-            self.trim().await?;
+            self.trim(&detached).await?;
         }
         Ok(())
     }
 
-    /// Renews the hold on `origin` and records its progress, or lets it
-    /// go when the spread gives it to another live instance.
-    async fn keep(&mut self, origin: &str, holder: Option<&String>) -> Result<(), OrderError> {
+    /// Renews every hold at once; a hold etcd no longer has is lost.
+    async fn renew_all(&mut self) -> Result<(), OrderError> {
         let holds = &self.connected.holds;
-        let Some(hold) = self.holds.get_mut(origin) else {
-            return Ok(());
-        };
-        if !holds.renew(hold).await? {
-            log::warn!(
-                "cluster: lost the hold on origin {origin}'s deliveries (its lease expired)"
-            );
-            self.lose(origin);
+        let renewals = self
+            .holds
+            .iter_mut()
+            .map(|(origin, hold)| async move { (origin.clone(), holds.renew(hold).await) });
+        let mut failed = None;
+        for (origin, renewed) in futures::future::join_all(renewals).await {
+            match renewed {
+                Ok(true) => self.set_gate(&origin),
+                Ok(false) => {
+                    log::warn!(
+                        "cluster: lost the hold on origin {origin}'s deliveries (its lease expired)"
+                    );
+                    self.lose(&origin);
+                }
+                Err(e) => failed = Some(e),
+            }
+        }
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// Records the progress of `origin` (renewed this turn), or lets it go
+    /// when the spread gives it to another live instance.
+    async fn keep(&mut self, origin: &str, holder: Option<&String>) -> Result<(), OrderError> {
+        if !self.holds.contains_key(origin) {
             return Ok(());
         }
-        self.set_gate(origin);
         self.record(origin).await?;
         let moved = holder.is_some_and(|h| *h != self.member.config().instance);
         if moved {
@@ -306,10 +342,10 @@ impl<'a> Holding<'a> {
         }
     }
 
-    /// Deletes the entries every origin has applied.
-    async fn trim(&self) -> Result<(), OrderError> {
+    /// Deletes the entries every origin but the `detached` ones has applied.
+    async fn trim(&self, detached: &std::collections::BTreeSet<String>) -> Result<(), OrderError> {
         let mut lowest = u64::MAX;
-        for origin in &self.origins {
+        for origin in self.origins.iter().filter(|o| !detached.contains(*o)) {
             match self.connected.holds.progress(origin).await? {
                 Some(progress) => lowest = lowest.min(progress),
                 None => return Ok(()), // never delivered to: it needs the whole order

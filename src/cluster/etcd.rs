@@ -98,7 +98,7 @@ impl Etcd {
 
     /// Renews `lease` once; false when etcd no longer has it.
     pub async fn keep_alive(&self, lease: i64) -> Result<bool, Error> {
-        retried(|| {
+        let renewed = retried(|| {
             let mut leases = self.client.lease_client();
             async move {
                 let (mut keeper, mut answers) = leases.keep_alive(lease).await?;
@@ -106,7 +106,12 @@ impl Etcd {
                 Ok(answers.message().await?.is_some_and(|a| a.ttl() > 0))
             }
         })
-        .await
+        .await;
+        match renewed {
+            // etcd's answer to a renewal of an expired lease.
+            Err(e) if e.to_string().contains("lease not found") => Ok(false),
+            other => other,
+        }
     }
 
     pub async fn compact(&self, revision: i64) -> Result<(), Error> {

@@ -167,6 +167,53 @@ impl Holds {
         Ok(self.client.txn(txn).await?.succeeded())
     }
 
+    /// `{name}/detached/{origin}`: present while the origin is detached.
+    fn detached_key(&self, origin: &str) -> Vec<u8> {
+        format!("{}detached/{origin}", self.prefix).into_bytes()
+    }
+
+    /// Records that `origin` is detached (`true`) or current again.
+    pub async fn mark_detached(&self, origin: &str, detached: bool) -> Result<(), OrderError> {
+        let key = self.detached_key(origin);
+        let op = match detached {
+            true => TxnOp::put(key, "1", None),
+            false => TxnOp::delete(key, None),
+        };
+        self.client.txn(Txn::new().and_then([op])).await?;
+        Ok(())
+    }
+
+    /// The origins some instance detached.
+    pub async fn detached(&self) -> Result<std::collections::BTreeSet<String>, OrderError> {
+        let prefix = format!("{}detached/", self.prefix);
+        let options = etcd_client::GetOptions::new()
+            .with_prefix()
+            .with_keys_only();
+        let answer = self.client.get(prefix.as_bytes(), Some(options)).await?;
+        let origins = answer
+            .kvs()
+            .iter()
+            .filter_map(|kv| kv.key().get(prefix.len()..));
+        Ok(origins
+            .map(|o| String::from_utf8_lossy(o).into_owned())
+            .collect())
+    }
+
+    /// Every origin's progress, as its holders recorded it.
+    pub async fn all_progress(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, u64>, OrderError> {
+        let prefix = format!("{}progress/", self.prefix);
+        let options = etcd_client::GetOptions::new().with_prefix();
+        let answer = self.client.get(prefix.as_bytes(), Some(options)).await?;
+        let progress = answer.kvs().iter().filter_map(|kv| {
+            let origin = kv.key().get(prefix.len()..)?;
+            let position = String::from_utf8_lossy(kv.value()).parse().ok()?;
+            Some((String::from_utf8_lossy(origin).into_owned(), position))
+        });
+        Ok(progress.collect())
+    }
+
     /// Which instance holds each held origin.
     pub async fn holders(&self) -> Result<std::collections::BTreeMap<String, String>, OrderError> {
         let prefix = format!("{}hold/", self.prefix);

@@ -120,9 +120,14 @@ impl Log for SharedLog {
     }
 
     fn mark(&self, changes: &[(String, Option<Mark>)]) -> std::io::Result<()> {
-        // Kept by this instance only, for now (see the README's limits).
         let mut members = self.members.lock().unwrap_or_else(|e| e.into_inner());
         apply_marks(&mut members, changes);
+        // The other instances learn it from etcd (and trimming skips a
+        // detached origin, whose progress no longer moves).
+        let detached = changes
+            .iter()
+            .map(|(name, mark)| (name.clone(), *mark == Some(Mark::Detached)));
+        self.member.record_detached(detached.collect());
         Ok(())
     }
 

@@ -41,6 +41,11 @@ pub trait Deliveries: Send + Sync {
     fn let_go(&self, origin: &str);
     /// The last position `origin` applied, as this instance knows it.
     fn applied(&self, origin: &str) -> u64;
+    /// Another instance (or this one) recorded that `origin` applied the
+    /// order through `position`.
+    fn progress(&self, origin: &str, position: u64);
+    /// Another instance detached `origin`: it is detached here too.
+    fn detached_elsewhere(&self, origin: &str);
     /// Has `origin` answered everything this instance sent it?
     fn is_idle(&self, origin: &str) -> bool;
     /// Another instance's answer to a write this instance's client waits for.
@@ -184,6 +189,22 @@ impl Member {
         if let Some(started) = self.started.get() {
             started.forwarder.send(instance, answer);
         }
+    }
+
+    /// Records in etcd which origins are detached (`true`) or current again,
+    /// for the other instances (in the background: logged if it fails).
+    pub fn record_detached(&self, changes: Vec<(String, bool)>) {
+        let (Some(started), Some(connected)) = (self.started.get(), self.connected.load_full())
+        else {
+            return;
+        };
+        started.runtime.spawn(async move {
+            for (origin, detached) in changes {
+                if let Err(e) = connected.holds.mark_detached(&origin, detached).await {
+                    log::error!("cluster: cannot record in etcd that origin {origin} is detached={detached}: {e}");
+                }
+            }
+        });
     }
 
     /// Reads entries `from` through `through` back from etcd (at most

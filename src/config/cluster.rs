@@ -141,8 +141,24 @@ pub fn check_listen(
     }
 }
 
-/// A cluster whose writes do not use its shared order.
-pub fn warnings(replication: &super::ReplicationConfig, warnings: &mut Vec<String>) {
+/// The largest write a cluster takes: etcd refuses requests above 1.5 MiB
+/// by default (`--max-request-bytes`), and a write is one request.
+pub const MAX_BODY: usize = 1 << 20;
+
+/// What a cluster changes in `replication`: writes at most [`MAX_BODY`]
+/// (larger ones get 413); and warnings for a cluster whose writes do not
+/// use its shared order.
+pub fn adapt(replication: &mut super::ReplicationConfig, warnings: &mut Vec<String>) {
+    if replication.max_body > MAX_BODY {
+        // The default (8 MiB) is capped silently; a larger setting is named.
+        if replication.max_body != super::replication::DEFAULT_MAX_BODY {
+            warnings.push(format!(
+                "replication.max_body {} is capped at 1MiB in a cluster (etcd's request limit)",
+                replication.max_body
+            ));
+        }
+        replication.max_body = MAX_BODY;
+    }
     if replication.mode == super::ReplicationMode::Off {
         warnings.push(
             "cluster is set but replication.mode is off: the instances share no order".into(),

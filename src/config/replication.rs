@@ -166,6 +166,9 @@ const DEFAULT_MAX_ATTEMPTS: u32 = 10;
 /// few MiB whatever its backlog; one 1,000 writes behind, 25 ms at 40,000
 /// writes/s, drains from the page cache at about 180,000 writes/s).
 const DEFAULT_MAX_PENDING: usize = 1000;
+/// `max_body` when it is not set.
+pub const DEFAULT_MAX_BODY: usize = 8 << 20;
+
 /// The largest `max_body` accepted.
 const MAX_BODY_LIMIT: u64 = 1 << 30;
 /// Default `verify.sample`: one write in a hundred costs each origin one GET.
@@ -289,7 +292,7 @@ pub fn validate(
             "must be at least 1",
         ));
     }
-    let max_body = section.max_body.map_or(8 << 20, |s| s.0);
+    let max_body = section.max_body.map_or(DEFAULT_MAX_BODY as u64, |s| s.0);
     if max_body > MAX_BODY_LIMIT {
         return Err(ConfigError::invalid(
             "replication.max_body",

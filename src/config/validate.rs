@@ -29,7 +29,8 @@ pub fn validate(file: FileConfig) -> Result<Config, ConfigError> {
     validate_server(&file.server)?;
     let origins = validate_origins(&file.origins)?;
     let mut warnings = exposure_warnings(metrics_listen, admin.as_ref());
-    let replication = super::replication::validate(file.replication, origins.len(), &mut warnings)?;
+    let mut replication =
+        super::replication::validate(file.replication, origins.len(), &mut warnings)?;
     let cluster = super::cluster::validate(file.cluster, parse_addr)?;
     if let Some(cluster) = &cluster {
         let admin = admin.as_ref().map(|a| a.listen);
@@ -39,7 +40,7 @@ pub fn validate(file: FileConfig) -> Result<Config, ConfigError> {
             .chain([metrics_listen])
             .chain(admin);
         super::cluster::check_listen(cluster.listen, taken, overlap)?;
-        super::cluster::warnings(&replication, &mut warnings);
+        super::cluster::adapt(&mut replication, &mut warnings);
     }
     Ok(Config {
         server: file.server,

@@ -48,12 +48,13 @@ pub async fn serve(
     headers::add_forwarded(&mut request, client_ip(session), "http")?;
     let new = capture.sequenced(replicator, request, primary, body)?;
     let version = new.version;
-    let (origin, raw, quorum) = match replicator.order(new).await {
+    let (origin, raw, quorum, position) = match replicator.order(new).await {
         Ordered::Answer {
             origin,
             raw,
             quorum,
-        } => (origin, raw, quorum),
+            position,
+        } => (origin, raw, quorum, position),
         Ordered::Unanswered(why) => {
             ctx.sequenced = Some((version, WriteOutcome::NotAnswered));
             return proxy.answer(session, ctx, why.into()).await;
@@ -75,7 +76,14 @@ pub async fn serve(
     };
     ctx.upstream_status = Some(decoded.status);
     let (mut response, body) = relayed(decoded)?;
-    if let Err(canned) = write::mark_answer(replicator, &mut response, version, origin, quorum) {
+    // In a cluster, versions come from each instance's clock: the cookie
+    // names the write's position in the one order instead.
+    let seen = match replicator.is_clustered() {
+        true => position,
+        false => version,
+    };
+    let marks = write::mark_answer(replicator, &mut response, (version, seen), origin, quorum);
+    if let Err(canned) = marks {
         return proxy.answer(session, ctx, canned).await;
     }
     session

@@ -275,7 +275,13 @@ impl WriteCapture {
         let quorum =
             config.mode != ReplicationMode::Sync || replicator.wait_for_quorum(&write).await;
         self.outcome = WriteOutcome::after_quorum(config.mode, quorum);
-        mark_answer(replicator, response, self.version, primary, quorum)
+        mark_answer(
+            replicator,
+            response,
+            (self.version, self.version),
+            primary,
+            quorum,
+        )
     }
 
     /// The write as the sequence takes it (`order: total` or `key`):
@@ -300,12 +306,13 @@ impl WriteCapture {
 }
 
 /// Marks the client's answer to a replicated write: its version, the
-/// read-your-writes cookie naming the origin that answered, and what a
-/// missed sync quorum means (`partial`, or a 504 under `fail`).
+/// read-your-writes cookie naming what the client saw (`seen`: the version,
+/// or in a cluster the write's position) and the origin that answered, and
+/// what a missed sync quorum means (`partial`, or a 504 under `fail`).
 pub fn mark_answer(
     replicator: &Replicator,
     response: &mut ResponseHeader,
-    version: u64,
+    (version, seen): (u64, u64),
     answered_by: OriginId,
     quorum: bool,
 ) -> std::result::Result<(), Canned> {
@@ -313,7 +320,7 @@ pub fn mark_answer(
     let marked = (|| -> Result<()> {
         response.insert_header(VERSION, version.to_string())?;
         if config.read_your_writes {
-            let cookie = super::route::cookie(version, replicator.origin_name(answered_by));
+            let cookie = super::route::cookie(seen, replicator.origin_name(answered_by));
             response.append_header(http::header::SET_COOKIE, cookie)?;
         }
         if !quorum && config.on_timeout == OnTimeout::Degrade {

@@ -99,6 +99,9 @@ pub enum Ordered {
         raw: Bytes,
         /// False when a sync write's quorum did not acknowledge within `timeout`.
         quorum: bool,
+        /// The write's place in the sequence (a cluster's read-your-writes
+        /// cookie names it).
+        position: u64,
     },
     Unanswered(Unanswered),
 }
@@ -358,7 +361,8 @@ impl Replicator {
 
     /// Does `origin` hold the write stamped `version` (and everything before
     /// it)? True for the origin that answered it, and for any origin with no
-    /// pending write at or below that version.
+    /// pending write at or below that version. (In a cluster the cookie
+    /// names a position instead, which the backlog compares.)
     pub fn has_applied(origin: &Origin, version: u64, answered_by: Option<OriginId>) -> bool {
         answered_by == Some(origin.id) || origin.backlog.is_past(version)
     }

@@ -195,12 +195,14 @@ impl super::Replicator {
                     origin,
                     raw,
                     quorum,
+                    position: write.seq,
                 }
             }
             Outcome::Failed(Some((origin, raw))) => Ordered::Answer {
                 origin,
                 raw,
                 quorum: true,
+                position: write.seq,
             },
             Outcome::Failed(None) => Ordered::Unanswered(Unanswered::NoAnswer),
             Outcome::TimedOut => Ordered::Unanswered(Unanswered::TimedOut),

@@ -40,7 +40,13 @@ pub struct Shared {
     waiting: Mutex<HashMap<String, Waiter>>,
     /// Handed off, its client still waiting: forwarded answers land here.
     asked_here: Mutex<HashMap<String, Arc<Write>>>,
+    /// The latest positions handed off and when: how far behind an origin
+    /// another instance delivers to is, from its recorded progress.
+    recent: Mutex<std::collections::VecDeque<(u64, std::time::Instant)>>,
 }
+
+/// Positions kept in [`Shared::recent`] (16 bytes each).
+const RECENT: usize = 1 << 17;
 
 struct Waiter {
     new: NewWrite,
@@ -58,7 +64,27 @@ impl Shared {
             member,
             waiting: Mutex::default(),
             asked_here: Mutex::default(),
+            recent: Mutex::default(),
         }
+    }
+
+    /// `position` was handed off now.
+    fn handed_off(&self, position: u64) {
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if recent.len() == RECENT {
+            recent.pop_front();
+        }
+        recent.push_back((position, std::time::Instant::now()));
+    }
+
+    /// How long ago the first position after `progress` was handed off
+    /// (zero when there is none: the origin has everything).
+    fn lag_after(&self, progress: u64) -> std::time::Duration {
+        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let first = recent.partition_point(|(position, _)| *position <= progress);
+        recent
+            .get(first)
+            .map_or(Default::default(), |(_, at)| at.elapsed())
     }
 
     fn waiting(&self) -> MutexGuard<'_, HashMap<String, Waiter>> {
@@ -89,6 +115,7 @@ impl Replicator {
             Self::with_log(config, pool, metrics, timeouts, origins, log, recovered);
         for origin in replicator.pool.members() {
             origin.backlog.drop_all(Intake::Elsewhere);
+            origin.backlog.set_clustered();
         }
         replicator.shared = Some(Shared::new(member));
         replicator
@@ -184,6 +211,23 @@ impl Replicator {
         (self.shared.as_ref()).is_none_or(|shared| shared.member.is_reachable())
     }
 
+    /// Is this instance one of a cluster's?
+    pub fn is_clustered(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// How far behind `origin` is: its oldest undelivered write's age, or
+    /// in a cluster, for an origin another instance delivers to, the age
+    /// of the first write after its recorded progress.
+    pub(super) fn lag_of(&self, origin: &Origin) -> std::time::Duration {
+        match &self.shared {
+            Some(shared) if !origin.backlog.is_open() => {
+                shared.lag_after(origin.backlog.remote_progress())
+            }
+            _ => origin.backlog.oldest_age(),
+        }
+    }
+
     /// Does this instance deliver to `origin` (always, outside a cluster)?
     pub fn delivers_to(&self, origin: &Origin) -> bool {
         (self.shared.as_ref()).is_none_or(|shared| shared.member.holds(&origin.name))
@@ -252,6 +296,7 @@ impl Deliveries for Replicator {
         if entry.position <= self.sequencer.published() {
             return; // handed off already (a watch that started again)
         }
+        shared.handed_off(entry.position);
         let mut waiting = shared.waiting();
         if let Some(waiter) = waiting.remove(&entry.id) {
             let Ok((write, _)) = self.sequence(&waiter.new, true, Some(entry.position)) else {
@@ -277,7 +322,8 @@ impl Deliveries for Replicator {
 
     fn park(&self, origin: &str) -> u64 {
         let cut = self.sequencer.cut(self.config().max_pending);
-        if let Some(origin) = self.pool.find(origin) {
+        // A detached origin's backlog stays refused, whoever holds it.
+        if let Some(origin) = self.pool.find(origin).filter(|o| o.is_current()) {
             origin.backlog.drop_all(Intake::Parked);
             origin.metrics.replication.pending.set(0);
         }
@@ -285,7 +331,7 @@ impl Deliveries for Replicator {
     }
 
     fn take_over(&self, origin: &str, progress: u64, through: u64, owed: u64) {
-        if let Some(origin) = self.pool.find(origin) {
+        if let Some(origin) = self.pool.find(origin).filter(|o| o.is_current()) {
             let owed = usize::try_from(owed).unwrap_or(usize::MAX);
             origin.backlog.take_over(progress, through, owed);
             let pending = i64::try_from(origin.backlog.len()).unwrap_or(i64::MAX);
@@ -295,7 +341,7 @@ impl Deliveries for Replicator {
     }
 
     fn let_go(&self, origin: &str) {
-        if let Some(origin) = self.pool.find(origin) {
+        if let Some(origin) = self.pool.find(origin).filter(|o| o.is_current()) {
             origin.backlog.drop_all(Intake::Elsewhere);
             origin.metrics.replication.pending.set(0);
             self.metrics.publish_pool(&self.pool);
@@ -306,6 +352,18 @@ impl Deliveries for Replicator {
         self.pool
             .find(origin)
             .map_or(0, |o| o.backlog.applied_seq())
+    }
+
+    fn detached_elsewhere(&self, origin: &str) {
+        if let Some(origin) = self.pool.find(origin) {
+            self.detach(origin, "another instance of the cluster detached it", None);
+        }
+    }
+
+    fn progress(&self, origin: &str, position: u64) {
+        if let Some(origin) = self.pool.find(origin) {
+            origin.backlog.set_remote_progress(position);
+        }
     }
 
     fn is_idle(&self, origin: &str) -> bool {

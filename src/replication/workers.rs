@@ -39,7 +39,7 @@ impl Replicator {
         let mut changed = false;
         for origin in self.pool.members() {
             let backlog = &origin.backlog;
-            let lag = backlog.oldest_age();
+            let lag = self.lag_of(origin);
             let metrics = &origin.metrics.replication;
             metrics.lag.set(lag.as_secs_f64());
             metrics.backlog_bytes.set(backlog.bytes() as i64);
@@ -56,7 +56,7 @@ impl Replicator {
             } else if origin.is_lagging()
                 // Under steady writes a backlog is rarely empty: half the
                 // bound is caught up enough.
-                && (backlog.is_empty() || lag <= max_lag / 2)
+                && ((backlog.is_empty() && backlog.is_open()) || lag <= max_lag / 2)
                 && self.pool.set_lagging(origin.id, false)
             {
                 changed = true;

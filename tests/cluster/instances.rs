@@ -2,6 +2,7 @@
 //! through every instance while origins pause, instances die or stall.
 
 use crate::cluster_harness::*;
+use crate::common::etcd::etcdctl;
 use crate::common::*;
 use std::time::{Duration, Instant};
 
@@ -91,4 +92,43 @@ async fn an_instance_stopped_past_its_lease_never_replays_older_writes() {
             origin.shared.name
         );
     }
+}
+
+/// Entries etcd still holds in the pool's order (`shop/log/`).
+fn entries_in_etcd(setup: &Setup) -> Option<u64> {
+    let endpoints = setup.etcd.endpoints();
+    // etcdctl 3.4 has no --count-only: one key per line, blank lines between.
+    let keys = etcdctl(&endpoints, &["get", "--prefix", "shop/log/", "--keys-only"])?;
+    Some(keys.lines().filter(|line| !line.is_empty()).count() as u64)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_origin_past_retention_is_detached_on_every_instance_and_the_order_is_trimmed() {
+    let retain = "  mode: async\n  retain: {bytes: 64KiB}\n";
+    let mut setup = Setup::start("cluster-retain", 2, retain).await;
+    setup.origins[2].stop();
+    let answers = Writers::start(&setup.urls(), 4, 150).complete().await;
+    let ok = succeeded(&answers);
+    assert_eq!(ok.len(), answers.len(), "writes were refused with c down");
+    for instance in &setup.instances {
+        let detached = wait_until(CONVERGE, || async {
+            let metrics = instance.metrics().await;
+            metric_value(&metrics, "hothot_origin_detached{origin=\"c\"}") == Some(1.0)
+        })
+        .await;
+        assert!(
+            detached,
+            "c is not detached on every instance: {}",
+            instance.log()
+        );
+    }
+    // c no longer holds the order back: etcd keeps only what a and b lack.
+    let trimmed = wait_until(CONVERGE, || async { entries_in_etcd(&setup) == Some(0) }).await;
+    assert!(
+        trimmed,
+        "etcd still holds {:?} entries",
+        entries_in_etcd(&setup)
+    );
+    let [a, b, _] = setup.origins();
+    assert_converged(&[a, b], &ok).await;
 }

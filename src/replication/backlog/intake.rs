@@ -104,4 +104,41 @@ impl Backlog {
             None => *spill = Some(Spill::new(seq, bytes)),
         }
     }
+    /// `in_flight` (all lanes') follows a lane's count of entries sent and
+    /// not answered, which went from `reported` to `now`.
+    pub fn report_in_flight(&self, reported: &mut usize, now: usize) {
+        match now.cmp(reported) {
+            std::cmp::Ordering::Greater => {
+                self.in_flight.fetch_add(now - *reported, Ordering::Relaxed)
+            }
+            std::cmp::Ordering::Less => {
+                self.in_flight.fetch_sub(*reported - now, Ordering::Relaxed)
+            }
+            std::cmp::Ordering::Equal => return,
+        };
+        *reported = now;
+    }
+
+    /// In a cluster the read-your-writes cookie names a position: what
+    /// [`Backlog::is_past`] compares from then on.
+    pub fn set_clustered(&self) {
+        self.clustered.store(true, Ordering::Relaxed);
+    }
+
+    /// Another instance recorded that the origin applied the order through
+    /// `position`.
+    pub fn set_remote_progress(&self, position: u64) {
+        self.remote_progress.fetch_max(position, Ordering::Relaxed);
+    }
+
+    /// The origin's progress as another instance recorded it.
+    pub fn remote_progress(&self) -> u64 {
+        self.remote_progress.load(Ordering::Relaxed)
+    }
+
+    /// Has the origin applied the order through `position`, as this
+    /// instance delivered it or another recorded it?
+    pub fn has_position(&self, position: u64) -> bool {
+        self.applied_seq().max(self.remote_progress()) >= position
+    }
 }

@@ -64,6 +64,10 @@ pub struct Backlog {
     retired: AtomicBool,
     /// Entries sent and not answered yet, as the lanes last said.
     pub in_flight: AtomicUsize,
+    /// In a cluster (#25, see `intake`): positions, not versions, say what
+    /// the origin has; this is its progress as another instance recorded it.
+    remote_progress: AtomicU64,
+    clustered: AtomicBool,
 }
 
 #[derive(Default)]
@@ -144,6 +148,8 @@ impl Backlog {
             streak: FailureStreak::default(),
             retired: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
+            remote_progress: AtomicU64::new(0),
+            clustered: AtomicBool::new(false),
         }
     }
 
@@ -184,21 +190,6 @@ impl Backlog {
         dropped.writes + spilled
     }
 
-    /// `in_flight` (all lanes') follows a lane's count of entries sent and
-    /// not answered, which went from `reported` to `now`.
-    pub fn report_in_flight(&self, reported: &mut usize, now: usize) {
-        match now.cmp(reported) {
-            std::cmp::Ordering::Greater => {
-                self.in_flight.fetch_add(now - *reported, Ordering::Relaxed)
-            }
-            std::cmp::Ordering::Less => {
-                self.in_flight.fetch_sub(*reported - now, Ordering::Relaxed)
-            }
-            std::cmp::Ordering::Equal => return,
-        };
-        *reported = now;
-    }
-
     /// Everything numbered through `seq` is settled here: the log keeps it.
     pub fn settle_through(&self, seq: u64) {
         // Release: whoever sees what follows (the pending gauge, then a
@@ -229,6 +220,9 @@ impl Backlog {
 
     /// Has every write at or below `version` been settled here?
     pub fn is_past(&self, version: u64) -> bool {
+        if self.clustered.load(Ordering::Relaxed) {
+            return self.has_position(version);
+        }
         let state = self.lock();
         // Spilled writes' versions are on disk: none is known to be past.
         state.spill.is_none()
