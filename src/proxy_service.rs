@@ -34,10 +34,14 @@ impl<A: ServerApp + Send + Sync + 'static> Service for ProxyService<A> {
     ) {
         let replication = self.replication.clone();
         let replication_shutdown = shutdown.clone();
-        tokio::spawn(async move { replication.start(replication_shutdown).await });
+        let workers = tokio::spawn(async move { replication.start(replication_shutdown).await });
         self.inner
             .start_service(fds, shutdown, listeners_per_fd)
-            .await
+            .await;
+        // The workers stop on the same signal: their last steps (the
+        // journal's cursors, a cluster's hand-over) finish before the
+        // runtime goes.
+        let _ = workers.await;
     }
 
     fn name(&self) -> &str {

@@ -17,8 +17,10 @@ use tokio::time::Instant;
 
 /// Between two attempts at reaching etcd.
 const RETRY: Duration = Duration::from_millis(250);
-/// Ticks of the hold loop between two trims of the order.
-const TRIM_EVERY: u32 = 20;
+/// Between two trims of the order.
+const TRIM_INTERVAL: Duration = Duration::from_secs(5);
+/// Entries the follower hands off between two yields to the runtime.
+const FOLLOW_BURST: u32 = 256;
 
 /// Connects, then follows the order and holds origins, for as long as the
 /// process runs.
@@ -50,7 +52,8 @@ pub async fn run(member: Arc<Member>, deliveries: Arc<dyn Deliveries>) {
     member.set_reachable(true, "");
     let follow = follow(&member, &connected.order, deliveries.as_ref());
     let hold = Holding::new(&member, &connected, deliveries.as_ref()).run();
-    tokio::join!(follow, hold);
+    let trim = trimming(&member, &connected, deliveries.origins());
+    tokio::join!(follow, hold, trim);
 }
 
 async fn connect(member: &Member) -> Result<Connected, OrderError> {
@@ -72,8 +75,14 @@ async fn follow(member: &Member, order: &SharedOrder, deliveries: &dyn Deliverie
         let from = deliveries.last_position() + 1;
         let outcome = async {
             let mut follower = order.follow(from).await?;
+            let mut handed = 0u32;
             while let Some(entry) = follower.next().await? {
                 deliveries.ordered(entry);
+                handed = handed.wrapping_add(1);
+                if handed.is_multiple_of(FOLLOW_BURST) {
+                    // A long watch answer must not hold a worker thread.
+                    tokio::task::yield_now().await;
+                }
             }
             Ok::<(), OrderError>(())
         };
@@ -125,21 +134,48 @@ impl<'a> Holding<'a> {
         }
         let lease = self.member.config().lease;
         let tick = (lease / 5).clamp(Duration::from_millis(100), Duration::from_secs(1));
-        let mut ticks = 0u32;
         loop {
-            ticks = ticks.wrapping_add(1);
-            match self.turn(ticks.is_multiple_of(TRIM_EVERY)).await {
+            match self.turn().await {
                 Ok(()) => self.member.set_reachable(true, ""),
                 Err(e) => self.member.set_reachable(false, &e.to_string()),
             }
             self.expire();
-            tokio::time::sleep(tick).await;
+            tokio::select! {
+                () = tokio::time::sleep(tick) => {}
+                () = self.member.leaving.notified() => return self.leave().await,
+            }
+        }
+    }
+
+    /// A clean stop: every origin handed over, the registry left.
+    async fn leave(&mut self) {
+        let held: Vec<String> = self.holds.keys().cloned().collect();
+        for origin in &held {
+            if let Err(e) = self.hand_over(origin, "the other instances").await {
+                log::warn!("cluster: origin {origin} not handed over ({e}): its hold runs out with its lease");
+            }
+        }
+        if let Some(registration) = self.registration.take() {
+            let _ = self.connected.registry.leave(registration).await;
+        }
+        log::info!(
+            "cluster: left the pool ({} origins handed over)",
+            held.len()
+        );
+        let done = self
+            .member
+            .left
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(done) = done {
+            let _ = done.send(());
         }
     }
 
     /// One round: stay registered, learn the live instances, renew and
     /// record, take what the spread gives this instance, let go of the rest.
-    async fn turn(&mut self, trim: bool) -> Result<(), OrderError> {
+    async fn turn(&mut self) -> Result<(), OrderError> {
         // Renewals first, all at once: under a loaded etcd a round of
         // one request after another could outlast the lease.
         self.renew_all().await?;
@@ -196,9 +232,6 @@ impl<'a> Holding<'a> {
             .holders
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = holders;
-        if trim && instances.first() == Some(&config.instance) {
-            self.trim(&detached).await?;
-        }
         Ok(())
     }
 
@@ -234,7 +267,8 @@ impl<'a> Holding<'a> {
         self.record(origin).await?;
         let moved = holder.is_some_and(|h| *h != self.member.config().instance);
         if moved {
-            self.hand_over(origin, holder.map_or("", |h| h)).await?;
+            let holder = format!("instance {}", holder.map_or("", |h| h));
+            self.hand_over(origin, &holder).await?;
         }
         Ok(())
     }
@@ -263,7 +297,7 @@ impl<'a> Holding<'a> {
                 false => drop(hold),
             }
         }
-        log::info!("cluster: origin {origin}'s deliveries move to instance {holder}");
+        log::info!("cluster: origin {origin}'s deliveries move to {holder}");
         Ok(())
     }
 
@@ -341,22 +375,40 @@ impl<'a> Holding<'a> {
             self.lose(&origin);
         }
     }
+}
 
-    /// Deletes the entries every origin but the `detached` ones has applied.
-    async fn trim(&self, detached: &std::collections::BTreeSet<String>) -> Result<(), OrderError> {
-        let mut lowest = u64::MAX;
-        for origin in self.origins.iter().filter(|o| !detached.contains(*o)) {
-            match self.connected.holds.progress(origin).await? {
-                Some(progress) => lowest = lowest.min(progress),
-                None => return Ok(()), // never delivered to: it needs the whole order
+/// Every few seconds, on the first live instance only: deletes the
+/// entries every origin but the detached ones has applied (a task of its
+/// own: deleting a long backlog takes many requests, which must not delay
+/// the holds' renewals).
+async fn trimming(member: &Member, connected: &Connected, origins: Vec<String>) {
+    loop {
+        tokio::time::sleep(TRIM_INTERVAL).await;
+        let trimmed = async {
+            let live = connected.registry.live().await?;
+            if live.keys().next() != Some(&member.config().instance) {
+                return Ok(0);
             }
-        }
-        if lowest != u64::MAX && lowest > 0 {
-            let deleted = self.connected.order.trim(lowest + 1).await?;
-            if deleted > 0 {
-                log::debug!("cluster: trimmed {deleted} entries at or below position {lowest}");
+            let holds = &connected.holds;
+            let (detached, progress) = tokio::join!(holds.detached(), holds.all_progress());
+            let (detached, progress) = (detached?, progress?);
+            let mut lowest = u64::MAX;
+            for origin in origins.iter().filter(|o| !detached.contains(*o)) {
+                match progress.get(origin) {
+                    Some(position) => lowest = lowest.min(*position),
+                    // Never delivered to: it needs the whole order.
+                    None => return Ok(0),
+                }
             }
+            match lowest {
+                0 | u64::MAX => Ok(0),
+                lowest => connected.order.trim(lowest + 1).await,
+            }
+        };
+        match trimmed.await {
+            Ok(0) => {}
+            Ok(deleted) => log::debug!("cluster: trimmed {deleted} entries of the order"),
+            Err(e) => log::debug!("cluster: cannot trim the order now: {e}"),
         }
-        Ok(())
     }
 }

@@ -30,7 +30,7 @@ impl SharedOrder {
     /// Every entry at or after `from`, in order. Fails with
     /// [`OrderError::Compacted`] when etcd no longer holds `from`.
     pub async fn follow(&self, from: u64) -> Result<Follower, OrderError> {
-        let start = i64::try_from(from.max(1)).unwrap_or(i64::MAX);
+        let start = super::order::revision_of(from).max(1);
         let options = WatchOptions::new().with_prefix().with_start_revision(start);
         let mut watch = self.client().watch_client();
         let stream = watch.watch(self.prefix(), Some(options)).await?;
@@ -54,7 +54,7 @@ impl Follower {
                 return Ok(None);
             };
             if answer.compact_revision() > 0 {
-                let compacted = u64::try_from(answer.compact_revision()).unwrap_or(0);
+                let compacted = super::order::position(answer.compact_revision(), 0);
                 return Err(OrderError::Compacted(compacted));
             }
             for event in answer.events() {
@@ -63,15 +63,9 @@ impl Follower {
                 let Some(kv) = event.kv().filter(|_| event.event_type() == EventType::Put) else {
                     continue;
                 };
-                let Ok(position) = u64::try_from(kv.create_revision()) else {
-                    continue;
-                };
-                let id = kv.key().get(self.prefix_len..).unwrap_or_default();
-                self.ready.push_back(Ordered {
-                    position,
-                    id: String::from_utf8_lossy(id).into_owned(),
-                    payload: kv.value().to_vec(),
-                });
+                if let Some(entry) = super::order::entry_of(kv, self.prefix_len) {
+                    self.ready.push_back(entry);
+                }
             }
         }
     }

@@ -4,11 +4,14 @@
 //! has applied, with etcd's history compacted there too.
 
 use super::follow::Ordered;
-use super::order::{OrderError, SharedOrder};
+use super::order::{entry_of, last_position_of, revision_of, OrderError, SharedOrder};
 use etcd_client::{DeleteOptions, GetOptions, SortOrder, SortTarget, Txn, TxnOp};
 
 /// Entries deleted in one transaction (etcd's default `max-txn-ops` is 128).
 const DELETES_PER_TXN: usize = 128;
+/// The most entries one transaction holds (see `batch`): a read asks for
+/// this many more than it wants, so that it never ends inside one.
+const MAX_PER_REVISION: usize = 128;
 
 impl SharedOrder {
     /// Up to `max` entries at positions `from` through `through`, in order.
@@ -21,28 +24,35 @@ impl SharedOrder {
         if from > through || max == 0 {
             return Ok(Vec::new());
         }
+        let limit = max.saturating_add(MAX_PER_REVISION);
         let options = GetOptions::new()
             .with_prefix()
-            .with_min_create_revision(revision(from))
-            .with_max_create_revision(revision(through))
+            .with_min_create_revision(revision_of(from))
+            .with_max_create_revision(revision_of(through))
             .with_sort(SortTarget::Create, SortOrder::Ascend)
-            .with_limit(i64::try_from(max).unwrap_or(i64::MAX));
+            .with_limit(i64::try_from(limit).unwrap_or(i64::MAX));
         let answer = self
             .etcd()
             .get(self.prefix().as_bytes(), Some(options))
             .await?;
         let prefix_len = self.prefix().len();
-        let entries = answer.kvs().iter().filter_map(|kv| {
-            Some(Ordered {
-                position: u64::try_from(kv.create_revision()).ok()?,
-                id: String::from_utf8_lossy(kv.key().get(prefix_len..)?).into_owned(),
-                payload: kv.value().to_vec(),
-            })
-        });
-        Ok(entries.collect())
+        let mut entries: Vec<Ordered> = (answer.kvs().iter())
+            .filter_map(|kv| entry_of(kv, prefix_len))
+            .filter(|entry| (from..=through).contains(&entry.position))
+            .collect();
+        // etcd sorts by revision only: the index orders a transaction's entries.
+        entries.sort_by_key(|entry| entry.position);
+        if answer.more() {
+            // The last revision may be cut short: read it again next time.
+            let last = entries.last().map(|e| revision_of(e.position));
+            entries.retain(|e| Some(revision_of(e.position)) != last);
+        }
+        entries.truncate(max);
+        Ok(entries)
     }
 
-    /// How many entries sit at positions `from` through `through`.
+    /// About how many entries sit at positions `from` through `through`
+    /// (whole transactions at either end).
     pub async fn count(&self, from: u64, through: u64) -> Result<u64, OrderError> {
         if from > through {
             return Ok(0);
@@ -50,8 +60,8 @@ impl SharedOrder {
         let options = GetOptions::new()
             .with_prefix()
             .with_count_only()
-            .with_min_create_revision(revision(from))
-            .with_max_create_revision(revision(through));
+            .with_min_create_revision(revision_of(from))
+            .with_max_create_revision(revision_of(through));
         let answer = self
             .etcd()
             .get(self.prefix().as_bytes(), Some(options))
@@ -59,7 +69,8 @@ impl SharedOrder {
         Ok(u64::try_from(answer.count()).unwrap_or(0))
     }
 
-    /// etcd's revision now: every entry appended so far is at or below it.
+    /// The last position etcd holds now: every entry appended so far is at
+    /// or below it.
     pub async fn head(&self) -> Result<u64, OrderError> {
         let options = GetOptions::new().with_prefix().with_count_only();
         let answer = self
@@ -67,19 +78,20 @@ impl SharedOrder {
             .get(self.prefix().as_bytes(), Some(options))
             .await?;
         let header = answer.header().ok_or(OrderError::Malformed("header"))?;
-        u64::try_from(header.revision()).map_err(|_| OrderError::Malformed("revision"))
+        Ok(last_position_of(header.revision()))
     }
 
-    /// Deletes every entry below `below` and compacts etcd's history there;
-    /// returns how many entries it deleted.
+    /// Deletes every entry of a transaction wholly below `below` and
+    /// compacts etcd's history there; returns how many entries it deleted.
     pub async fn trim(&self, below: u64) -> Result<usize, OrderError> {
-        if below <= 1 {
+        let revision = revision_of(below);
+        if revision <= 1 {
             return Ok(0);
         }
         let options = GetOptions::new()
             .with_prefix()
             .with_keys_only()
-            .with_max_create_revision(revision(below - 1));
+            .with_max_create_revision(revision - 1);
         let answer = self
             .etcd()
             .get(self.prefix().as_bytes(), Some(options))
@@ -92,8 +104,7 @@ impl SharedOrder {
             let txn = Txn::new().and_then(deletes.collect::<Vec<_>>());
             self.etcd().txn(txn).await?;
         }
-        let compacted = self.etcd().compact(revision(below)).await;
-        match compacted {
+        match self.etcd().compact(revision).await {
             Ok(_) => {}
             // Compacted there (or past it) already, by us or by etcd's own
             // auto-compaction.
@@ -102,8 +113,4 @@ impl SharedOrder {
         }
         Ok(keys.len())
     }
-}
-
-fn revision(position: u64) -> i64 {
-    i64::try_from(position).unwrap_or(i64::MAX)
 }

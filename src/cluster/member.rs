@@ -86,6 +86,10 @@ pub struct Member {
     pub(super) gates: Mutex<HashMap<String, Gate>>,
     /// Which instance holds each origin, as etcd said last.
     pub(super) holders: Mutex<std::collections::BTreeMap<String, String>>,
+    /// Asks the hold loop to hand every hold over and leave (a clean stop);
+    /// it answers on the sender inside once done.
+    pub(super) leaving: tokio::sync::Notify,
+    pub(super) left: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
     /// `hothot_cluster_connected` and `hothot_cluster_leases`.
     connected_gauge: prometheus::IntGauge,
     leases: prometheus::IntGaugeVec,
@@ -110,6 +114,8 @@ impl Member {
             reachable: AtomicBool::new(false),
             gates: Mutex::default(),
             holders: Mutex::default(),
+            leaving: tokio::sync::Notify::new(),
+            left: Mutex::default(),
             connected_gauge: metrics.connected.clone(),
             leases: metrics.leases.clone(),
         }
@@ -269,6 +275,25 @@ impl Member {
         self.leases
             .with_label_values(&[origin])
             .set(i64::from(held));
+    }
+
+    /// A clean stop: hands this instance's origins over (once what is in
+    /// flight to them is answered) and leaves the registry, so that the
+    /// other instances take them at once instead of after two leases.
+    /// Waits at most `lease`.
+    pub async fn leave(&self) {
+        if self.started.get().is_none() || self.connected.load().is_none() {
+            return;
+        }
+        let (done, left) = tokio::sync::oneshot::channel();
+        *self.left.lock().unwrap_or_else(|e| e.into_inner()) = Some(done);
+        self.leaving.notify_one();
+        if tokio::time::timeout(self.config.lease, left).await.is_err() {
+            log::warn!(
+                "cluster: could not hand every origin over within {:?}",
+                self.config.lease
+            );
+        }
     }
 
     /// Records whether etcd answered; logs each change once.

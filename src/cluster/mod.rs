@@ -18,6 +18,7 @@
 //! one write path every write takes.
 
 pub mod answers;
+mod batch;
 mod deliveries;
 pub mod etcd;
 pub mod follow;

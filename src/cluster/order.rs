@@ -1,5 +1,8 @@
 //! A write's one position among every instance's writes: the etcd revision
-//! at which its entry was created, under `{name}/log/{id}`.
+//! of the transaction that created its entry `{name}/log/{id}`, and its
+//! place in that transaction (appends that arrive together share one,
+//! [`super::batch`]): `revision << 16 | index`, the index stored with the
+//! entry.
 //!
 //! The entry is created in a transaction that only creates it if no entry
 //! with that id exists yet, and otherwise reads the existing one back: an
@@ -8,8 +11,46 @@
 //! never a second one. Revisions only grow, and etcd hands out each once, so
 //! two instances appending at once get distinct positions in one order.
 
-use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
+use super::follow::Ordered;
+use etcd_client::{Client, KeyValue};
 use std::time::Duration;
+
+/// Bits of a position that hold the entry's index in its transaction.
+const INDEX_BITS: u32 = 16;
+
+/// The position of the entry `index` of the transaction at `revision`.
+pub fn position(revision: i64, index: u16) -> u64 {
+    (u64::try_from(revision).unwrap_or(0) << INDEX_BITS) | u64::from(index)
+}
+
+/// The etcd revision that holds `position`.
+pub fn revision_of(position: u64) -> i64 {
+    i64::try_from(position >> INDEX_BITS).unwrap_or(i64::MAX)
+}
+
+/// The last position etcd's `revision` can hold.
+pub fn last_position_of(revision: i64) -> u64 {
+    position(revision, u16::MAX)
+}
+
+/// What an entry's value holds: its index, then the write.
+pub fn entry_value(index: u16, payload: &[u8]) -> Vec<u8> {
+    let mut value = Vec::with_capacity(2 + payload.len());
+    value.extend_from_slice(&index.to_le_bytes());
+    value.extend_from_slice(payload);
+    value
+}
+
+/// The entry `kv` of the order (under a prefix of `prefix_len` bytes).
+pub fn entry_of(kv: &KeyValue, prefix_len: usize) -> Option<Ordered> {
+    let value = kv.value();
+    let index = u16::from_le_bytes([*value.first()?, *value.get(1)?]);
+    Some(Ordered {
+        position: position(kv.create_revision(), index),
+        id: String::from_utf8_lossy(kv.key().get(prefix_len..)?).into_owned(),
+        payload: value[2..].to_vec(),
+    })
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum OrderError {
@@ -24,10 +65,10 @@ pub enum OrderError {
     /// Not connected to etcd (yet, or any more).
     #[error("not connected to etcd")]
     Unavailable,
+    /// The batch this append was part of failed (why, as etcd said).
+    #[error("{0}")]
+    Failed(String),
 }
-
-/// Between two attempts at an append whose outcome is unknown.
-const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
 /// The shared order of the pool `name`, on the etcd cluster at `servers`.
 pub struct SharedOrder {
@@ -36,8 +77,8 @@ pub struct SharedOrder {
     etcd: super::etcd::Etcd,
     /// `{name}/log/`: every instance of one pool uses the same.
     prefix: String,
-    /// How long an append may take, its retries included.
-    timeout: Duration,
+    /// Appends on their way into a transaction ([`super::batch`]).
+    appends: tokio::sync::mpsc::Sender<super::batch::Append>,
 }
 
 impl SharedOrder {
@@ -51,11 +92,13 @@ impl SharedOrder {
         timeout: Duration,
     ) -> Result<Self, OrderError> {
         let client = super::connect(servers, timeout / 4).await?;
+        let prefix = format!("{name}/log/");
+        let appends = super::batch::start(client.clone(), prefix.clone(), timeout);
         Ok(SharedOrder {
             etcd: super::etcd::Etcd::new(client.clone()),
             client,
-            prefix: format!("{name}/log/"),
-            timeout,
+            prefix,
+            appends,
         })
     }
 
@@ -67,17 +110,12 @@ impl SharedOrder {
     /// then the last error is returned, and the write's outcome is unknown
     /// until an append of that id succeeds.
     pub async fn append(&self, id: &str, payload: &[u8]) -> Result<u64, OrderError> {
-        let deadline = tokio::time::Instant::now() + self.timeout;
-        loop {
-            match self.try_append(id, payload).await {
-                Err(OrderError::Etcd(_))
-                    if tokio::time::Instant::now() + RETRY_PAUSE < deadline =>
-                {
-                    tokio::time::sleep(RETRY_PAUSE).await;
-                }
-                outcome => return outcome,
-            }
-        }
+        let (append, position) = super::batch::Append::new(id, payload);
+        self.appends
+            .send(append)
+            .await
+            .map_err(|_| OrderError::Unavailable)?;
+        position.await.unwrap_or(Err(OrderError::Unavailable))
     }
 
     pub(super) fn client(&self) -> &Client {
@@ -91,27 +129,5 @@ impl SharedOrder {
     /// `{name}/log/`.
     pub(super) fn prefix(&self) -> &str {
         &self.prefix
-    }
-
-    /// One attempt at [`SharedOrder::append`].
-    async fn try_append(&self, id: &str, payload: &[u8]) -> Result<u64, OrderError> {
-        let key = format!("{}{id}", self.prefix).into_bytes();
-        let txn = Txn::new()
-            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(key.clone(), payload, None)])
-            .or_else([TxnOp::get(key, None)]);
-        let response = self.client.kv_client().txn(txn).await?;
-        let position = if response.succeeded() {
-            // The transaction's revision is the one the entry was created at.
-            let header = response.header().ok_or(OrderError::Malformed("header"))?;
-            header.revision()
-        } else {
-            let existing = response.op_responses().into_iter().find_map(|r| match r {
-                TxnOpResponse::Get(get) => get.kvs().first().map(|kv| kv.create_revision()),
-                _ => None,
-            });
-            existing.ok_or(OrderError::Malformed("existing entry"))?
-        };
-        u64::try_from(position).map_err(|_| OrderError::Malformed("positive revision"))
     }
 }

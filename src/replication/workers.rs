@@ -187,6 +187,11 @@ impl BackgroundService for ReplicationService {
                 _ = shutdown.changed() => break,
             }
         }
+        // In a cluster, the origins go to the other instances first, while
+        // the lanes still answer what is in flight.
+        if let Some(shared) = &replicator.shared {
+            shared.member.leave().await;
+        }
         workers.set.abort_all();
         let backlogs = replicator.pool.members().map(|o| &o.backlog);
         let undelivered: usize = backlogs.map(|b| b.len()).sum();
