@@ -2,11 +2,15 @@
 //! it appends, the order it follows back into its backlogs, and which
 //! origins it may send to now.
 //!
-//! Everything here runs on a small runtime of its own, started after
-//! Pingora has daemonized (a fork keeps no threads): the etcd client's
-//! connections and the loops of [`super::deliveries`] live there, so that
-//! a slow etcd never holds a proxy thread, and the proxy's threads only
-//! await answers from it.
+//! The loops of [`super::deliveries`], the etcd client they and the
+//! appends use, and the answers' listener run on the proxy's runtime, as
+//! the replication workers do: a write crosses no thread on its way to
+//! etcd and back into the backlogs (on a runtime of their own, every write
+//! cost several thread wake-ups, a quarter of an instance's CPU in a
+//! profile). Only the reads a backlog's refill makes while it waits run on
+//! a small runtime of their own, with their own client, so that a proxy
+//! thread blocked on one never waits for itself. Everything starts after
+//! Pingora has daemonized (a fork keeps no threads).
 
 use super::answers::{Forwarded, Forwarder};
 use super::follow::Ordered;
@@ -68,7 +72,11 @@ pub(super) struct Connected {
 
 /// Set once the member has started.
 pub(super) struct Started {
+    /// The proxy's runtime, where the loops run.
+    pub handle: tokio::runtime::Handle,
+    /// For refills' reads only, with their own client ([`Started::reader`]).
     pub runtime: &'static tokio::runtime::Runtime,
+    pub reader: Arc<OnceLock<SharedOrder>>,
     pub forwarder: Forwarder,
 }
 
@@ -147,17 +155,7 @@ impl Member {
         let Some(connected) = self.connected.load_full() else {
             return Err(OrderError::Unavailable);
         };
-        let id = id.to_owned();
-        let append = async move { connected.order.append(&id, &payload).await };
-        match self.started.get() {
-            // On the cluster's runtime: the proxy thread only waits.
-            Some(started) => started
-                .runtime
-                .spawn(append)
-                .await
-                .unwrap_or(Err(OrderError::Unavailable)),
-            None => Err(OrderError::Unavailable),
-        }
+        connected.order.append(id, &payload).await
     }
 
     /// May this instance send to `origin` now (it holds its deliveries,
@@ -204,7 +202,7 @@ impl Member {
         else {
             return;
         };
-        started.runtime.spawn(async move {
+        started.handle.spawn(async move {
             for (origin, detached) in changes {
                 if let Err(e) = connected.holds.mark_detached(&origin, detached).await {
                     log::error!("cluster: cannot record in etcd that origin {origin} is detached={detached}: {e}");
@@ -221,13 +219,16 @@ impl Member {
         through: u64,
         max: usize,
     ) -> Result<Vec<Ordered>, OrderError> {
-        let (Some(started), Some(connected)) = (self.started.get(), self.connected.load_full())
-        else {
+        let Some(started) = self.started.get() else {
             return Err(OrderError::Unavailable);
         };
-        let read = started
-            .runtime
-            .spawn(async move { connected.order.read(from, through, max).await });
+        let reader = started.reader.clone();
+        let read = started.runtime.spawn(async move {
+            match reader.get() {
+                Some(order) => order.read(from, through, max).await,
+                None => Err(OrderError::Unavailable),
+            }
+        });
         futures::executor::block_on(read).unwrap_or(Err(OrderError::Unavailable))
     }
 
@@ -237,9 +238,10 @@ impl Member {
         if self.started.get().is_some() {
             return Ok(());
         }
+        let handle = tokio::runtime::Handle::current();
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("hothot-cluster")
+            .worker_threads(1)
+            .thread_name("hothot-cluster-reads")
             .enable_all()
             .build()?;
         // It lives as long as the process: dropping a runtime from within
@@ -247,19 +249,34 @@ impl Member {
         let runtime: &'static tokio::runtime::Runtime = Box::leak(Box::new(runtime));
         let listener = std::net::TcpListener::bind(self.config.listen)?;
         listener.set_nonblocking(true)?;
-        let listener = {
-            let _inside = runtime.enter();
-            tokio::net::TcpListener::from_std(listener)?
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let forwarder = Forwarder::new(self.config.token.clone(), handle.clone());
+        let reader = Arc::new(OnceLock::new());
+        let config = self.config.clone();
+        let timeout = self.append_timeout;
+        let reading = reader.clone();
+        runtime.spawn(async move {
+            loop {
+                match SharedOrder::connect(&config.servers, &config.name, timeout).await {
+                    Ok(order) => break drop(reading.set(order)),
+                    Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+                }
+            }
+        });
+        let started = Started {
+            handle: handle.clone(),
+            runtime,
+            reader,
+            forwarder,
         };
-        let forwarder = Forwarder::new(self.config.token.clone(), runtime.handle().clone());
-        let _ = self.started.set(Started { runtime, forwarder });
+        let _ = self.started.set(started);
         let receiver = deliveries.clone();
-        runtime.spawn(super::answers::serve(
+        handle.spawn(super::answers::serve(
             listener,
             self.config.token.clone(),
             Arc::new(move |answer| receiver.forwarded(answer)),
         ));
-        runtime.spawn(super::deliveries::run(self.clone(), deliveries));
+        handle.spawn(super::deliveries::run(self.clone(), deliveries));
         Ok(())
     }
 
