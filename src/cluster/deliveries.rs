@@ -2,8 +2,8 @@
 //! connecting to etcd, following the shared order into the backlogs, and
 //! holding the origins the spread gives this instance (taking them over
 //! from their recorded progress, renewing, recording progress, letting go
-//! when the spread moves them or a hold is lost), and trimming the order
-//! below what every origin has applied.
+//! when the spread moves them or a hold is lost); trimming the order is
+//! [`super::history`]'s.
 
 use super::hold::Hold;
 use super::instances::{spread, Registration};
@@ -17,43 +17,39 @@ use tokio::time::Instant;
 
 /// Between two attempts at reaching etcd.
 const RETRY: Duration = Duration::from_millis(250);
-/// Between two trims of the order.
-const TRIM_INTERVAL: Duration = Duration::from_secs(5);
 /// Entries the follower hands off between two yields to the runtime.
 const FOLLOW_BURST: u32 = 256;
 
 /// Connects, then follows the order and holds origins, for as long as the
 /// process runs.
 pub async fn run(member: Arc<Member>, deliveries: Arc<dyn Deliveries>) {
-    let connected = loop {
-        match connect(&member).await {
-            Ok(connected) => break Arc::new(connected),
-            Err(e) => {
-                member.set_reachable(false, &e.to_string());
-                tokio::time::sleep(RETRY).await;
-            }
-        }
-    };
+    let connected = Arc::new(until_ok(&member, || connect(&member)).await);
     // The order starts now: what came before is read back from etcd by
     // whichever instance takes an origin over.
+    let head = until_ok(&member, || connected.order.head()).await;
+    deliveries.start_after(head);
+    member.connected.store(Some(connected.clone()));
+    member.set_reachable(true, "");
+    let follow = follow(&member, &connected.order, deliveries.as_ref());
+    let hold = Holding::new(&member, &connected, deliveries.as_ref()).run();
+    let trim = super::history::trimming(&member, &connected, deliveries.origins());
+    tokio::join!(follow, hold, trim);
+}
+
+/// `attempt`'s value, once it succeeds; etcd is unreachable meanwhile.
+async fn until_ok<T, Fut>(member: &Member, mut attempt: impl FnMut() -> Fut) -> T
+where
+    Fut: std::future::Future<Output = Result<T, OrderError>>,
+{
     loop {
-        match connected.order.head().await {
-            Ok(head) => {
-                deliveries.start_after(head);
-                break;
-            }
+        match attempt().await {
+            Ok(value) => return value,
             Err(e) => {
                 member.set_reachable(false, &e.to_string());
                 tokio::time::sleep(RETRY).await;
             }
         }
     }
-    member.connected.store(Some(connected.clone()));
-    member.set_reachable(true, "");
-    let follow = follow(&member, &connected.order, deliveries.as_ref());
-    let hold = Holding::new(&member, &connected, deliveries.as_ref()).run();
-    let trim = trimming(&member, &connected, deliveries.origins());
-    tokio::join!(follow, hold, trim);
 }
 
 async fn connect(member: &Member) -> Result<Connected, OrderError> {
@@ -279,6 +275,9 @@ impl<'a> Holding<'a> {
     /// answer in time, the hold is left to expire: the next holder then
     /// waits a whole lease.
     async fn hand_over(&mut self, origin: &str, holder: &str) -> Result<(), OrderError> {
+        // The gate first: a lane that took writes before the let-go sends
+        // none of them once it is closed.
+        self.member.set_gate(origin, None);
         self.deliveries.let_go(origin);
         let patience = self.member.config().lease / 2;
         let idle = tokio::time::timeout(patience, async {
@@ -288,7 +287,6 @@ impl<'a> Holding<'a> {
         });
         let idle = idle.await.is_ok();
         self.record(origin).await?;
-        self.member.set_gate(origin, None);
         self.recorded.remove(origin);
         if let Some(hold) = self.holds.remove(origin) {
             match idle {
@@ -373,42 +371,6 @@ impl<'a> Holding<'a> {
         for origin in expired {
             log::warn!("cluster: the hold on origin {origin} ran out before etcd renewed it: stopped delivering to it");
             self.lose(&origin);
-        }
-    }
-}
-
-/// Every few seconds, on the first live instance only: deletes the
-/// entries every origin but the detached ones has applied (a task of its
-/// own: deleting a long backlog takes many requests, which must not delay
-/// the holds' renewals).
-async fn trimming(member: &Member, connected: &Connected, origins: Vec<String>) {
-    loop {
-        tokio::time::sleep(TRIM_INTERVAL).await;
-        let trimmed = async {
-            let live = connected.registry.live().await?;
-            if live.keys().next() != Some(&member.config().instance) {
-                return Ok(0);
-            }
-            let holds = &connected.holds;
-            let (detached, progress) = tokio::join!(holds.detached(), holds.all_progress());
-            let (detached, progress) = (detached?, progress?);
-            let mut lowest = u64::MAX;
-            for origin in origins.iter().filter(|o| !detached.contains(*o)) {
-                match progress.get(origin) {
-                    Some(position) => lowest = lowest.min(*position),
-                    // Never delivered to: it needs the whole order.
-                    None => return Ok(0),
-                }
-            }
-            match lowest {
-                0 | u64::MAX => Ok(0),
-                lowest => connected.order.trim(lowest + 1).await,
-            }
-        };
-        match trimmed.await {
-            Ok(0) => {}
-            Ok(deleted) => log::debug!("cluster: trimmed {deleted} entries of the order"),
-            Err(e) => log::debug!("cluster: cannot trim the order now: {e}"),
         }
     }
 }

@@ -11,6 +11,7 @@
 use etcd_client::{
     Client, CompactionOptions, Error, GetOptions, GetResponse, PutOptions, Txn, TxnResponse,
 };
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
@@ -64,6 +65,20 @@ impl Etcd {
             async move { kv.get(key, options).await }
         })
         .await
+    }
+
+    /// Every key under `prefix`, the prefix cut off, with its value as text.
+    pub async fn under(&self, prefix: &str) -> Result<BTreeMap<String, String>, Error> {
+        let options = GetOptions::new().with_prefix();
+        let answer = self.get(prefix.as_bytes(), Some(options)).await?;
+        let entries = answer.kvs().iter().filter_map(|kv| {
+            let name = kv.key().get(prefix.len()..)?;
+            Some((
+                String::from_utf8_lossy(name).into_owned(),
+                String::from_utf8_lossy(kv.value()).into_owned(),
+            ))
+        });
+        Ok(entries.collect())
     }
 
     pub async fn put(

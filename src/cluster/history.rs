@@ -4,8 +4,12 @@
 //! has applied, with etcd's history compacted there too.
 
 use super::follow::Ordered;
+use super::member::{Connected, Member};
 use super::order::{entry_of, last_position_of, revision_of, OrderError, SharedOrder};
 use etcd_client::{DeleteOptions, GetOptions, SortOrder, SortTarget, Txn, TxnOp};
+
+/// Between two trims of the order.
+const TRIM_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Entries deleted in one transaction (etcd's default `max-txn-ops` is 128).
 const DELETES_PER_TXN: usize = 128;
@@ -112,5 +116,41 @@ impl SharedOrder {
             Err(e) => return Err(e.into()),
         }
         Ok(keys.len())
+    }
+}
+
+/// Every few seconds, on the first live instance only: deletes the
+/// entries every origin but the detached ones has applied (a task of its
+/// own: deleting a long backlog takes many requests, which must not delay
+/// the holds' renewals).
+pub(super) async fn trimming(member: &Member, connected: &Connected, origins: Vec<String>) {
+    loop {
+        tokio::time::sleep(TRIM_INTERVAL).await;
+        let trimmed = async {
+            let live = connected.registry.live().await?;
+            if live.keys().next() != Some(&member.config().instance) {
+                return Ok(0);
+            }
+            let holds = &connected.holds;
+            let (detached, progress) = tokio::join!(holds.detached(), holds.all_progress());
+            let (detached, progress) = (detached?, progress?);
+            let mut lowest = u64::MAX;
+            for origin in origins.iter().filter(|o| !detached.contains(*o)) {
+                match progress.get(origin) {
+                    Some(position) => lowest = lowest.min(*position),
+                    // Never delivered to: it needs the whole order.
+                    None => return Ok(0),
+                }
+            }
+            match lowest {
+                0 | u64::MAX => Ok(0),
+                lowest => connected.order.trim(lowest + 1).await,
+            }
+        };
+        match trimmed.await {
+            Ok(0) => {}
+            Ok(deleted) => log::debug!("cluster: trimmed {deleted} entries of the order"),
+            Err(e) => log::debug!("cluster: cannot trim the order now: {e}"),
+        }
     }
 }

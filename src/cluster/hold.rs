@@ -185,48 +185,30 @@ impl Holds {
 
     /// The origins some instance detached.
     pub async fn detached(&self) -> Result<std::collections::BTreeSet<String>, OrderError> {
-        let prefix = format!("{}detached/", self.prefix);
-        let options = etcd_client::GetOptions::new()
-            .with_prefix()
-            .with_keys_only();
-        let answer = self.client.get(prefix.as_bytes(), Some(options)).await?;
-        let origins = answer
-            .kvs()
-            .iter()
-            .filter_map(|kv| kv.key().get(prefix.len()..));
-        Ok(origins
-            .map(|o| String::from_utf8_lossy(o).into_owned())
-            .collect())
+        let detached = self
+            .client
+            .under(&format!("{}detached/", self.prefix))
+            .await?;
+        Ok(detached.into_keys().collect())
     }
 
     /// Every origin's progress, as its holders recorded it.
     pub async fn all_progress(
         &self,
     ) -> Result<std::collections::BTreeMap<String, u64>, OrderError> {
-        let prefix = format!("{}progress/", self.prefix);
-        let options = etcd_client::GetOptions::new().with_prefix();
-        let answer = self.client.get(prefix.as_bytes(), Some(options)).await?;
-        let progress = answer.kvs().iter().filter_map(|kv| {
-            let origin = kv.key().get(prefix.len()..)?;
-            let position = String::from_utf8_lossy(kv.value()).parse().ok()?;
-            Some((String::from_utf8_lossy(origin).into_owned(), position))
-        });
+        let progress = self
+            .client
+            .under(&format!("{}progress/", self.prefix))
+            .await?;
+        let progress = progress
+            .into_iter()
+            .filter_map(|(origin, position)| Some((origin, position.parse().ok()?)));
         Ok(progress.collect())
     }
 
     /// Which instance holds each held origin.
     pub async fn holders(&self) -> Result<std::collections::BTreeMap<String, String>, OrderError> {
-        let prefix = format!("{}hold/", self.prefix);
-        let options = etcd_client::GetOptions::new().with_prefix();
-        let answer = self.client.get(prefix.as_bytes(), Some(options)).await?;
-        let holders = answer.kvs().iter().map(|kv| {
-            let origin = kv.key().get(prefix.len()..).unwrap_or_default();
-            (
-                String::from_utf8_lossy(origin).into_owned(),
-                String::from_utf8_lossy(kv.value()).into_owned(),
-            )
-        });
-        Ok(holders.collect())
+        Ok(self.client.under(&format!("{}hold/", self.prefix)).await?)
     }
 
     /// The last position `origin` applied, as its holders recorded it.

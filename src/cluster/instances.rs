@@ -5,7 +5,7 @@
 //! when the set of instances changes.
 
 use super::order::OrderError;
-use etcd_client::{Client, GetOptions, PutOptions};
+use etcd_client::{Client, PutOptions};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
@@ -63,19 +63,7 @@ impl Registry {
 
     /// The live instances and their addresses.
     pub async fn live(&self) -> Result<BTreeMap<String, String>, OrderError> {
-        let options = GetOptions::new().with_prefix();
-        let answer = self
-            .client
-            .get(self.prefix.as_bytes(), Some(options))
-            .await?;
-        let live = answer.kvs().iter().map(|kv| {
-            let name = kv.key().get(self.prefix.len()..).unwrap_or_default();
-            (
-                String::from_utf8_lossy(name).into_owned(),
-                String::from_utf8_lossy(kv.value()).into_owned(),
-            )
-        });
-        Ok(live.collect())
+        Ok(self.client.under(&self.prefix).await?)
     }
 }
 

@@ -123,7 +123,7 @@ impl Lane {
                 tokio::time::sleep(GATE_PAUSE).await;
                 continue;
             }
-            let stepped = self.step(&mut connection, &mut in_flight, batch).await;
+            let stepped = (self.step(&mut connection, &mut in_flight, batch, &mut reported)).await;
             self.queue()
                 .report_in_flight(&mut reported, in_flight.len());
             match stepped {
@@ -224,6 +224,7 @@ impl Lane {
         connection: &mut Option<PeerConnection>,
         in_flight: &mut VecDeque<Sent>,
         batch: Vec<Taken>,
+        reported: &mut usize,
     ) -> Result<Option<Settled>, PipelineError> {
         if !batch.is_empty() {
             let mut bytes = Vec::with_capacity(batch.iter().map(|t| t.entry.wire_len()).sum());
@@ -237,6 +238,9 @@ impl Lane {
                 entry: t.entry,
                 void: false,
             }));
+            // Counted before they leave: a cluster's hand-over waits for
+            // them to be answered (`Backlog::in_flight`).
+            (self.origin.backlog).report_in_flight(reported, in_flight.len());
             if connection.is_none() {
                 let origin = &self.origin;
                 let tls = origin.tls.as_deref();

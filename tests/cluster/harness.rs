@@ -74,6 +74,17 @@ pub async fn start_instances(
     instances
 }
 
+/// Waits until `survivor` holds all three origins (after another
+/// instance died, stalled or stopped); panics with its log if it does not.
+pub async fn assert_takes_every_origin(survivor: &ProxyProcess) {
+    let took_all = wait_until(CONVERGE, || async { leases_held(survivor).await == 3 }).await;
+    assert!(
+        took_all,
+        "the origins were not taken over: {}",
+        survivor.log()
+    );
+}
+
 /// How many origins `instance` holds (`hothot_cluster_leases`).
 pub async fn leases_held(instance: &ProxyProcess) -> usize {
     let metrics = instance.metrics().await;
@@ -95,6 +106,9 @@ pub struct Writers {
 
 impl Writers {
     pub fn start(urls: &[String], clients: usize, per_client: usize) -> Writers {
+        // Bodies are unique across runs too: the checks tell writes apart by them.
+        static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let run = RUNS.fetch_add(1, Ordering::Relaxed);
         let stop = Arc::new(AtomicBool::new(false));
         let mut tasks = tokio::task::JoinSet::new();
         for (i, url) in urls.iter().enumerate() {
@@ -106,7 +120,7 @@ impl Writers {
                         if stop.load(Ordering::Relaxed) {
                             break;
                         }
-                        let body = format!("i{i}-c{c}-w{w}");
+                        let body = format!("r{run}-i{i}-c{c}-w{w}");
                         let status = try_put(&format!("{url}/kv/k{}", w % 10), &body).await;
                         answers.push((status.unwrap_or(0), body));
                         if status.is_none() {
