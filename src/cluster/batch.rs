@@ -1,29 +1,34 @@
-//! Appends that arrive together share one etcd transaction: etcd's cost is
-//! per request (a raft proposal, a WAL `fdatasync` shared by what is in
-//! flight, a bbolt commit), so a transaction of 60 writes costs little more
-//! than one of a single write. Nothing waits for company: an append waits
-//! only while [`IN_FLIGHT`] transactions are already on their way, and
-//! whatever queued meanwhile leaves in the next one (group commit, as the
-//! local journal does).
+//! Appends that arrive together share one etcd transaction and one key:
+//! etcd's cost is per request (a raft proposal, a WAL `fdatasync` shared by
+//! what is in flight, a bbolt commit) and per key (its index, its watch
+//! event), so a batch of 60 writes costs little more than a single write.
+//! Nothing waits for company: an append waits only while [`IN_FLIGHT`]
+//! transactions are already on their way, and whatever queued meanwhile
+//! leaves in the next one (group commit, as the local journal does).
 //!
-//! A transaction creates every entry of its batch only if none exists, and
-//! otherwise reads them back: a batch whose reply was lost is retried with
-//! the same ids and gets the same positions (each entry stores its index in
-//! the transaction, which with the revision makes its position).
+//! A transaction creates its batch's one key only if it does not exist,
+//! and otherwise reads it back: a batch whose reply was lost is retried
+//! under the same key and its writes get the same positions (an entry's
+//! place in the batch, with the revision, makes its position).
 
-use super::order::{entry_of, entry_value, position, OrderError};
+use super::follow::Ordered;
+use super::order::{batch_key, batch_value, entries_of, position, OrderError};
 use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-/// Entries per transaction (etcd's default `--max-txn-ops` is 128).
+/// Entries per batch (a position leaves 16 bits for the index).
 const MAX_ENTRIES: usize = 128;
 /// Bytes per transaction, the first entry aside (etcd refuses requests
 /// above 1.5 MiB by default).
 const MAX_BYTES: usize = 1 << 20;
-/// Transactions on their way to etcd at once.
-const IN_FLIGHT: usize = 4;
+/// Transactions on their way to etcd at once: one, so that whatever
+/// arrives meanwhile gathers into the next. etcd's cost per transaction
+/// (its scheduling, its `fdatasync`) outweighs a wait of one round trip:
+/// two instances on a one-member etcd took 10.0k writes/s with one, 8.9k
+/// with two, 7.7k with four (`scripts/bench-writes.sh`, cluster1).
+const IN_FLIGHT: usize = 1;
 /// Between two attempts at a batch whose outcome is unknown.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 /// Appends waiting for a transaction.
@@ -137,28 +142,18 @@ async fn attempt(
     prefix: &str,
     batch: &[Append],
 ) -> Result<Vec<Option<u64>>, OrderError> {
-    let keys: Vec<Vec<u8>> = (batch.iter())
-        .map(|append| format!("{prefix}{}", append.id).into_bytes())
+    let first = batch.first().ok_or(OrderError::Malformed("entry"))?;
+    let key = batch_key(prefix, &first.id, batch.len());
+    let entries: Vec<(&str, &[u8])> = (batch.iter())
+        .map(|append| (append.id.as_str(), append.payload.as_slice()))
         .collect();
-    let absent = keys
-        .iter()
-        .map(|key| Compare::create_revision(key.clone(), CompareOp::Equal, 0));
-    let puts = batch
-        .iter()
-        .zip(&keys)
-        .enumerate()
-        .map(|(index, (append, key))| {
-            let index = u16::try_from(index).unwrap_or(u16::MAX);
-            TxnOp::put(key.clone(), entry_value(index, &append.payload), None)
-        });
-    let gets = keys.iter().map(|key| TxnOp::get(key.clone(), None));
     let txn = Txn::new()
-        .when(absent.collect::<Vec<_>>())
-        .and_then(puts.collect::<Vec<_>>())
-        .or_else(gets.collect::<Vec<_>>());
+        .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+        .and_then([TxnOp::put(key.clone(), batch_value(&entries), None)])
+        .or_else([TxnOp::get(key, None)]);
     let response = client.kv_client().txn(txn).await?;
     if response.succeeded() {
-        // Every entry was created at the transaction's revision.
+        // Created at the transaction's revision, in the batch's order.
         let header = response.header().ok_or(OrderError::Malformed("header"))?;
         let revision = header.revision();
         let indexes = 0..u16::try_from(batch.len()).unwrap_or(u16::MAX);
@@ -167,13 +162,22 @@ async fn attempt(
             .collect());
     }
     // Stored before (a lost reply): each entry's position, as it was.
-    let stored = response.op_responses().into_iter().map(|r| match r {
-        TxnOpResponse::Get(get) => get
-            .kvs()
-            .first()
-            .and_then(|kv| entry_of(kv, 0))
-            .map(|e| e.position),
-        _ => None,
-    });
-    Ok(stored.collect())
+    log::info!(
+        "cluster: a batch of {} writes whose reply was lost was in etcd already: they keep their positions",
+        batch.len()
+    );
+    let stored: Vec<Ordered> = (response.op_responses().into_iter())
+        .filter_map(|r| match r {
+            TxnOpResponse::Get(get) => get.kvs().first().and_then(entries_of),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    Ok(batch
+        .iter()
+        .map(|append| {
+            let entry = stored.iter().find(|entry| entry.id == append.id);
+            entry.map(|entry| entry.position)
+        })
+        .collect())
 }

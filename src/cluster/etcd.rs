@@ -15,6 +15,10 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
+/// The largest answer taken from etcd: a read of the order holds up to 16
+/// batches of up to about 2 MiB each, a watch message up to 1,000
+/// revisions' (gRPC's default of 4 MiB would refuse them).
+pub const MAX_ANSWER: usize = 256 << 20;
 /// Attempts per request: one per server of a three-member cluster.
 const ATTEMPTS: u32 = 3;
 /// Between two attempts.
@@ -61,7 +65,11 @@ impl Etcd {
 
     pub async fn get(&self, key: &[u8], options: Option<GetOptions>) -> Result<GetResponse, Error> {
         retried(|| {
-            let (mut kv, options) = (self.client.kv_client(), options.clone());
+            let kv = self
+                .client
+                .kv_client()
+                .max_decoding_message_size(MAX_ANSWER);
+            let (mut kv, options) = (kv, options.clone());
             async move { kv.get(key, options).await }
         })
         .await

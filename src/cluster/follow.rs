@@ -20,8 +20,6 @@ pub struct Ordered {
 /// The entries of the shared order from a position on.
 pub struct Follower {
     stream: WatchStream,
-    /// The length of `{name}/log/`, cut off the keys.
-    prefix_len: usize,
     /// Entries of the last answer not handed out yet.
     ready: VecDeque<Ordered>,
 }
@@ -32,11 +30,11 @@ impl SharedOrder {
     pub async fn follow(&self, from: u64) -> Result<Follower, OrderError> {
         let start = super::order::revision_of(from).max(1);
         let options = WatchOptions::new().with_prefix().with_start_revision(start);
-        let mut watch = self.client().watch_client();
+        let watch = self.client().watch_client();
+        let mut watch = watch.max_decoding_message_size(super::etcd::MAX_ANSWER);
         let stream = watch.watch(self.prefix(), Some(options)).await?;
         Ok(Follower {
             stream,
-            prefix_len: self.prefix().len(),
             ready: VecDeque::new(),
         })
     }
@@ -63,8 +61,8 @@ impl Follower {
                 let Some(kv) = event.kv().filter(|_| event.event_type() == EventType::Put) else {
                     continue;
                 };
-                if let Some(entry) = super::order::entry_of(kv, self.prefix_len) {
-                    self.ready.push_back(entry);
+                if let Some(entries) = super::order::entries_of(kv) {
+                    self.ready.extend(entries);
                 }
             }
         }

@@ -5,17 +5,20 @@
 
 use super::follow::Ordered;
 use super::member::{Connected, Member};
-use super::order::{entry_of, last_position_of, revision_of, OrderError, SharedOrder};
-use etcd_client::{DeleteOptions, GetOptions, SortOrder, SortTarget, Txn, TxnOp};
+use super::order::{
+    count_in_key, entries_of, last_position_of, revision_of, OrderError, SharedOrder,
+};
+use etcd_client::{DeleteOptions, GetOptions, KeyValue, SortOrder, SortTarget, Txn, TxnOp};
 
 /// Between two trims of the order.
 const TRIM_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Entries deleted in one transaction (etcd's default `max-txn-ops` is 128).
 const DELETES_PER_TXN: usize = 128;
-/// The most entries one transaction holds (see `batch`): a read asks for
-/// this many more than it wants, so that it never ends inside one.
-const MAX_PER_REVISION: usize = 128;
+/// Batches one read of entries asks for (each holds up to about 2 MiB).
+const BATCHES_PER_READ: i64 = 16;
+/// Keys one count asks for.
+const KEYS_PER_READ: i64 = 10_000;
 
 impl SharedOrder {
     /// Up to `max` entries at positions `from` through `through`, in order.
@@ -25,52 +28,68 @@ impl SharedOrder {
         through: u64,
         max: usize,
     ) -> Result<Vec<Ordered>, OrderError> {
-        if from > through || max == 0 {
-            return Ok(Vec::new());
-        }
-        let limit = max.saturating_add(MAX_PER_REVISION);
-        let options = GetOptions::new()
-            .with_prefix()
-            .with_min_create_revision(revision_of(from))
-            .with_max_create_revision(revision_of(through))
-            .with_sort(SortTarget::Create, SortOrder::Ascend)
-            .with_limit(i64::try_from(limit).unwrap_or(i64::MAX));
-        let answer = self
-            .etcd()
-            .get(self.prefix().as_bytes(), Some(options))
-            .await?;
-        let prefix_len = self.prefix().len();
-        let mut entries: Vec<Ordered> = (answer.kvs().iter())
-            .filter_map(|kv| entry_of(kv, prefix_len))
-            .filter(|entry| (from..=through).contains(&entry.position))
-            .collect();
-        // etcd sorts by revision only: the index orders a transaction's entries.
-        entries.sort_by_key(|entry| entry.position);
-        if answer.more() {
-            // The last revision may be cut short: read it again next time.
-            let last = entries.last().map(|e| revision_of(e.position));
-            entries.retain(|e| Some(revision_of(e.position)) != last);
-        }
+        let mut entries = Vec::new();
+        let options = GetOptions::new().with_limit(BATCHES_PER_READ);
+        self.each_batch(from, through, options, |kv| {
+            let batch = entries_of(kv).unwrap_or_default();
+            let wanted = batch
+                .into_iter()
+                .filter(|e| (from..=through).contains(&e.position));
+            entries.extend(wanted);
+            entries.len() < max
+        })
+        .await?;
         entries.truncate(max);
         Ok(entries)
     }
 
-    /// About how many entries sit at positions `from` through `through`
-    /// (whole transactions at either end).
+    /// How many entries sit at positions `from` through `through` (whole
+    /// batches at either end), counted from their keys.
     pub async fn count(&self, from: u64, through: u64) -> Result<u64, OrderError> {
+        let mut count = 0;
+        let options = GetOptions::new().with_keys_only().with_limit(KEYS_PER_READ);
+        self.each_batch(from, through, options, |kv| {
+            count += count_in_key(kv.key());
+            true
+        })
+        .await?;
+        Ok(count)
+    }
+
+    /// Shows `visit` each batch that holds positions `from` through
+    /// `through`, in order, as many per request as `options` allow, until
+    /// it answers false.
+    async fn each_batch(
+        &self,
+        from: u64,
+        through: u64,
+        options: GetOptions,
+        mut visit: impl FnMut(&KeyValue) -> bool,
+    ) -> Result<(), OrderError> {
+        let mut revision = revision_of(from);
         if from > through {
-            return Ok(0);
+            return Ok(());
         }
-        let options = GetOptions::new()
-            .with_prefix()
-            .with_count_only()
-            .with_min_create_revision(revision_of(from))
-            .with_max_create_revision(revision_of(through));
-        let answer = self
-            .etcd()
-            .get(self.prefix().as_bytes(), Some(options))
-            .await?;
-        Ok(u64::try_from(answer.count()).unwrap_or(0))
+        loop {
+            let options = (options.clone())
+                .with_prefix()
+                .with_min_create_revision(revision)
+                .with_max_create_revision(revision_of(through))
+                .with_sort(SortTarget::Create, SortOrder::Ascend);
+            let answer = self
+                .etcd()
+                .get(self.prefix().as_bytes(), Some(options))
+                .await?;
+            for kv in answer.kvs() {
+                revision = kv.create_revision() + 1;
+                if !visit(kv) {
+                    return Ok(());
+                }
+            }
+            if !answer.more() {
+                return Ok(());
+            }
+        }
     }
 
     /// The last position etcd holds now: every entry appended so far is at
@@ -87,7 +106,7 @@ impl SharedOrder {
 
     /// Deletes every entry of a transaction wholly below `below` and
     /// compacts etcd's history there; returns how many entries it deleted.
-    pub async fn trim(&self, below: u64) -> Result<usize, OrderError> {
+    pub async fn trim(&self, below: u64) -> Result<u64, OrderError> {
         let revision = revision_of(below);
         if revision <= 1 {
             return Ok(0);
@@ -101,6 +120,7 @@ impl SharedOrder {
             .get(self.prefix().as_bytes(), Some(options))
             .await?;
         let keys: Vec<Vec<u8>> = answer.kvs().iter().map(|kv| kv.key().to_vec()).collect();
+        let entries = keys.iter().map(|key| count_in_key(key)).sum();
         for chunk in keys.chunks(DELETES_PER_TXN) {
             let deletes = chunk
                 .iter()
@@ -115,7 +135,7 @@ impl SharedOrder {
             Err(e) if e.to_string().contains("compacted") => {}
             Err(e) => return Err(e.into()),
         }
-        Ok(keys.len())
+        Ok(entries)
     }
 }
 

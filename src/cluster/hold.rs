@@ -88,6 +88,13 @@ impl Holds {
         format!("{}progress/{origin}", self.prefix).into_bytes()
     }
 
+    /// Present once any instance has held `origin`: a taker that finds it
+    /// (and no clean release) waits out the previous holder's lease, even
+    /// when that holder never recorded progress.
+    fn held_key(&self, origin: &str) -> Vec<u8> {
+        format!("{}held/{origin}", self.prefix).into_bytes()
+    }
+
     /// Present between a holder's clean release and the next take.
     fn released_key(&self, origin: &str) -> Vec<u8> {
         format!("{}released/{origin}", self.prefix).into_bytes()
@@ -111,6 +118,8 @@ impl Holds {
                 ),
                 TxnOp::get(released.clone(), None),
                 TxnOp::delete(released, None),
+                TxnOp::get(self.held_key(origin), None),
+                TxnOp::put(self.held_key(origin), self.instance.as_bytes(), None),
             ])
             .or_else([]);
         let taken = self.client.txn(txn).await?;
@@ -119,13 +128,17 @@ impl Holds {
             return Ok(None);
         }
         let token = taken.header().map_or(0, |h| h.revision());
-        let was_released = taken.op_responses().into_iter().any(|r| match r {
-            TxnOpResponse::Get(get) => !get.kvs().is_empty(),
-            _ => false,
-        });
-        // Someone delivered to it before and did not release it cleanly
-        // (it died, or was cut off): wait out their lease.
-        let held_before = !was_released && self.progress(origin).await?.is_some();
+        let found: Vec<bool> = (taken.op_responses().into_iter())
+            .filter_map(|r| match r {
+                TxnOpResponse::Get(get) => Some(!get.kvs().is_empty()),
+                _ => None,
+            })
+            .collect();
+        let (was_released, was_held) = (found.first() == Some(&true), found.get(1) == Some(&true));
+        // Someone held it before and did not release it cleanly (it died,
+        // or was cut off, perhaps before it recorded any progress): wait
+        // out their lease.
+        let held_before = was_held && !was_released;
         let ready_at = match held_before {
             true => Instant::now() + self.lease,
             false => Instant::now(),

@@ -1,14 +1,14 @@
 //! A write's one position among every instance's writes: the etcd revision
-//! of the transaction that created its entry `{name}/log/{id}`, and its
-//! place in that transaction (appends that arrive together share one,
-//! [`super::batch`]): `revision << 16 | index`, the index stored with the
-//! entry.
+//! of the transaction that created its entry, and its place in that
+//! transaction: `revision << 16 | index`. Appends that arrive together
+//! share one transaction and one key, `{name}/log/{first id}/{count}`
+//! ([`super::batch`]): etcd's cost is per key as much as per request.
 //!
-//! The entry is created in a transaction that only creates it if no entry
-//! with that id exists yet, and otherwise reads the existing one back: an
-//! append whose reply was lost (a timeout, a leader change, a broken
-//! connection) is retried under the same id and gets the same position,
-//! never a second one. Revisions only grow, and etcd hands out each once, so
+//! The batch is created in a transaction that only creates it if its key
+//! does not exist yet, and otherwise reads the existing one back: a batch
+//! whose reply was lost (a timeout, a leader change, a broken connection)
+//! is retried under the same key and its writes get the same positions,
+//! never second ones. Revisions only grow, and etcd hands out each once, so
 //! two instances appending at once get distinct positions in one order.
 
 use super::follow::Ordered;
@@ -33,23 +33,71 @@ pub fn last_position_of(revision: i64) -> u64 {
     position(revision, u16::MAX)
 }
 
-/// What an entry's value holds: its index, then the write.
-pub fn entry_value(index: u16, payload: &[u8]) -> Vec<u8> {
-    let mut value = Vec::with_capacity(2 + payload.len());
-    value.extend_from_slice(&index.to_le_bytes());
-    value.extend_from_slice(payload);
+/// The first byte of a batch's value: how the rest is laid out.
+const FORMAT: u8 = 1;
+
+/// The key of a batch of `count` entries whose first is `first_id`: the
+/// count rides in the key, so that counting entries needs no values.
+pub fn batch_key(prefix: &str, first_id: &str, count: usize) -> Vec<u8> {
+    format!("{prefix}{first_id}/{count}").into_bytes()
+}
+
+/// How many entries the batch at `key` holds (0 for a key not a batch's).
+pub fn count_in_key(key: &[u8]) -> u64 {
+    let count = key.rsplit(|b| *b == b'/').next().unwrap_or_default();
+    (std::str::from_utf8(count).ok())
+        .and_then(|count| count.parse().ok())
+        .unwrap_or(0)
+}
+
+/// What a batch's value holds: [`FORMAT`], then each entry's id and write,
+/// each after its length, in position order.
+pub fn batch_value(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    let size: usize = entries.iter().map(|(id, p)| 6 + id.len() + p.len()).sum();
+    let mut value = Vec::with_capacity(1 + size);
+    value.push(FORMAT);
+    for (id, payload) in entries {
+        let id_len = u16::try_from(id.len()).unwrap_or(u16::MAX);
+        value.extend_from_slice(&id_len.to_le_bytes());
+        value.extend_from_slice(&id.as_bytes()[..usize::from(id_len)]);
+        let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+        value.extend_from_slice(&len.to_le_bytes());
+        value.extend_from_slice(payload);
+    }
     value
 }
 
-/// The entry `kv` of the order (under a prefix of `prefix_len` bytes).
-pub fn entry_of(kv: &KeyValue, prefix_len: usize) -> Option<Ordered> {
-    let value = kv.value();
-    let index = u16::from_le_bytes([*value.first()?, *value.get(1)?]);
-    Some(Ordered {
-        position: position(kv.create_revision(), index),
-        id: String::from_utf8_lossy(kv.key().get(prefix_len..)?).into_owned(),
-        payload: value[2..].to_vec(),
-    })
+/// The entries of the batch `kv`, in position order (`None` if its value
+/// is not a batch's).
+pub fn entries_of(kv: &KeyValue) -> Option<Vec<Ordered>> {
+    decode_batch(kv.value(), kv.create_revision())
+}
+
+/// The entries of a batch's `value`, created at `revision`.
+fn decode_batch(value: &[u8], revision: i64) -> Option<Vec<Ordered>> {
+    let mut rest = value.strip_prefix(&[FORMAT])?;
+    let mut entries = Vec::new();
+    while !rest.is_empty() {
+        let (id, after) = split_field(rest, 2)?;
+        let (payload, after) = split_field(after, 4)?;
+        rest = after;
+        let index = u16::try_from(entries.len()).ok()?;
+        entries.push(Ordered {
+            position: position(revision, index),
+            id: String::from_utf8_lossy(id).into_owned(),
+            payload: payload.to_vec(),
+        });
+    }
+    Some(entries)
+}
+
+/// A field after its little-endian length of `width` bytes, and the rest.
+fn split_field(bytes: &[u8], width: usize) -> Option<(&[u8], &[u8])> {
+    let mut len = [0u8; 8];
+    len[..width].copy_from_slice(bytes.get(..width)?);
+    let len = usize::try_from(u64::from_le_bytes(len)).ok()?;
+    let end = width.checked_add(len)?;
+    Some((bytes.get(width..end)?, bytes.get(end..)?))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -129,5 +177,41 @@ impl SharedOrder {
     /// `{name}/log/`.
     pub(super) fn prefix(&self) -> &str {
         &self.prefix
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_reads_back_as_its_entries_in_order() {
+        let big = vec![7u8; 70_000];
+        let entries: [(&str, &[u8]); 3] =
+            [("hh1:1:0", b"PUT /a"), ("hh1:1:1", b""), ("hh2:9:5", &big)];
+        let decoded = decode_batch(&batch_value(&entries), 42).expect("a batch");
+        let read: Vec<(u64, &str, &[u8])> = (decoded.iter())
+            .map(|e| (e.position, e.id.as_str(), e.payload.as_slice()))
+            .collect();
+        let expected: Vec<(u64, &str, &[u8])> = (entries.iter().enumerate())
+            .map(|(i, (id, payload))| (position(42, i as u16), *id, *payload))
+            .collect();
+        assert_eq!(read, expected);
+        assert_eq!(revision_of(decoded[2].position), 42);
+    }
+
+    #[test]
+    fn a_cut_or_foreign_value_is_no_batch() {
+        let value = batch_value(&[("hh1:1:0", b"PUT /a")]);
+        assert!(decode_batch(&value[..value.len() - 1], 1).is_none());
+        assert!(decode_batch(b"\x00\x01PUT", 1).is_none());
+    }
+
+    #[test]
+    fn the_key_counts_the_entries() {
+        let key = batch_key("shop/log/", "hh1:1:0", 17);
+        assert_eq!(key, b"shop/log/hh1:1:0/17");
+        assert_eq!(count_in_key(&key), 17);
+        assert_eq!(count_in_key(b"shop/log/odd"), 0);
     }
 }

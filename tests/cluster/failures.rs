@@ -3,7 +3,9 @@
 
 use crate::cluster_harness::*;
 use crate::common::etcd::EtcdCluster;
+use crate::common::process::ProxyProcess;
 use crate::common::*;
+use crate::relay::LostReply;
 use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -143,4 +145,56 @@ async fn the_primarys_deliverer_killed_before_its_answer_arrives_costs_no_write(
         .map(|(_, body)| body.clone())
         .collect();
     assert_converged(&origins, &written).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_append_whose_reply_was_lost_gets_one_position_and_reaches_each_origin_once() {
+    let (dir, etcd, origins) = etcd_and_origins("cluster-lost-reply").await;
+    let [a, b, c] = &origins;
+    let endpoint = etcd.endpoints()[0].clone();
+    let member = endpoint.trim_start_matches("http://").parse().unwrap();
+    let relay = LostReply::start(member).await;
+    // The instance reaches etcd only through the relay.
+    let config = instance_config(&etcd, &[a, b, c], "hh0", "  mode: async\n");
+    let servers = etcd
+        .endpoints()
+        .iter()
+        .map(|e| format!("\"{e}\""))
+        .collect::<Vec<_>>();
+    let config = config.replace(&servers.join(", "), &format!("\"http://{}\"", relay.addr));
+    let instance = ProxyProcess::start(&dir.join("hh0"), &config).await;
+    assert_takes_every_origin(&instance).await;
+    let marker = format!("lost-reply-{}-{}", std::process::id(), "x".repeat(64));
+    relay.arm(marker.as_bytes());
+    let status = try_put(&instance.url("/kv/lost"), &marker).await;
+    assert_eq!(
+        relay.cuts(),
+        1,
+        "no reply was lost: the test proved nothing"
+    );
+    assert_eq!(
+        status,
+        Some(200),
+        "the write whose reply was lost was refused"
+    );
+    let after = format!("after-{}", std::process::id());
+    assert_eq!(try_put(&instance.url("/kv/after"), &after).await, Some(200));
+    assert_converged(&[a, b, c], &[marker.clone(), after]).await;
+    for origin in [a, b, c] {
+        let copies = (origin.applied().iter())
+            .filter(|(_, _, body)| body.as_ref() == marker.as_bytes())
+            .count();
+        assert_eq!(
+            copies, 1,
+            "{} applied the write {copies} times",
+            origin.shared.name
+        );
+    }
+    assert!(
+        instance
+            .log()
+            .contains("whose reply was lost was in etcd already"),
+        "the retry did not find the first attempt's entry: {}",
+        instance.log()
+    );
 }

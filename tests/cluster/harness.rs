@@ -257,6 +257,14 @@ pub fn replays(origin: &TestOrigin, order: &[String]) -> usize {
     drops
 }
 
+/// A fresh directory named after `label`, a three-member etcd under it
+/// and three plain origins.
+pub async fn etcd_and_origins(label: &str) -> (std::path::PathBuf, EtcdCluster, [TestOrigin; 3]) {
+    let dir = temp_dir(label);
+    let etcd = EtcdCluster::start(&dir.join("etcd"), 3).await;
+    (dir, etcd, three_origins().await)
+}
+
 /// A three-member etcd, three plain origins and `count` instances over
 /// them, under a fresh directory named after `label`.
 pub struct Setup {
@@ -267,9 +275,7 @@ pub struct Setup {
 
 impl Setup {
     pub async fn start(label: &str, count: usize, replication: &str) -> Setup {
-        let dir = temp_dir(label);
-        let etcd = EtcdCluster::start(&dir.join("etcd"), 3).await;
-        let origins = three_origins().await;
+        let (dir, etcd, origins) = etcd_and_origins(label).await;
         let [a, b, c] = &origins;
         let instances = start_instances(&dir, &etcd, &[a, b, c], count, replication).await;
         Setup {

@@ -3,6 +3,7 @@
 
 use crate::cluster_harness::*;
 use crate::common::etcd::etcdctl;
+use crate::common::process::ProxyProcess;
 use crate::common::*;
 use std::time::{Duration, Instant};
 
@@ -104,12 +105,16 @@ async fn an_instance_stopped_past_its_lease_never_replays_older_writes() {
     }
 }
 
-/// Entries etcd still holds in the pool's order (`shop/log/`).
+/// Entries etcd still holds in the pool's order (`shop/log/`): each key
+/// is a batch, `shop/log/{first id}/{count}`.
 fn entries_in_etcd(setup: &Setup) -> Option<u64> {
     let endpoints = setup.etcd.endpoints();
     // etcdctl 3.4 has no --count-only: one key per line, blank lines between.
     let keys = etcdctl(&endpoints, &["get", "--prefix", "shop/log/", "--keys-only"])?;
-    Some(keys.lines().filter(|line| !line.is_empty()).count() as u64)
+    let counts = keys.lines().filter(|line| !line.is_empty());
+    counts
+        .map(|key| key.rsplit('/').next()?.parse::<u64>().ok())
+        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -132,8 +137,8 @@ async fn an_origin_past_retention_is_detached_on_every_instance_and_the_order_is
             instance.log()
         );
     }
-    // c no longer holds the order back: etcd keeps only the last
-    // transaction (trimming keeps whole transactions), not c's backlog.
+    // c no longer holds the order back: etcd keeps only the last batch
+    // (trimming keeps whole batches), not c's backlog.
     let trimmed = wait_until(CONVERGE, || async {
         entries_in_etcd(&setup).is_some_and(|n| n <= 128)
     })
@@ -145,4 +150,56 @@ async fn an_origin_past_retention_is_detached_on_every_instance_and_the_order_is
     );
     let [a, b, _] = setup.origins();
     assert_converged(&[a, b], &ok).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_resync_asked_of_an_instance_that_does_not_hold_the_origin_names_its_holder() {
+    let (dir, etcd, origins) = etcd_and_origins("cluster-resync-elsewhere").await;
+    let [a, b, c] = &origins;
+    let mut instances = Vec::new();
+    let mut admins = Vec::new();
+    for name in ["hh0", "hh1"] {
+        let admin = free_port();
+        let config = instance_config(&etcd, &[a, b, c], name, "  mode: async\n")
+            + &format!("admin: {{listen: \"127.0.0.1:{admin}\"}}\n");
+        instances.push(ProxyProcess::start(&dir.join(name), &config).await);
+        admins.push(admin);
+    }
+    let spread = wait_until(CONVERGE, || async {
+        leases_held(&instances[0]).await + leases_held(&instances[1]).await == 3
+            && leases_held(&instances[1]).await > 0
+    })
+    .await;
+    assert!(spread, "the origins were not spread over both instances");
+    let metrics = instances[0].metrics().await;
+    let elsewhere = ["a", "b", "c"].into_iter().find(|o| {
+        metric_value(
+            &metrics,
+            &format!("hothot_cluster_leases{{origin=\"{o}\"}}"),
+        ) == Some(0.0)
+    });
+    let elsewhere = elsewhere.expect("an origin hh1 holds");
+    let donor = if elsewhere == "a" { "b" } else { "a" };
+    let url = format!(
+        "http://127.0.0.1:{}/origins/{elsewhere}/resync?from={donor}",
+        admins[0]
+    );
+    let ask = || async {
+        let request = http::Request::post(url.as_str())
+            .body(http_body_util::Full::<bytes::Bytes>::default())
+            .unwrap();
+        try_send(request).await.expect("the admin API answers")
+    };
+    // Who holds what is learnt at each renewal: it may lag a hand-over.
+    let named = wait_until(CONVERGE, || async {
+        ask().await.body.contains("instance hh1")
+    })
+    .await;
+    let answer = ask().await;
+    assert_eq!(answer.status, 409, "{}", answer.body);
+    assert!(
+        named,
+        "the refusal does not name the holder: {}",
+        answer.body
+    );
 }

@@ -12,3 +12,4 @@ mod common;
 mod failures;
 mod instances;
 mod order;
+mod relay;

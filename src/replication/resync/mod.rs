@@ -63,6 +63,11 @@ pub enum ResyncError {
     DonorNotServing(String),
     #[error("cannot resync: a resync of {origin} from {donor} is running (finish it with /resync/done or /resync/abort)")]
     Running { origin: String, donor: String },
+    #[error(
+        "cannot resync here: origin {origin}'s deliveries are held by {holder}; in a cluster a resync runs on \
+         the instance that holds both origins (/status: cluster.holders)"
+    )]
+    HeldElsewhere { origin: String, holder: String },
     #[error("no resync of {0} is running")]
     NotRunning(String),
     #[error("cannot resync: replication is off, so there is no sequence to cut")]
@@ -107,6 +112,25 @@ impl Replicator {
             .is_some_and(|r| r.origin == id || r.donor == id)
     }
 
+    /// In a cluster, the instance that delivers to `origin` when it is not
+    /// this one (a resync holds both origins' deliveries, which only their
+    /// holder can).
+    fn held_elsewhere(&self, origin: &Origin) -> Option<String> {
+        let member = &self.shared.as_ref()?.member;
+        if member.holds(&origin.name) {
+            return None;
+        }
+        let holders = member.holders();
+        // As etcd said at the last renewal: this instance's own name there
+        // is a hand-over on its way.
+        let holder = holders.get(&origin.name);
+        Some(match holder {
+            Some(h) if *h != member.config().instance => format!("instance {h}"),
+            Some(_) => "another instance (being handed over)".to_owned(),
+            None => "no instance (yet)".to_owned(),
+        })
+    }
+
     /// Starts resyncing `name` from `donor`: see the module's text. Returns
     /// once the donor holds the pool's data at the cut (and the command,
     /// if configured, runs).
@@ -120,6 +144,12 @@ impl Replicator {
             .ok_or_else(|| ResyncError::UnknownDonor(donor.to_owned()))?;
         if origin.id == giver.id {
             return Err(ResyncError::SameOrigin(name.to_owned()));
+        }
+        for party in [&origin, &giver] {
+            if let Some(holder) = self.held_elsewhere(party) {
+                let origin = party.name.clone();
+                return Err(ResyncError::HeldElsewhere { origin, holder });
+            }
         }
         let seq = {
             let mut running = self.resyncs.lock();
