@@ -273,26 +273,29 @@ impl Backlog {
     /// The origin settled the entry `id`; returns the sequence of the
     /// oldest entry still unsettled, or [`Closed`] when the backlog no
     /// longer delivers (detached or parked: its cursor must stay where the
-    /// origin's data is).
+    /// origin's data is) or no longer holds `id` (dropped since it was
+    /// sent, by a detach or a resync, and counted out then: counting it
+    /// again would leave the pending gauge below zero for good).
     pub fn settle(&self, id: u64) -> Result<Option<u64>, Closed> {
         let mut state = self.lock();
         if state.intake != Intake::Open {
             return Err(Closed);
         }
-        if let Some(slot) = state.entries.remove(&id) {
-            if slot.sent {
-                state.land(slot.entry.key());
-            }
-            if let Some(write) = slot.entry.write() {
-                state.writes -= 1;
-                state.bytes -= slot.entry.wire_len() as u64;
-                if let std::collections::btree_map::Entry::Occupied(mut count) =
-                    state.versions.entry(write.version)
-                {
-                    *count.get_mut() -= 1;
-                    if *count.get() == 0 {
-                        count.remove();
-                    }
+        let Some(slot) = state.entries.remove(&id) else {
+            return Err(Closed);
+        };
+        if slot.sent {
+            state.land(slot.entry.key());
+        }
+        if let Some(write) = slot.entry.write() {
+            state.writes -= 1;
+            state.bytes -= slot.entry.wire_len() as u64;
+            if let std::collections::btree_map::Entry::Occupied(mut count) =
+                state.versions.entry(write.version)
+            {
+                *count.get_mut() -= 1;
+                if *count.get() == 0 {
+                    count.remove();
                 }
             }
         }

@@ -131,3 +131,18 @@ fn retiring_drops_the_writes_and_settles_the_cursor() {
     assert!(!queue.push(write(8, 0)), "a retired backlog takes nothing");
     assert!(queue.is_empty());
 }
+
+#[test]
+fn an_entry_dropped_while_in_flight_is_not_settled_twice() {
+    let queue = backlog();
+    queue.push(write(1, 0));
+    queue.push(write(2, 0));
+    assert_eq!(sent(queue.take(0, 1, false)), vec![(0, 1)]);
+    // A resync drops the backlog with #1 on the wire, then reopens it.
+    queue.drop_all(super::Intake::Parked);
+    queue.open();
+    queue.push(write(3, 0));
+    // #1's late answer settles nothing: it was counted out with the rest.
+    assert_eq!(queue.settle(0), Err(super::Closed));
+    assert_eq!(queue.len(), 1);
+}
