@@ -33,7 +33,7 @@ use crate::metrics::ConnectionMetrics;
 use async_trait::async_trait;
 use pingora_core::listeners::ConnectionFilter;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 tokio::task_local! {
@@ -51,6 +51,9 @@ pub fn header_received() {
 pub struct Connection {
     /// Waiting for a request header (idle, or still receiving one).
     waiting: AtomicBool,
+    /// How many times it started waiting: names the current wait, so that
+    /// the queue's entries for its earlier waits are known stale.
+    waits: AtomicU64,
     evict: evict::Eviction,
     book: Arc<Book>,
 }
@@ -69,9 +72,10 @@ pub struct Book {
     open: AtomicUsize,
     /// Accepted by the [`Gate`], not yet admitted.
     pending: AtomicUsize,
-    /// Connections that started waiting, oldest first (stale entries are
-    /// skipped, and cleared out as the queue grows).
-    waiting: Mutex<VecDeque<Weak<Connection>>>,
+    /// Connections that started waiting, oldest first, with the wait each
+    /// entry stands for (stale entries are skipped, and cleared out as the
+    /// queue grows).
+    waiting: Mutex<VecDeque<(Weak<Connection>, u64)>>,
     metrics: ConnectionMetrics,
 }
 
@@ -102,7 +106,7 @@ impl Book {
         self.metrics.max.set(i64::try_from(max).unwrap_or(i64::MAX));
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Weak<Connection>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<(Weak<Connection>, u64)>> {
         self.waiting.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -134,18 +138,24 @@ impl Book {
         self.metrics.open.inc();
         Some(Arc::new(Connection {
             waiting: AtomicBool::new(true),
+            waits: AtomicU64::new(0),
             evict: evict::Eviction::default(),
             book: self.clone(),
         }))
     }
 
-    /// Closes the connection that has waited longest for a request.
+    /// Closes the connection that has waited longest for a request (since
+    /// its last one: an entry of an earlier wait of a connection that has
+    /// been busy since says nothing of how long it has waited now).
     fn evict_one(&self) -> bool {
         let mut waiting = self.lock();
-        while let Some(weak) = waiting.pop_front() {
+        while let Some((weak, wait)) = waiting.pop_front() {
             let Some(connection) = weak.upgrade() else {
                 continue;
             };
+            if connection.waits.load(Ordering::Acquire) != wait {
+                continue;
+            }
             let idle = connection.waiting.compare_exchange(
                 true,
                 false,
@@ -163,16 +173,18 @@ impl Book {
 
     /// `connection` starts waiting for its next request.
     fn wait_for_request(&self, connection: &Arc<Connection>) {
+        let wait = connection.waits.fetch_add(1, Ordering::AcqRel) + 1;
         connection.waiting.store(true, Ordering::Release);
         let mut waiting = self.lock();
-        waiting.push_back(Arc::downgrade(connection));
+        waiting.push_back((Arc::downgrade(connection), wait));
         // Entries go stale as requests arrive; clear them out once they
         // outnumber the connections, so the queue stays O(connections).
         let open = self.open.load(Ordering::Relaxed);
         if waiting.len() > 2 * open.max(64) {
-            waiting.retain(|w| {
-                w.upgrade()
-                    .is_some_and(|c| c.waiting.load(Ordering::Acquire))
+            waiting.retain(|(w, wait)| {
+                w.upgrade().is_some_and(|c| {
+                    c.waiting.load(Ordering::Acquire) && c.waits.load(Ordering::Acquire) == *wait
+                })
             });
         }
     }
@@ -304,6 +316,27 @@ mod tests {
         // One pending from above, three more: four pending is twice the limit.
         assert!((0..3).all(|_| book.pass_gate()));
         assert!(!book.pass_gate(), "4 pending of 2 × 2");
+    }
+
+    #[test]
+    fn a_connection_busy_since_its_first_wait_is_not_taken_for_the_longest_waiting() {
+        let book = book(2);
+        let client = book.admit().unwrap();
+        book.wait_for_request(&client);
+        let idle = book.admit().unwrap();
+        book.wait_for_request(&idle);
+        // The client is served and waits again: its first entry is stale.
+        client.waiting.store(false, Ordering::Release);
+        book.wait_for_request(&client);
+        let _newcomer = book.admit().expect("the idle connection makes room");
+        assert!(
+            !idle.waiting.load(Ordering::Acquire),
+            "the idle one was evicted"
+        );
+        assert!(
+            client.waiting.load(Ordering::Acquire),
+            "the client was evicted"
+        );
     }
 
     #[test]
