@@ -296,17 +296,27 @@ mod tests {
         Book::new(max, ConnectionMetrics::new(&registry).unwrap())
     }
 
-    #[test]
-    fn a_full_book_evicts_the_longest_waiting_connection_or_refuses() {
-        let book = book(2);
+    /// Two connections admitted to `book`, each waiting for its request,
+    /// the first longest.
+    fn two_waiting(book: &Arc<Book>) -> (Arc<Connection>, Arc<Connection>) {
         let first = book.admit().unwrap();
         book.wait_for_request(&first);
         let second = book.admit().unwrap();
         book.wait_for_request(&second);
+        (first, second)
+    }
+
+    #[test]
+    fn a_full_book_evicts_the_longest_waiting_connection_or_refuses() {
+        let book = book(2);
+        let (first, second) = two_waiting(&book);
         // second is being served: only first may be evicted.
         second.waiting.store(false, Ordering::Release);
         let third = book.admit().expect("the idle connection makes room");
-        assert!(!first.waiting.load(Ordering::Acquire), "first was evicted");
+        assert!(
+            !first.waiting.load(Ordering::Acquire),
+            "first was not evicted"
+        );
         assert!(book.admit().is_none(), "nobody else is idle: refused");
         // The gate closes at twice the limit (held plus pending).
         assert!(book.pass_gate(), "3 held and 1 pending of 2 × 2");
@@ -321,17 +331,14 @@ mod tests {
     #[test]
     fn a_connection_busy_since_its_first_wait_is_not_taken_for_the_longest_waiting() {
         let book = book(2);
-        let client = book.admit().unwrap();
-        book.wait_for_request(&client);
-        let idle = book.admit().unwrap();
-        book.wait_for_request(&idle);
+        let (client, idle) = two_waiting(&book);
         // The client is served and waits again: its first entry is stale.
         client.waiting.store(false, Ordering::Release);
         book.wait_for_request(&client);
         let _newcomer = book.admit().expect("the idle connection makes room");
         assert!(
             !idle.waiting.load(Ordering::Acquire),
-            "the idle one was evicted"
+            "the idle one was not evicted"
         );
         assert!(
             client.waiting.load(Ordering::Acquire),
