@@ -17,7 +17,7 @@ const TRIM_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 const DELETES_PER_TXN: usize = 128;
 /// Batches one read of entries asks for (each holds up to about 2 MiB).
 const BATCHES_PER_READ: i64 = 16;
-/// Keys one count asks for.
+/// Keys one count (or trim) asks for.
 const KEYS_PER_READ: i64 = 10_000;
 
 impl SharedOrder {
@@ -111,16 +111,14 @@ impl SharedOrder {
         if revision <= 1 {
             return Ok(0);
         }
-        let options = GetOptions::new()
-            .with_prefix()
-            .with_keys_only()
-            .with_max_create_revision(revision - 1);
-        let answer = self
-            .etcd()
-            .get(self.prefix().as_bytes(), Some(options))
-            .await?;
-        let keys: Vec<Vec<u8>> = answer.kvs().iter().map(|kv| kv.key().to_vec()).collect();
-        let entries = keys.iter().map(|key| count_in_key(key)).sum();
+        let (mut keys, mut entries) = (Vec::new(), 0);
+        let options = GetOptions::new().with_keys_only().with_limit(KEYS_PER_READ);
+        self.each_batch(0, last_position_of(revision - 1), options, |kv| {
+            keys.push(kv.key().to_vec());
+            entries += count_in_key(kv.key());
+            true
+        })
+        .await?;
         for chunk in keys.chunks(DELETES_PER_TXN) {
             let deletes = chunk
                 .iter()
