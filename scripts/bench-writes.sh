@@ -18,8 +18,11 @@
 #   `cluster1` and `cluster3`: two hothot instances in a cluster (#25) on an
 #   etcd of one or three members (loopback, data under the scratch
 #   directory), the clients split between them; order total, async. Their
-#   CPU column is both instances' CPU per write; etcd's mean WAL fsync time
-#   is printed after the tables.
+#   CPU column is both instances' CPU per write; after the tables: etcd's
+#   CPU per write over its members, writes per batch (one etcd transaction
+#   each) and the mean append time, per run, and etcd's mean WAL fsync time.
+#   A cluster is latency-bound at few connections (each write waits for
+#   etcd's commit): compare at CONNECTIONS=128 too for its capacity.
 #   HOTHOT=path/to/hothot (default target/release/hothot): the build measured.
 #   The throughput table gives hothot's CPU time (utime + stime) per write.
 set -euo pipefail
@@ -49,9 +52,9 @@ start_replica() {
 for name in a b c; do PORT[$name]=$(free_port); start_replica "$name"; done
 
 # etcd for the cluster modes: `size` members on loopback; sets ETCD_SERVERS.
-declare -A ETCD_UP
+declare -A ETCD_UP ETCD_PIDS ETCD_METRICS_OF
 start_etcd() { # size
-  [ -n "${ETCD_UP[$1]:-}" ] && { ETCD_SERVERS=${ETCD_UP[$1]}; return 0; }
+  [ -n "${ETCD_UP[$1]:-}" ] && { ETCD_SERVERS=${ETCD_UP[$1]}; ETCD_METRICS=${ETCD_METRICS_OF[$1]}; return 0; }
   local i cluster="" servers="" client peer
   declare -a clients peers
   for i in $(seq 0 $(($1 - 1))); do
@@ -66,12 +69,12 @@ start_etcd() { # size
       --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
       --initial-cluster "$cluster" --initial-cluster-token "bench-$1" --initial-cluster-state new \
       2>"$work/etcd-$1-m$i.log" &
-    pids+=($!)
+    pids+=($!); ETCD_PIDS[$1]+="$! "
   done
   for i in $(seq 0 $(($1 - 1))); do wait_port "${clients[$i]}"; done
   ETCDCTL_API=3 etcdctl --endpoints="http://127.0.0.1:${clients[0]}" endpoint health >/dev/null 2>&1 ||
     sleep 2
-  ETCD_METRICS="http://127.0.0.1:${clients[0]}/metrics"
+  ETCD_METRICS="http://127.0.0.1:${clients[0]}/metrics"; ETCD_METRICS_OF[$1]=$ETCD_METRICS
   ETCD_UP[$1]=$servers; ETCD_SERVERS=$servers
 }
 
@@ -142,6 +145,29 @@ cpu_ticks() { # every instance's
   echo $t
 }
 TICK=$(getconf CLK_TCK)
+# Where a cluster's time goes (#25): etcd's CPU ticks over its members,
+# the batches it stored (one key each; every member applies each), and
+# the instances' appends (count, seconds).
+cluster_snapshot() { # mode -> "etcd_ticks batches appends append_seconds"
+  local size=${1#cluster} pid t=0 port
+  for pid in ${ETCD_PIDS[$size]}; do t=$((t + $(awk '{print $14 + $15}' "/proc/$pid/stat"))); done
+  local batches
+  batches=$(curl -s "$ETCD_METRICS" | awk '$1=="etcd_mvcc_put_total" {print $2}')
+  local appends
+  appends=$(for port in "$METRICS" "$SECOND_METRICS"; do curl -s "http://127.0.0.1:$port/metrics"; done |
+    awk '$1=="hothot_cluster_append_seconds_count" {n += $2} $1=="hothot_cluster_append_seconds_sum" {s += $2}
+      END {printf "%d %.6f", n, s}')
+  echo "$t ${batches:-0} $appends"
+}
+cluster_costs() { # mode before after -> one line
+  read -r t0 b0 n0 s0 <<<"$2"; read -r t1 b1 n1 s1 <<<"$3"
+  local n=$((n1 - n0)) b=$((b1 - b0))
+  [ "$n" -gt 0 ] && [ "$b" -gt 0 ] || return 0
+  printf '%-10s etcd CPU %s us/write (all members), %s writes per batch, append %s ms on average\n' "$1" \
+    "$(echo "scale=1; ($t1 - $t0) * 1000000 / $TICK / $n" | bc)" "$(echo "scale=1; $n / $b" | bc)" \
+    "$(echo "scale=2; ($s1 - $s0) * 1000 / $n" | bc)"
+}
+costs=()
 pending_total() { # every instance's
   local t=0 v p port
   for port in "$METRICS" ${SECOND_PID:+$SECOND_METRICS}; do
@@ -170,6 +196,7 @@ results=()
 for mode in $MODES; do
   start_hothot "$mode"
   before_run "$mode"
+  [ -n "${SECOND_PID:-}" ] && etcd_before=$(cluster_snapshot "$mode")
   before=$(cpu_ticks)
   if [ -z "${SECOND_PID:-}" ]; then
     wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency -s scripts/put.lua "http://127.0.0.1:$PROXY/" >"$work/$mode.txt"
@@ -190,6 +217,7 @@ for mode in $MODES; do
     errors=$(cat "$work/$mode.txt" "$work/$mode-2.txt" | awk '/Non-2xx/ {n += $5} END {print n + 0}')
   fi
   after=$(cpu_ticks)
+  [ -n "${SECOND_PID:-}" ] && costs+=("$(cluster_costs "$mode" "$etcd_before" "$(cluster_snapshot "$mode")")")
   cpu=$(echo "scale=1; ($after - $before) * 1000000 / $TICK / $writes" | bc)
   left=$(pending_total)
   rss=$(rss_mib)
@@ -210,6 +238,7 @@ if [ "$RATE" != 0 ]; then
       oha -z "$DURATION" -c "$CONNECTIONS" -q "$RATE" --latency-correction --no-tui --output-format json \
         -m PUT -d value --rand-regex-url "http://127.0.0.1:$PROXY/kv/key[0-9]{3}" >"$work/$mode.json"
     else # half the rate through each instance
+      etcd_before=$(cluster_snapshot "$mode")
       loads=()
       for port in "$PROXY" "$SECOND_PROXY"; do
         oha -z "$DURATION" -c $((CONNECTIONS / 2)) -q $((RATE / 2)) --latency-correction --no-tui --output-format json \
@@ -218,6 +247,7 @@ if [ "$RATE" != 0 ]; then
       done
       wait "${loads[@]}"
       outputs=("$work/$mode-$PROXY.json" "$work/$mode-$SECOND_PROXY.json")
+      costs+=("$(cluster_costs "$mode@$RATE" "$etcd_before" "$(cluster_snapshot "$mode")")")
     fi
     fixed+=("$(python3 - "$mode" "${outputs[@]}" <<'PY'
 import json, sys
@@ -265,6 +295,10 @@ if [ ${#fixed[@]} -gt 0 ]; then
   printf '%s\n' "${fixed[@]}"
 fi
 echo "peer round trip (one connection, PUT straight to a replica, p50): $rtt"
+if [ ${#costs[@]} -gt 0 ]; then
+  echo "Where a cluster's time goes (throughput runs, then fixed-rate runs as mode@rate):"
+  printf '%s\n' "${costs[@]}"
+fi
 if [ -n "${ETCD_METRICS:-}" ]; then
   curl -s "$ETCD_METRICS" | awk '/^etcd_disk_wal_fsync_duration_seconds_(sum|count)/ {v[$1] = $2}
     END {if (v["etcd_disk_wal_fsync_duration_seconds_count"] > 0)

@@ -55,10 +55,11 @@ where
 async fn connect(member: &Member) -> Result<Connected, OrderError> {
     let config = member.config();
     let timeout = member.append_timeout;
-    let order = SharedOrder::connect(&config.servers, &config.name, timeout).await?;
+    let order = SharedOrder::connect(config, timeout).await?;
     let client = order.client().clone();
     Ok(Connected {
         holds: Holds::new(client.clone(), &config.name, &config.instance, config.lease),
+        pins: super::pins::Pins::new(client.clone(), &config.name),
         registry: Registry::new(client, &config.name),
         order,
     })
@@ -128,6 +129,11 @@ impl<'a> Holding<'a> {
         for origin in &self.origins {
             self.member.set_gate(origin, None);
         }
+        // A resync of an earlier run ended with it.
+        let instance = &self.member.config().instance;
+        if let Err(e) = self.connected.pins.clear(instance).await {
+            log::warn!("cluster: this instance's earlier pins were not removed ({e})");
+        }
         let lease = self.member.config().lease;
         let tick = (lease / 5).clamp(Duration::from_millis(100), Duration::from_secs(1));
         loop {
@@ -190,21 +196,28 @@ impl<'a> Holding<'a> {
             );
         }
         let holds = &self.connected.holds;
-        let (live, detached, progress, holders) = tokio::join!(
+        let (live, detached, progress, holders, pins) = tokio::join!(
             registry.live(),
             holds.detached(),
             holds.all_progress(),
-            holds.holders()
+            holds.holders(),
+            self.connected.pins.all()
         );
         let (live, detached, progress, holders) = (live?, detached?, progress?, holders?);
         if let Some(started) = self.member.started.get() {
             started.forwarder.set_addresses(live.clone());
         }
         let instances: Vec<String> = live.keys().cloned().collect();
-        let spread: HashMap<String, String> = spread(&self.origins, &instances)
+        let mut spread: HashMap<String, String> = spread(&self.origins, &instances)
             .into_iter()
             .map(|(origin, holder)| (origin.to_owned(), holder))
             .collect();
+        // A resync's pins win over the spread while their instance lives.
+        for (origin, instance) in pins? {
+            if live.contains_key(&instance) && spread.contains_key(&origin) {
+                spread.insert(origin, instance);
+            }
+        }
         let held: Vec<String> = self.holds.keys().cloned().collect();
         for origin in held {
             self.keep(&origin, spread.get(&origin)).await?;

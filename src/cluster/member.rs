@@ -68,6 +68,7 @@ pub(super) struct Connected {
     pub order: SharedOrder,
     pub holds: Holds,
     pub registry: Registry,
+    pub pins: super::pins::Pins,
 }
 
 /// Set once the member has started.
@@ -257,7 +258,7 @@ impl Member {
         let reading = reader.clone();
         runtime.spawn(async move {
             loop {
-                match SharedOrder::connect(&config.servers, &config.name, timeout).await {
+                match SharedOrder::connect(&config, timeout).await {
                     Ok(order) => break drop(reading.set(order)),
                     Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
                 }

@@ -135,12 +135,11 @@ impl SharedOrder {
     /// that one sent to a member that just lost its leader leaves time to
     /// try again once another is elected.
     pub async fn connect(
-        servers: &[String],
-        name: &str,
+        cluster: &crate::config::Cluster,
         timeout: Duration,
     ) -> Result<Self, OrderError> {
-        let client = super::connect(servers, timeout / 4).await?;
-        let prefix = format!("{name}/log/");
+        let client = super::connect(cluster, timeout / 4).await?;
+        let prefix = format!("{}/log/", cluster.name);
         let appends = super::batch::start(client.clone(), prefix.clone(), timeout);
         Ok(SharedOrder {
             etcd: super::etcd::Etcd::new(client.clone()),

@@ -63,7 +63,7 @@ pub fn agree(config: &Cluster, origins: &Origins, timeout: Duration) -> Result<b
         return Ok(false);
     };
     let check = async {
-        let client = super::connect(&config.servers, timeout).await?;
+        let client = super::connect(config, timeout).await?;
         let key = format!("{}/origins", config.name);
         let held = client.kv_client().get(key.as_str(), None).await?;
         let held = held

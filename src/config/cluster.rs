@@ -17,13 +17,16 @@ pub struct ClusterSection {
     pub listen: Option<String>,
     pub token_file: Option<PathBuf>,
     pub lease: Option<HumanDuration>,
+    pub tls: Option<super::etcd_tls::EtcdTlsSection>,
 }
 
 /// Validated cluster settings.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Cluster {
-    /// etcd's client URLs (`http://host:port`).
+    /// etcd's client URLs (`http://host:port`, or all `https://`).
     pub servers: Vec<String>,
+    /// How etcd is reached over TLS: `Some` when the servers are `https://`.
+    pub tls: Option<super::etcd_tls::EtcdTls>,
     /// The key prefix of this pool in etcd. Default `hothot`.
     pub name: String,
     /// This instance's name, unique in the pool. Default: the host name.
@@ -48,6 +51,7 @@ impl std::fmt::Debug for Cluster {
             .field("listen", &self.listen)
             .field("token", &self.token.as_ref().map(|_| "<set>"))
             .field("lease", &self.lease)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -115,8 +119,10 @@ pub fn validate(
             "must be whole seconds, at least 1s (etcd counts leases in seconds)",
         ));
     }
+    let tls = super::etcd_tls::validate(section.tls, &section.servers)?;
     Ok(Some(Cluster {
         servers: section.servers,
+        tls,
         name,
         instance,
         listen,
@@ -172,14 +178,11 @@ pub fn adapt(replication: &mut super::ReplicationConfig, warnings: &mut Vec<Stri
     }
 }
 
-/// `http://host:port`: etcd's client URL.
+/// `http://host:port` or `https://host:port`: etcd's client URL.
 fn check_server(server: &str) -> Result<(), &'static str> {
     let rest = match server.split_once("://") {
-        Some(("http", rest)) => rest,
-        Some(("https", _)) => {
-            return Err("https:// is not supported yet: use http:// on a private network")
-        }
-        _ => return Err("must start with http://"),
+        Some(("http" | "https", rest)) => rest,
+        _ => return Err("must start with http:// or https://"),
     };
     let host_port = rest.trim_end_matches('/');
     match host_port.rsplit_once(':') {

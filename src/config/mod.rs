@@ -10,6 +10,7 @@ pub mod admin;
 pub mod balancing;
 mod cidr;
 pub mod cluster;
+pub mod etcd_tls;
 pub mod file;
 mod journal;
 mod limits;

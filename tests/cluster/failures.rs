@@ -14,7 +14,7 @@ async fn the_etcd_leader_killed_mid_burst_loses_no_acknowledged_write() {
     let (origins, etcd) = (setup.origins(), &setup.etcd);
     let writers = Writers::start(&setup.urls(), 4, 150);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let leader = etcd.leader().expect("a leader");
+    let leader = etcd.leader().await.expect("a leader");
     etcd.kill(leader);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let answers = writers.finish().await;

@@ -20,12 +20,20 @@ pub fn instance_config(
     name: &str,
     replication: &str,
 ) -> String {
+    let addresses: Vec<_> = origins.iter().map(|o| o.addr).collect();
+    config_at(etcd, &addresses, name, replication)
+}
+
+/// [`instance_config`] over origins at `addresses` (named a, b, c).
+pub fn config_at(
+    etcd: &EtcdCluster,
+    addresses: &[std::net::SocketAddr],
+    name: &str,
+    replication: &str,
+) -> String {
     let mut config = String::from("origins:\n");
-    for (origin, letter) in origins.iter().zip(["a", "b", "c"]) {
-        config += &format!(
-            "  - {{name: {letter}, address: \"{}\", capacity: 100}}\n",
-            origin.addr
-        );
+    for (address, letter) in addresses.iter().zip(["a", "b", "c"]) {
+        config += &format!("  - {{name: {letter}, address: \"{address}\", capacity: 100}}\n");
     }
     let servers: Vec<String> = etcd
         .endpoints()
@@ -33,9 +41,18 @@ pub fn instance_config(
         .map(|e| format!("\"{e}\""))
         .collect();
     config += &replication_settings(replication);
+    let tls = etcd.tls().map_or(String::new(), |tls| {
+        let (cert, key) = &tls.client;
+        format!(
+            ", tls: {{ca: \"{}\", cert: \"{}\", key: \"{}\"}}",
+            tls.ca.display(),
+            cert.display(),
+            key.display()
+        )
+    });
     config += &format!(
         "timeouts: {{connect: 1s, read: 5s}}\n\
-         cluster: {{servers: [{}], name: shop, instance: {name}, listen: \"127.0.0.1:{}\", lease: 2s}}\n",
+         cluster: {{servers: [{}], name: shop, instance: {name}, listen: \"127.0.0.1:{}\", lease: 2s{tls}}}\n",
         servers.join(", "),
         free_port()
     );
@@ -51,10 +68,22 @@ pub async fn start_instances(
     count: usize,
     replication: &str,
 ) -> Vec<ProxyProcess> {
+    let addresses: Vec<_> = origins.iter().map(|o| o.addr).collect();
+    start_instances_at(dir, etcd, &addresses, count, replication).await
+}
+
+/// [`start_instances`] over origins at `addresses`.
+pub async fn start_instances_at(
+    dir: &std::path::Path,
+    etcd: &EtcdCluster,
+    origins: &[std::net::SocketAddr],
+    count: usize,
+    replication: &str,
+) -> Vec<ProxyProcess> {
     let mut instances = Vec::new();
     for i in 0..count {
         let name = format!("hh{i}");
-        let config = instance_config(etcd, origins, &name, replication);
+        let config = config_at(etcd, origins, &name, replication);
         instances.push(ProxyProcess::start(&dir.join(&name), &config).await);
     }
     let spread = wait_until(CONVERGE, || async {
@@ -148,6 +177,22 @@ impl Writers {
         }
         all
     }
+}
+
+/// The bodies of the writes, once every one got a 2xx (panics otherwise).
+pub fn all_succeeded(answers: &[(u16, String)]) -> Vec<String> {
+    let ok = succeeded(answers);
+    let failed: Vec<_> = answers
+        .iter()
+        .filter(|(s, _)| !(200..300).contains(s))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} writes failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(3)]
+    );
+    ok
 }
 
 /// The bodies of the writes that got a 2xx.

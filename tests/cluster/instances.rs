@@ -2,8 +2,9 @@
 //! through every instance while origins pause, instances die or stall.
 
 use crate::cluster_harness::*;
-use crate::common::etcd::etcdctl;
+use crate::common::nginx::Nginx;
 use crate::common::process::ProxyProcess;
+use crate::common::workload::{differing, mixed_burst, settled_within};
 use crate::common::*;
 use std::time::{Duration, Instant};
 
@@ -18,14 +19,64 @@ async fn two_instances_write_one_sequence_to_every_origin_even_with_one_paused()
     tokio::time::sleep(Duration::from_millis(100)).await;
     origins[2].set_delay(Duration::ZERO);
     let answers = writers.finish().await;
-    let ok = succeeded(&answers);
-    assert_eq!(
-        ok.len(),
-        answers.len(),
-        "writes failed: {:?}",
-        &answers[..3]
-    );
+    let ok = all_succeeded(&answers);
     assert_converged(&origins, &ok).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn instances_share_one_order_on_an_etcd_that_takes_only_tls_clients_with_certificates() {
+    let dir = temp_dir("cluster-tls");
+    let etcd = crate::common::etcd::EtcdCluster::start_tls(&dir.join("etcd"), 1).await;
+    let origins = three_origins().await;
+    let [a, b, c] = &origins;
+    let instances = start_instances(&dir, &etcd, &[a, b, c], 2, "  mode: async\n").await;
+    let urls: Vec<String> = instances.iter().map(|i| i.url("")).collect();
+    let answers = Writers::start(&urls, 2, 30).complete().await;
+    let ok = all_succeeded(&answers);
+    assert_converged(&[a, b, c], &ok).await;
+    // The order is in etcd, reached over TLS.
+    let keys = etcd.ctl(&["get", "--prefix", "shop/log/", "--keys-only"]);
+    assert!(
+        keys.is_some_and(|k| !k.trim().is_empty()),
+        "no batch in etcd"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nginx_webdav_origins_behind_two_instances_end_identical_through_a_pause() {
+    // The story: two instances (each once its own order) in front
+    // of three unmodified nginx WebDAV origins, clients writing the same
+    // keys through both, one origin frozen for 1.5 s.
+    let dir = temp_dir("cluster-nginx");
+    let etcd = crate::common::etcd::EtcdCluster::start(&dir.join("etcd"), 3).await;
+    let nginx = [
+        Nginx::start(&dir.join("x")).await,
+        Nginx::start(&dir.join("y")).await,
+        Nginx::start(&dir.join("z")).await,
+    ];
+    let addresses: Vec<_> = nginx.iter().map(|n| n.addr).collect();
+    let instances = start_instances_at(&dir, &etcd, &addresses, 2, "  mode: async\n").await;
+    let mut bursts = tokio::task::JoinSet::new();
+    for instance in &instances {
+        let url = instance.url("");
+        bursts.spawn(async move { mixed_burst(&url, 4, 100, 24).await.len() });
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    nginx[2].pause();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    nginx[2].resume();
+    let mut acknowledged = 0;
+    while let Some(count) = bursts.join_next().await {
+        acknowledged += count.unwrap();
+    }
+    assert_eq!(acknowledged, 800, "every write acknowledged");
+    for instance in &instances {
+        let settled = settled_within(CONVERGE, instance.metrics_port, &["a", "b", "c"]).await;
+        assert!(settled, "writes still pending: {}", instance.log());
+    }
+    let files = nginx.iter().map(|n| n.files()).collect::<Vec<_>>();
+    assert!(!files[0].is_empty());
+    assert_eq!(differing(&files), Vec::<String>::new(), "keys differ");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -108,9 +159,10 @@ async fn an_instance_stopped_past_its_lease_never_replays_older_writes() {
 /// Entries etcd still holds in the pool's order (`shop/log/`): each key
 /// is a batch, `shop/log/{first id}/{count}`.
 fn entries_in_etcd(setup: &Setup) -> Option<u64> {
-    let endpoints = setup.etcd.endpoints();
     // etcdctl 3.4 has no --count-only: one key per line, blank lines between.
-    let keys = etcdctl(&endpoints, &["get", "--prefix", "shop/log/", "--keys-only"])?;
+    let keys = setup
+        .etcd
+        .ctl(&["get", "--prefix", "shop/log/", "--keys-only"])?;
     let counts = keys.lines().filter(|line| !line.is_empty());
     counts
         .map(|key| key.rsplit('/').next()?.parse::<u64>().ok())
@@ -153,8 +205,8 @@ async fn an_origin_past_retention_is_detached_on_every_instance_and_the_order_is
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_resync_asked_of_an_instance_that_does_not_hold_the_origin_names_its_holder() {
-    let (dir, etcd, origins) = etcd_and_origins("cluster-resync-elsewhere").await;
+async fn a_resync_asked_of_any_instance_gathers_both_origins_there_while_writes_go_on() {
+    let (dir, etcd, origins) = etcd_and_origins("cluster-resync").await;
     let [a, b, c] = &origins;
     let mut instances = Vec::new();
     let mut admins = Vec::new();
@@ -171,35 +223,56 @@ async fn a_resync_asked_of_an_instance_that_does_not_hold_the_origin_names_its_h
     })
     .await;
     assert!(spread, "the origins were not spread over both instances");
+    // The origin to rebuild is one hh1 holds; the resync is asked of hh0.
     let metrics = instances[0].metrics().await;
-    let elsewhere = ["a", "b", "c"].into_iter().find(|o| {
+    let held = |o: &str| {
         metric_value(
             &metrics,
             &format!("hothot_cluster_leases{{origin=\"{o}\"}}"),
-        ) == Some(0.0)
-    });
-    let elsewhere = elsewhere.expect("an origin hh1 holds");
-    let donor = if elsewhere == "a" { "b" } else { "a" };
-    let url = format!(
-        "http://127.0.0.1:{}/origins/{elsewhere}/resync?from={donor}",
-        admins[0]
-    );
-    let ask = || async {
-        let request = http::Request::post(url.as_str())
-            .body(http_body_util::Full::<bytes::Bytes>::default())
-            .unwrap();
-        try_send(request).await.expect("the admin API answers")
+        )
     };
-    // Who holds what is learnt at each renewal: it may lag a hand-over.
-    let named = wait_until(CONVERGE, || async {
-        ask().await.body.contains("instance hh1")
-    })
-    .await;
-    let answer = ask().await;
-    assert_eq!(answer.status, 409, "{}", answer.body);
-    assert!(
-        named,
-        "the refusal does not name the holder: {}",
-        answer.body
+    let target = ["a", "b", "c"].into_iter().find(|o| held(o) == Some(0.0));
+    let target = target.expect("an origin hh1 holds");
+    let donor = if target == "a" { "b" } else { "a" };
+    let by_name = |name: &str| &origins[(name.as_bytes()[0] - b'a') as usize];
+    let urls: Vec<String> = instances.iter().map(|i| i.url("")).collect();
+    let writers = Writers::start(&urls, 2, 150);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let admin = |i: usize, path: String| {
+        let url = format!("http://127.0.0.1:{}{path}", admins[i]);
+        async move {
+            let request = http::Request::post(url)
+                .body(http_body_util::Full::<bytes::Bytes>::default())
+                .unwrap();
+            try_send(request).await.expect("the admin API answers")
+        }
+    };
+    let started = admin(0, format!("/origins/{target}/resync?from={donor}")).await;
+    assert_eq!(started.status, 200, "{}", started.body);
+    let metrics = instances[0].metrics().await;
+    let held = |o: &str| {
+        metric_value(
+            &metrics,
+            &format!("hothot_cluster_leases{{origin=\"{o}\"}}"),
+        )
+    };
+    assert_eq!(
+        (held(target), held(donor)),
+        (Some(1.0), Some(1.0)),
+        "hh0 holds both"
     );
+    // While it runs, the other instance refuses one, naming where it runs.
+    let refused = admin(1, format!("/origins/{donor}/resync?from={target}")).await;
+    assert_eq!(refused.status, 409, "{}", refused.body);
+    assert!(refused.body.contains("hh0"), "{}", refused.body);
+    // The operator's copy of the donor, frozen at the cut; then done.
+    by_name(target).copy_from(by_name(donor));
+    let done = admin(0, format!("/origins/{target}/resync/done")).await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    let answers = writers.complete().await;
+    let ok = all_succeeded(&answers);
+    assert_converged(&[a, b, c], &ok).await;
+    // Unpinned: the spread gives hh1 its share again.
+    let back = wait_until(CONVERGE, || async { leases_held(&instances[1]).await > 0 }).await;
+    assert!(back, "hh1 never held an origin again after the resync");
 }

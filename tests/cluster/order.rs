@@ -15,7 +15,7 @@ const TIMEOUT: Duration = Duration::from_secs(4);
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_retried_append_keeps_its_one_position_and_two_instances_share_one_order() {
     let etcd = EtcdCluster::start(&temp_dir("etcd-order"), 3).await;
-    let order = SharedOrder::connect(&etcd.endpoints(), "shop", TIMEOUT)
+    let order = SharedOrder::connect(&etcd.cluster(), TIMEOUT)
         .await
         .unwrap();
     let first = order.append("hh1-1", b"PUT /a").await.unwrap();
@@ -26,11 +26,9 @@ async fn a_retried_append_keeps_its_one_position_and_two_instances_share_one_ord
     // Two instances appending at once: every write gets its own position.
     let mut tasks = tokio::task::JoinSet::new();
     for instance in ["hh1", "hh2"] {
-        let endpoints = etcd.endpoints();
+        let cluster = etcd.cluster();
         tasks.spawn(async move {
-            let order = SharedOrder::connect(&endpoints, "shop", TIMEOUT)
-                .await
-                .unwrap();
+            let order = SharedOrder::connect(&cluster, TIMEOUT).await.unwrap();
             let mut positions = Vec::new();
             for i in 10..60 {
                 positions.push(
@@ -56,11 +54,11 @@ async fn a_retried_append_keeps_its_one_position_and_two_instances_share_one_ord
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn appends_go_on_when_the_etcd_leader_is_killed() {
     let etcd = EtcdCluster::start(&temp_dir("etcd-leader"), 3).await;
-    let order = SharedOrder::connect(&etcd.endpoints(), "shop", TIMEOUT)
+    let order = SharedOrder::connect(&etcd.cluster(), TIMEOUT)
         .await
         .unwrap();
     let before = order.append("w-before", b"x").await.unwrap();
-    let leader = etcd.leader().expect("a leader");
+    let leader = etcd.leader().await.expect("a leader");
     etcd.kill(leader);
     // Retried under the same id (within the timeout) until the two members
     // left elect a leader: however many attempts, one position.
@@ -90,30 +88,26 @@ async fn read(order: &SharedOrder, from: u64, count: usize) -> Vec<Ordered> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_follower_reads_both_instances_writes_in_the_one_order() {
     let etcd = EtcdCluster::start(&temp_dir("etcd-follow"), 3).await;
-    let order = SharedOrder::connect(&etcd.endpoints(), "shop", TIMEOUT)
+    let order = SharedOrder::connect(&etcd.cluster(), TIMEOUT)
         .await
         .unwrap();
     let start = order.append("first", b"0").await.unwrap();
     // Two followers from the first entry, reading while two instances append.
-    let endpoints = etcd.endpoints();
+    let cluster = etcd.cluster();
     let followers: Vec<_> = (0..2)
         .map(|_| {
-            let endpoints = endpoints.clone();
+            let cluster = cluster.clone();
             tokio::spawn(async move {
-                let order = SharedOrder::connect(&endpoints, "shop", TIMEOUT)
-                    .await
-                    .unwrap();
+                let order = SharedOrder::connect(&cluster, TIMEOUT).await.unwrap();
                 read(&order, start, 101).await
             })
         })
         .collect();
     let mut writers = tokio::task::JoinSet::new();
     for instance in ["hh1", "hh2"] {
-        let endpoints = endpoints.clone();
+        let cluster = cluster.clone();
         writers.spawn(async move {
-            let order = SharedOrder::connect(&endpoints, "shop", TIMEOUT)
-                .await
-                .unwrap();
+            let order = SharedOrder::connect(&cluster, TIMEOUT).await.unwrap();
             for i in 0..50 {
                 let payload = format!("PUT /k{i} from {instance}");
                 order
@@ -154,7 +148,7 @@ async fn every_follower_reads_both_instances_writes_in_the_one_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_instance_holds_an_origin_and_a_taker_waits_out_the_lease() {
     let etcd = EtcdCluster::start(&temp_dir("etcd-hold"), 1).await;
-    let client = hothot::cluster::connect(&etcd.endpoints(), TIMEOUT)
+    let client = hothot::cluster::connect(&etcd.cluster(), TIMEOUT)
         .await
         .unwrap();
     let lease = Duration::from_secs(2);
@@ -202,7 +196,7 @@ async fn one_instance_holds_an_origin_and_a_taker_waits_out_the_lease() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn instances_that_die_leave_the_registry_and_their_origins_spread_over_the_rest() {
     let etcd = EtcdCluster::start(&temp_dir("etcd-instances"), 1).await;
-    let client = hothot::cluster::connect(&etcd.endpoints(), TIMEOUT)
+    let client = hothot::cluster::connect(&etcd.cluster(), TIMEOUT)
         .await
         .unwrap();
     let registry = Registry::new(client.clone(), "shop");

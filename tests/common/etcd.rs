@@ -11,6 +11,16 @@ use std::time::Duration;
 pub struct EtcdCluster {
     members: Vec<Member>,
     dir: PathBuf,
+    /// Set when clients must come over TLS with a certificate.
+    tls: Option<Tls>,
+}
+
+/// The files of an etcd that serves its clients over TLS and asks each
+/// for a certificate (`--client-cert-auth`), all signed by one test CA.
+pub struct Tls {
+    pub ca: PathBuf,
+    pub client: (PathBuf, PathBuf),
+    server: (PathBuf, PathBuf),
 }
 
 struct Member {
@@ -26,6 +36,23 @@ impl EtcdCluster {
     /// every member answers as healthy. Panics with the reason if etcd is
     /// missing (`.ci/run` installs it).
     pub async fn start(dir: &Path, size: usize) -> EtcdCluster {
+        Self::start_with(dir, size, None).await
+    }
+
+    /// [`EtcdCluster::start`], its clients served over TLS only, each with
+    /// a certificate signed by the test CA (made under `dir`).
+    pub async fn start_tls(dir: &Path, size: usize) -> EtcdCluster {
+        let files = dir.join("tls");
+        let authority = super::tls::authority(&files);
+        let tls = Tls {
+            server: super::tls::issued(&files, &authority, "etcd"),
+            client: super::tls::issued(&files, &authority, "hothot"),
+            ca: authority.0,
+        };
+        Self::start_with(dir, size, Some(tls)).await
+    }
+
+    async fn start_with(dir: &Path, size: usize, tls: Option<Tls>) -> EtcdCluster {
         let members: Vec<Member> = (0..size)
             .map(|i| Member {
                 name: format!("m{i}"),
@@ -37,6 +64,7 @@ impl EtcdCluster {
         let cluster = EtcdCluster {
             members,
             dir: dir.to_owned(),
+            tls,
         };
         for i in 0..size {
             cluster.start_member(i, "new");
@@ -54,7 +82,7 @@ impl EtcdCluster {
 
     fn start_member(&self, i: usize, state: &str) {
         let member = &self.members[i];
-        let client = format!("http://127.0.0.1:{}", member.client_port);
+        let client = self.client_url(member);
         let peer = format!("http://127.0.0.1:{}", member.peer_port);
         std::fs::create_dir_all(&self.dir).unwrap();
         let log = std::fs::File::options()
@@ -73,6 +101,17 @@ impl EtcdCluster {
             .args(["--initial-cluster", &self.initial_cluster()])
             .args(["--initial-cluster-state", state])
             .args(["--initial-cluster-token", "hothot-test"])
+            .args(self.tls.iter().flat_map(|tls| {
+                [
+                    "--client-cert-auth".as_ref(),
+                    "--trusted-ca-file".as_ref(),
+                    tls.ca.as_os_str(),
+                    "--cert-file".as_ref(),
+                    tls.server.0.as_os_str(),
+                    "--key-file".as_ref(),
+                    tls.server.1.as_os_str(),
+                ]
+            }))
             // Loopback: elections in a fraction of a second.
             .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
             .stdout(Stdio::null())
@@ -82,28 +121,74 @@ impl EtcdCluster {
         *member.child.lock().unwrap() = Some(child);
     }
 
+    fn client_url(&self, member: &Member) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", member.client_port)
+    }
+
     /// The client URLs of every member, as `cluster.servers` lists them.
     pub fn endpoints(&self) -> Vec<String> {
-        (self.members.iter())
-            .map(|m| format!("http://127.0.0.1:{}", m.client_port))
-            .collect()
+        self.members.iter().map(|m| self.client_url(m)).collect()
+    }
+
+    /// The TLS files its clients need, if it serves over TLS.
+    pub fn tls(&self) -> Option<&Tls> {
+        self.tls.as_ref()
+    }
+
+    /// This etcd as a `cluster` section names it (pool `shop`), for the
+    /// shared order's pieces used directly.
+    pub fn cluster(&self) -> hothot::config::Cluster {
+        hothot::config::Cluster {
+            servers: self.endpoints(),
+            tls: self
+                .tls
+                .as_ref()
+                .map(|tls| hothot::config::etcd_tls::EtcdTls {
+                    ca: Some(tls.ca.clone()),
+                    identity: Some(tls.client.clone()),
+                    sni: String::new(),
+                }),
+            name: "shop".into(),
+            instance: "test".into(),
+            listen: "127.0.0.1:9".parse().unwrap(),
+            token: None,
+            lease: Duration::from_secs(2),
+        }
+    }
+
+    /// `etcdctl` against every member (with the client certificate when
+    /// TLS is on); its output when it succeeded.
+    pub fn ctl(&self, args: &[&str]) -> Option<String> {
+        etcdctl(&self.endpoints(), self.tls.as_ref(), args)
     }
 
     /// Waits (at most 20 s) until every running member reports healthy.
     pub async fn healthy(&self) -> bool {
         let running: Vec<String> = (self.members.iter())
             .filter(|m| m.child.lock().unwrap().is_some())
-            .map(|m| format!("http://127.0.0.1:{}", m.client_port))
+            .map(|m| self.client_url(m))
             .collect();
         wait_until(Duration::from_secs(20), || async {
-            etcdctl(&running, &["endpoint", "health"]).is_some()
+            etcdctl(&running, self.tls.as_ref(), &["endpoint", "health"]).is_some()
         })
         .await
     }
 
-    /// The index of the member that leads now, if one does.
-    pub fn leader(&self) -> Option<usize> {
-        let status = etcdctl(&self.endpoints(), &["endpoint", "status", "-w", "json"])?;
+    /// The index of the member that leads, once one does (at most 10 s:
+    /// etcdctl may time out on a busy machine, or an election be on).
+    pub async fn leader(&self) -> Option<usize> {
+        let mut leader = None;
+        wait_until(Duration::from_secs(10), || {
+            leader = self.leader_now();
+            std::future::ready(leader.is_some())
+        })
+        .await;
+        leader
+    }
+
+    fn leader_now(&self) -> Option<usize> {
+        let status = self.ctl(&["endpoint", "status", "-w", "json"])?;
         let status: serde_json::Value = serde_json::from_str(&status).ok()?;
         let statuses = status.as_array()?;
         let leader = statuses
@@ -129,8 +214,18 @@ impl EtcdCluster {
 }
 
 /// Runs `etcdctl` against `endpoints`; its output when it succeeded.
-pub fn etcdctl(endpoints: &[String], args: &[&str]) -> Option<String> {
-    let output = Command::new("etcdctl")
+pub fn etcdctl(endpoints: &[String], tls: Option<&Tls>, args: &[&str]) -> Option<String> {
+    let mut command = Command::new("etcdctl");
+    if let Some(tls) = tls {
+        command
+            .arg("--cacert")
+            .arg(&tls.ca)
+            .arg("--cert")
+            .arg(&tls.client.0)
+            .arg("--key")
+            .arg(&tls.client.1);
+    }
+    let output = command
         .env("ETCDCTL_API", "3")
         .arg(format!("--endpoints={}", endpoints.join(",")))
         .args(["--dial-timeout", "1s", "--command-timeout", "2s"])

@@ -133,6 +133,14 @@ impl TestOrigin {
             .collect()
     }
 
+    /// Replaces this origin's data with `donor`'s (what an operator's copy
+    /// does in a resync), the writes it applied included.
+    pub fn copy_from(&self, donor: &TestOrigin) {
+        let (kv, applied) = (donor.shared.kv.lock().unwrap().clone(), donor.applied());
+        *self.shared.kv.lock().unwrap() = kv;
+        *self.shared.applied.lock().unwrap() = applied;
+    }
+
     /// Every `/kv` key and its value.
     pub fn state(&self) -> std::collections::BTreeMap<String, Bytes> {
         let kv = self.shared.kv.lock().unwrap();

@@ -3,26 +3,14 @@
 
 /// A self-signed certificate for `localhost` and 127.0.0.1, made by the
 /// `openssl` command: (certificate, key).
+#[rustfmt::skip]
 pub fn certificate(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
     std::fs::create_dir_all(dir).unwrap();
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let made = std::process::Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-        ])
-        .args(["-subj", "/CN=localhost"])
-        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl runs");
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+    openssl(&[
+        "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        "-keyout", path(&key), "-out", path(&cert),
+    ]);
     (cert, key)
 }
 
@@ -43,4 +31,57 @@ pub async fn curl_tls(port: u16, ca: &std::path::Path, protocol: &str) -> String
     })
     .await
     .unwrap()
+}
+
+/// A certificate authority of its own under `dir`, made by the `openssl`
+/// command: (certificate, key).
+pub fn authority(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    std::fs::create_dir_all(dir).unwrap();
+    let (cert, key) = (dir.join("ca.pem"), dir.join("ca-key.pem"));
+    openssl(&[
+        "-subj",
+        "/CN=hothot-test-ca",
+        "-keyout",
+        path(&key),
+        "-out",
+        path(&cert),
+    ]);
+    (cert, key)
+}
+
+/// A certificate for `name`, for servers and clients alike (127.0.0.1,
+/// localhost), signed by `authority`: (certificate, key).
+#[rustfmt::skip]
+pub fn issued(
+    dir: &std::path::Path,
+    authority: &(std::path::PathBuf, std::path::PathBuf),
+    name: &str,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let cert = dir.join(format!("{name}.pem"));
+    let key = dir.join(format!("{name}-key.pem"));
+    let subject = format!("/CN={name}");
+    openssl(&[
+        "-subj", &subject, "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        "-addext", "extendedKeyUsage=serverAuth,clientAuth",
+        "-addext", "basicConstraints=critical,CA:FALSE",
+        "-CA", path(&authority.0), "-CAkey", path(&authority.1),
+        "-keyout", path(&key), "-out", path(&cert),
+    ]);
+    (cert, key)
+}
+
+fn path(path: &std::path::Path) -> &str {
+    path.to_str().expect("a UTF-8 path")
+}
+
+/// `openssl req` making a new RSA key and its certificate, valid one day,
+/// with `args` (subject, extensions, signer, files).
+#[rustfmt::skip]
+fn openssl(args: &[&str]) {
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"])
+        .args(args)
+        .output()
+        .expect("openssl runs");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
 }

@@ -10,9 +10,11 @@ fn cluster_mistakes_name_their_key() {
     let cluster = |keys: &str| with_origins(&format!("cluster: {{{keys}}}\n"));
     refused(&cluster("servers: []"), "cluster.servers", "etcd");
     refused(
-        &cluster("servers: [\"https://10.0.0.5:2379\"], listen: \"127.0.0.1:9102\""),
-        "cluster.servers[0]",
-        "https",
+        &cluster(
+            "servers: [\"https://10.0.0.5:2379\", \"http://10.0.0.6:2379\"], listen: \"127.0.0.1:9102\"",
+        ),
+        "cluster.servers",
+        "https:// or none",
     );
     refused(
         &cluster("servers: [\"10.0.0.5:2379\"], listen: \"127.0.0.1:9102\""),
@@ -74,4 +76,52 @@ fn a_cluster_has_defaults_and_warns_where_it_does_nothing() {
         "{:?}",
         config.warnings
     );
+}
+
+#[test]
+fn tls_to_etcd_mistakes_name_their_key() {
+    let https = "servers: [\"https://127.0.0.1:2379\"], listen: \"127.0.0.1:9102\"";
+    let cluster = |keys: &str| with_origins(&format!("cluster: {{{keys}}}\n"));
+    refused(
+        &cluster(&format!("{SERVERS}, listen: \"127.0.0.1:9102\", tls: {{}}")),
+        "cluster.tls",
+        "https://",
+    );
+    refused(
+        &cluster(&format!("{https}, tls: {{verify: false}}")),
+        "cluster.tls.verify",
+        "always verified",
+    );
+    refused(
+        &cluster(&format!("{https}, tls: {{ca: /nonexistent/ca.pem}}")),
+        "cluster.tls.ca",
+        "cannot read",
+    );
+    let not_pem = std::env::temp_dir().join(format!("hothot-not-pem-{}", std::process::id()));
+    std::fs::write(&not_pem, "not a certificate").unwrap();
+    let not_pem = not_pem.display();
+    refused(
+        &cluster(&format!("{https}, tls: {{ca: {not_pem}}}")),
+        "cluster.tls.ca",
+        "no PEM certificate",
+    );
+    refused(
+        &cluster(&format!("{https}, tls: {{cert: {not_pem}}}")),
+        "cluster.tls.key",
+        "required",
+    );
+    refused(
+        &cluster(&format!("{https}, tls: {{sni: \"etcd one\"}}")),
+        "cluster.tls.sni",
+        "host name",
+    );
+    refused(
+        &cluster(&format!("{https}, tls: {{cipher: x}}")),
+        "cluster.tls",
+        "cipher",
+    );
+    // https:// alone: etcd's certificate checked against the system's CAs.
+    let config = hothot::config::parse(&cluster(https)).unwrap();
+    let tls = config.cluster.and_then(|c| c.tls).expect("TLS to etcd");
+    assert_eq!((tls.ca, tls.identity), (None, None));
 }

@@ -14,6 +14,7 @@
 //! restart but the origin's detached mark: a restart aborts it, and the
 //! donor's held writes are in the log.
 
+mod cluster;
 mod command;
 
 use super::backlog::Intake;
@@ -64,10 +65,14 @@ pub enum ResyncError {
     #[error("cannot resync: a resync of {origin} from {donor} is running (finish it with /resync/done or /resync/abort)")]
     Running { origin: String, donor: String },
     #[error(
-        "cannot resync here: origin {origin}'s deliveries are held by {holder}; in a cluster a resync runs on \
-         the instance that holds both origins (/status: cluster.holders)"
+        "cannot resync {origin} from {donor} on this instance: a resync runs on the instance that holds both \
+         origins' deliveries, and they did not come here: {why}"
     )]
-    HeldElsewhere { origin: String, holder: String },
+    NotGathered {
+        origin: String,
+        donor: String,
+        why: String,
+    },
     #[error("no resync of {0} is running")]
     NotRunning(String),
     #[error("cannot resync: replication is off, so there is no sequence to cut")]
@@ -112,25 +117,6 @@ impl Replicator {
             .is_some_and(|r| r.origin == id || r.donor == id)
     }
 
-    /// In a cluster, the instance that delivers to `origin` when it is not
-    /// this one (a resync holds both origins' deliveries, which only their
-    /// holder can).
-    fn held_elsewhere(&self, origin: &Origin) -> Option<String> {
-        let member = &self.shared.as_ref()?.member;
-        if member.holds(&origin.name) {
-            return None;
-        }
-        let holders = member.holders();
-        // As etcd said at the last renewal: this instance's own name there
-        // is a hand-over on its way.
-        let holder = holders.get(&origin.name);
-        Some(match holder {
-            Some(h) if *h != member.config().instance => format!("instance {h}"),
-            Some(_) => "another instance (being handed over)".to_owned(),
-            None => "no instance (yet)".to_owned(),
-        })
-    }
-
     /// Starts resyncing `name` from `donor`: see the module's text. Returns
     /// once the donor holds the pool's data at the cut (and the command,
     /// if configured, runs).
@@ -145,24 +131,33 @@ impl Replicator {
         if origin.id == giver.id {
             return Err(ResyncError::SameOrigin(name.to_owned()));
         }
-        for party in [&origin, &giver] {
-            if let Some(holder) = self.held_elsewhere(party) {
-                let origin = party.name.clone();
-                return Err(ResyncError::HeldElsewhere { origin, holder });
-            }
+        if let Some(r) = self.resyncs.lock().as_ref() {
+            return Err(self.running_error(r));
         }
+        self.gather_here(&origin, &giver).await?;
+        let started = self.start_resync(&origin, &giver).await;
+        if started.is_err() {
+            self.unpin(&origin, &giver);
+        }
+        started
+    }
+
+    /// [`Replicator::resync`] once this instance may cut both origins.
+    async fn start_resync(
+        self: &Arc<Self>,
+        origin: &Arc<Origin>,
+        giver: &Arc<Origin>,
+    ) -> Result<Started, ResyncError> {
+        let (name, donor) = (origin.name.as_str(), giver.name.as_str());
         let seq = {
             let mut running = self.resyncs.lock();
             if let Some(r) = running.as_ref() {
-                return Err(ResyncError::Running {
-                    origin: self.pool.name(r.origin).to_owned(),
-                    donor: self.pool.name(r.donor).to_owned(),
-                });
+                return Err(self.running_error(r));
             }
             if !giver.is_serving() {
                 return Err(ResyncError::DonorNotServing(donor.to_owned()));
             }
-            let seq = self.cut_for_resync(&origin, &giver);
+            let seq = self.cut_for_resync(origin, giver);
             *running = Some(Running {
                 origin: origin.id,
                 donor: giver.id,
@@ -178,8 +173,8 @@ impl Replicator {
         );
         self.metrics.publish_pool(&self.pool);
         let waited = self.timeouts.read.max(Duration::from_secs(10));
-        if !self.donor_reached(&giver, seq, waited).await {
-            let _ = self.end_resync(&origin, "failed", "its donor fell behind");
+        if !self.donor_reached(giver, seq, waited).await {
+            let _ = self.end_resync(origin, "failed", "its donor fell behind");
             return Err(ResyncError::DonorBehind {
                 donor: donor.to_owned(),
                 seq,
@@ -192,7 +187,7 @@ impl Replicator {
             seq,
         };
         if let Some(program) = self.config().retention.resync_command.clone() {
-            let handle = self.run_command(program, &origin, &giver, seq);
+            let handle = self.run_command(program, origin, giver, seq);
             let mut running = self.resyncs.lock();
             match running.as_mut().filter(|r| r.origin == origin.id) {
                 Some(r) => r.command = Some(handle),
@@ -250,7 +245,7 @@ impl Replicator {
         origin.backlog.open();
         self.pool.set_standing(origin.id, Standing::CatchingUp);
         drop(cut);
-        self.release_donor(donor.as_deref());
+        self.release_donor(&running);
         self.remember(&[(name.to_owned(), Some(Mark::Current(Some(running.seq))))]);
         self.metrics
             .replication
@@ -320,7 +315,7 @@ impl Replicator {
     /// its origin, if still in the pool, detached. Returns the donor's name.
     fn abandon(&self, running: &Running, result: &str, why: &str) -> String {
         let donor = self.pool.get(running.donor).cloned();
-        self.release_donor(donor.as_deref());
+        self.release_donor(running);
         let origin = self.pool.get(running.origin).filter(|o| !o.is_retired());
         if let Some(origin) = origin {
             let why = format!("its resync was not completed: {why}");
@@ -339,10 +334,24 @@ impl Replicator {
         donor.map(|d| d.name.clone()).unwrap_or_default()
     }
 
-    fn release_donor(&self, donor: Option<&Origin>) {
+    /// The resync `running` ended: its donor takes writes again (and in a
+    /// cluster, both origins may move back to the instances the spread
+    /// gives them).
+    fn release_donor(&self, running: &Running) {
+        let (origin, donor) = (self.pool.get(running.origin), self.pool.get(running.donor));
         if let Some(donor) = donor {
             donor.backlog.unhold();
             self.pool.set_donor(donor.id, false);
+        }
+        if let (Some(origin), Some(donor)) = (origin, donor) {
+            self.unpin(origin, donor);
+        }
+    }
+
+    fn running_error(&self, running: &Running) -> ResyncError {
+        ResyncError::Running {
+            origin: self.pool.name(running.origin).to_owned(),
+            donor: self.pool.name(running.donor).to_owned(),
         }
     }
 
