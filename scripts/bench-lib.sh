@@ -57,6 +57,19 @@ bench_hothot_config() { # count mode dir [server]
   for i in $(seq 0 $(($1 - 1))); do
     echo "  - {name: o$i, address: \"$(address "$i"):$ORIGIN\", capacity: 100}"
   done
-  echo "replication: {mode: $2, journal: {dir: \"$3/journal\"}}"
+  echo "replication:"
+  echo "  mode: $2"
+  echo "  journal: {dir: \"$3/journal\"}"
+  # ROUTES=N: N rules of replication.routes, none of which GET / matches
+  # (prefixes, exact paths and regexes in turn): every read tries them all.
+  local i
+  [ "${ROUTES:-0}" -gt 0 ] && echo "  routes:"
+  for i in $(seq 0 $((${ROUTES:-0} - 1))); do
+    case $((i % 3)) in
+      0) echo "    - {match: {path_prefix: /api/v$i/}, as: primary}" ;;
+      1) echo "    - {match: {path: /v$i/kv/range}, as: read}" ;;
+      2) echo "    - {match: {path_regex: \"^/svc$i/[a-z]+/notify\"}, as: primary}" ;;
+    esac
+  done
   echo "${EXTRA_YAML:-}"
 }

@@ -14,7 +14,9 @@
 #   under hothot's cost; nginx-1000: nginx with the same 1,000 origins, the
 #   reference for what 1,000 upstream sockets cost the kernel and the caches
 #   of any proxy; pingora-1000: Pingora alone with them, the floor under
-#   hothot-1000; hothot-steal, not run by default: server.work_stealing true)
+#   hothot-1000; hothot-steal, not run by default: server.work_stealing true;
+#   hothot-routes, not run by default: 20 replication.routes rules that no
+#   request of the bench matches, a third of them regexes, #26)
 #   HOTHOT=path/to/hothot   # compare another build (default: target/release/hothot)
 #   BASELINE=path/to/hothot # also run `hothot-baseline`: that build, hothot's defaults,
 #                           # interleaved with the others (a change against the build before it)
@@ -149,6 +151,7 @@ start() { # run name
     hothot-1000) start_hothot 1000 1 async ;;
     hothot-2t) start_hothot 3 2 async ;;
     hothot-norepl) start_hothot 3 1 off ;;
+    hothot-routes) ROUTES=20 start_hothot 3 1 async ;;
     hothot-steal) start_hothot 3 1 async true ;;
     nginx) start_nginx 3 ;;
     nginx-xff) start_nginx 3 "$NGINX_AS_HOTHOT" ;;

@@ -48,6 +48,9 @@ pub struct Line<'a> {
     pub upstream_status: Option<u16>,
     /// A replicated write: its version and what became of its replication.
     pub write: Option<(u64, &'static str)>,
+    /// The index of the `replication.routes` rule that decided what the
+    /// request was, if one did.
+    pub route: Option<usize>,
 }
 
 pub struct AccessLog {
@@ -242,6 +245,12 @@ fn combined(e: &Line) -> String {
     if let Some((version, outcome)) = e.write {
         let _ = write!(line, " version={version} replication={outcome}");
     }
+    match e.route {
+        Some(route) => {
+            let _ = write!(line, " route={route}");
+        }
+        None => line.push_str(" route=-"),
+    }
     line.push('\n');
     line
 }
@@ -267,6 +276,7 @@ fn json(e: &Line) -> String {
         version: Option<u64>,
         #[serde(skip_serializing_if = "Option::is_none")]
         replication: Option<&'a str>,
+        route: Option<usize>,
     }
     let mut line = with_times(e.time, |_, time| {
         serde_json::to_string(&Line {
@@ -285,6 +295,7 @@ fn json(e: &Line) -> String {
             upstream_status: e.upstream_status,
             version: e.write.map(|(v, _)| v),
             replication: e.write.map(|(_, r)| r),
+            route: e.route,
         })
         .unwrap_or_default()
     });
@@ -336,6 +347,7 @@ mod tests {
             attempts: 1,
             upstream_status: Some(200),
             write: Some((42, "queued")),
+            route: Some(3),
         }
     }
 
@@ -345,8 +357,13 @@ mod tests {
         assert_eq!(
             line,
             "127.0.0.1 - - [27/Nov/2026:02:58:10 +0000] \"PUT /kv/a?x=\\x221\\x22 HTTP/1.1\" 200 5 \"-\" \"curl/8\" \
-             rt=0.003 origin=a attempts=1 upstream_status=200 version=42 replication=queued\n"
+             rt=0.003 origin=a attempts=1 upstream_status=200 version=42 replication=queued route=3\n"
         );
+        let unrouted = combined(&Line {
+            route: None,
+            ..entry()
+        });
+        assert!(unrouted.ends_with(" route=-\n"), "{unrouted}");
     }
 
     #[test]
@@ -355,6 +372,7 @@ mod tests {
         assert_eq!(value["status"], 200);
         assert_eq!(value["path"], "/kv/a?x=\"1\"");
         assert_eq!(value["version"], 42);
+        assert_eq!(value["route"], 3);
         assert_eq!(value["time"], "2026-11-27T02:58:10Z");
     }
 }

@@ -12,15 +12,19 @@
 //!   `replication.trusted_sources` whose method is a write's is a
 //!   [`Class::TrustedCopy`]: another hothot replicated it; replicating it
 //!   again would loop. From anyone else the header is removed first.
-//! - A request whose method is in `replication.methods` (POST, PUT, PATCH
-//!   and DELETE by default) is a [`Class::Write`], whether replication is on
-//!   or off.
+//! - A request that a rule of `replication.routes` matches is what the
+//!   first such rule says (#26): `as: read` a [`Class::Read`], `as:
+//!   primary` a [`Class::Primary`], a write rule a [`Class::Write`].
+//! - Otherwise a request whose method is in `replication.methods` (POST,
+//!   PUT, PATCH and DELETE by default) is a [`Class::Write`], whether
+//!   replication is on or off.
 //! - Everything else is a [`Class::Read`]: the safe methods (GET, HEAD,
 //!   OPTIONS, TRACE, which the configuration refuses to list), and any
 //!   method not listed.
 
 use crate::config::ReplicationConfig;
 use crate::replication::REPLICATED_FROM;
+use crate::routes::Action;
 use pingora_http::RequestHeader;
 use std::net::IpAddr;
 
@@ -30,6 +34,9 @@ pub enum Class {
     Read,
     Write,
     TrustedCopy,
+    /// For one origin only (a route's `as: primary`): balanced as a write,
+    /// never replicated, never sent to a second origin once one received it.
+    Primary,
 }
 
 /// A request's class, and whether it may be sent again.
@@ -40,6 +47,8 @@ pub struct Classified {
     /// after the request went out)? Only a read with a safe method and no
     /// body: replaying anything else could apply it twice.
     pub replayable: bool,
+    /// The index of the `replication.routes` rule that decided, if one did.
+    pub route: Option<usize>,
 }
 
 impl Default for Classified {
@@ -48,6 +57,7 @@ impl Default for Classified {
         Classified {
             class: Class::Read,
             replayable: false,
+            route: None,
         }
     }
 }
@@ -61,11 +71,15 @@ pub fn classify(
 ) -> Classified {
     // By a constant name: a `&str` is parsed into a header name per lookup.
     const REPLICATED_FROM_NAME: http::HeaderName = http::HeaderName::from_static(REPLICATED_FROM);
-    let listed = config.methods.contains(&request.method);
-    let mut class = match listed {
-        true => Class::Write,
-        false => Class::Read,
+    let route = crate::routes::decide(&config.routes, request);
+    let mut class = match route.map(|(_, action)| action) {
+        Some(Action::Read) => Class::Read,
+        Some(Action::Primary) => Class::Primary,
+        Some(Action::Write(_)) => Class::Write,
+        None if config.methods.contains(&request.method) => Class::Write,
+        None => Class::Read,
     };
+    let listed = class == Class::Write;
     if request.headers.contains_key(&REPLICATED_FROM_NAME) {
         let trusted = client.is_some_and(|ip| {
             config
@@ -85,9 +99,14 @@ pub fn classify(
         request.method,
         http::Method::GET | http::Method::HEAD | http::Method::OPTIONS | http::Method::TRACE
     );
+    // A route's read may be sent again as a safe method's is: its rule
+    // says it changes nothing. The body is replayed from Pingora's retry
+    // buffer (64 KiB); a larger one is not retried once sent.
+    let declared_read = route.is_some() && class == Class::Read;
     Classified {
         class,
-        replayable: class == Class::Read && safe && !has_body(request),
+        replayable: class == Class::Read && (declared_read || (safe && !has_body(request))),
+        route: route.map(|(i, _)| i),
     }
 }
 
@@ -156,6 +175,25 @@ mod tests {
         assert_eq!(class_of(&config, "PROPFIND").class, Class::Read);
         let mut with_body = request("GET", &[("content-length", "3")]);
         assert!(!classify(&config, &mut with_body, None).replayable);
+    }
+
+    #[test]
+    fn routes_decide_before_methods() {
+        let config = config(
+            "replication:\n  routes:\n    - {match: {path: /k}, as: read}\n    \
+             - {match: {path: /p}, as: primary}\n    - {match: {path: /g}, mode: sync}\n",
+        );
+        let mut read = request("POST", &[("content-length", "3")]);
+        let read = classify(&config, &mut read, None);
+        assert_eq!((read.class, read.route), (Class::Read, Some(0)));
+        assert!(read.replayable, "a route's read is sent again like a GET");
+        let mut primary = RequestHeader::build("POST", b"/p", None).unwrap();
+        let primary = classify(&config, &mut primary, None);
+        assert_eq!((primary.class, primary.route), (Class::Primary, Some(1)));
+        assert!(!primary.replayable);
+        let mut other = RequestHeader::build("PUT", b"/other", None).unwrap();
+        let other = classify(&config, &mut other, None);
+        assert_eq!((other.class, other.route), (Class::Write, None));
     }
 
     #[test]

@@ -218,6 +218,7 @@ impl AdminApp {
             "replication": {
                 "mode": self.replication_mode,
                 "order": self.replication_order,
+                "routes": self.replicator.config().routes.iter().map(|r| r.describe()).collect::<Vec<_>>(),
             },
             "journal_bytes": self.metrics.replication.journal_bytes.get(),
             "cluster": self.replicator.cluster_status(),

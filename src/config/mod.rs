@@ -17,6 +17,7 @@ mod limits;
 pub mod listen;
 pub mod replication;
 pub mod retention;
+pub mod routes;
 mod shape;
 pub mod units;
 mod validate;

@@ -89,6 +89,7 @@ pub struct ReplicationSection {
     pub retain: Option<RetainSection>,
     pub detach_after: Option<HumanDuration>,
     pub resync: Option<ResyncSection>,
+    pub routes: Option<Vec<super::routes::RouteSection>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -154,6 +155,8 @@ pub struct ReplicationConfig {
     pub retry_max_attempts: u32,
     /// `retain`, `detach_after`, `resync`.
     pub retention: Retention,
+    /// `routes`: the first that matches a request decides what it is.
+    pub routes: Vec<crate::routes::Route>,
 }
 
 /// Default `retry.max_attempts`: with the default backoff (100ms doubling to
@@ -173,9 +176,6 @@ pub const DEFAULT_MAX_BODY: usize = 8 << 20;
 const MAX_BODY_LIMIT: u64 = 1 << 30;
 /// Default `verify.sample`: one write in a hundred costs each origin one GET.
 const DEFAULT_VERIFY_SAMPLE: f64 = 0.01;
-
-/// The safe methods (RFC 9110 §9.2.1): reads, never replicated.
-const READS: [&str; 4] = ["GET", "HEAD", "OPTIONS", "TRACE"];
 
 /// Validates the section; settings that are valid but have no effect are
 /// added to `warnings` (`hothot -t` prints them, start-up logs them).
@@ -224,20 +224,7 @@ pub fn validate(
             "list at least one method",
         ));
     }
-    let mut methods = Vec::with_capacity(names.len());
-    for (i, name) in names.iter().enumerate() {
-        let key = format!("replication.methods[{i}]");
-        let upper = name.to_ascii_uppercase();
-        if READS.contains(&upper.as_str()) {
-            return Err(ConfigError::invalid(
-                key,
-                format!("{name} is a read: reads are never replicated"),
-            ));
-        }
-        let method = http::Method::from_bytes(upper.as_bytes())
-            .map_err(|_| ConfigError::invalid(&key, format!("{name:?} is not an HTTP method")))?;
-        methods.push(method);
-    }
+    let methods = super::routes::parse_methods("replication.methods", &names, false)?;
     let peers = origins.saturating_sub(1);
     let quorum = section.quorum.unwrap_or(1);
     if mode == ReplicationMode::Sync && (quorum == 0 || quorum > peers) {
@@ -331,7 +318,10 @@ pub fn validate(
         ));
     }
     let retention = validate_retention(section.retain, section.detach_after, section.resync)?;
+    let routes = section.routes.unwrap_or_default();
+    let routes = super::routes::validate(routes, origins, mode, warnings)?;
     Ok(ReplicationConfig {
+        routes,
         retention,
         order,
         order_key,

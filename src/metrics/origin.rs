@@ -89,7 +89,7 @@ pub struct OriginMetrics {
     pub responses: ResponseCounters,
     /// `hothot_request_duration_seconds{origin,kind}`, by [`Kind`]: from
     /// request start to the last byte sent.
-    pub duration: [Histogram; 2],
+    pub duration: [Histogram; Kind::ALL.len()],
     /// `hothot_retries_total{origin}`: attempts on this origin that failed and were retried elsewhere.
     pub retries: IntCounter,
     /// `hothot_health_checks_total{origin,result="success"}`.

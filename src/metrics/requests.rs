@@ -70,21 +70,24 @@ impl RequestCounters {
     }
 }
 
-/// What a request was, as [`crate::classify`] decided: `read` or `write`
-/// (a write, replicated or not, or a trusted copy of one).
+/// What a request was, as [`crate::classify`] decided: `read`, `write`
+/// (a write, replicated or not, or a trusted copy of one) or `primary` (a
+/// route's request for one origin only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Read,
     Write,
+    Primary,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 2] = [Kind::Read, Kind::Write];
+    pub const ALL: [Kind; 3] = [Kind::Read, Kind::Write, Kind::Primary];
 
     pub fn of(class: Class) -> Kind {
         match class {
             Class::Read => Kind::Read,
             Class::Write | Class::TrustedCopy => Kind::Write,
+            Class::Primary => Kind::Primary,
         }
     }
 
@@ -92,6 +95,7 @@ impl Kind {
         match self {
             Kind::Read => "read",
             Kind::Write => "write",
+            Kind::Primary => "primary",
         }
     }
 }
@@ -104,7 +108,7 @@ pub const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
 /// combination exists from start-up, at 0, so that `rate()` and
 /// `increase()` see the first of each.
 pub struct ResponseCounters {
-    by_kind: [[IntCounter; CLASSES.len()]; 2],
+    by_kind: [[IntCounter; CLASSES.len()]; Kind::ALL.len()],
 }
 
 impl ResponseCounters {
@@ -113,7 +117,7 @@ impl ResponseCounters {
             CLASSES.map(|class| family.with_label_values(&[origin, kind.label(), class]))
         };
         ResponseCounters {
-            by_kind: [counters(Kind::Read), counters(Kind::Write)],
+            by_kind: Kind::ALL.map(counters),
         }
     }
 

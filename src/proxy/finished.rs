@@ -77,6 +77,7 @@ impl HotHotProxy {
             attempts: ctx.tried.len(),
             upstream_status: ctx.upstream_status,
             write,
+            route: ctx.classified.route,
         });
     }
 }

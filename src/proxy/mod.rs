@@ -5,7 +5,8 @@
 //! Retry policy: a connect failure is retried on another origin for every
 //! request, since nothing was sent. Any other upstream failure is retried
 //! only for a replayable request (a read with a safe method and no body,
-//! see [`crate::classify`]), and only before the origin's response header
+//! or a route's read whose body fits Pingora's retry buffer, see
+//! [`crate::classify`]), and only before the origin's response header
 //! arrived. At most `retries` extra attempts.
 
 mod answers;
@@ -198,8 +199,7 @@ impl ProxyHttp for HotHotProxy {
             ctx.seen = route::seen_write(session.req_header(), &self.pool);
         }
         drop(config);
-        let class = ctx.classified.class;
-        match write::admit(&self.replicator, class, session.req_header()) {
+        match write::admit(&self.replicator, ctx.classified, session.req_header()) {
             Admission::Pass => Ok(false),
             Admission::Capture(capture) if self.replicator.config().order.is_sequenced() => {
                 ordered::serve(self, session, ctx, capture).await
@@ -332,6 +332,10 @@ impl ProxyHttp for HotHotProxy {
         _client_reused: bool,
     ) -> Box<Error> {
         let e = e.more_context(format!("origin {peer}"));
+        // A body larger than Pingora's retry buffer cannot be sent again.
+        if session.as_ref().retry_buffer_truncated() {
+            ctx.classified.replayable = false;
+        }
         self.failed_while_proxying(session.req_header().uri.path(), e, ctx)
     }
 

@@ -46,9 +46,10 @@ pub async fn serve(
     let mut request = session.req_header().clone();
     headers::strip_hop_by_hop_request(&mut request);
     headers::add_forwarded(&mut request, client_ip(session), "http")?;
+    let consistency = capture.consistency();
     let new = capture.sequenced(replicator, request, primary, body)?;
     let version = new.version;
-    let (origin, raw, quorum, position) = match replicator.order(new).await {
+    let (origin, raw, quorum, position) = match replicator.order(new, &consistency).await {
         Ordered::Answer {
             origin,
             raw,
@@ -60,8 +61,8 @@ pub async fn serve(
             return proxy.answer(session, ctx, why.into()).await;
         }
     };
-    let mode = replicator.config().mode;
-    ctx.sequenced = Some((version, WriteOutcome::after_quorum(mode, quorum)));
+    let outcome = WriteOutcome::after_quorum(consistency.mode, quorum);
+    ctx.sequenced = Some((version, outcome));
     if origin != primary {
         // The primary could not answer and another origin did: for the
         // dashboards that is a retry on another origin, and the answer (with
@@ -82,6 +83,7 @@ pub async fn serve(
         true => position,
         false => version,
     };
+    let quorum = (quorum, consistency.on_timeout);
     let marks = write::mark_answer(replicator, &mut response, (version, seen), origin, quorum);
     if let Err(canned) = marks {
         return proxy.answer(session, ctx, canned).await;

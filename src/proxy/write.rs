@@ -3,12 +3,13 @@
 //! answered (waiting for the quorum in `sync` mode).
 
 use super::answers::Canned;
-use crate::classify::Class;
+use crate::classify::{Class, Classified};
 use crate::config::{OnTimeout, Oversize, ReplicateOn, ReplicationMode};
 use crate::pool::OriginId;
 use crate::replication::{
     CapturedRequest, NewWrite, Replicator, IDEMPOTENCY_KEY, REPLICATION_STATUS, VERSION,
 };
+use crate::routes::Consistency;
 use bytes::{Bytes, BytesMut};
 use pingora_error::Result;
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -61,6 +62,8 @@ impl WriteOutcome {
 
 /// A write on its way to its primary.
 pub struct WriteCapture {
+    /// Its route's consistency, or the pool's.
+    consistency: Consistency,
     pub version: u64,
     idempotency_key: String,
     /// The request as sent to the primary, for the peers' copies.
@@ -86,9 +89,14 @@ pub enum Admission {
     Refuse(Canned),
 }
 
-/// Decides what happens to a request of `class` before it reaches any origin.
-pub fn admit(replicator: &Replicator, class: Class, request: &RequestHeader) -> Admission {
-    if class != Class::Write || !replicator.is_on() {
+/// Decides what happens to a request `classified` so before it reaches
+/// any origin.
+pub fn admit(
+    replicator: &Replicator,
+    classified: Classified,
+    request: &RequestHeader,
+) -> Admission {
+    if classified.class != Class::Write || !replicator.is_on() {
         return Admission::Pass;
     }
     let config = replicator.config();
@@ -123,6 +131,7 @@ pub fn admit(replicator: &Replicator, class: Class, request: &RequestHeader) -> 
         .filter(|v| !v.is_empty());
     let idempotency_key = replicator.idempotency_key(client_key, version);
     Admission::Capture(Box::new(WriteCapture {
+        consistency: Consistency::of(&config, classified.route),
         version,
         idempotency_key,
         request: None,
@@ -272,16 +281,22 @@ impl WriteCapture {
             self.outcome = WriteOutcome::NotStored;
             return Ok(());
         };
-        let quorum =
-            config.mode != ReplicationMode::Sync || replicator.wait_for_quorum(&write).await;
-        self.outcome = WriteOutcome::after_quorum(config.mode, quorum);
+        let consistency = &self.consistency;
+        let quorum = consistency.mode != ReplicationMode::Sync
+            || replicator.wait_for_quorum(&write, consistency).await;
+        self.outcome = WriteOutcome::after_quorum(consistency.mode, quorum);
         mark_answer(
             replicator,
             response,
             (self.version, self.version),
             primary,
-            quorum,
+            (quorum, consistency.on_timeout),
         )
+    }
+
+    /// How this write's client is answered (its route's, or the pool's).
+    pub fn consistency(&self) -> Consistency {
+        self.consistency
     }
 
     /// The write as the sequence takes it (`order: total` or `key`):
@@ -308,13 +323,14 @@ impl WriteCapture {
 /// Marks the client's answer to a replicated write: its version, the
 /// read-your-writes cookie naming what the client saw (`seen`: the version,
 /// or in a cluster the write's position) and the origin that answered, and
-/// what a missed sync quorum means (`partial`, or a 504 under `fail`).
+/// what a missed sync quorum means under `on_timeout` (`partial`, or a 504
+/// under `fail`).
 pub fn mark_answer(
     replicator: &Replicator,
     response: &mut ResponseHeader,
     (version, seen): (u64, u64),
     answered_by: OriginId,
-    quorum: bool,
+    (quorum, on_timeout): (bool, OnTimeout),
 ) -> std::result::Result<(), Canned> {
     let config = replicator.config();
     let marked = (|| -> Result<()> {
@@ -323,7 +339,7 @@ pub fn mark_answer(
             let cookie = super::route::cookie(seen, replicator.origin_name(answered_by));
             response.append_header(http::header::SET_COOKIE, cookie)?;
         }
-        if !quorum && config.on_timeout == OnTimeout::Degrade {
+        if !quorum && on_timeout == OnTimeout::Degrade {
             response.insert_header(REPLICATION_STATUS, "partial")?;
         }
         Ok(())
@@ -332,7 +348,7 @@ pub fn mark_answer(
         log::error!("write version {version}: cannot mark the answer: {e}");
         return Err(Canned::Failure(500));
     }
-    match (quorum, config.on_timeout) {
+    match (quorum, on_timeout) {
         (false, OnTimeout::Fail) => Err(Canned::QuorumTimeout),
         _ => Ok(()),
     }

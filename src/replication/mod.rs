@@ -43,6 +43,7 @@ use crate::config::{ReplicationConfig, ReplicationMode, Timeouts};
 use crate::journal::{Journal, JournalError, Recovered};
 use crate::metrics::Metrics;
 use crate::pool::{NewOrigin, Origin, OriginId, Pool};
+use crate::routes::Consistency;
 use arc_swap::ArcSwap;
 pub use backlog::Backlog;
 use bytes::Bytes;
@@ -342,16 +343,16 @@ impl Replicator {
     /// client, and waits for the answer the client gets (see `reply`): the
     /// primary's, or another origin's if the primary cannot answer; in sync
     /// mode, once `quorum` other origins have it too.
-    pub async fn order(&self, new: NewWrite) -> Ordered {
+    pub async fn order(&self, new: NewWrite, consistency: &Consistency) -> Ordered {
         if let Some(shared) = &self.shared {
-            return self.order_shared(shared, new).await;
+            return self.order_shared(shared, new, consistency).await;
         }
         let write = match self.sequence(&new, true, None) {
             Ok((write, _)) => write,
             Err(unanswered) => return Ordered::Unanswered(unanswered),
         };
         let deadline = tokio::time::Instant::now() + self.timeouts.read;
-        self.answer(&write, deadline).await
+        self.answer(&write, deadline, consistency).await
     }
 
     /// Name of the origin `origin`.

@@ -13,6 +13,7 @@ use super::write::Write;
 use super::{Ordered, Unanswered};
 use crate::config::ReplicationMode;
 use crate::pool::OriginId;
+use crate::routes::Consistency;
 use bytes::Bytes;
 use std::sync::Arc;
 use std::sync::{Mutex, MutexGuard};
@@ -166,11 +167,13 @@ impl Reply {
 }
 
 impl super::Replicator {
-    /// The answer the client of `write` gets, by `deadline`.
+    /// The answer the client of `write` gets, by `deadline`, with its
+    /// `consistency`.
     pub(super) async fn answer(
         &self,
         write: &Arc<Write>,
         deadline: tokio::time::Instant,
+        consistency: &Consistency,
     ) -> Ordered {
         let Some(reply) = write.reply.clone() else {
             return Ordered::Unanswered(Unanswered::NoAnswer);
@@ -189,8 +192,8 @@ impl super::Replicator {
         };
         match reply.wait(deadline, &out_of_service).await {
             Outcome::Answer { origin, raw } => {
-                let quorum = self.config().mode != ReplicationMode::Sync
-                    || self.wait_for_quorum(write).await;
+                let quorum = consistency.mode != ReplicationMode::Sync
+                    || self.wait_for_quorum(write, consistency).await;
                 Ordered::Answer {
                     origin,
                     raw,
@@ -212,10 +215,10 @@ impl super::Replicator {
     /// Waits until `quorum` origins other than the primary acknowledged
     /// `write`, at most `timeout`. False (and counted) on timeout; the write
     /// stays queued either way.
-    pub async fn wait_for_quorum(&self, write: &Write) -> bool {
-        let quorum = u32::try_from(self.config().quorum).unwrap_or(u32::MAX);
+    pub async fn wait_for_quorum(&self, write: &Write, consistency: &Consistency) -> bool {
+        let quorum = u32::try_from(consistency.quorum).unwrap_or(u32::MAX);
         let acknowledged =
-            tokio::time::timeout(self.config().timeout, write.acknowledged_by(quorum)).await;
+            tokio::time::timeout(consistency.timeout, write.acknowledged_by(quorum)).await;
         if acknowledged.is_err() {
             self.metrics.replication.quorum_timeouts.inc();
         }

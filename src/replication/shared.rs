@@ -28,6 +28,7 @@ use crate::log_throttle::{suppressed_note, Throttle};
 use crate::metrics::Metrics;
 use crate::pool::Origin;
 use crate::pool::{NewOrigin, Pool};
+use crate::routes::Consistency;
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -123,7 +124,12 @@ impl Replicator {
 
     /// [`Replicator::order`] in a cluster: appends the write to the shared
     /// order, waits for the follower to hand it off here, then for its answer.
-    pub(super) async fn order_shared(&self, shared: &Shared, new: NewWrite) -> Ordered {
+    pub(super) async fn order_shared(
+        &self,
+        shared: &Shared,
+        new: NewWrite,
+        consistency: &Consistency,
+    ) -> Ordered {
         let deadline = tokio::time::Instant::now() + self.timeouts.read;
         let id = shared.member.next_id();
         let head = new.payload_head(self.pool.name(new.primary));
@@ -161,7 +167,7 @@ impl Replicator {
                 return Ordered::Unanswered(Unanswered::TimedOut);
             }
         };
-        let ordered = self.answer(&write, deadline).await;
+        let ordered = self.answer(&write, deadline, consistency).await;
         shared.asked_here().remove(&id);
         ordered
     }

@@ -35,7 +35,8 @@ impl Traffic {
     pub fn of(class: Class) -> Traffic {
         match class {
             Class::Read => Traffic::Read,
-            Class::Write | Class::TrustedCopy => Traffic::Write,
+            // One origin by capacity, whatever its replication lag.
+            Class::Write | Class::TrustedCopy | Class::Primary => Traffic::Write,
         }
     }
 }

@@ -207,6 +207,18 @@ impl EtcdCluster {
         }
     }
 
+    /// SIGSTOP (`true`) or SIGCONT (`false`) to member `i`: a stall.
+    pub fn pause(&self, i: usize, paused: bool) {
+        if let Some(child) = self.members[i].child.lock().unwrap().as_ref() {
+            let signal = if paused { "-STOP" } else { "-CONT" };
+            let sent = Command::new("kill")
+                .arg(signal)
+                .arg(child.id().to_string())
+                .status();
+            assert!(sent.is_ok_and(|s| s.success()), "kill {signal}");
+        }
+    }
+
     /// Starts member `i` again after [`EtcdCluster::kill`], on its data.
     pub fn restart(&self, i: usize) {
         self.start_member(i, "existing");

@@ -4,6 +4,7 @@
 
 mod cluster;
 mod retention;
+mod routes;
 mod sections;
 
 use std::path::Path;
