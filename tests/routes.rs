@@ -245,3 +245,51 @@ async fn a_sync_route_in_an_async_pool_and_concurrent_writers_leave_the_etcds_id
     .await;
     assert!(same, "the etcds differ in keys, values or revision");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_change_on_reload_under_load_without_a_closed_connection() {
+    use common::process::ProxyProcess;
+    use common::reload::{hup_until, rewriter, SteadyClients};
+    let origins = [
+        TestOrigin::start("a").await,
+        TestOrigin::start("b").await,
+        TestOrigin::start("c").await,
+    ];
+    let dir = temp_dir("routes-reload");
+    let config = |route: &str| {
+        let mut yaml = String::from("origins:\n");
+        for (origin, name) in origins.iter().zip(["a", "b", "c"]) {
+            yaml += &format!(
+                "  - {{name: {name}, address: \"{}\", capacity: 100}}\n",
+                origin.addr
+            );
+        }
+        yaml + &format!("replication:\n  routes:\n    - {{match: {{path: /search}}, {route}}}\n")
+    };
+    let hothot = ProxyProcess::start(&dir, &config("as: read")).await;
+    let rewrite = rewriter(&dir.join("hothot.yaml"));
+    let steady = SteadyClients::start(hothot.port, 4);
+    let searches = || -> usize {
+        (origins.iter())
+            .map(|o| {
+                o.seen()
+                    .iter()
+                    .filter(|s| s.method == "POST" && s.path_and_query == "/search")
+                    .count()
+            })
+            .sum()
+    };
+    let search_url = hothot.url("/search");
+    let search = || post(&search_url, "{\"q\": 1}".into());
+    assert_eq!(search().await.status, 200);
+    assert_eq!(searches(), 1, "a read reaches one origin");
+    // The same path becomes a write: every origin gets the next one.
+    rewrite(config("as: write"));
+    hup_until(&hothot, "success", 1.0).await;
+    assert_eq!(search().await.status, 200);
+    let replicated = wait_until(Duration::from_secs(10), || async { searches() == 4 }).await;
+    assert!(replicated, "the write reached {} origins", searches() - 1);
+    let (answers, errors) = steady.stop().await;
+    assert!(errors.is_empty(), "steady clients saw {errors:?}");
+    assert!(!answers.is_empty());
+}

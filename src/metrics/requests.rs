@@ -173,13 +173,15 @@ mod tests {
     fn every_response_class_exists_at_zero_and_counts_by_kind() {
         let family = IntCounterVec::new(Opts::new("r", "r"), &["origin", "kind", "class"]).unwrap();
         let counters = ResponseCounters::new(&family, "a");
-        assert_eq!(family.collect()[0].get_metric().len(), 12);
+        assert_eq!(family.collect()[0].get_metric().len(), 18);
         counters.inc(Kind::of(Class::Read), Some(504));
+        counters.inc(Kind::of(Class::Primary), Some(200));
         counters.inc(Kind::of(Class::Write), Some(201));
         counters.inc(Kind::Read, None);
         assert_eq!(family.with_label_values(&["a", "read", "5xx"]).get(), 1);
         assert_eq!(family.with_label_values(&["a", "write", "2xx"]).get(), 1);
         assert_eq!(family.with_label_values(&["a", "read", "none"]).get(), 1);
         assert_eq!(family.with_label_values(&["a", "write", "5xx"]).get(), 0);
+        assert_eq!(family.with_label_values(&["a", "primary", "2xx"]).get(), 1);
     }
 }
