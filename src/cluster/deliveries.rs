@@ -1,5 +1,6 @@
 //! The loops that keep this instance's part of the cluster going (#25):
-//! connecting to etcd, following the shared order into the backlogs, and
+//! connecting to etcd, following the shared order into the backlogs
+//! ([`super::follow::hand_off`]), and
 //! holding the origins the spread gives this instance (taking them over
 //! from their recorded progress, renewing, recording progress, letting go
 //! when the spread moves them or a hold is lost); trimming the order is
@@ -16,9 +17,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// Between two attempts at reaching etcd.
-const RETRY: Duration = Duration::from_millis(250);
-/// Entries the follower hands off between two yields to the runtime.
-const FOLLOW_BURST: u32 = 256;
+pub(super) const RETRY: Duration = Duration::from_millis(250);
 
 /// Connects, then follows the order and holds origins, for as long as the
 /// process runs.
@@ -30,7 +29,7 @@ pub async fn run(member: Arc<Member>, deliveries: Arc<dyn Deliveries>) {
     deliveries.start_after(head);
     member.connected.store(Some(connected.clone()));
     member.set_reachable(true, "");
-    let follow = follow(&member, &connected.order, deliveries.as_ref());
+    let follow = super::follow::hand_off(&member, &connected.order, deliveries.as_ref());
     let hold = Holding::new(&member, &connected, deliveries.as_ref()).run();
     let trim = super::history::trimming(&member, &connected, deliveries.origins());
     tokio::join!(follow, hold, trim);
@@ -63,39 +62,6 @@ async fn connect(member: &Member) -> Result<Connected, OrderError> {
         registry: Registry::new(client, &config.name),
         order,
     })
-}
-
-/// Hands every entry of the order to the backlogs, in order, resuming
-/// after the last one whenever the watch breaks.
-async fn follow(member: &Member, order: &SharedOrder, deliveries: &dyn Deliveries) {
-    loop {
-        let from = deliveries.last_position() + 1;
-        let outcome = async {
-            let mut follower = order.follow(from).await?;
-            let mut handed = 0u32;
-            while let Some(entry) = follower.next().await? {
-                deliveries.ordered(entry);
-                handed = handed.wrapping_add(1);
-                if handed.is_multiple_of(FOLLOW_BURST) {
-                    // A long watch answer must not hold a worker thread.
-                    tokio::task::yield_now().await;
-                }
-            }
-            Ok::<(), OrderError>(())
-        };
-        match outcome.await {
-            Ok(()) => {}
-            Err(OrderError::Compacted(through)) => {
-                log::error!(
-                    "cluster: the order was trimmed past position {from} before this instance read it \
-                     (through {through}): its origins' holders have those writes; following on"
-                );
-                deliveries.start_after(through.saturating_sub(1));
-            }
-            Err(e) => member.set_reachable(false, &e.to_string()),
-        }
-        tokio::time::sleep(RETRY).await;
-    }
 }
 
 /// This instance's holds, kept by one loop.
@@ -228,9 +194,15 @@ impl<'a> Holding<'a> {
                 self.take(&origin).await?;
             }
         }
-        // An origin another instance detached is detached here too.
-        for origin in &detached {
-            self.deliveries.detached_elsewhere(origin);
+        // An origin another instance detached is detached here too, and
+        // current again once no instance marks it (a resync ended there).
+        for origin in self.origins.clone() {
+            if detached.contains(&origin) {
+                self.deliveries.detached_elsewhere(&origin);
+            } else if self.deliveries.reattached(&origin) && self.holds.contains_key(&origin) {
+                let owed = self.owed(&origin).await?;
+                self.resume(&origin, owed);
+            }
         }
         // Every origin's progress, for reads that respect replication here.
         for (origin, position) in progress {
@@ -336,23 +308,37 @@ impl<'a> Holding<'a> {
         let Some(hold) = self.connected.holds.try_take(origin).await? else {
             return Ok(());
         };
-        let progress = self.connected.holds.progress(origin).await?.unwrap_or(0);
-        let through = self.deliveries.park(origin);
-        let owed = self.connected.order.count(progress + 1, through).await?;
+        let owed = self.owed(origin).await?;
         let wait = hold.ready_at().saturating_duration_since(Instant::now());
         self.holds.insert(origin.to_owned(), hold);
         self.set_gate(origin);
-        self.recorded.insert(origin.to_owned(), progress);
-        self.deliveries.take_over(origin, progress, through, owed);
+        self.resume(origin, owed);
         log::info!(
-            "cluster: this instance delivers to origin {origin} from position {} ({owed} writes owed{})",
-            progress + 1,
+            "cluster: this instance delivers to origin {origin} from position {} ({} writes owed{})",
+            owed.0 + 1,
+            owed.2,
             match wait.is_zero() {
                 true => String::new(),
                 false => format!(", first send in {wait:.1?}: the previous holder's lease runs out"),
             }
         );
         Ok(())
+    }
+
+    /// What held `origin` is owed: its recorded progress, the last position
+    /// handed off (its backlog records what follows without sending it)
+    /// and how many writes lie between.
+    async fn owed(&mut self, origin: &str) -> Result<(u64, u64, u64), OrderError> {
+        let progress = self.connected.holds.progress(origin).await?.unwrap_or(0);
+        let through = self.deliveries.park(origin);
+        let owed = self.connected.order.count(progress + 1, through).await?;
+        Ok((progress, through, owed))
+    }
+
+    /// `origin`'s backlog starts again from its recorded progress.
+    fn resume(&mut self, origin: &str, (progress, through, owed): (u64, u64, u64)) {
+        self.recorded.insert(origin.to_owned(), progress);
+        self.deliveries.take_over(origin, progress, through, owed);
     }
 
     fn set_gate(&self, origin: &str) {

@@ -2,11 +2,16 @@
 //! instance delivers to the origins it holds every write of the pool, its
 //! own and the other instances', in the one order. A [`Follower`] yields
 //! the entries from a position on, first those etcd still holds, then each
-//! as it is appended, in position order (an etcd watch from that revision).
+//! as it is appended, in position order (an etcd watch from that revision);
+//! [`hand_off`] hands them to the backlogs for as long as the process runs.
 
+use super::member::{Deliveries, Member};
 use super::order::{OrderError, SharedOrder};
 use etcd_client::{EventType, WatchOptions, WatchStream};
 use std::collections::VecDeque;
+
+/// Entries handed off between two yields to the runtime.
+const FOLLOW_BURST: u32 = 256;
 
 /// An entry of the shared order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,5 +71,38 @@ impl Follower {
                 }
             }
         }
+    }
+}
+
+/// Hands every entry of the order to the backlogs, in order, resuming
+/// after the last one whenever the watch breaks.
+pub(super) async fn hand_off(member: &Member, order: &SharedOrder, deliveries: &dyn Deliveries) {
+    loop {
+        let from = deliveries.last_position() + 1;
+        let outcome = async {
+            let mut follower = order.follow(from).await?;
+            let mut handed = 0u32;
+            while let Some(entry) = follower.next().await? {
+                deliveries.ordered(entry);
+                handed = handed.wrapping_add(1);
+                if handed.is_multiple_of(FOLLOW_BURST) {
+                    // A long watch answer must not hold a worker thread.
+                    tokio::task::yield_now().await;
+                }
+            }
+            Ok::<(), OrderError>(())
+        };
+        match outcome.await {
+            Ok(()) => {}
+            Err(OrderError::Compacted(through)) => {
+                log::error!(
+                    "cluster: the order was trimmed past position {from} before this instance read it \
+                     (through {through}): its origins' holders have those writes; following on"
+                );
+                deliveries.start_after(through.saturating_sub(1));
+            }
+            Err(e) => member.set_reachable(false, &e.to_string()),
+        }
+        tokio::time::sleep(super::deliveries::RETRY).await;
     }
 }

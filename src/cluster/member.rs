@@ -50,6 +50,9 @@ pub trait Deliveries: Send + Sync {
     fn progress(&self, origin: &str, position: u64);
     /// Another instance detached `origin`: it is detached here too.
     fn detached_elsewhere(&self, origin: &str);
+    /// No instance marks `origin` detached any more: current again here if
+    /// it was detached only for another's mark (`true` then).
+    fn reattached(&self, origin: &str) -> bool;
     /// Has `origin` answered everything this instance sent it?
     fn is_idle(&self, origin: &str) -> bool;
     /// Another instance's answer to a write this instance's client waits for.

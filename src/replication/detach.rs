@@ -215,3 +215,39 @@ impl Replicator {
         self.remember(&changes);
     }
 }
+
+/// Why an origin is detached on an instance that only followed another
+/// instance's mark in etcd (#25).
+const DETACHED_ELSEWHERE: &str = "another instance of the cluster detached it";
+
+impl Replicator {
+    /// In a cluster: another instance marked `name` detached in etcd.
+    pub(super) fn detach_as_elsewhere(&self, name: &str) {
+        if let Some(origin) = self.pool.find(name) {
+            self.detach(origin, DETACHED_ELSEWHERE, None);
+        }
+    }
+
+    /// In a cluster: no instance marks `name` detached any more (a resync
+    /// on another instance ended). If it was detached here only for that
+    /// mark, it is current again, its holder's to deliver to (`true`).
+    pub(super) fn reattach(&self, name: &str) -> bool {
+        let Some(origin) = self.pool.find(name) else {
+            return false;
+        };
+        let standing = origin.standing();
+        if !matches!(&standing, Standing::Detached(d) if d.why == DETACHED_ELSEWHERE) {
+            return false;
+        }
+        let cut = self.sequencer.cut(self.config().max_pending);
+        origin.backlog.drop_all(Intake::Elsewhere);
+        let reattached = (self.pool).replace_standing(origin.id, &standing, Standing::Current);
+        drop(cut);
+        if reattached {
+            self.remember(&[(name.to_owned(), Some(Mark::Current(None)))]);
+            log::warn!("origin {name} is current again: no instance marks it detached any more (a resync elsewhere ended)");
+            self.metrics.publish_pool(&self.pool);
+        }
+        reattached
+    }
+}

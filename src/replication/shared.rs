@@ -22,12 +22,10 @@ use crate::cluster::answers::Forwarded;
 use crate::cluster::follow::Ordered as Entry;
 use crate::cluster::member::{Deliveries, Member};
 use crate::config::{ReplicationConfig, Timeouts};
-use crate::journal::EntryRecord;
-use crate::journal::Recovered;
+use crate::journal::{EntryRecord, Recovered};
 use crate::log_throttle::{suppressed_note, Throttle};
 use crate::metrics::Metrics;
-use crate::pool::Origin;
-use crate::pool::{NewOrigin, Pool};
+use crate::pool::{NewOrigin, Origin, Pool};
 use crate::routes::Consistency;
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -361,9 +359,11 @@ impl Deliveries for Replicator {
     }
 
     fn detached_elsewhere(&self, origin: &str) {
-        if let Some(origin) = self.pool.find(origin) {
-            self.detach(origin, "another instance of the cluster detached it", None);
-        }
+        self.detach_as_elsewhere(origin);
+    }
+
+    fn reattached(&self, origin: &str) -> bool {
+        self.reattach(origin)
     }
 
     fn progress(&self, origin: &str, position: u64) {

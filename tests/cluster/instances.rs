@@ -265,6 +265,18 @@ async fn a_resync_asked_of_any_instance_gathers_both_origins_there_while_writes_
     let refused = admin(1, format!("/origins/{donor}/resync?from={target}")).await;
     assert_eq!(refused.status, 409, "{}", refused.body);
     assert!(refused.body.contains("hh0"), "{}", refused.body);
+    // hh1 follows the detached mark in etcd; it must follow its end too.
+    let status = format!("http://127.0.0.1:{}/status", admins[1]);
+    let detached_there = wait_until(CONVERGE, || async {
+        let body = get(&status).await.body;
+        let status: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let origins = status["origins"].as_array().cloned().unwrap_or_default();
+        origins
+            .iter()
+            .any(|o| o["name"] == target && o["state"] == "detached")
+    })
+    .await;
+    assert!(detached_there, "hh1 never saw {target} detached");
     // The operator's copy of the donor, frozen at the cut; then done.
     by_name(target).copy_from(by_name(donor));
     let done = admin(0, format!("/origins/{target}/resync/done")).await;
