@@ -10,6 +10,7 @@
 #
 #   scripts/bench-instructions.sh [SECONDS=3]
 #   HOTHOT=path/to/hothot   # count another build (default: target/release/hothot)
+#   ROUTES=20               # hothot with 20 replication.routes rules no request matches (#26)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_COUNTED=${1:-3}
