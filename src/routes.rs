@@ -120,11 +120,10 @@ impl Route {
         };
         rule["as"] = kind.into();
         if let Some(w) = write {
-            rule["mode"] = serde_json::json!(w.mode.map(|m| format!("{m:?}").to_lowercase()));
+            rule["mode"] = serde_json::json!(w.mode.map(ReplicationMode::name));
             rule["quorum"] = serde_json::json!(w.quorum);
             rule["timeout_seconds"] = serde_json::json!(w.timeout.map(|t| t.as_secs_f64()));
-            rule["on_timeout"] =
-                serde_json::json!(w.on_timeout.map(|o| format!("{o:?}").to_lowercase()));
+            rule["on_timeout"] = serde_json::json!(w.on_timeout);
         }
         rule
     }

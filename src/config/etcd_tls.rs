@@ -3,9 +3,10 @@
 //! and a client certificate (`cert`, `key`) for an etcd started with
 //! `--client-cert-auth`.
 
+use super::listen::{check_sni, pem_certificates, read_file};
 use super::ConfigError;
 use serde::Deserialize;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -62,23 +63,15 @@ pub fn validate(
         ));
     }
     let sni = section.sni.unwrap_or_default();
-    if !sni
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.'))
-    {
-        return Err(ConfigError::invalid(
-            "cluster.tls.sni",
-            format!("{sni:?} is not a host name"),
-        ));
-    }
+    check_sni("cluster.tls.sni", &sni)?;
     let ca = match section.ca {
-        Some(path) => Some(certificates("cluster.tls.ca", path)?),
+        Some(path) => Some(pem_certificates("cluster.tls.ca", path)?),
         None => None,
     };
     let identity = match (section.cert, section.key) {
         (None, None) => None,
         (Some(cert), Some(key)) => Some((
-            certificates("cluster.tls.cert", cert)?,
+            pem_certificates("cluster.tls.cert", cert)?,
             private_key("cluster.tls.key", key)?,
         )),
         (Some(_), None) => {
@@ -97,25 +90,9 @@ pub fn validate(
     Ok(Some(EtcdTls { ca, identity, sni }))
 }
 
-fn read(key: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
-    std::fs::read(path)
-        .map_err(|e| ConfigError::invalid(key, format!("cannot read {}: {e}", path.display())))
-}
-
-/// A PEM file holding at least one certificate.
-fn certificates(key: &str, path: PathBuf) -> Result<PathBuf, ConfigError> {
-    match openssl::x509::X509::stack_from_pem(&read(key, &path)?) {
-        Ok(found) if !found.is_empty() => Ok(path),
-        _ => Err(ConfigError::invalid(
-            key,
-            format!("{} holds no PEM certificate", path.display()),
-        )),
-    }
-}
-
 /// A PEM file holding a private key.
 fn private_key(key: &str, path: PathBuf) -> Result<PathBuf, ConfigError> {
-    match openssl::pkey::PKey::private_key_from_pem(&read(key, &path)?) {
+    match openssl::pkey::PKey::private_key_from_pem(&read_file(key, &path)?) {
         Ok(_) => Ok(path),
         Err(_) => Err(ConfigError::invalid(
             key,

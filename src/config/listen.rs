@@ -115,36 +115,49 @@ pub fn validate_origin_tls(
         return Ok(None);
     };
     let sni = section.sni.clone().unwrap_or_default();
-    if !sni
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.'))
-    {
-        return Err(ConfigError::invalid(
-            format!("origins[{index}].tls.sni"),
-            format!("{sni:?} is not a host name"),
-        ));
-    }
+    check_sni(&format!("origins[{index}].tls.sni"), &sni)?;
     let ca = match &section.ca {
         None => None,
-        Some(path) => {
-            let key = format!("origins[{index}].tls.ca");
-            let pem = std::fs::read(path).map_err(|e| {
-                ConfigError::invalid(&key, format!("cannot read {}: {e}", path.display()))
-            })?;
-            match openssl::x509::X509::stack_from_pem(&pem) {
-                Ok(certificates) if !certificates.is_empty() => Some(path.clone()),
-                _ => {
-                    return Err(ConfigError::invalid(
-                        key,
-                        format!("{} holds no PEM certificate", path.display()),
-                    ))
-                }
-            }
-        }
+        Some(path) => Some(pem_certificates(
+            &format!("origins[{index}].tls.ca"),
+            path.clone(),
+        )?),
     };
     Ok(Some(OriginTls {
         sni,
         verify: section.verify.unwrap_or(true),
         ca,
     }))
+}
+
+/// A server name to send and verify (SNI): empty, or a host name.
+pub(super) fn check_sni(key: &str, sni: &str) -> Result<(), ConfigError> {
+    let host_name = sni
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.'));
+    match host_name {
+        true => Ok(()),
+        false => Err(ConfigError::invalid(
+            key,
+            format!("{sni:?} is not a host name"),
+        )),
+    }
+}
+
+/// The contents of the file `key` names.
+pub(super) fn read_file(key: &str, path: &std::path::Path) -> Result<Vec<u8>, ConfigError> {
+    std::fs::read(path)
+        .map_err(|e| ConfigError::invalid(key, format!("cannot read {}: {e}", path.display())))
+}
+
+/// A PEM file holding at least one certificate (CAs to trust, or a
+/// certificate to present).
+pub(super) fn pem_certificates(key: &str, path: PathBuf) -> Result<PathBuf, ConfigError> {
+    match openssl::x509::X509::stack_from_pem(&read_file(key, &path)?) {
+        Ok(found) if !found.is_empty() => Ok(path),
+        _ => Err(ConfigError::invalid(
+            key,
+            format!("{} holds no PEM certificate", path.display()),
+        )),
+    }
 }

@@ -47,7 +47,7 @@ pub enum ReplicateOn {
     Always,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OnTimeout {
     /// Answer 504; the write stays queued for the late peers.
@@ -227,13 +227,8 @@ pub fn validate(
     let methods = super::routes::parse_methods("replication.methods", &names, false)?;
     let peers = origins.saturating_sub(1);
     let quorum = section.quorum.unwrap_or(1);
-    if mode == ReplicationMode::Sync && (quorum == 0 || quorum > peers) {
-        return Err(ConfigError::invalid(
-            "replication.quorum",
-            format!(
-                "{quorum} peers cannot acknowledge: the pool has {peers} peers besides the primary"
-            ),
-        ));
+    if mode == ReplicationMode::Sync {
+        super::routes::check_quorum("replication.quorum", quorum, peers)?;
     }
     let timeout = section.timeout.map_or(Duration::from_secs(2), |d| d.0);
     if timeout.is_zero() {

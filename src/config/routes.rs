@@ -74,6 +74,20 @@ pub fn parse_methods(
     Ok(methods)
 }
 
+/// A sync quorum of `quorum` peers, of the pool's `peers` besides the
+/// primary (`replication.quorum` and each route's).
+pub fn check_quorum(key: &str, quorum: usize, peers: usize) -> Result<(), ConfigError> {
+    match quorum == 0 || quorum > peers {
+        true => Err(ConfigError::invalid(
+            key,
+            format!(
+                "{quorum} peers cannot acknowledge: the pool has {peers} peers besides the primary"
+            ),
+        )),
+        false => Ok(()),
+    }
+}
+
 /// Validates `sections` for a pool of `origins` whose replication runs in
 /// `mode`; rules no request can reach and reads on write methods are added
 /// to `warnings`.
@@ -230,12 +244,7 @@ fn validate_write(
                 "a quorum is for sync writes: add mode: sync",
             ));
         }
-        if quorum == 0 || quorum > peers {
-            return Err(ConfigError::invalid(
-                format!("{key}.quorum"),
-                format!("{quorum} peers cannot acknowledge: the pool has {peers} peers besides the primary"),
-            ));
-        }
+        check_quorum(&format!("{key}.quorum"), quorum, peers)?;
     }
     if rule.timeout.is_some_and(|t| t.is_zero()) {
         return Err(ConfigError::invalid(
