@@ -21,6 +21,7 @@
 #   BASELINE=path/to/hothot # also run `hothot-baseline`: that build, hothot's defaults,
 #                           # interleaved with the others (a change against the build before it)
 #   MEMORY=0                # skip the idle-connection measurement
+#   IDLE_CPU=0              # skip hothot's idle CPU with 1,000 origins (20 s)
 #   EXTRA_YAML="health: {interval: 5s}"   # top-level keys added to hothot's config
 #
 # Layout on a 2-core machine: every proxy has one worker (thread or process)
@@ -243,6 +244,19 @@ if [[ " $RUNS " == *" hothot "* ]]; then
 fi
 
 echo "Resident memory after start-up, before any client (first round, MiB):$(for run in $RUNS; do echo -n " $run $((STARTED_KIB[$run] / 1024));"; done)"
+
+# CPU of hothot idle with 1,000 origins (probes, the adaptive tick,
+# replication housekeeping, the journal): nothing but its background work.
+if [ "${IDLE_CPU:-1}" = 1 ]; then
+  start hothot-1000
+  sleep 4 # the first probe round and start-up done
+  read -r u0 s0 <<<"$(cpu_ticks "$WORKER_PID")"
+  sleep 20
+  read -r u1 s1 <<<"$(cpu_ticks "$WORKER_PID")"
+  stop
+  echo "hothot idle with 1,000 origins: $(( (u1 - u0 + s1 - s0) * 1000 / TICK / 20 )) ms of CPU per second" \
+    "(user $(( (u1 - u0) * 1000 / TICK / 20 )), sys $(( (s1 - s0) * 1000 / TICK / 20 )))"
+fi
 
 [ "$MEMORY" = 1 ] || exit 0
 # Memory per idle keep-alive client connection: a fresh proxy, IDLE clients

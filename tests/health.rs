@@ -4,7 +4,10 @@
 mod common;
 
 use common::*;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Probes every 100ms, fall 2, rise 2; passive ejection off so that only the
 /// active probes decide. Slow start off: these tests count a returning
@@ -150,4 +153,157 @@ async fn live_5xx_answers_eject_an_origin_then_probes_decide() {
     );
     let answers = futures_seq(&proxy, 10).await;
     assert_eq!(answers.iter().filter(|o| *o == "b").count(), 5);
+}
+
+/// A keep-alive origin written for these tests: answers every request
+/// `200` with a two-byte body, counts the connections it accepted and the
+/// requests it answered, closes a connection after `close_after` requests
+/// when set (a short keep-alive limit), and stops accepting (while still
+/// serving the connections it has) once `accepting` is cleared.
+struct CountingOrigin {
+    addr: std::net::SocketAddr,
+    connections: Arc<AtomicUsize>,
+    requests: Arc<AtomicUsize>,
+    accepting: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl CountingOrigin {
+    async fn start(close_after: Option<usize>) -> CountingOrigin {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let origin = CountingOrigin {
+            addr: listener.local_addr().unwrap(),
+            connections: Arc::default(),
+            requests: Arc::default(),
+            accepting: Arc::new(true.into()),
+        };
+        let (connections, requests, accepting) = (
+            origin.connections.clone(),
+            origin.requests.clone(),
+            origin.accepting.clone(),
+        );
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                if !accepting.load(Ordering::SeqCst) {
+                    return; // the listener is closed with this task
+                }
+                connections.fetch_add(1, Ordering::SeqCst);
+                let requests = requests.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let mut filled = 0;
+                    let mut answered = 0;
+                    loop {
+                        let Ok(n) = stream.read(&mut buf[filled..]).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        filled += n;
+                        while let Some(end) =
+                            buf[..filled].windows(4).position(|w| w == b"\r\n\r\n")
+                        {
+                            buf.copy_within(end + 4..filled, 0);
+                            filled -= end + 4;
+                            requests.fetch_add(1, Ordering::SeqCst);
+                            answered += 1;
+                            let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                            if stream.write_all(answer).await.is_err() {
+                                return;
+                            }
+                            if close_after.is_some_and(|limit| answered >= limit) {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        origin
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_probes_keep_their_connection_and_connect_afresh_every_connect_every() {
+    let kept = CountingOrigin::start(None).await;
+    let fresh = CountingOrigin::start(None).await;
+    let config =
+        "health: {interval: 50ms, timeout: 200ms, connect_every: 5, passive: {failures: 0}}\n";
+    let proxy = start_proxy(&[("kept", kept.addr, 1)], config).await;
+    let single =
+        "health: {interval: 50ms, timeout: 200ms, connect_every: 1, passive: {failures: 0}}\n";
+    let proxy_single = start_proxy(&[("fresh", fresh.addr, 1)], single).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (probes, connections) = (
+        kept.requests.load(Ordering::SeqCst),
+        kept.connections.load(Ordering::SeqCst),
+    );
+    println!("connect_every 5: {probes} probes on {connections} connections");
+    assert!(probes >= 10, "only {probes} probes in 1.5 s at 50ms");
+    assert!(
+        connections <= probes.div_ceil(5) + 1,
+        "{probes} probes took {connections} connections with connect_every: 5"
+    );
+    assert!(
+        connections >= probes / 5,
+        "{probes} probes on {connections} connections: never reconnected"
+    );
+    let (probes, connections) = (
+        fresh.requests.load(Ordering::SeqCst),
+        fresh.connections.load(Ordering::SeqCst),
+    );
+    assert!(
+        probes >= 10 && connections >= probes,
+        "connect_every 1: {probes} probes on {connections} connections"
+    );
+    assert_eq!(origin_up(&proxy, "kept").await, Some(1.0));
+    assert_eq!(origin_up(&proxy_single, "fresh").await, Some(1.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_the_origin_closed_while_idle_is_not_a_failed_probe() {
+    // The origin closes each connection after one answer without saying
+    // so (no `Connection: close`): every kept connection is found closed.
+    let origin = CountingOrigin::start(Some(1)).await;
+    let config =
+        "health: {interval: 50ms, timeout: 200ms, rise: 1, fall: 1, passive: {failures: 0}}\n";
+    let proxy = start_proxy(&[("o", origin.addr, 1)], config).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let metrics = proxy.metrics().await;
+    let failed = metric_value(
+        &metrics,
+        "hothot_health_checks_total{origin=\"o\",result=\"failure\"}",
+    );
+    let passed = metric_value(
+        &metrics,
+        "hothot_health_checks_total{origin=\"o\",result=\"success\"}",
+    );
+    assert_eq!(
+        failed.unwrap_or(0.0),
+        0.0,
+        "probes failed on connections closed while idle"
+    );
+    assert!(
+        passed.unwrap_or(0.0) >= 10.0,
+        "{passed:?} probes passed in 1 s at 50ms"
+    );
+    assert_eq!(origin_up(&proxy, "o").await, Some(1.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_that_stopped_accepting_fails_its_probes_despite_a_kept_connection() {
+    let origin = CountingOrigin::start(None).await;
+    let config = "health: {interval: 50ms, timeout: 200ms, rise: 1, fall: 2, connect_every: 4, passive: {failures: 0}}\n";
+    let proxy = start_proxy(&[("o", origin.addr, 1)], config).await;
+    assert_eq!(origin_up(&proxy, "o").await, Some(1.0));
+    // Kept connections still answer; new ones are closed at once.
+    origin.accepting.store(false, Ordering::SeqCst);
+    let down = wait_until(Duration::from_secs(3), || async {
+        origin_up(&proxy, "o").await == Some(0.0)
+    })
+    .await;
+    assert!(
+        down,
+        "an origin that accepts no connection stayed up on its kept one"
+    );
 }

@@ -103,6 +103,7 @@ pub struct HealthSection {
     pub timeout: Option<HumanDuration>,
     pub rise: Option<u32>,
     pub fall: Option<u32>,
+    pub connect_every: Option<u32>,
     #[serde(default)]
     pub passive: PassiveSection,
 }

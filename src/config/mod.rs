@@ -155,6 +155,9 @@ pub struct HealthConfig {
     pub rise: u32,
     /// Consecutive failures that take an up origin down. Default 2.
     pub fall: u32,
+    /// HTTP probes carried by one connection before a fresh connect
+    /// (1 = a fresh connection per probe). Default 10.
+    pub connect_every: u32,
     pub passive: PassiveConfig,
 }
 

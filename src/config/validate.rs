@@ -288,6 +288,13 @@ fn validate_health(health: HealthSection) -> Result<HealthConfig, ConfigError> {
     )?;
     let rise = at_least_one("health.rise", health.rise.unwrap_or(2))?;
     let fall = at_least_one("health.fall", health.fall.unwrap_or(2))?;
+    let connect_every = at_least_one("health.connect_every", health.connect_every.unwrap_or(10))?;
+    if matches!(kind, ProbeKind::Tcp) && health.connect_every.is_some() {
+        return Err(ConfigError::invalid(
+            "health.connect_every",
+            "only applies to kind: http (a TCP probe is a connect)",
+        ));
+    }
     let passive = PassiveConfig {
         failures: health.passive.failures.unwrap_or(3),
         eject: positive(
@@ -311,6 +318,7 @@ fn validate_health(health: HealthSection) -> Result<HealthConfig, ConfigError> {
         timeout,
         rise,
         fall,
+        connect_every,
         passive,
     })
 }

@@ -1,11 +1,21 @@
 //! One active probe of one origin: can we connect, and (for HTTP) does the
 //! health endpoint answer with an expected status within the timeout?
+//!
+//! An HTTP probe keeps its connection for the next one (as Envoy's health
+//! checker does) and connects afresh every `health.connect_every` probes,
+//! so that a listener that stopped accepting still fails a probe while an
+//! old connection lives. A kept connection found closed before any byte of
+//! an answer (the origin's keep-alive timeout) is not a failure: the probe
+//! is asked again on a fresh one.
 
+use super::response;
 use crate::config::ProbeKind;
 use crate::origin_tls::{OriginStream, TlsClient};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
 
 /// Why a probe failed; shown in the log line of an up→down transition.
 #[derive(Debug, thiserror::Error)]
@@ -22,67 +32,187 @@ pub enum ProbeError {
     Malformed,
 }
 
-/// Probes `address` once (over TLS with `tls`), all of it (connect,
-/// handshake, request, status line) within `timeout`.
-pub async fn probe(
-    kind: &ProbeKind,
+/// What one probe goes to: an origin's address, its TLS, the probe's kind
+/// and timeout, and how many probes a connection carries.
+pub struct Target<'a> {
+    pub kind: &'a ProbeKind,
+    pub address: SocketAddr,
+    pub tls: Option<&'a Arc<TlsClient>>,
+    pub timeout: Duration,
+    /// `health.connect_every`: 1 = a fresh connection per probe.
+    pub connect_every: u32,
+}
+
+/// An HTTP probe's keep-alive connection between probes, for the target it
+/// was made to.
+pub struct KeptConnection {
+    stream: OriginStream,
     address: SocketAddr,
-    tls: Option<&TlsClient>,
-    timeout: Duration,
-) -> Result<(), ProbeError> {
-    match tokio::time::timeout(timeout, probe_unbounded(kind, address, tls)).await {
-        Ok(result) => result,
-        Err(_) => Err(ProbeError::Timeout(timeout)),
+    tls: Option<Arc<TlsClient>>,
+    /// Probes it may still carry before a fresh connect.
+    probes_left: u32,
+}
+
+/// Probes `target` once, all of it (connect, handshake, request, status
+/// line) within its timeout, on `kept` when it was made to the same
+/// target. Returns the verdict and the connection to keep for the next
+/// probe, if any.
+pub async fn probe(
+    target: &Target<'_>,
+    kept: Option<KeptConnection>,
+) -> (Result<(), ProbeError>, Option<KeptConnection>) {
+    let deadline = Instant::now() + target.timeout;
+    let kept = kept.filter(|k| {
+        k.address == target.address
+            && match (&k.tls, target.tls) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                _ => false,
+            }
+    });
+    let answer = match tokio::time::timeout_at(deadline, ask(target, kept)).await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(e)) => return (Err(e), None),
+        Err(_) => return (Err(ProbeError::Timeout(target.timeout)), None),
+    };
+    let Some(Asked {
+        status,
+        head,
+        mut connection,
+    }) = answer
+    else {
+        return (Ok(()), None); // TCP: the connect was the probe
+    };
+    let verdict = match target.kind {
+        ProbeKind::Http { expect_status, .. } if !expect_status.contains(&status) => {
+            Err(ProbeError::Status(status))
+        }
+        _ => Ok(()),
+    };
+    // The verdict is in; what remains decides only whether the connection
+    // carries the next probe, within what is left of the timeout.
+    let kept = match connection.probes_left {
+        0 => None,
+        _ => match tokio::time::timeout_at(
+            deadline,
+            response::read_to_end(&mut connection.stream, &head),
+        )
+        .await
+        {
+            Ok(Some(())) => Some(connection),
+            _ => None,
+        },
+    };
+    (verdict, kept)
+}
+
+/// An HTTP probe's status line and the connection it came on.
+struct Asked {
+    status: u16,
+    head: [u8; 12],
+    connection: KeptConnection,
+}
+
+/// Connects (TCP: that is all) or, for HTTP, sends the probe's request and
+/// reads the status line: on `kept` first, then on a fresh connection if
+/// the kept one turned out closed by the origin while idle.
+async fn ask(
+    target: &Target<'_>,
+    kept: Option<KeptConnection>,
+) -> Result<Option<Asked>, ProbeError> {
+    let ProbeKind::Http { path, .. } = target.kind else {
+        OriginStream::connect(target.address, target.tls.map(|t| &**t))
+            .await
+            .map_err(ProbeError::Connect)?;
+        return Ok(None);
+    };
+    if let Some(mut connection) = kept {
+        connection.probes_left -= 1;
+        match exchange(&mut connection.stream, path, target.address, true).await {
+            Ok((status, head)) => {
+                return Ok(Some(Asked {
+                    status,
+                    head,
+                    connection,
+                }))
+            }
+            // Closed while idle (the origin's keep-alive timeout, a
+            // restart): not a verdict on the origin. Ask afresh.
+            Err(Exchange::Stale(_)) => {}
+            Err(Exchange::Failed(e)) => return Err(e),
+        }
+    }
+    let stream = OriginStream::connect(target.address, target.tls.map(|t| &**t))
+        .await
+        .map_err(ProbeError::Connect)?;
+    let mut connection = KeptConnection {
+        stream,
+        address: target.address,
+        tls: target.tls.cloned(),
+        probes_left: target.connect_every.saturating_sub(1),
+    };
+    let keep_alive = connection.probes_left > 0;
+    match exchange(&mut connection.stream, path, target.address, keep_alive).await {
+        Ok((status, head)) => Ok(Some(Asked {
+            status,
+            head,
+            connection,
+        })),
+        // A fresh connection closed before any byte answered nothing.
+        Err(Exchange::Stale(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            Err(ProbeError::Malformed)
+        }
+        Err(Exchange::Stale(e)) => Err(ProbeError::Io(e)),
+        Err(Exchange::Failed(e)) => Err(e),
     }
 }
 
-async fn probe_unbounded(
-    kind: &ProbeKind,
+/// Why an exchange on a connection failed.
+enum Exchange {
+    /// Before any byte of an answer: on a kept connection, it was closed
+    /// while idle.
+    Stale(std::io::Error),
+    Failed(ProbeError),
+}
+
+/// Sends the probe's GET and reads the status line.
+async fn exchange(
+    stream: &mut OriginStream,
+    path: &str,
     address: SocketAddr,
-    tls: Option<&TlsClient>,
-) -> Result<(), ProbeError> {
-    let mut stream = OriginStream::connect(address, tls)
-        .await
-        .map_err(ProbeError::Connect)?;
-    let ProbeKind::Http {
-        path,
-        expect_status,
-    } = kind
-    else {
-        return Ok(());
-    };
-    // A fresh connection per probe (not a pooled one): a listener that stopped
-    // accepting must fail the probe even while old keep-alive sockets live.
+    keep_alive: bool,
+) -> Result<(u16, [u8; 12]), Exchange> {
+    let connection = if keep_alive { "keep-alive" } else { "close" };
     let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {address}\r\nUser-Agent: hothot-health\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nUser-Agent: hothot-health\r\nConnection: {connection}\r\n\r\n"
     );
     stream
         .write_all(request.as_bytes())
         .await
-        .map_err(ProbeError::Io)?;
-    let status = read_status(&mut stream).await?;
-    if expect_status.contains(&status) {
-        Ok(())
-    } else {
-        Err(ProbeError::Status(status))
-    }
+        .map_err(Exchange::Stale)?;
+    read_status(stream).await
 }
 
 /// Reads just enough of the response for its status line: `HTTP/1.x NNN`.
-async fn read_status(stream: &mut OriginStream) -> Result<u16, ProbeError> {
+async fn read_status(stream: &mut OriginStream) -> Result<(u16, [u8; 12]), Exchange> {
     let mut head = [0u8; 12];
     let mut filled = 0;
     while filled < head.len() {
-        let n = stream
-            .read(&mut head[filled..])
-            .await
-            .map_err(ProbeError::Io)?;
+        let n = match stream.read(&mut head[filled..]).await {
+            Ok(n) => n,
+            Err(e) if filled == 0 => return Err(Exchange::Stale(e)),
+            Err(e) => return Err(Exchange::Failed(ProbeError::Io(e))),
+        };
         if n == 0 {
-            return Err(ProbeError::Malformed);
+            return Err(match filled {
+                0 => Exchange::Stale(std::io::ErrorKind::UnexpectedEof.into()),
+                _ => Exchange::Failed(ProbeError::Malformed),
+            });
         }
         filled += n;
     }
-    parse_status_line(&head).ok_or(ProbeError::Malformed)
+    let status = parse_status_line(&head).ok_or(Exchange::Failed(ProbeError::Malformed))?;
+    Ok((status, head))
 }
 
 fn parse_status_line(head: &[u8; 12]) -> Option<u16> {

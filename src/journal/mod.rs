@@ -194,6 +194,7 @@ impl Journal {
                 error: None,
             }),
             closing: AtomicBool::new(false),
+            idle: AtomicBool::new(false),
         });
         let recovered = Recovered {
             entries: replay.entries,
@@ -266,19 +267,16 @@ impl Journal {
                 error: Some(StoreError::Append(Arc::from(e.to_string()))),
             };
         }
-        if self.shared.policy != FsyncPolicy::Always {
-            return Durability {
-                seq,
-                wait: None,
-                error: None,
-            };
-        }
-        if let Some(thread) = self.syncer_thread.get() {
-            thread.unpark();
-        }
+        let wait = if self.shared.policy == FsyncPolicy::Always {
+            self.syncer_thread.get().inspect(|thread| thread.unpark());
+            Some(self.shared.synced.subscribe())
+        } else {
+            self.shared.wake_if_idle(self.syncer_thread.get());
+            None
+        };
         Durability {
             seq,
-            wait: Some(self.shared.synced.subscribe()),
+            wait,
             error: None,
         }
     }

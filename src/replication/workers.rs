@@ -37,6 +37,7 @@ impl Replicator {
     /// `replication.retain`, and lets the journal drop what every origin has.
     fn housekeeping(&self) {
         let mut changed = false;
+        let max_lag = self.config().max_lag;
         for origin in self.pool.members() {
             let backlog = &origin.backlog;
             let lag = self.lag_of(origin);
@@ -45,7 +46,6 @@ impl Replicator {
             metrics.backlog_bytes.set(backlog.bytes() as i64);
             metrics.applied_sequence.set(backlog.applied_seq() as i64);
             let name = &origin.name;
-            let max_lag = self.config().max_lag;
             if lag > max_lag && self.pool.set_lagging(origin.id, true) {
                 changed = true;
                 log::warn!(

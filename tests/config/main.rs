@@ -109,6 +109,16 @@ fn zero_thresholds_are_errors() {
         "health.interval",
         "longer than 0",
     );
+    refused(
+        &with_origins("health: {connect_every: 0}\n"),
+        "health.connect_every",
+        "at least 1",
+    );
+    refused(
+        &with_origins("health: {kind: tcp, connect_every: 5}\n"),
+        "health.connect_every",
+        "only applies to kind: http",
+    );
 }
 
 #[test]
