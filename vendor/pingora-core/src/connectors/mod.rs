@@ -16,6 +16,7 @@
 
 pub mod http;
 pub mod l4;
+mod local_pool;
 #[cfg(feature = "any_tls")]
 mod tls;
 
@@ -179,6 +180,8 @@ pub struct TransportConnector {
     /// for periodic metric reporting without needing access to the connector itself.
     unexpected_data_conn_count: Arc<AtomicU64>,
     keepalive_pool_callback: Option<PoolCallback>,
+    /// Used instead of `connection_pool` on current-thread runtimes.
+    local_pool: local_pool::LocalPool,
 }
 
 const DEFAULT_POOL_SIZE: usize = 128;
@@ -201,6 +204,12 @@ impl TransportConnector {
         let keepalive_pool_callback = options
             .as_ref()
             .and_then(|o| o.keepalive_pool_callback.clone());
+        let unexpected_data_conn_count = Arc::new(AtomicU64::new(0));
+        let local_pool = local_pool::LocalPool::new(
+            pool_size,
+            unexpected_data_conn_count.clone(),
+            keepalive_pool_callback.clone(),
+        );
         TransportConnector {
             tls_ctx: tls::Connector::new(options),
             connection_pool: Arc::new(ConnectionPool::new(pool_size)),
@@ -208,8 +217,9 @@ impl TransportConnector {
             bind_to_v4,
             bind_to_v6,
             preferred_http_version: PreferredHttpVersion::new(),
-            unexpected_data_conn_count: Arc::new(AtomicU64::new(0)),
+            unexpected_data_conn_count,
             keepalive_pool_callback,
+            local_pool,
         }
     }
 
@@ -249,6 +259,18 @@ impl TransportConnector {
 
     /// Try to find a reusable connection to the given server [Peer]
     pub async fn reused_stream<P: Peer + Send + Sync>(&self, peer: &P) -> Option<Stream> {
+        #[cfg(unix)]
+        if local_pool::applies() {
+            // No idle watcher to wait for: take, test, use.
+            while let Some(mut stream) = self.local_pool.take(peer.reuse_hash()) {
+                if stream_matches_peer(peer, &stream)
+                    && test_reusable_stream(&mut stream, &self.unexpected_data_conn_count)
+                {
+                    return Some(stream);
+                }
+            }
+            return None;
+        }
         match self.connection_pool.get(&peer.reuse_hash()) {
             Some(s) => {
                 debug!("find reusable stream, trying to acquire it");
@@ -316,6 +338,11 @@ impl TransportConnector {
         idle_timeout: Option<Duration>,
     ) {
         if !test_reusable_stream(&mut stream, &self.unexpected_data_conn_count) {
+            return;
+        }
+        #[cfg(unix)]
+        if local_pool::applies() {
+            self.local_pool.put(key, stream, idle_timeout);
             return;
         }
         let id = stream.id();
