@@ -28,6 +28,8 @@ struct Scores {
     candidates: Vec<usize>,
     current: Vec<i64>,
     weights: Vec<i64>,
+    /// The candidates' weights together: what a winner gives back.
+    total: i64,
     /// The pool generation `serving` was read at (see [`crate::pool::Pool::generation`]).
     generation: Option<u64>,
 }
@@ -39,6 +41,7 @@ impl Scores {
             candidates: Vec::new(),
             current: Vec::new(),
             weights: Vec::new(),
+            total: 0,
             generation: None,
         }
     }
@@ -74,6 +77,7 @@ impl Scores {
             self.weights = self.candidates.iter().map(|i| weight(*i)).collect();
             self.current = vec![0; self.candidates.len()];
         }
+        self.total = self.weights.iter().sum();
     }
 }
 
@@ -107,6 +111,7 @@ impl SmoothWeighted {
             candidates,
             current,
             weights,
+            total,
             ..
         } = &mut *scores;
         let position = if retry {
@@ -114,7 +119,7 @@ impl SmoothWeighted {
                 !excluded.get(candidates[k]).copied().unwrap_or(false)
             })
         } else {
-            step(current, weights, |_| true)
+            step_all(current, weights, *total)
         }?;
         Some(candidates[position])
     }
@@ -137,6 +142,26 @@ fn step(current: &mut [i64], weights: &[i64], eligible: impl Fn(usize) -> bool) 
         }
     }
     let (best, _) = best?;
+    current[best] -= total;
+    Some(best)
+}
+
+/// [`step`] with every candidate eligible (a first pick): the same
+/// winner, in two loops the compiler can make branch-free (the scores all
+/// grow, then the first highest wins). With 1,000 origins the one loop of
+/// `step` cost 11,000 instructions per request, a sixth of the request.
+fn step_all(current: &mut [i64], weights: &[i64], total: i64) -> Option<usize> {
+    for (score, &weight) in current.iter_mut().zip(weights) {
+        *score += weight;
+    }
+    let mut best = 0;
+    let mut top = *current.first()?;
+    for (k, &score) in current.iter().enumerate().skip(1) {
+        if score > top {
+            top = score;
+            best = k;
+        }
+    }
     current[best] -= total;
     Some(best)
 }
@@ -213,6 +238,21 @@ mod tests {
             .collect();
         assert_eq!(picks.iter().filter(|p| **p == 1).count(), 400);
         assert_eq!(picks.iter().filter(|p| **p == 2).count(), 300);
+    }
+
+    #[test]
+    fn first_picks_follow_the_same_sequence_as_the_general_step() {
+        let weights = [7, 1, 13, 5, 5, 2, 9];
+        let (mut a, mut b) = (vec![0i64; 7], vec![0i64; 7]);
+        let total = weights.iter().sum();
+        for _ in 0..1000 {
+            assert_eq!(
+                step_all(&mut a, &weights, total),
+                step(&mut b, &weights, |_| true)
+            );
+            assert_eq!(a, b);
+        }
+        assert_eq!(step_all(&mut [], &[], 0), None);
     }
 
     #[test]
