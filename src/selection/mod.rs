@@ -10,6 +10,7 @@
 
 mod balancer;
 mod swrr;
+mod tournament;
 
 use crate::classify::Class;
 use crate::pool::{OriginId, Pool};

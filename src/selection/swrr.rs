@@ -6,6 +6,7 @@
 //! of serving origins changes; new weights alone keep them, so shares follow
 //! a moving weight smoothly.
 
+use super::tournament::{self, Tournament};
 use std::sync::Mutex;
 
 /// The smooth weighted round robin state, shared by all requests.
@@ -30,6 +31,9 @@ struct Scores {
     weights: Vec<i64>,
     /// The candidates' weights together: what a winner gives back.
     total: i64,
+    /// With many candidates, first picks go through this instead of
+    /// walking `current`, which is then stale until the next refresh.
+    tournament: Option<Tournament>,
     /// The pool generation `serving` was read at (see [`crate::pool::Pool::generation`]).
     generation: Option<u64>,
 }
@@ -42,6 +46,7 @@ impl Scores {
             current: Vec::new(),
             weights: Vec::new(),
             total: 0,
+            tournament: None,
             generation: None,
         }
     }
@@ -60,6 +65,9 @@ impl Scores {
             return;
         }
         self.generation = generation;
+        if let Some(tournament) = self.tournament.take() {
+            self.current = tournament.scores();
+        }
         let mut changed = false;
         for (i, last) in self.serving.iter_mut().enumerate() {
             let now = serving(i);
@@ -112,12 +120,17 @@ impl SmoothWeighted {
             current,
             weights,
             total,
+            tournament,
             ..
         } = &mut *scores;
         let position = if retry {
             step(current, weights, |k| {
                 !excluded.get(candidates[k]).copied().unwrap_or(false)
             })
+        } else if candidates.len() >= tournament::MIN_CANDIDATES {
+            tournament
+                .get_or_insert_with(|| Tournament::new(current, weights))
+                .pick(*total)
         } else {
             step_all(current, weights, *total)
         }?;
@@ -146,10 +159,9 @@ fn step(current: &mut [i64], weights: &[i64], eligible: impl Fn(usize) -> bool) 
     Some(best)
 }
 
-/// [`step`] with every candidate eligible (a first pick): the same
-/// winner, in two loops the compiler can make branch-free (the scores all
-/// grow, then the first highest wins). With 1,000 origins the one loop of
-/// `step` cost 11,000 instructions per request, a sixth of the request.
+/// [`step`] with every candidate eligible (a first pick among fewer than
+/// [`tournament::MIN_CANDIDATES`]): the same winner, in two tighter loops
+/// (the scores all grow, then the first highest wins).
 fn step_all(current: &mut [i64], weights: &[i64], total: i64) -> Option<usize> {
     for (score, &weight) in current.iter_mut().zip(weights) {
         *score += weight;
@@ -238,6 +250,24 @@ mod tests {
             .collect();
         assert_eq!(picks.iter().filter(|p| **p == 1).count(), 400);
         assert_eq!(picks.iter().filter(|p| **p == 2).count(), 300);
+    }
+
+    #[test]
+    fn many_origins_pick_as_the_walk_does_across_weight_changes() {
+        // Enough origins for the tournament; weights that move between
+        // generations keep the scores, as with few origins.
+        let n = 3 * tournament::MIN_CANDIDATES;
+        let swrr = SmoothWeighted::new(n);
+        let mut weights: Vec<i64> = (0..n as i64).map(|i| 100 + 37 * i % 251).collect();
+        let mut current = vec![0i64; n];
+        for generation in 0..6u64 {
+            for _ in 0..700 {
+                let w = weights.clone();
+                let picked = swrr.pick(Some(generation), |_| true, |i| w[i], &[]);
+                assert_eq!(picked, step(&mut current, &weights, |_| true));
+            }
+            weights[generation as usize * 7] += 500;
+        }
     }
 
     #[test]
