@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::process::ProxyProcess;
 use common::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -306,4 +307,41 @@ async fn a_listener_that_stopped_accepting_fails_its_probes_despite_a_kept_conne
         down,
         "an origin that accepts no connection stayed up on its kept one"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_that_misses_says_what_it_asked_and_what_to_change() {
+    // A backend with no /health (python3 -m http.server's 404): down at
+    // start-up, and b's first failed probe, before b goes down, both say
+    // which URL was probed and which keys fit the probe to the backend.
+    let (a, b) = (TestOrigin::start("a").await, TestOrigin::start("b").await);
+    a.set_health(404);
+    let config = format!(
+        "origins:\n  - {{name: a, address: \"{}\", capacity: 1}}\n  - {{name: b, address: \"{}\", capacity: 1}}\n\
+         health: {{interval: 100ms, timeout: 200ms, fall: 3, passive: {{failures: 0}}}}\nreplication: {{mode: off}}\n",
+        a.addr, b.addr
+    );
+    let proxy = ProxyProcess::start(&temp_dir("probe-hints"), &config).await;
+    b.set_health(404);
+    let b_failed = format!(
+        "origin b ({}): probe failed: GET http://{}/health",
+        b.addr, b.addr
+    );
+    let logged = wait_until(Duration::from_secs(5), || async {
+        proxy.log().contains(&b_failed)
+    })
+    .await;
+    let log = proxy.log();
+    assert!(logged, "no first-failure line for b: {log}");
+    let a_down = format!(
+        "origin a ({}) is down at its first probe: GET http://{}/health: unexpected status 404",
+        a.addr, a.addr
+    );
+    assert!(log.contains(&a_down), "{log}");
+    for line in log.lines().filter(|l| l.contains("404")) {
+        assert!(
+            line.contains("set health.path") && line.contains("health.kind: tcp"),
+            "a 404 without the remedy: {line}"
+        );
+    }
 }

@@ -18,13 +18,13 @@ mod response;
 
 use crate::config::HealthConfig;
 use crate::metrics::Metrics;
-use crate::pool::{OriginId, Pool};
+use crate::pool::{Origin, OriginId, Pool};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use pingora_core::services::ServiceReadyNotifier;
-pub use probe::{probe, KeptConnection, ProbeError, Target};
+pub use probe::{describe, probe, KeptConnection, ProbeError, Target};
 pub use read_timeouts::ReadTimeouts;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -173,6 +173,11 @@ impl HealthService {
         } else {
             tracker.streak += 1;
             if tracker.streak < threshold {
+                let first_failure = !ok && tracker.streak == 1;
+                drop(tracker);
+                if let (true, Err(e)) = (first_failure, &result) {
+                    self.log_first_failure(origin, e, &config);
+                }
                 return;
             }
             tracker.up = ok;
@@ -183,6 +188,8 @@ impl HealthService {
         if !first {
             self.metrics.publish_pool(&self.pool);
         }
+        let probe = describe(&config.kind, origin.address, origin.tls.is_some());
+        let hint = |e: &ProbeError| e.hint().map(|h| format!(" ({h})")).unwrap_or_default();
         match (result, first) {
             (Ok(()), true) => log::info!("origin {} ({}) is up", origin.name, origin.address),
             (Ok(()), false) => log::warn!(
@@ -191,16 +198,32 @@ impl HealthService {
                 origin.address
             ),
             (Err(e), true) => log::warn!(
-                "origin {} ({}) is down at its first probe: {e}",
+                "origin {} ({}) is down at its first probe: {probe}: {e}{}",
                 origin.name,
-                origin.address
+                origin.address,
+                hint(&e)
             ),
             (Err(e), false) => log::warn!(
-                "origin {} ({}) is down after {threshold} failed probes: {e}",
+                "origin {} ({}) is down after {threshold} failed probes: {probe}: {e}{}",
                 origin.name,
-                origin.address
+                origin.address,
+                hint(&e)
             ),
         }
+    }
+
+    /// The first failed probe of an up origin (when `fall` needs more than
+    /// one): logged with what the probe does and, where the failure says,
+    /// what to change, so that a misfit probe is plain before the origin
+    /// goes down.
+    fn log_first_failure(&self, origin: &Origin, e: &ProbeError, config: &HealthConfig) {
+        let probe = describe(&config.kind, origin.address, origin.tls.is_some());
+        let hint = e.hint().map(|h| format!(" ({h})")).unwrap_or_default();
+        log::warn!(
+            "origin {} ({}): probe failed: {probe}: {e}{hint}",
+            origin.name,
+            origin.address
+        );
     }
 }
 

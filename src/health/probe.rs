@@ -32,6 +32,39 @@ pub enum ProbeError {
     Malformed,
 }
 
+impl ProbeError {
+    /// What an operator can do about this failure, when the failure says:
+    /// the probe's defaults (`GET /health`, 200) fail a backend that is
+    /// fine but has no such endpoint.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            ProbeError::Status(404) => Some(
+                "the origin has no such path: set health.path to one it answers, \
+                 or health.kind: tcp to probe by connecting only",
+            ),
+            ProbeError::Status(_) => {
+                Some("health.expect_status lists the statuses that pass (default [200])")
+            }
+            ProbeError::Malformed => {
+                Some("the answer is not HTTP: health.kind: tcp probes by connecting only")
+            }
+            _ => None,
+        }
+    }
+}
+
+/// What a probe of `address` does, for log lines: `GET http://a:p/path`
+/// or `TCP connect to a:p`.
+pub fn describe(kind: &ProbeKind, address: SocketAddr, tls: bool) -> String {
+    match kind {
+        ProbeKind::Http { path, .. } => {
+            let scheme = if tls { "https" } else { "http" };
+            format!("GET {scheme}://{address}{path}")
+        }
+        ProbeKind::Tcp => format!("TCP connect to {address}"),
+    }
+}
+
 /// What one probe goes to: an origin's address, its TLS, the probe's kind
 /// and timeout, and how many probes a connection carries.
 pub struct Target<'a> {
@@ -225,6 +258,26 @@ fn parse_status_line(head: &[u8; 12]) -> Option<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failures_that_have_a_remedy_name_it() {
+        let hint = ProbeError::Status(404).hint().unwrap();
+        assert!(hint.contains("health.path") && hint.contains("health.kind: tcp"));
+        assert!(ProbeError::Status(503)
+            .hint()
+            .unwrap()
+            .contains("health.expect_status"));
+        assert!(ProbeError::Timeout(Duration::from_secs(1)).hint().is_none());
+        let kind = ProbeKind::Http {
+            path: "/health".into(),
+            expect_status: vec![200],
+        };
+        let address = "127.0.0.1:9002".parse().unwrap();
+        assert_eq!(
+            describe(&kind, address, true),
+            "GET https://127.0.0.1:9002/health"
+        );
+    }
 
     #[test]
     fn status_lines() {
