@@ -127,7 +127,8 @@ impl Reloader {
             Ok(what) => {
                 let now = SystemTime::now();
                 self.live.metrics.config_reloaded(now);
-                log::warn!("reload: {} applied ({what})", path.display());
+                // A reload that worked is news, not a warning (#29).
+                log::info!("reload: {} applied ({what})", path.display());
             }
             Err(reason) => {
                 self.live.metrics.reload_failed();
