@@ -175,8 +175,15 @@ impl HealthService {
             if tracker.streak < threshold {
                 let first_failure = !ok && tracker.streak == 1;
                 drop(tracker);
+                // An up origin's first failed probe (when `fall` needs more
+                // than one): plain in the log before the origin goes down.
                 if let (true, Err(e)) = (first_failure, &result) {
-                    self.log_first_failure(origin, e, &config);
+                    log::warn!(
+                        "origin {} ({}): probe failed: {}",
+                        origin.name,
+                        origin.address,
+                        failure(&config, origin, e)
+                    );
                 }
                 return;
             }
@@ -188,8 +195,6 @@ impl HealthService {
         if !first {
             self.metrics.publish_pool(&self.pool);
         }
-        let probe = describe(&config.kind, origin.address, origin.tls.is_some());
-        let hint = |e: &ProbeError| e.hint().map(|h| format!(" ({h})")).unwrap_or_default();
         match (result, first) {
             (Ok(()), true) => log::info!("origin {} ({}) is up", origin.name, origin.address),
             (Ok(()), false) => log::warn!(
@@ -198,32 +203,28 @@ impl HealthService {
                 origin.address
             ),
             (Err(e), true) => log::warn!(
-                "origin {} ({}) is down at its first probe: {probe}: {e}{}",
+                "origin {} ({}) is down at its first probe: {}",
                 origin.name,
                 origin.address,
-                hint(&e)
+                failure(&config, origin, &e)
             ),
             (Err(e), false) => log::warn!(
-                "origin {} ({}) is down after {threshold} failed probes: {probe}: {e}{}",
+                "origin {} ({}) is down after {threshold} failed probes: {}",
                 origin.name,
                 origin.address,
-                hint(&e)
+                failure(&config, origin, &e)
             ),
         }
     }
+}
 
-    /// The first failed probe of an up origin (when `fall` needs more than
-    /// one): logged with what the probe does and, where the failure says,
-    /// what to change, so that a misfit probe is plain before the origin
-    /// goes down.
-    fn log_first_failure(&self, origin: &Origin, e: &ProbeError, config: &HealthConfig) {
-        let probe = describe(&config.kind, origin.address, origin.tls.is_some());
-        let hint = e.hint().map(|h| format!(" ({h})")).unwrap_or_default();
-        log::warn!(
-            "origin {} ({}): probe failed: {probe}: {e}{hint}",
-            origin.name,
-            origin.address
-        );
+/// A failed probe for a log line: what the probe asked, why it failed and,
+/// where the failure says, what to change.
+fn failure(config: &HealthConfig, origin: &Origin, e: &ProbeError) -> String {
+    let probe = describe(&config.kind, origin.address, origin.tls.is_some());
+    match e.hint() {
+        Some(hint) => format!("{probe}: {e} ({hint})"),
+        None => format!("{probe}: {e}"),
     }
 }
 
