@@ -132,7 +132,7 @@ impl SmoothWeighted {
                 .get_or_insert_with(|| Tournament::new(current, weights))
                 .pick(*total)
         } else {
-            step_all(current, weights, *total)
+            step(current, weights, |_| true)
         }?;
         Some(candidates[position])
     }
@@ -155,25 +155,6 @@ fn step(current: &mut [i64], weights: &[i64], eligible: impl Fn(usize) -> bool) 
         }
     }
     let (best, _) = best?;
-    current[best] -= total;
-    Some(best)
-}
-
-/// [`step`] with every candidate eligible (a first pick among fewer than
-/// [`tournament::MIN_CANDIDATES`]): the same winner, in two tighter loops
-/// (the scores all grow, then the first highest wins).
-fn step_all(current: &mut [i64], weights: &[i64], total: i64) -> Option<usize> {
-    for (score, &weight) in current.iter_mut().zip(weights) {
-        *score += weight;
-    }
-    let mut best = 0;
-    let mut top = *current.first()?;
-    for (k, &score) in current.iter().enumerate().skip(1) {
-        if score > top {
-            top = score;
-            best = k;
-        }
-    }
     current[best] -= total;
     Some(best)
 }
@@ -268,21 +249,6 @@ mod tests {
             }
             weights[generation as usize * 7] += 500;
         }
-    }
-
-    #[test]
-    fn first_picks_follow_the_same_sequence_as_the_general_step() {
-        let weights = [7, 1, 13, 5, 5, 2, 9];
-        let (mut a, mut b) = (vec![0i64; 7], vec![0i64; 7]);
-        let total = weights.iter().sum();
-        for _ in 0..1000 {
-            assert_eq!(
-                step_all(&mut a, &weights, total),
-                step(&mut b, &weights, |_| true)
-            );
-            assert_eq!(a, b);
-        }
-        assert_eq!(step_all(&mut [], &[], 0), None);
     }
 
     #[test]
