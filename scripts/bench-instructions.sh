@@ -55,25 +55,8 @@ PINGORA=$(free_port)
 count pingora "$PINGORA" target/release/examples/bare_pingora "127.0.0.1:$PINGORA" \
   "$(address 0):$ORIGIN" "$(address 1):$ORIGIN" "$(address 2):$ORIGIN" >"$work/pingora.result"
 NGINX=$(free_port)
-cat >"$work/nginx.conf" <<CONF
-master_process off;
-worker_processes 1;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  keepalive_requests 10000000;
-  upstream origin {
-    server $(address 0):$ORIGIN; server $(address 1):$ORIGIN; server $(address 2):$ORIGIN;
-    keepalive 64; keepalive_requests 10000000;
-  }
-  server {
-    listen 127.0.0.1:$NGINX;
-    location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection ""; }
-  }
-}
-CONF
+# One process (no master) so that callgrind follows the worker.
+{ echo "master_process off;"; nginx_proxy_config "$NGINX" 3; } >"$work/nginx.conf"
 count nginx "$NGINX" nginx -c "$work/nginx.conf" -g 'daemon off;' >"$work/nginx.result"
 cat "$work/hothot.result" "$work/pingora.result" "$work/nginx.result"
 awk '{n[NR] = $2} END {printf "hothot / Pingora alone: %.2f, hothot / nginx: %.2f, Pingora alone / nginx: %.2f\n", n[1] / n[2], n[1] / n[3], n[2] / n[3]}' \

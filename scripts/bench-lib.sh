@@ -45,6 +45,34 @@ start_bench_origin() { # count [core]
   wait_port "$ORIGIN"
 }
 
+# nginx as the reference proxy, on stdout: one worker listening on PORT,
+# proxying to the first COUNT bench origin addresses with upstream
+# keep-alive, EXTRA directives added to `location /`.
+nginx_proxy_config() { # port count [extra]
+  local servers="" i
+  for i in $(seq 0 $(($2 - 1))); do servers+="server $(address "$i"):$ORIGIN; "; done
+  cat <<CONF
+worker_processes 1;
+worker_rlimit_nofile 65536;
+pid $work/nginx-$1.pid;
+error_log $work/nginx-error.log;
+events { worker_connections 30000; }
+http {
+  access_log off;
+  keepalive_requests 10000000;
+  keepalive_timeout 75s;
+  upstream origin {
+    $servers
+    keepalive $((64 > 2 * $2 ? 64 : 2 * $2)); keepalive_requests 10000000;
+  }
+  server {
+    listen 127.0.0.1:$1;
+    location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection ""; ${3:-} }
+  }
+}
+CONF
+}
+
 # hothot's configuration for a read bench, on stdout: listening on $PROXY and
 # $METRICS, COUNT origins of the bench origin (capacity 100 each),
 # replication MODE with its journal in DIR, SERVER settings if given, then

@@ -80,28 +80,7 @@ start_hothot() { # origins threads replication [work_stealing] [binary]
 }
 start_nginx() { # origins [extra directives for location /]
   PROXY=$(free_port)
-  local servers="" i
-  for i in $(seq 0 $(($1 - 1))); do servers+="server $(address "$i"):$ORIGIN; "; done
-  cat >"$work/nginx-$PROXY.conf" <<CONF
-worker_processes 1;
-worker_rlimit_nofile 65536;
-pid $work/nginx-$PROXY.pid;
-error_log $work/nginx-error.log;
-events { worker_connections 30000; }
-http {
-  access_log off;
-  keepalive_requests 10000000;
-  keepalive_timeout 75s;
-  upstream origin {
-    $servers
-    keepalive $((64 > 2 * $1 ? 64 : 2 * $1)); keepalive_requests 10000000;
-  }
-  server {
-    listen 127.0.0.1:$PROXY;
-    location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection ""; ${2:-} }
-  }
-}
-CONF
+  nginx_proxy_config "$PROXY" "$1" "${2:-}" >"$work/nginx-$PROXY.conf"
   taskset -c 1 nginx -c "$work/nginx-$PROXY.conf" -g 'daemon off;' &
   PROXY_PID=$!; pids+=($!); STOP_SIGNAL=TERM
   wait_port "$PROXY"
