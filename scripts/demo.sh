@@ -3,8 +3,14 @@
 # (127.0.0.1:9001-9003, capacities 1000/800/600). Ctrl-C stops everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/install-build-deps.sh
-cargo build --release --bin hothot --example replica
+# Built once: later starts skip the install and the build unless a source
+# changed since (cargo would only say so, after a second or two).
+built=target/release/hothot
+if [ ! -x "$built" ] || [ ! -x target/release/examples/replica ] ||
+  [ -n "$(find src examples vendor Cargo.toml Cargo.lock -newer "$built" -print -quit)" ]; then
+  scripts/install-build-deps.sh
+  cargo build --release --bin hothot --example replica
+fi
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
 port=9001

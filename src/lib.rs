@@ -31,6 +31,7 @@ pub mod proxy;
 pub mod proxy_service;
 pub mod reload;
 pub mod replication;
+pub mod resolve;
 pub mod routes;
 pub mod selection;
 pub mod server;

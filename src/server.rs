@@ -155,7 +155,7 @@ fn server_conf(config: &Config) -> ServerConf {
         .unwrap_or_else(|| default_work_stealing(conf.threads));
     conf.daemon = s.daemon.unwrap_or(false);
     conf.error_log = s.error_log.clone();
-    conf.pid_file = s.pid_file.clone().unwrap_or(conf.pid_file);
+    conf.pid_file = config.pid_file.to_string_lossy().into_owned();
     conf.upgrade_sock = s.upgrade_sock.clone().unwrap_or(conf.upgrade_sock);
     conf.user = s.user.clone();
     conf.group = s.group.clone();
@@ -268,6 +268,8 @@ pub fn build(config: &Config, opt: Option<Opt>, path: Option<&Path>) -> Result<S
     let health = HealthService::new(pool.clone(), metrics.clone(), health_config.clone());
     let probe_added = health.on_added();
     let health_handle = server.add_service(background_service("health checks", health));
+    let resolver = crate::resolve::ResolveService::new(pool.clone());
+    server.add_service(background_service("origin names", resolver));
 
     let adaptive = Arc::new(Adaptive::new(
         pool.clone(),

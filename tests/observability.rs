@@ -50,15 +50,21 @@ fn dashboard_queries() -> Vec<(String, String)> {
     let root = env!("CARGO_MANIFEST_DIR");
     let linked = std::fs::read_to_string(format!("{root}/grafana/hothot-dashboard.json")).unwrap();
     assert_eq!(linked, DASHBOARD);
-    let provider =
-        std::fs::read_to_string(format!("{root}/grafana/provisioning/dashboards/hothot.yml"))
-            .unwrap();
-    assert!(
-        provider.contains("path: $GF_PATHS_PROVISIONING/dashboards"),
-        "{provider}"
-    );
+    let rows: Vec<&str> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|panel| panel["type"] == "row")
+        .map(|row| row["title"].as_str().unwrap())
+        .collect();
+    for wanted in ["Traffic", "Origins", "Replication", "hothot itself"] {
+        assert!(rows.contains(&wanted), "no row {wanted}: {rows:?}");
+    }
     let mut queries = Vec::new();
     for panel in dashboard["panels"].as_array().unwrap() {
+        if panel["type"] == "row" {
+            continue;
+        }
         let title = panel["title"].as_str().unwrap();
         assert_eq!(panel["datasource"]["uid"], "${datasource}", "{title}");
         for target in panel["targets"].as_array().unwrap() {
@@ -187,4 +193,75 @@ async fn every_dashboard_query_returns_data_and_injected_faults_show() {
     assert!(ok, "promtool test rules: {tested}");
     drop(prometheus);
     hothot.terminate().await;
+}
+
+/// Grafana's expansion of a provisioning file's value: `$NAME` and
+/// `${NAME}` from the environment, an unset one empty (Go's os.Expand).
+fn grafana_expand(value: &str, env: &[(&str, &str)]) -> String {
+    let lookup = |name: &str| env.iter().find(|(n, _)| *n == name).map_or("", |(_, v)| *v);
+    let mut out = String::new();
+    let mut rest = value;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        let (name, tail) = match after.strip_prefix('{') {
+            Some(braced) => {
+                let end = braced.find('}').unwrap_or(braced.len());
+                (&braced[..end], braced.get(end + 1..).unwrap_or(""))
+            }
+            None => {
+                let end = after
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(after.len());
+                (&after[..end], &after[end..])
+            }
+        };
+        out.push_str(lookup(name));
+        rest = tail;
+    }
+    out + rest
+}
+
+/// The provisioning files work in Grafana's Debian/RPM packages (no
+/// environment variable; the directory on their command line) and in its
+/// Docker image (`GF_PATHS_PROVISIONING`): the dashboards' path resolves to
+/// the same absolute directory, where the dashboard is copied; the data
+/// source is hothot's own and not a second default.
+#[test]
+fn grafana_provisioning_resolves_in_the_packages_and_the_docker_image() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let provider =
+        std::fs::read_to_string(format!("{root}/grafana/provisioning/dashboards/hothot.yml"))
+            .unwrap();
+    let provider: serde_yaml::Value = serde_yaml::from_str(&provider).unwrap();
+    let path = provider["providers"][0]["options"]["path"]
+        .as_str()
+        .unwrap();
+    let packaged = grafana_expand(path, &[]);
+    let docker = grafana_expand(
+        path,
+        &[("GF_PATHS_PROVISIONING", "/etc/grafana/provisioning")],
+    );
+    assert_eq!(packaged, docker);
+    assert_eq!(packaged, "/etc/grafana/provisioning/dashboards");
+    // The repository's directory is copied over /etc/grafana/provisioning:
+    // the dashboard lands in the provider's path.
+    assert!(std::path::Path::new(&format!(
+        "{root}/grafana/provisioning/dashboards/hothot.json"
+    ))
+    .exists());
+    assert_eq!(
+        grafana_expand("$GF_PATHS_PROVISIONING/dashboards", &[]),
+        "/dashboards",
+        "the expansion that broke the packaged Grafana"
+    );
+
+    let sources = std::fs::read_to_string(format!(
+        "{root}/grafana/provisioning/datasources/hothot.yml"
+    ))
+    .unwrap();
+    let sources: serde_yaml::Value = serde_yaml::from_str(&sources).unwrap();
+    let source = &sources["datasources"][0];
+    assert_eq!(source["name"], "hothot-prometheus");
+    assert_eq!(source["isDefault"], false);
 }

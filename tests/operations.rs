@@ -64,6 +64,9 @@ async fn status_reports_every_origin_replication_and_versions() {
     let (proxy, admin) = start_with_admin(&[("a", a.addr, 300), ("b", b.addr, 100)], "").await;
     let status = admin.status().await;
     assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
+    // Which OpenSSL serves TLS: the system's shared library (#29).
+    let openssl = status["build"]["openssl"].as_str().unwrap_or_default();
+    assert!(openssl.starts_with("OpenSSL 3"), "{status}");
     let sha = status["config"]["sha256"].as_str().unwrap();
     assert!(
         sha.len() == 64 && sha.chars().all(|c| c.is_ascii_hexdigit()),

@@ -359,3 +359,80 @@ async fn origins_change_while_writes_stream_and_every_origin_keeps_the_one_order
     );
     hothot.terminate().await;
 }
+
+/// `hothot ARGS` beside a test's proxy: its default pid file is in `dir`
+/// (systemd's `$RUNTIME_DIRECTORY`, as `ProxyProcess` sets it).
+fn hothot_cli(dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_hothot"))
+        .args(args)
+        .arg("-c")
+        .arg(dir.join("hothot.yaml"))
+        .env("RUNTIME_DIRECTORY", dir)
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s_reload_exits_with_the_running_processs_verdict_and_s_stop_removes_the_pid_file() {
+    let a = TestOrigin::start("a").await;
+    let dir = temp_dir("reload-verdict");
+    // Reached by name (resolved again every second in the background).
+    let origins = |capacity: u32| {
+        format!(
+            "origins:\n  - {{name: a, address: \"localhost:{}\", capacity: {capacity}, resolve: 1s}}\n\
+             replication: {{mode: off}}\n",
+            a.addr.port()
+        )
+    };
+    let mut hothot = ProxyProcess::start(&dir, &origins(100)).await;
+    let answer = get(&hothot.url("/")).await;
+    assert_eq!(answer.status, 200, "{}", hothot.log());
+    assert_eq!(a.served(), 1, "served by a, found by its name");
+    let config_path = dir.join("hothot.yaml");
+    let pid_file = dir.join("hothot.pid");
+    let written = std::fs::read_to_string(&pid_file).unwrap_or_default();
+    assert_eq!(written.trim(), hothot.pid().unwrap().to_string());
+
+    // Applied: exit 0, and the process's own words.
+    let config = std::fs::read_to_string(&config_path).unwrap();
+    std::fs::write(
+        &config_path,
+        config.replace("capacity: 100", "capacity: 300"),
+    )
+    .unwrap();
+    let (code, stdout, stderr) = hothot_cli(&dir, &["-s", "reload"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("applied"), "{stdout}");
+
+    // Refused (a listener cannot change live): exit 1, saying why.
+    let config = std::fs::read_to_string(&config_path).unwrap();
+    let moved = config.replace(&format!(":{}\"]", hothot.port), ":1\"]");
+    assert_ne!(moved, config);
+    std::fs::write(&config_path, moved).unwrap();
+    let (code, stdout, stderr) = hothot_cli(&dir, &["-s", "reload"]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(
+        stderr.contains("refused") && stderr.contains("listen"),
+        "{stderr}"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await; // a background resolution
+    assert_eq!(get(&hothot.url("/")).await.status, 200, "still serving");
+
+    // Stop: a graceful exit that leaves no pid file behind.
+    std::fs::write(&config_path, config).unwrap();
+    let (code, stdout, stderr) = hothot_cli(&dir, &["-s", "stop"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        hothot.wait_for_exit(Duration::from_secs(10)).await,
+        "hothot -s stop: still running"
+    );
+    assert!(!pid_file.exists(), "the pid file outlived the process");
+    let (code, _, stderr) = hothot_cli(&dir, &["-s", "reload"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("is hothot running?"), "{stderr}");
+}

@@ -187,3 +187,141 @@ fn check_flag_warns_about_side_listeners_beyond_loopback() {
     assert!(!stderr.contains("warning"), "{stderr}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn help_lists_hothots_own_options_and_version_names_what_it_runs_with() {
+    let output = hothot(&["--help"]);
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for option in [
+        "-c, --conf <FILE>",
+        "-t, --test",
+        "-s, --signal <SIGNAL>",
+        "-d, --daemon",
+        "-u, --upgrade",
+        "-V, --version",
+        "reload",
+        "reopen",
+        "stop",
+        "quit",
+    ] {
+        assert!(help.contains(option), "--help lacks {option}:\n{help}");
+    }
+    assert!(!help.contains("pingora-based service"), "{help}");
+
+    for flag in ["--version", "-V", "-v"] {
+        let output = hothot(&[flag]);
+        assert!(output.status.success(), "{flag}");
+        let version = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            version.starts_with(&format!("hothot {} (commit ", env!("CARGO_PKG_VERSION"))),
+            "{version}"
+        );
+        assert!(version.contains("\nPingora 0.9."), "{version}");
+        assert!(version.contains("\nOpenSSL 3."), "{version}");
+    }
+
+    let output = hothot(&["-s", "restart", "-c", "/nonexistent.yaml"]);
+    assert_eq!(output.status.code(), Some(2), "a usage error");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("possible values: reload, reopen, stop, quit"),
+        "{stderr}"
+    );
+
+    // Without -c: the packaged location.
+    let output = hothot(&["-t"]);
+    if !std::path::Path::new("/etc/hothot/hothot.yaml").exists() {
+        assert_eq!(output.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("/etc/hothot/hothot.yaml"), "{stderr}");
+    }
+}
+
+/// `packaging/hothot.1` is what the command line's definitions make;
+/// `HOTHOT_UPDATE_MAN=1 cargo test --test startup man_page` rewrites it.
+#[test]
+fn man_page_matches_the_command_line() {
+    let mut page = Vec::new();
+    clap_mangen::Man::new(hothot::cli::command())
+        .render(&mut page)
+        .unwrap();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/hothot.1");
+    if std::env::var_os("HOTHOT_UPDATE_MAN").is_some() {
+        std::fs::write(path, &page).unwrap();
+    }
+    let kept = std::fs::read(path).unwrap_or_default();
+    assert!(
+        kept == page,
+        "packaging/hothot.1 differs from `hothot --help`: run \
+         HOTHOT_UPDATE_MAN=1 cargo test --test startup man_page"
+    );
+    let text = String::from_utf8_lossy(&page);
+    assert!(text.contains(".TH hothot 1"), "{text}");
+    assert!(text.contains("reload"), "{text}");
+}
+
+/// TLS links the system's OpenSSL (Debian's security updates reach it),
+/// not a copy built into the binary.
+#[test]
+fn the_binary_links_the_systems_openssl() {
+    let Ok(output) = Command::new("ldd")
+        .arg(env!("CARGO_BIN_EXE_hothot"))
+        .output()
+    else {
+        println!("no ldd here: not checked");
+        return;
+    };
+    let libraries = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        libraries.contains("libssl.so.3") && libraries.contains("libcrypto.so.3"),
+        "{libraries}"
+    );
+}
+
+#[test]
+fn origins_may_be_dns_names_and_one_that_does_not_resolve_is_named_at_check() {
+    let dir = std::env::temp_dir().join(format!("hothot-config-names-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("names.yaml");
+    let check = |origins: &str| {
+        std::fs::write(
+            &file,
+            format!("listen: [\"127.0.0.1:8080\"]\norigins:\n{origins}"),
+        )
+        .unwrap();
+        let output = hothot(&["-t", "-c", file.to_str().unwrap()]);
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (valid, stderr) = check(
+        "  - {name: a, address: \"localhost:9001\", capacity: 1, resolve: 30s}\n  \
+         - {name: b, address: \"127.0.0.1:9002\", capacity: 1}\n",
+    );
+    assert!(valid, "{stderr}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+
+    let (valid, stderr) =
+        check("  - {name: a, address: \"no-such-origin.invalid:80\", capacity: 1}\n");
+    assert!(!valid);
+    assert!(
+        stderr.contains("origins[0].address: cannot resolve no-such-origin.invalid"),
+        "{stderr}"
+    );
+    let (valid, stderr) = check("  - {name: a, address: \"localhost\", capacity: 1}\n");
+    assert!(!valid);
+    assert!(
+        stderr.contains("origins[0].address: \"localhost\" is not an address with a port"),
+        "{stderr}"
+    );
+    let (valid, stderr) =
+        check("  - {name: a, address: \"127.0.0.1:9001\", capacity: 1, resolve: 5s}\n");
+    assert!(valid, "{stderr}");
+    assert!(
+        stderr.contains("warning: origins[0].resolve has no effect"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -17,3 +17,17 @@ run pingora-core has_pipelined_prefix stream_matches_peer local_pool read_leaves
 run pingora-proxy an_upgrade_survives_its_request_body_ending_after_the_101
 run pingora-runtime no_steal
 run pingora-http test_reserve_then_insert_typed_names test_into_header_names test_single_header
+# pingora-openssl: OpenSSL built from source only when `vendored` is asked
+# for; by default the system's libssl is linked (hothot's
+# tests/startup.rs checks the binary with ldd).
+cp -r pingora-openssl "$scratch/pingora-openssl"
+rm -f "$scratch/pingora-openssl/Cargo.lock"
+(
+  cd "$scratch/pingora-openssl"
+  if CARGO_TARGET_DIR="$scratch/target" cargo tree -e features -i openssl-src >/dev/null 2>&1; then
+    echo "pingora-openssl: openssl-src (a vendored OpenSSL) is in the default build" >&2
+    exit 1
+  fi
+  CARGO_TARGET_DIR="$scratch/target" cargo tree --features vendored -e features -i openssl-src >/dev/null
+  echo "pingora-openssl: the system OpenSSL by default, openssl-src with --features vendored"
+)

@@ -213,6 +213,11 @@ impl AdminApp {
             .unwrap_or(0);
         json!({
             "version": env!("CARGO_PKG_VERSION"),
+            "build": {
+                "commit": env!("HOTHOT_GIT_COMMIT"),
+                "pingora": env!("HOTHOT_PINGORA_VERSION"),
+                "openssl": openssl::version::version(),
+            },
             "config": {"sha256": version.sha256, "loaded_at_unix": loaded_at},
             "ready": self.pool.any_serving() && self.replicator.takes_writes(),
             "replication": {
@@ -257,7 +262,9 @@ fn origin_status(origin: &Origin, shares: &[(OriginId, f64)]) -> serde_json::Val
     let replication = &origin.metrics.replication;
     json!({
         "name": origin.name,
-        "address": origin.address.to_string(),
+        "address": origin.address().to_string(),
+        // As written in the file: a DNS name's current answer is `address`.
+        "configured_address": origin.written_address,
         "state": state,
         "serving": origin.is_serving(),
         "serving_reads": origin.is_serving_reads(),

@@ -14,7 +14,7 @@ pub type Origins = Vec<(String, String)>;
 pub fn of(config: &[OriginConfig]) -> Origins {
     let pairs = config
         .iter()
-        .map(|o| (o.name.clone(), o.address.to_string()));
+        .map(|o| (o.name.clone(), o.written_address.clone()));
     pairs.collect()
 }
 

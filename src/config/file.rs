@@ -73,6 +73,7 @@ pub struct OriginSection {
     pub capacity: u32,
     pub tls: Option<super::listen::OriginTlsSection>,
     pub join: Option<Join>,
+    pub resolve: Option<super::units::HumanDuration>,
 }
 
 /// How an origin joins a pool that already has writes.

@@ -29,7 +29,7 @@ pub struct JournalSection {
 /// Validated journal settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JournalConfig {
-    /// Default `./data/journal` (relative to the working directory).
+    /// Default [`super::paths::default_journal_dir`]: `/var/lib/hothot/journal`.
     pub dir: std::path::PathBuf,
     /// Default `always`.
     pub fsync: FsyncPolicy,
@@ -43,7 +43,9 @@ pub struct JournalConfig {
 }
 
 pub fn validate_journal(section: JournalSection) -> Result<JournalConfig, ConfigError> {
-    let dir = section.dir.unwrap_or_else(|| "./data/journal".into());
+    let dir = section
+        .dir
+        .unwrap_or_else(super::paths::default_journal_dir);
     if dir.as_os_str().is_empty() {
         return Err(ConfigError::invalid(
             "replication.journal.dir",

@@ -15,6 +15,8 @@ pub mod file;
 mod journal;
 mod limits;
 pub mod listen;
+mod origins;
+pub mod paths;
 pub mod replication;
 pub mod retention;
 pub mod routes;
@@ -35,6 +37,7 @@ pub use file::Join;
 pub use journal::{FsyncPolicy, JournalConfig};
 pub use limits::Limits;
 pub use listen::{Listener, OriginTls, TlsFiles};
+pub(crate) use origins::lookup;
 pub use replication::{OnTimeout, Order, OrderKey, Oversize, ReplicateOn, ReplicationConfig};
 pub use validate::{validate, MAX_RETRIES};
 
@@ -93,6 +96,9 @@ impl ConfigError {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub server: file::ServerSection,
+    /// Where the running hothot writes its pid (`server.pid_file`), which
+    /// `hothot -s` reads. Default [`paths::default_pid_file`].
+    pub pid_file: PathBuf,
     /// Proxy listeners; at least one.
     pub listen: Vec<Listener>,
     /// Where `/metrics` is served. Default `127.0.0.1:9100`.
@@ -123,7 +129,17 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OriginConfig {
     pub name: String,
+    /// Where it is: `address` as written if it is an IP address, else the
+    /// first address its DNS name resolved to (see [`origins`]).
     pub address: SocketAddr,
+    /// `address` as written (`10.0.0.5:80`, `app1.internal:80`): what
+    /// identifies the origin's server across reloads.
+    pub written_address: String,
+    /// The DNS name in `address`, when it is one.
+    pub host_name: Option<String>,
+    /// How often the name is resolved again in the background
+    /// (`origins[].resolve`); `None`: at start-up and reloads only.
+    pub resolve: Option<Duration>,
     /// Requests per second the origin can take; 0 means drained.
     pub capacity: u32,
     /// Reached over TLS when set.

@@ -1,9 +1,8 @@
 //! Turns the file's serde structs into a [`Config`], refusing anything that
 //! would start a half-working proxy. Each error names the key at fault.
 
-use super::file::{FileConfig, HealthSection, OriginSection, ProbeKindName, TimeoutsSection};
-use super::{Config, ConfigError, HealthConfig, OriginConfig, PassiveConfig, ProbeKind, Timeouts};
-use std::collections::HashMap;
+use super::file::{FileConfig, HealthSection, ProbeKindName, TimeoutsSection};
+use super::{Config, ConfigError, HealthConfig, PassiveConfig, ProbeKind, Timeouts};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -27,8 +26,8 @@ pub fn validate(file: FileConfig) -> Result<Config, ConfigError> {
     let addresses: Vec<SocketAddr> = listen.iter().map(|l| l.address).collect();
     check_listeners(&addresses, metrics_listen, admin.as_ref().map(|a| a.listen))?;
     validate_server(&file.server)?;
-    let origins = validate_origins(&file.origins)?;
     let mut warnings = exposure_warnings(metrics_listen, admin.as_ref());
+    let origins = super::origins::validate(&file.origins, &mut warnings)?;
     let mut replication =
         super::replication::validate(file.replication, origins.len(), &mut warnings)?;
     let cluster = super::cluster::validate(file.cluster, parse_addr)?;
@@ -42,8 +41,16 @@ pub fn validate(file: FileConfig) -> Result<Config, ConfigError> {
         super::cluster::check_listen(cluster.listen, taken, overlap)?;
         super::cluster::adapt(&mut replication, &mut warnings);
     }
+    let pid_file = match &file.server.pid_file {
+        Some(path) if path.is_empty() => {
+            return Err(ConfigError::invalid("server.pid_file", "must not be empty"))
+        }
+        Some(path) => path.into(),
+        None => super::paths::default_pid_file(),
+    };
     Ok(Config {
         server: file.server,
+        pid_file,
         listen,
         metrics_listen,
         metrics_limits,
@@ -172,64 +179,6 @@ fn parse_addr(key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
             format!("{text:?} is not an IP address with a port, like 127.0.0.1:8080"),
         )
     })
-}
-
-fn validate_origins(origins: &[OriginSection]) -> Result<Vec<OriginConfig>, ConfigError> {
-    if origins.is_empty() {
-        return Err(ConfigError::invalid(
-            "origins",
-            "at least one origin is required",
-        ));
-    }
-    let mut names: HashMap<&str, usize> = HashMap::new();
-    let mut addresses: HashMap<SocketAddr, usize> = HashMap::new();
-    let mut validated = Vec::with_capacity(origins.len());
-    for (i, origin) in origins.iter().enumerate() {
-        let name = origin.name.trim();
-        if name.is_empty() {
-            return Err(ConfigError::invalid(
-                format!("origins[{i}].name"),
-                "must not be empty",
-            ));
-        }
-        // Names travel in headers and the read-your-writes cookie.
-        if !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        {
-            return Err(ConfigError::invalid(
-                format!("origins[{i}].name"),
-                format!("{name:?} may only hold letters, digits, '-', '_' and '.'"),
-            ));
-        }
-        if let Some(first) = names.insert(name, i) {
-            return Err(ConfigError::invalid(
-                format!("origins[{i}].name"),
-                format!("duplicate name {name:?} (also origins[{first}].name)"),
-            ));
-        }
-        let address = parse_addr(&format!("origins[{i}].address"), &origin.address)?;
-        if let Some(first) = addresses.insert(address, i) {
-            return Err(ConfigError::invalid(
-                format!("origins[{i}].address"),
-                format!("duplicate address {address} (also origins[{first}].address)"),
-            ));
-        }
-        validated.push(OriginConfig {
-            name: name.to_owned(),
-            address,
-            capacity: origin.capacity,
-            tls: super::listen::validate_origin_tls(i, origin.tls.as_ref())?,
-            join: origin.join.unwrap_or_default(),
-        });
-    }
-    if validated.iter().all(|o| o.capacity == 0) {
-        return Err(ConfigError::invalid(
-            "origins",
-            "every capacity is 0: at least one origin needs a capacity above 0 to take traffic",
-        ));
-    }
-    Ok(validated)
 }
 
 fn validate_health(health: HealthSection) -> Result<HealthConfig, ConfigError> {

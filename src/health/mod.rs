@@ -115,7 +115,7 @@ impl HealthService {
         {
             let id = origin.id;
             let config = config.clone();
-            let address = origin.address;
+            let address = origin.address();
             let tls = origin.tls.clone();
             let kept = self.kept_connections().remove(&id);
             let delay = slot(spacing * u32::try_from(position).unwrap_or(u32::MAX));
@@ -181,7 +181,7 @@ impl HealthService {
                     log::warn!(
                         "origin {} ({}): probe failed: {}",
                         origin.name,
-                        origin.address,
+                        origin.address(),
                         failure(&config, origin, e)
                     );
                 }
@@ -196,22 +196,22 @@ impl HealthService {
             self.metrics.publish_pool(&self.pool);
         }
         match (result, first) {
-            (Ok(()), true) => log::info!("origin {} ({}) is up", origin.name, origin.address),
+            (Ok(()), true) => log::info!("origin {} ({}) is up", origin.name, origin.address()),
             (Ok(()), false) => log::warn!(
                 "origin {} ({}) is up again after {threshold} good probes",
                 origin.name,
-                origin.address
+                origin.address()
             ),
             (Err(e), true) => log::warn!(
                 "origin {} ({}) is down at its first probe: {}",
                 origin.name,
-                origin.address,
+                origin.address(),
                 failure(&config, origin, &e)
             ),
             (Err(e), false) => log::warn!(
                 "origin {} ({}) is down after {threshold} failed probes: {}",
                 origin.name,
-                origin.address,
+                origin.address(),
                 failure(&config, origin, &e)
             ),
         }
@@ -221,7 +221,7 @@ impl HealthService {
 /// A failed probe for a log line: what the probe asked, why it failed and,
 /// where the failure says, what to change.
 fn failure(config: &HealthConfig, origin: &Origin, e: &ProbeError) -> String {
-    let probe = describe(&config.kind, origin.address, origin.tls.is_some());
+    let probe = describe(&config.kind, origin.address(), origin.tls.is_some());
     match e.hint() {
         Some(hint) => format!("{probe}: {e} ({hint})"),
         None => format!("{probe}: {e}"),

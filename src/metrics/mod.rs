@@ -9,6 +9,7 @@ mod cluster;
 mod connections;
 mod endpoint;
 mod origin;
+mod process;
 mod replication;
 mod requests;
 
@@ -114,9 +115,7 @@ impl Metrics {
             .set(1);
         // process_cpu_seconds_total, process_resident_memory_bytes,
         // process_open_fds, process_max_fds, ... of this process.
-        registry.register(Box::new(
-            prometheus::process_collector::ProcessCollector::for_self(),
-        ))?;
+        registry.register(Box::new(process::ProcessMetrics::for_self()))?;
         let replication = ReplicationMetrics::new(&registry)?;
         let connections = ConnectionMetrics::new(&registry)?;
         let listeners = ListenerConnections::new(&registry)?;

@@ -120,7 +120,8 @@ impl ReplicationMetrics {
         let sync = HistogramVec::new(
             HistogramOpts::new(
                 "hothot_replication_sync_seconds",
-                "Time from the primary's answer to the peer's acknowledgement",
+                "Time from a write's acceptance (its sequencing under total and key order, \
+                 the primary's answer under version order) to the origin's answer",
             )
             .buckets(SYNC_BUCKETS.to_vec()),
             &["peer"],

@@ -30,6 +30,7 @@ use crate::metrics::Metrics;
 use crate::replication::Cut;
 pub use origin::{NewOrigin, Origin};
 pub use standing::{Detached, Standing};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -251,6 +252,19 @@ impl Pool {
             o.limit.set_capacity(capacity);
             o.state.set_capacity(capacity)
         })
+    }
+
+    /// Moves the origin to `address` (its name resolves elsewhere now);
+    /// the address it left, when it moved.
+    pub fn set_address(&self, id: OriginId, address: SocketAddr) -> Option<SocketAddr> {
+        self.get(id)?.set_address(address)
+    }
+
+    /// How often the origin's name is resolved again (a reload's `resolve`).
+    pub fn set_resolve_every(&self, id: OriginId, every: Option<std::time::Duration>) {
+        if let Some(origin) = self.get(id) {
+            origin.set_resolve_every(every);
+        }
     }
 
     /// Sets the origin's factor (thousandths, at least 1); true when that

@@ -44,7 +44,16 @@ impl NewOrigin {
 pub struct Origin {
     pub id: OriginId,
     pub name: String,
-    pub address: SocketAddr,
+    /// `address` as written in the file: an IP address or a DNS name, with
+    /// its port. What identifies the origin's server across reloads.
+    pub written_address: String,
+    /// The DNS name in it, if it is one (resolved again by [`crate::resolve`]).
+    pub host_name: Option<String>,
+    /// Milliseconds between background resolutions of `host_name`
+    /// (`origins[].resolve`); 0: none. A reload may change it.
+    resolve_every_ms: AtomicU64,
+    /// Where it is now (see [`Origin::address`]).
+    address: ArcSwap<SocketAddr>,
     /// How to reach it over TLS, when it speaks TLS.
     pub tls: Option<Arc<TlsClient>>,
     /// How it joins a pool with history (`join`).
@@ -82,7 +91,10 @@ impl Origin {
             upstream: ArcSwap::from_pointee(peer(config.address, tls.as_deref(), timeouts)),
             id,
             name: config.name,
-            address: config.address,
+            written_address: config.written_address,
+            host_name: config.host_name,
+            resolve_every_ms: AtomicU64::new(resolve_ms(config.resolve)),
+            address: ArcSwap::from_pointee(config.address),
             join: config.join,
             tls,
             state: ServingState::new(config.capacity, epoch),
@@ -101,8 +113,41 @@ impl Origin {
     }
 
     pub(super) fn set_timeouts(&self, timeouts: Timeouts) {
-        let peer = peer(self.address, self.tls.as_deref(), timeouts);
+        let peer = peer(self.address(), self.tls.as_deref(), timeouts);
         self.upstream.store(Arc::new(peer));
+    }
+
+    /// Its address now: the IP address written in the file, or the one its
+    /// name last resolved to.
+    pub fn address(&self) -> SocketAddr {
+        **self.address.load()
+    }
+
+    /// Moves it to `address` (its name resolved elsewhere); the address it
+    /// had when that changed it. Connections already open finish where they are.
+    pub(super) fn set_address(&self, address: SocketAddr) -> Option<SocketAddr> {
+        let before = self.address();
+        if before == address {
+            return None;
+        }
+        self.address.store(Arc::new(address));
+        let mut peer = HttpPeer::clone(&self.upstream.load());
+        peer._address = pingora_core::protocols::l4::socket::SocketAddr::Inet(address);
+        self.upstream.store(Arc::new(peer));
+        Some(before)
+    }
+
+    /// How often its name is resolved again in the background, if at all.
+    pub fn resolve_every(&self) -> Option<std::time::Duration> {
+        match self.resolve_every_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(std::time::Duration::from_millis(ms)),
+        }
+    }
+
+    pub(super) fn set_resolve_every(&self, every: Option<std::time::Duration>) {
+        self.resolve_every_ms
+            .store(resolve_ms(every), Ordering::Relaxed);
     }
 
     /// May it take new traffic right now?
@@ -186,6 +231,10 @@ impl Origin {
     pub fn effective_weight(&self) -> i64 {
         i64::from(self.capacity()) * i64::from(self.factor_milli())
     }
+}
+
+fn resolve_ms(every: Option<std::time::Duration>) -> u64 {
+    every.map_or(0, |d| (d.as_millis() as u64).max(1))
 }
 
 /// Pingora's peer for an origin: its address, TLS and the timeouts.

@@ -116,7 +116,7 @@ impl HotHotProxy {
             log::warn!(
                 "origin {} ({}) ejected after consecutive live-traffic failures",
                 origin.name,
-                origin.address
+                origin.address()
             );
             origin.metrics.ejections.inc();
         }

@@ -8,10 +8,12 @@
 //! longer has is removed: no new request goes to it (requests in flight
 //! finish), it is no longer probed, and its replication backlog is dropped
 //! and counted. A renamed origin is one removed and one added. An origin
-//! whose `address` or `tls` changed is a different server under the same
-//! name: it is removed and added again (its backlog is dropped; the new
-//! server starts from now). A kept origin keeps its runtime state (a drain
-//! from the admin API, its adaptive factor) and takes its new capacity.
+//! whose `address` (as written) or `tls` changed is a different server
+//! under the same name: it is removed and added again (its backlog is
+//! dropped; the new server starts from now). A kept origin keeps its
+//! runtime state (a drain from the admin API, its adaptive factor), takes
+//! its new capacity and `resolve`, and moves to the address its DNS name
+//! resolves to now: the same server, moved.
 //!
 //! A change is prepared first ([`Plan::prepare`]: every new origin's TLS
 //! client is built once, here), and only a plan that could be made is
@@ -33,6 +35,10 @@ pub struct Plan {
     add: Vec<NewOrigin>,
     /// Kept origins whose capacity changes: (origin, new capacity).
     capacity: Vec<(OriginId, u32)>,
+    /// Kept origins whose name resolves to another address now.
+    moved: Vec<(OriginId, std::net::SocketAddr)>,
+    /// Kept origins whose `resolve` changes.
+    resolve: Vec<(OriginId, Option<std::time::Duration>)>,
 }
 
 impl Plan {
@@ -50,11 +56,21 @@ impl Plan {
                 None => plan.retire.push(origin.id),
                 Some(at) => {
                     let wanted = &new.origins[at];
-                    if (wanted.address, &wanted.tls) != (running.address, &running.tls) {
+                    if (&wanted.written_address, &wanted.tls)
+                        != (&running.written_address, &running.tls)
+                    {
                         plan.retire.push(origin.id);
                         adding.push(at);
-                    } else if wanted.capacity != running.capacity {
+                        continue;
+                    }
+                    if wanted.capacity != running.capacity {
                         plan.capacity.push((origin.id, wanted.capacity));
+                    }
+                    if wanted.address != origin.address() {
+                        plan.moved.push((origin.id, wanted.address));
+                    }
+                    if wanted.resolve != origin.resolve_every() {
+                        plan.resolve.push((origin.id, wanted.resolve));
                     }
                 }
             }
@@ -89,7 +105,7 @@ impl Plan {
                 log::warn!(
                     "origin {} ({}) removed from the pool",
                     origin.name,
-                    origin.address
+                    origin.address()
                 );
                 changed.push(format!("origin {} removed", origin.name));
             }
@@ -104,13 +120,26 @@ impl Plan {
             }
             pool.set_capacity(id, capacity);
         }
+        for &(id, address) in &self.moved {
+            if let (Some(origin), Some(before)) = (pool.get(id), pool.set_address(id, address)) {
+                log::info!(
+                    "origin {}: {} resolves to {address} now (was {before})",
+                    origin.name,
+                    origin.written_address
+                );
+                changed.push(format!("origin {} moved to {address}", origin.name));
+            }
+        }
+        for &(id, every) in &self.resolve {
+            pool.set_resolve_every(id, every);
+        }
         let joined = replicator.change_members(&self.retire, self.add);
         for id in joined {
             if let Some(origin) = pool.get(id) {
                 log::warn!(
                     "origin {} ({}) added to the pool; it serves once its first probe passes",
                     origin.name,
-                    origin.address
+                    origin.address()
                 );
                 changed.push(format!("origin {} added", origin.name));
             }
@@ -183,12 +212,21 @@ mod tests {
     #[test]
     fn a_plan_adds_removes_replaces_and_reweighs() {
         let (pool, replicator) = testing::pool(&[10, 20, 30]);
-        let old = testing::config(&[10, 20, 30], "");
+        let mut old = testing::config(&[10, 20, 30], "");
         let mut new = testing::config(&[10, 25], "");
-        new.origins[0].address = "127.0.0.1:9100".parse().unwrap(); // o0 moved
+        // o1 is reached by a name that resolves elsewhere now: the same
+        // server, moved (it keeps its id and state).
+        old.origins[1].written_address = "o1.test:80".into();
+        new.origins[1].written_address = "o1.test:80".into();
+        new.origins[1].address = "127.0.0.1:9102".parse().unwrap();
+        new.origins[0].address = "127.0.0.1:9100".parse().unwrap(); // o0 replaced
+        new.origins[0].written_address = "127.0.0.1:9100".into();
         new.origins.push(crate::config::OriginConfig {
             name: "d".into(),
             address: "127.0.0.1:9101".parse().unwrap(),
+            written_address: "127.0.0.1:9101".into(),
+            host_name: None,
+            resolve: None,
             capacity: 5,
             tls: None,
             join: crate::config::Join::Now,
@@ -198,13 +236,18 @@ mod tests {
         assert!(plan.changes_members());
         let changed = plan.apply(&pool, &replicator);
         assert_eq!(names(&pool), ["o1", "o0", "d"]);
-        assert_eq!(pool.find("o0").unwrap().address.port(), 9100);
+        assert_eq!(pool.find("o0").unwrap().address().port(), 9100);
         assert_eq!(
             pool.find("o1").unwrap().id,
             o1,
             "a kept origin keeps its id"
         );
         assert_eq!(pool.get(o1).unwrap().capacity(), 25);
+        assert_eq!(pool.get(o1).unwrap().address().port(), 9102);
+        assert!(
+            changed.contains(&"origin o1 moved to 127.0.0.1:9102".to_owned()),
+            "{changed:?}"
+        );
         assert!(
             changed.contains(&"origin o2 removed".to_owned()),
             "{changed:?}"
@@ -266,10 +309,11 @@ mod tests {
         // o1 moves (it is replaced), o2 joins over TLS.
         let mut new = config(&[10, 20, 30], 1, &fifo);
         new.origins[1].address = "127.0.0.1:9100".parse().unwrap();
+        new.origins[1].written_address = "127.0.0.1:9100".into();
         let plan = Plan::prepare(&pool, &old, &new).expect("the CA is read once, here");
         plan.apply(&pool, &replicator);
         assert_eq!(names(&pool), ["o0", "o1", "o2"]);
-        assert_eq!(pool.find("o1").unwrap().address.port(), 9100);
+        assert_eq!(pool.find("o1").unwrap().address().port(), 9100);
         assert!(pool.find("o2").is_some_and(|o| o.tls.is_some()));
         std::fs::remove_dir_all(&dir).ok();
     }

@@ -16,6 +16,7 @@
 //! stored and read back).
 
 mod membership;
+pub mod verdict;
 
 use crate::adaptive::Adaptive;
 use crate::certificates::{CertificateError, ListenerCertificate};
@@ -88,6 +89,10 @@ pub struct Live {
 pub struct Reloader {
     /// The file to re-read; `None` for a proxy built without one (tests).
     path: Option<PathBuf>,
+    /// Beside it each attempt's verdict is written for `hothot -s reload`.
+    pid_file: PathBuf,
+    /// Reload attempts so far.
+    attempts: std::sync::atomic::AtomicU64,
     current: Mutex<Config>,
     version: Arc<Mutex<ConfigVersion>>,
     live: Live,
@@ -102,6 +107,8 @@ impl Reloader {
         live.metrics.config_reloaded(version.loaded_at);
         Reloader {
             path,
+            pid_file: config.pid_file.clone(),
+            attempts: Default::default(),
             current: Mutex::new(config.clone()),
             version: Arc::new(Mutex::new(version)),
             live,
@@ -123,12 +130,13 @@ impl Reloader {
         let outcome = crate::config::load(path)
             .map_err(ReloadError::from)
             .and_then(|new| self.apply(new));
-        match outcome {
+        let verdict = match outcome {
             Ok(what) => {
                 let now = SystemTime::now();
                 self.live.metrics.config_reloaded(now);
                 // A reload that worked is news, not a warning (#29).
                 log::info!("reload: {} applied ({what})", path.display());
+                (true, format!("{} applied ({what})", path.display()))
             }
             Err(reason) => {
                 self.live.metrics.reload_failed();
@@ -136,7 +144,25 @@ impl Reloader {
                     "reload: {} refused, the running configuration stays: {reason}",
                     path.display()
                 );
+                (false, format!("{} refused: {reason}", path.display()))
             }
+        };
+        let attempt = self
+            .attempts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        let (applied, message) = verdict;
+        let verdict = verdict::Verdict {
+            pid: std::process::id(),
+            attempt,
+            applied,
+            message,
+        };
+        if let Err(e) = verdict.record(&self.pid_file) {
+            log::warn!(
+                "reload: cannot write {} for `hothot -s reload`: {e}",
+                verdict::path(&self.pid_file).display()
+            );
         }
     }
 

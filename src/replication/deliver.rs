@@ -245,7 +245,7 @@ impl Lane {
                 let origin = &self.origin;
                 let tls = origin.tls.as_deref();
                 *connection = Some(
-                    PeerConnection::connect(origin.address, tls, self.timeouts.connect).await?,
+                    PeerConnection::connect(origin.address(), tls, self.timeouts.connect).await?,
                 );
             }
             if let Some(connection) = connection.as_mut() {

@@ -101,7 +101,7 @@ impl CapacityWeighted {
         let backends: Vec<Backend> = pool
             .all()
             .map(|origin| Backend {
-                addr: pingora_core::protocols::l4::socket::SocketAddr::Inet(origin.address),
+                addr: pingora_core::protocols::l4::socket::SocketAddr::Inet(origin.address()),
                 weight: 1,
                 ext: Default::default(),
             })

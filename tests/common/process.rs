@@ -75,6 +75,10 @@ impl ProxyProcess {
             .arg("-c")
             .arg(self.dir.join("hothot.yaml"))
             .current_dir(&self.dir)
+            // The default journal and pid file (systemd's directories)
+            // are this test's own.
+            .env("STATE_DIRECTORY", &self.dir)
+            .env("RUNTIME_DIRECTORY", &self.dir)
             // `HOTHOT_TEST_LOG=debug cargo test ...` when a test needs more.
             .env(
                 "RUST_LOG",
@@ -113,6 +117,24 @@ impl ProxyProcess {
             child.kill().unwrap();
             panic!("hothot did not exit within 10s of SIGTERM");
         }
+    }
+
+    /// Waits up to `within` for the process to exit by itself (after a
+    /// signal the test sent some other way); whether it did.
+    pub async fn wait_for_exit(&mut self, within: Duration) -> bool {
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            let exited = match &mut self.child {
+                Some(child) => child.try_wait().unwrap().is_some(),
+                None => true,
+            };
+            if exited {
+                self.child = None;
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
     }
 
     /// The process id (prlimit execs hothot in its own place).

@@ -36,9 +36,9 @@ impl Replicator {
             command
                 .args(&program[1..])
                 .env("HOTHOT_DONOR", &donor.name)
-                .env("HOTHOT_DONOR_ADDRESS", donor.address.to_string())
+                .env("HOTHOT_DONOR_ADDRESS", donor.address().to_string())
                 .env("HOTHOT_ORIGIN", &origin.name)
-                .env("HOTHOT_ORIGIN_ADDRESS", origin.address.to_string())
+                .env("HOTHOT_ORIGIN_ADDRESS", origin.address().to_string())
                 .env("HOTHOT_SEQ", seq.to_string())
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
