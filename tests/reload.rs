@@ -6,7 +6,9 @@
 mod common;
 
 use common::process::ProxyProcess;
-use common::reload::{hup_until, refused_reload, reloads, rewriter, SteadyClients};
+use common::reload::{
+    hup_until, refused_reload, reloads, rewriter, ReconnectingClients, SteadyClients,
+};
 use common::workload::{pending_within, settled_within};
 use common::*;
 use std::time::Duration;
@@ -435,4 +437,58 @@ async fn s_reload_exits_with_the_running_processs_verdict_and_s_stop_removes_the
     let (code, _, stderr) = hothot_cli(&dir, &["-s", "reload"]);
     assert_eq!(code, 1);
     assert!(stderr.contains("is hothot running?"), "{stderr}");
+}
+
+/// `hothot -u`, then SIGQUIT to the old process, under clients sending
+/// requests on keep-alive connections, back to back or 20 ms apart: every request is
+/// answered (the old process answers its connections' last requests with
+/// `Connection: close`; the new one takes the reconnections), the old
+/// process leaves once its connections are done rather than after the
+/// whole grace period, and the normal path logs no ERROR.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_under_keep_alive_load_loses_no_request() {
+    let (a, b) = (TestOrigin::start("a").await, TestOrigin::start("b").await);
+    let dir = temp_dir("upgrade");
+    let grace = 10;
+    let server = format!(
+        ", grace_period_seconds: {grace}, upgrade_sock: \"{}\"",
+        dir.join("upgrade.sock").display()
+    );
+    // Replication on: the new process waits for the old one's journal.
+    let origins = format!(
+        "origins:\n  - {{name: a, address: \"{}\", capacity: 100}}\n  \
+         - {{name: b, address: \"{}\", capacity: 100}}\n\
+         replication: {{mode: async}}\n",
+        a.addr, b.addr
+    );
+    let mut hothot = ProxyProcess::start_with_server(&dir, &server, &origins, None).await;
+    // Back to back, and with pauses: at the hand-over most of the slow
+    // ones' connections are idle between two requests.
+    let clients = ReconnectingClients::start(hothot.port, 2, Duration::ZERO);
+    let slow_clients = ReconnectingClients::start(hothot.port, 8, Duration::from_millis(20));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let old_pid = hothot.pid().unwrap();
+
+    let took = hothot.upgrade().await;
+    println!("the old hothot exited {took:?} after SIGQUIT");
+    // After the hand-over Pingora keeps the old process accepting for 5 s,
+    // then its connections drain; it must not wait out the grace period.
+    assert!(
+        took < Duration::from_secs(5 + grace - 3),
+        "the old hothot took {took:?} to exit (grace period {grace}s)"
+    );
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    for (clients, count) in [(clients, 2), (slow_clients, 8)] {
+        let (answers, errors, connections) = clients.stop().await;
+        println!("{answers} answers over {connections} connections");
+        assert!(errors.is_empty(), "{} errors: {errors:?}", errors.len());
+        assert!(connections > count, "nobody reconnected to the new process");
+    }
+    assert_ne!(hothot.pid(), Some(old_pid));
+    let answer = put(&hothot.url("/after-upgrade"), "v").await;
+    assert_eq!(answer.status, 200);
+    let log = hothot.log();
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains(" ERROR ")).collect();
+    assert!(errors.is_empty(), "ERROR lines: {errors:#?}");
+    hothot.terminate().await;
 }

@@ -92,6 +92,11 @@ impl Book {
         book
     }
 
+    /// How many client connections are held now.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+
     /// How many client connections may be held.
     pub fn max(&self) -> usize {
         self.max.load(Ordering::Relaxed)

@@ -52,6 +52,15 @@ pub fn buffers(limits: &Limits) -> L4BufferSettings {
 static FULL: std::sync::LazyLock<Vec<u8>> =
     std::sync::LazyLock::new(|| Canned::TooManyConnections.raw());
 
+/// How long an idle keep-alive connection may wait for its next request
+/// once hothot shuts down gracefully (`SIGTERM`, or `SIGQUIT` in an
+/// upgrade). A client sending requests back to back sends one well within
+/// it, gets its answer with `Connection: close` and reconnects, to the new
+/// process in an upgrade; a connection idle that long is closed as at its
+/// keep-alive timeout. Short, because the process exits once its last
+/// connection is gone ([`crate::drain`]).
+const DRAIN_IDLE: Duration = Duration::from_secs(1);
+
 /// Pingora's keep-alive default for a new HTTP/1 session; the proxy sets
 /// `limits.keepalive_timeout` once it has read the request.
 const INITIAL_KEEPALIVE_SECONDS: u64 = 60;
@@ -159,8 +168,11 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
 impl<A> Guarded<A> {
     /// Waits for the first byte of the connection's next request,
     /// without reading it. False when the connection should close instead:
-    /// the client closed it, `until` passed, it was evicted to make room, or
-    /// hothot is shutting down.
+    /// the client closed it, `until` passed, or it was evicted to make room.
+    /// Once hothot shuts down gracefully it still waits, for at most
+    /// [`DRAIN_IDLE`]: a request that comes is served with `Connection:
+    /// close` (see `process_new`), so a busy client learns of the close from
+    /// an answer instead of finding its request cut off.
     async fn first_byte(
         &self,
         stream: &mut Stream,
@@ -169,19 +181,23 @@ impl<A> Guarded<A> {
         shutdown: &ShutdownWatch,
     ) -> bool {
         let mut shutdown = shutdown.clone();
-        if *shutdown.borrow_and_update() {
-            return false;
-        }
+        let mut draining = *shutdown.borrow_and_update();
+        let mut until = until;
         let mut byte = [0u8; 1];
-        tokio::select! {
-            biased;
-            // Pingora's TCP stream reads the byte (through its read buffer)
-            // and puts it back; a stream that cannot peek answers Ok(false),
-            // and the request is then read as usual.
-            peeked = stream.try_peek(&mut byte) => peeked.is_ok(),
-            () = connection.evict.wait() => false,
-            () = tokio::time::sleep_until(until.into()) => false,
-            _ = shutdown.changed() => false,
+        loop {
+            if draining {
+                until = until.min(Instant::now() + DRAIN_IDLE);
+            }
+            tokio::select! {
+                biased;
+                // Pingora's TCP stream reads the byte (through its read buffer)
+                // and puts it back; a stream that cannot peek answers Ok(false),
+                // and the request is then read as usual.
+                peeked = stream.try_peek(&mut byte) => return peeked.is_ok(),
+                () = connection.evict.wait() => return false,
+                () = tokio::time::sleep_until(until.into()) => return false,
+                _ = shutdown.changed(), if !draining => draining = true,
+            }
         }
     }
 }

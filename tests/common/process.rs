@@ -40,8 +40,13 @@ impl ProxyProcess {
     ) -> ProxyProcess {
         std::fs::create_dir_all(dir).unwrap();
         let (port, metrics_port) = two_free_ports();
+        // `server_extra` may set its own grace period.
+        let grace = match server_extra.contains("grace_period_seconds") {
+            true => "",
+            false => ", grace_period_seconds: 0",
+        };
         let config = format!(
-            "server: {{threads: 2, grace_period_seconds: 0, graceful_shutdown_timeout_seconds: 2{server_extra}}}\n\
+            "server: {{threads: 2{grace}, graceful_shutdown_timeout_seconds: 2{server_extra}}}\n\
              listen: [\"127.0.0.1:{port}\"]\nmetrics: {{listen: \"127.0.0.1:{metrics_port}\"}}\n{origins_and_more}"
         );
         std::fs::write(dir.join("hothot.yaml"), config).unwrap();
@@ -59,6 +64,39 @@ impl ProxyProcess {
 
     /// Starts hothot again on the same config, ports and journal.
     pub async fn spawn(&mut self) {
+        let child = self.launch(&[]);
+        self.child = Some(child);
+        wait_for_port(self.port).await;
+    }
+
+    /// An upgrade as an operator does it: `hothot -u` on the same config
+    /// beside the running process, then SIGQUIT to the old one, which hands
+    /// over its listening sockets. The new process is this one from then
+    /// on; returns how long the old one took to exit after its SIGQUIT.
+    pub async fn upgrade(&mut self) -> Duration {
+        let new = self.launch(&["-u"]);
+        // The new process waits for the sockets (it asks once a second).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut old = self.child.replace(new).expect("a running hothot");
+        let status = Command::new("kill")
+            .args(["-QUIT", &old.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let sent = std::time::Instant::now();
+        while old.try_wait().unwrap().is_none() {
+            assert!(
+                sent.elapsed() < Duration::from_secs(60),
+                "the old hothot still runs 60 s after SIGQUIT"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        sent.elapsed()
+    }
+
+    /// A hothot process on this one's config, with `args`; its log is the
+    /// next `hothot-N.log`.
+    fn launch(&mut self, args: &[&str]) -> Child {
         self.starts += 1;
         let log =
             std::fs::File::create(self.dir.join(format!("hothot-{}.log", self.starts))).unwrap();
@@ -71,7 +109,8 @@ impl ProxyProcess {
             }
             None => Command::new(env!("CARGO_BIN_EXE_hothot")),
         };
-        let child = command
+        command
+            .args(args)
             .arg("-c")
             .arg(self.dir.join("hothot.yaml"))
             .current_dir(&self.dir)
@@ -87,9 +126,7 @@ impl ProxyProcess {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .expect("hothot starts");
-        self.child = Some(child);
-        wait_for_port(self.port).await;
+            .expect("hothot starts")
     }
 
     /// SIGKILL: no chance to flush anything.

@@ -136,7 +136,7 @@ fn unparseable_values_are_errors() {
     refused(
         "listen: [\"127.0.0.1:8080\"]\norigins:\n  - {name: a, address: \"localhost\", capacity: 1}\n",
         "origins[0].address",
-        "not an IP address",
+        "not an address with a port",
     );
     refused(
         "listen: [\"127.0.0.1:8080\"]\norigins:\n  - {name: a, address: \"127.0.0.1:1\", capacity: -5}\n",

@@ -15,6 +15,7 @@
 //! Server process and configuration management
 
 mod bootstrap_services;
+mod grace;
 pub mod configuration;
 #[cfg(unix)]
 mod daemon;
@@ -57,6 +58,7 @@ use std::collections::HashMap;
 pub use transfer_fd::Fds;
 
 use pingora_error::{Error, ErrorType, Result};
+pub use grace::GracePeriodEnd;
 
 /* Time to wait before exiting the program.
 This is the graceful period for all existing sessions to finish */
@@ -224,6 +226,9 @@ pub struct Server {
     pub configuration: Arc<ServerConf>,
     /// The parser command line options
     pub options: Option<Opt>,
+
+    /// Ends the grace period of a graceful shutdown early ([`Self::grace_period_end`]).
+    grace_period_end: GracePeriodEnd,
 }
 
 // TODO: delete the pid when exit
@@ -234,6 +239,14 @@ impl Server {
     /// The receiver will produce values for each transition.
     pub fn watch_execution_phase(&self) -> broadcast::Receiver<ExecutionPhase> {
         self.execution_phase_watch.subscribe()
+    }
+
+    /// A handle that ends the grace period of a graceful shutdown early:
+    /// a service whose connections are all done calls
+    /// [`GracePeriodEnd::end`], and the runtimes stop then instead of after
+    /// the whole [`ServerConf::grace_period_seconds`].
+    pub fn grace_period_end(&self) -> GracePeriodEnd {
+        self.grace_period_end.clone()
     }
 
     #[cfg(unix)]
@@ -479,6 +492,7 @@ impl Server {
             options: opt,
             dependencies: Arc::new(Mutex::new(DependencyGraph::new())),
             bootstrap,
+            grace_period_end: GracePeriodEnd::default(),
         }
     }
 
@@ -527,6 +541,7 @@ impl Server {
             options: opt,
             dependencies: Arc::new(Mutex::new(DependencyGraph::new())),
             bootstrap,
+            grace_period_end: GracePeriodEnd::default(),
         })
     }
 
@@ -808,8 +823,14 @@ impl Server {
                 .grace_period_seconds
                 .unwrap_or(EXIT_TIMEOUT);
             info!("Graceful shutdown: grace period {}s starts", exit_timeout);
-            thread::sleep(Duration::from_secs(exit_timeout));
-            info!("Graceful shutdown: grace period ends");
+            if self
+                .grace_period_end
+                .wait(Duration::from_secs(exit_timeout))
+            {
+                info!("Graceful shutdown: grace period ended early, the work is done");
+            } else {
+                info!("Graceful shutdown: grace period ends");
+            }
         }
 
         // Give tokio runtimes time to exit

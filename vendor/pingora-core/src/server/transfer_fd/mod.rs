@@ -13,7 +13,7 @@
 // limitations under the License.
 
 #[cfg(target_os = "linux")]
-use log::{debug, error, warn};
+use log::{debug, error, info, warn};
 use nix::errno::Errno;
 #[cfg(target_os = "linux")]
 use nix::sys::socket::{self, AddressFamily, Backlog, RecvMsg, SockFlag, SockType, UnixAddr};
@@ -256,8 +256,12 @@ fn accept_with_retry_timeout(listen_fd: i32, max_retry: usize) -> Result<i32, Er
                 }
                 match e {
                     Errno::EAGAIN => {
-                        error!(
-                            "No incoming socket transfer, sleep {RETRY_INTERVAL:?} and try again"
+                        // The normal wait of an upgrade: the old process
+                        // sends its sockets once it gets SIGQUIT. Running
+                        // out of retries is the error (the caller's).
+                        info!(
+                            "No incoming socket transfer yet (the running process sends its \
+                             sockets on SIGQUIT), sleep {RETRY_INTERVAL:?} and try again"
                         );
                         retried += 1;
                         thread::sleep(RETRY_INTERVAL);
