@@ -26,6 +26,7 @@ pub mod limit;
 pub mod log_throttle;
 pub mod logging;
 pub mod metrics;
+pub mod notify;
 pub mod origin_tls;
 pub mod pingora_conf;
 pub mod pool;

@@ -35,9 +35,20 @@ impl<A: ServerApp + Send + Sync + 'static> Service for ProxyService<A> {
         let replication = self.replication.clone();
         let replication_shutdown = shutdown.clone();
         let workers = tokio::spawn(async move { replication.start(replication_shutdown).await });
-        self.inner
-            .start_service(fds, shutdown, listeners_per_fd)
-            .await;
+        // A boxed future (async_trait's), polled by hand below.
+        let mut serve = self.inner.start_service(fds, shutdown, listeners_per_fd);
+        // Its first poll binds the listeners (Pingora's build has no
+        // suspension point unless an address is busy, which start-up has
+        // refused already) and spawns the accept loops: hothot is ready.
+        let mut told = false;
+        std::future::poll_fn(|context| {
+            let polled = std::future::Future::poll(serve.as_mut(), context);
+            if !std::mem::replace(&mut told, true) {
+                crate::notify::ready();
+            }
+            polled
+        })
+        .await;
         // The workers stop on the same signal: their last steps (the
         // journal's cursors, a cluster's hand-over) finish before the
         // runtime goes.

@@ -32,11 +32,13 @@ impl BackgroundService for SignalService {
             tokio::select! {
                 _ = reload.recv() => {
                     log::info!("SIGHUP: reloading the configuration");
+                    crate::notify::reloading();
                     let reloader = self.reloader.clone();
                     // File reading and validation stay off this runtime's thread.
                     if let Err(e) = tokio::task::spawn_blocking(move || reloader.reload()).await {
                         log::error!("reload: {e}");
                     }
+                    crate::notify::ready();
                 }
                 _ = reopen.recv() => match &self.access_log {
                     Some(access_log) => {
@@ -46,6 +48,7 @@ impl BackgroundService for SignalService {
                     None => log::info!("SIGUSR1: no access log to reopen"),
                 },
                 _ = shutdown.changed() => {
+                    crate::notify::stopping();
                     // What the access log still buffers is written before the exit.
                     if let Some(access_log) = &self.access_log {
                         access_log.flush();

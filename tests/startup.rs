@@ -325,3 +325,75 @@ fn origins_may_be_dns_names_and_one_that_does_not_resolve_is_named_at_check() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Under systemd (`Type=notify`): `READY=1` once the proxy listens,
+/// `RELOADING=1` then `READY=1` around a reload, `STOPPING=1` at a
+/// graceful stop, on the socket `$NOTIFY_SOCKET` names.
+#[test]
+fn systemd_hears_ready_reloading_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = std::env::temp_dir().join(format!("hothot-notify-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let notify = dir.join("notify.sock");
+    let systemd = UnixDatagram::bind(&notify).unwrap();
+    systemd
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let log = dir.join("hothot.log");
+    let hear = || {
+        let mut message = [0u8; 256];
+        match systemd.recv(&mut message) {
+            Ok(length) => String::from_utf8_lossy(&message[..length]).into_owned(),
+            Err(e) => panic!(
+                "no notification in time ({e}); hothot's log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            ),
+        }
+    };
+    // An origin that accepts (the TCP probe needs no more).
+    let origin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let file = dir.join("notify.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "server: {{pid_file: {}, grace_period_seconds: 1}}\nlisten: [\"127.0.0.1:{port}\"]\n\
+             metrics: {{listen: \"127.0.0.1:0\"}}\n\
+             origins:\n  - {{name: a, address: \"{}\", capacity: 1}}\n\
+             health: {{kind: tcp}}\nreplication: {{mode: off}}\n",
+            dir.join("hothot.pid").display(),
+            origin.local_addr().unwrap()
+        ),
+    )
+    .unwrap();
+    let mut hothot = Command::new(env!("CARGO_BIN_EXE_hothot"))
+        .args(["-c", file.to_str().unwrap()])
+        .env("NOTIFY_SOCKET", &notify)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let signal = |name: &str| {
+        let sent = Command::new("kill")
+            .args([name, &hothot.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    };
+    assert_eq!(hear(), "READY=1\nSTATUS=serving");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        "READY=1 before the proxy listens"
+    );
+    signal("-HUP");
+    assert!(hear().starts_with("RELOADING=1\nMONOTONIC_USEC="));
+    assert_eq!(hear(), "READY=1\nSTATUS=serving");
+    signal("-TERM");
+    assert_eq!(hear(), "STOPPING=1");
+    assert!(hothot.wait().unwrap().success());
+    std::fs::remove_dir_all(&dir).ok();
+}
