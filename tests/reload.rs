@@ -425,6 +425,23 @@ async fn s_reload_exits_with_the_running_processs_verdict_and_s_stop_removes_the
     tokio::time::sleep(Duration::from_millis(1500)).await; // a background resolution
     assert_eq!(get(&hothot.url("/")).await.status, 200, "still serving");
 
+    // A file that no longer validates (a name that stopped resolving):
+    // -s reload refuses it before signalling; -s reopen still gets through.
+    let unresolvable = config.replace(
+        &format!("localhost:{}", a.addr.port()),
+        "no-such-origin.invalid:80",
+    );
+    assert_ne!(unresolvable, config);
+    std::fs::write(&config_path, unresolvable).unwrap();
+    let (code, _, stderr) = hothot_cli(&dir, &["-s", "reload"]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("cannot resolve no-such-origin.invalid"),
+        "{stderr}"
+    );
+    let (code, stdout, stderr) = hothot_cli(&dir, &["-s", "reopen"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+
     // Stop: a graceful exit that leaves no pid file behind.
     std::fs::write(&config_path, config).unwrap();
     let (code, stdout, stderr) = hothot_cli(&dir, &["-s", "stop"]);

@@ -109,6 +109,22 @@ pub fn main() -> i32 {
         return 0;
     }
     let path = &args.conf;
+    if let Some(signal) = args.signal {
+        // A reload's file is checked here first, as `nginx -s reload`
+        // does: what the running process would refuse is refused now. The
+        // other signals need only the pid file.
+        let pid_file = match signal {
+            Signal::Reload => config::load(path).map(|config| config.pid_file),
+            _ => config::pid_file_of(path),
+        };
+        return match pid_file {
+            Ok(pid_file) => signal::send(signal, &pid_file),
+            Err(e) => {
+                eprintln!("hothot: {}: {e}", path.display());
+                1
+            }
+        };
+    }
     let config = match config::load(path) {
         Ok(config) => config,
         Err(e) => {
@@ -116,9 +132,6 @@ pub fn main() -> i32 {
             return 1;
         }
     };
-    if let Some(signal) = args.signal {
-        return signal::send(signal, &config);
-    }
     if args.test {
         return check(path, &config);
     }

@@ -2,7 +2,6 @@
 //! `server.pid_file` holds, as nginx's `-s`; and the pid file itself, which
 //! hothot writes at start and removes at exit.
 
-use crate::config::Config;
 use crate::reload::verdict::{self, Verdict};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -47,13 +46,13 @@ impl Signal {
 /// unless a resolver hangs.
 const VERDICT_WAIT: Duration = Duration::from_secs(30);
 
-/// Sends `signal` to the hothot whose pid `config`'s pid file holds; returns
-/// the exit code.
-pub fn send(signal: Signal, config: &Config) -> i32 {
+/// Sends `signal` to the hothot whose pid `pid_file` holds; returns the
+/// exit code.
+pub fn send(signal: Signal, pid_file: &Path) -> i32 {
     let name = signal.name();
-    match running_pid(&config.pid_file) {
+    match running_pid(pid_file) {
         Ok(pid) => {
-            let before = Verdict::read(&config.pid_file);
+            let before = Verdict::read(pid_file);
             // SAFETY: kill(2) has no memory-safety preconditions.
             if unsafe { libc::kill(pid as libc::pid_t, signal.number()) } != 0 {
                 eprintln!(
@@ -66,7 +65,7 @@ pub fn send(signal: Signal, config: &Config) -> i32 {
                 println!("hothot: sent {name} to process {pid}");
                 return 0;
             }
-            await_verdict(&config.pid_file, pid, before.as_ref())
+            await_verdict(pid_file, pid, before.as_ref())
         }
         Err(reason) => {
             eprintln!("hothot: -s {name}: {reason}");

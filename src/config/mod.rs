@@ -228,6 +228,32 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     parse(&text)
 }
 
+/// Where the hothot running with the file at `path` writes its pid
+/// (`server.pid_file`, else its default), read without validating the rest
+/// of the file: `hothot -s reopen|stop|quit` must reach the process even
+/// when the file no longer validates (an origin's name that stopped
+/// resolving, say, while logrotate asks for a reopen).
+pub fn pid_file_of(path: &Path) -> Result<PathBuf, ConfigError> {
+    #[derive(serde::Deserialize)]
+    struct Server {
+        pid_file: Option<String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct File {
+        server: Option<Server>,
+    }
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    shape::check(&text)?;
+    let file: File = serde_yaml::from_str(&text).map_err(ConfigError::Parse)?;
+    Ok(match file.server.and_then(|s| s.pid_file) {
+        Some(pid_file) if !pid_file.is_empty() => pid_file.into(),
+        _ => paths::default_pid_file(),
+    })
+}
+
 /// Parses and validates config text.
 pub fn parse(text: &str) -> Result<Config, ConfigError> {
     shape::check(text)?;
