@@ -9,13 +9,17 @@
 //! fast once shutdown starts ([`crate::connections`]: the next answer
 //! carries `Connection: close`, an idle connection waits at most a second),
 //! so this service ends the grace period (Pingora patched with
-//! `GracePeriodEnd`, see `vendor/README.md`) once none is left; the grace
-//! period stays the upper bound.
+//! `GracePeriodEnd`, see `vendor/README.md`) once none is left and the
+//! proxy service has stopped: its replication workers' last steps (the
+//! journal's cursors, a cluster's hand-over of its leases) run on its
+//! runtime, which the end of the grace period stops. The grace period stays
+//! the upper bound.
 
 use crate::connections::Book;
 use async_trait::async_trait;
 use pingora_core::server::{GracePeriodEnd, ShutdownWatch};
 use pingora_core::services::background::BackgroundService;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +28,8 @@ const POLL: Duration = Duration::from_millis(10);
 
 pub struct DrainService {
     pub connections: Arc<Book>,
+    /// Set by the proxy service once it has stopped.
+    pub proxy_stopped: Arc<AtomicBool>,
     pub grace_period_end: GracePeriodEnd,
 }
 
@@ -36,8 +42,8 @@ impl BackgroundService for DrainService {
             }
         }
         loop {
-            let open = self.connections.open();
-            if open == 0 {
+            let stopped = self.proxy_stopped.load(Ordering::Acquire);
+            if stopped && self.connections.open() == 0 {
                 log::info!("graceful shutdown: every client connection is closed");
                 self.grace_period_end.end();
                 return;

@@ -12,15 +12,29 @@ use pingora_core::server::{ListenFds, RuntimeOpts, ShutdownWatch};
 use pingora_core::services::background::BackgroundService;
 use pingora_core::services::listening::Service as ListeningService;
 use pingora_core::services::Service;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 pub struct ProxyService<A> {
     inner: ListeningService<A>,
     replication: ReplicationService,
+    /// Set once the listeners are closed and the replication workers have
+    /// taken their last steps ([`crate::drain`] waits for it).
+    stopped: Arc<AtomicBool>,
 }
 
 impl<A> ProxyService<A> {
     pub fn new(inner: ListeningService<A>, replication: ReplicationService) -> Self {
-        ProxyService { inner, replication }
+        ProxyService {
+            inner,
+            replication,
+            stopped: Arc::default(),
+        }
+    }
+
+    /// True once the service has stopped (see [`ProxyService::stopped`]'s field).
+    pub fn stopped(&self) -> Arc<AtomicBool> {
+        self.stopped.clone()
     }
 }
 
@@ -53,6 +67,7 @@ impl<A: ServerApp + Send + Sync + 'static> Service for ProxyService<A> {
         // journal's cursors, a cluster's hand-over) finish before the
         // runtime goes.
         let _ = workers.await;
+        self.stopped.store(true, Ordering::Release);
     }
 
     fn name(&self) -> &str {

@@ -284,7 +284,9 @@ pub fn build(config: &Config, opt: Option<Opt>, path: Option<&Path>) -> Result<S
             reloader: reloader.clone(),
         },
     ));
-    let proxy_handle = server.add_service(ProxyService::new(proxy_service, replication));
+    let proxy_service = ProxyService::new(proxy_service, replication);
+    let proxy_stopped = proxy_service.stopped();
+    let proxy_handle = server.add_service(proxy_service);
     proxy_handle.add_dependency(&health_handle);
 
     if let Some(settings) = &config.admin {
@@ -307,6 +309,7 @@ pub fn build(config: &Config, opt: Option<Opt>, path: Option<&Path>) -> Result<S
     }
     let drain = crate::drain::DrainService {
         connections: book,
+        proxy_stopped,
         grace_period_end: server.grace_period_end(),
     };
     server.add_service(background_service("drain", drain));

@@ -168,6 +168,16 @@ fn run(args: &Args, path: &std::path::Path, config: &config::Config) -> i32 {
         daemon: args.daemon,
         ..Opt::default()
     };
+    if daemon {
+        // Pingora writes a daemon's pid file after the fork, into a
+        // directory that must exist.
+        if let Err(e) = signal::make_pid_dir(&config.pid_file) {
+            log::warn!(
+                "server.pid_file: cannot create the directory of {}: {e}",
+                config.pid_file.display()
+            );
+        }
+    }
     match server::build(config, Some(opt), Some(path)) {
         Ok(server) => {
             // Pingora writes the pid file of a daemon itself (after the fork).

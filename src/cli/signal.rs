@@ -121,10 +121,7 @@ fn await_verdict(pid_file: &Path, pid: u32, before: Option<&Verdict>) -> i32 {
 /// Writes this process's pid to `pid_file`, creating its directory; a
 /// failure is logged, not fatal (only `hothot -s` needs the file).
 pub fn write_pid_file(pid_file: &Path) {
-    let written = pid_file
-        .parent()
-        .filter(|dir| !dir.as_os_str().is_empty())
-        .map_or(Ok(()), std::fs::create_dir_all)
+    let written = make_pid_dir(pid_file)
         .and_then(|()| std::fs::write(pid_file, format!("{}\n", std::process::id())));
     if let Err(e) = written {
         log::warn!(
@@ -132,6 +129,15 @@ pub fn write_pid_file(pid_file: &Path) {
             pid_file.display()
         );
     }
+}
+
+/// Creates the pid file's directory (`/run/hothot` by default), which
+/// Pingora does not when it writes a daemon's pid file.
+pub fn make_pid_dir(pid_file: &Path) -> std::io::Result<()> {
+    pid_file
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .map_or(Ok(()), std::fs::create_dir_all)
 }
 
 /// The pid file removed at exit.
