@@ -53,12 +53,16 @@ impl<A: ServerApp + Send + Sync + 'static> Service for ProxyService<A> {
         let mut serve = self.inner.start_service(fds, shutdown, listeners_per_fd);
         // Its first poll binds the listeners (Pingora's build has no
         // suspension point unless an address is busy, which start-up has
-        // refused already) and spawns the accept loops: hothot is ready.
+        // refused already) and spawns the accept loops: hothot is ready
+        // once its SIGHUP handler is in place too (systemd may reload next).
         let mut told = false;
         std::future::poll_fn(|context| {
             let polled = std::future::Future::poll(serve.as_mut(), context);
             if !std::mem::replace(&mut told, true) {
-                crate::notify::ready();
+                tokio::spawn(async {
+                    crate::signals::handlers_installed().await;
+                    crate::notify::ready();
+                });
             }
             polled
         })

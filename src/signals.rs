@@ -8,8 +8,10 @@ use crate::reload::Reloader;
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::Notify;
 
 pub struct SignalService {
     pub access_log: Option<Arc<AccessLog>>,
@@ -28,6 +30,8 @@ impl BackgroundService for SignalService {
         ) else {
             return;
         };
+        HANDLERS_INSTALLED.store(true, Ordering::Release);
+        HANDLERS_WAKE.notify_waiters();
         loop {
             tokio::select! {
                 _ = reload.recv() => {
@@ -57,6 +61,38 @@ impl BackgroundService for SignalService {
                 }
             }
         }
+    }
+}
+
+/// Whether the handlers of SIGHUP and SIGUSR1 are in place: before that,
+/// those signals are ignored ([`ignore_until_handled`]).
+static HANDLERS_INSTALLED: AtomicBool = AtomicBool::new(false);
+static HANDLERS_WAKE: Notify = Notify::const_new();
+
+/// Until the signal service runs, SIGHUP and SIGUSR1 would end the process
+/// (their default action): a reload asked for during start-up is ignored
+/// instead. Called first thing at start-up.
+pub fn ignore_until_handled() {
+    // SAFETY: setting a disposition to SIG_IGN has no preconditions; tokio
+    // replaces it with its handler when the service registers.
+    unsafe {
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+        libc::signal(libc::SIGUSR1, libc::SIG_IGN);
+    }
+}
+
+/// Completes once the handlers of SIGHUP and SIGUSR1 are in place: hothot
+/// tells systemd it is ready only then, since systemd may send a reload
+/// right after.
+pub async fn handlers_installed() {
+    loop {
+        let woken = HANDLERS_WAKE.notified();
+        let mut woken = std::pin::pin!(woken);
+        woken.as_mut().enable();
+        if HANDLERS_INSTALLED.load(Ordering::Acquire) {
+            return;
+        }
+        woken.await;
     }
 }
 

@@ -158,6 +158,7 @@ fn check(path: &std::path::Path, config: &config::Config) -> i32 {
 }
 
 fn run(args: &Args, path: &std::path::Path, config: &config::Config) -> i32 {
+    crate::signals::ignore_until_handled();
     crate::logging::init();
     for warning in &config.warnings {
         log::warn!("{}: {warning}", path.display());
