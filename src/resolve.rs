@@ -64,13 +64,7 @@ impl BackgroundService for ResolveService {
                         if failing.remove(&id) {
                             log::info!("origin {}: {host} resolves again", origin.name);
                         }
-                        if let Some(before) = self.pool.set_address(id, addresses[0]) {
-                            log::info!(
-                                "origin {}: {host} resolves to {} now (was {before})",
-                                origin.name,
-                                addresses[0]
-                            );
-                        }
+                        self.pool.set_address(id, addresses[0]);
                     }
                     Ok(Err(e)) => {
                         if failing.insert(id) {

@@ -254,10 +254,21 @@ impl Pool {
         })
     }
 
-    /// Moves the origin to `address` (its name resolves elsewhere now);
-    /// the address it left, when it moved.
-    pub fn set_address(&self, id: OriginId, address: SocketAddr) -> Option<SocketAddr> {
-        self.get(id)?.set_address(address)
+    /// Moves the origin to `address` (its name resolves elsewhere now, at a
+    /// reload or a background resolution), and logs it; whether it moved.
+    pub fn set_address(&self, id: OriginId, address: SocketAddr) -> bool {
+        let Some(origin) = self.get(id) else {
+            return false;
+        };
+        let Some(before) = origin.set_address(address) else {
+            return false;
+        };
+        log::info!(
+            "origin {}: {} resolves to {address} now (was {before})",
+            origin.name,
+            origin.written_address
+        );
+        true
     }
 
     /// How often the origin's name is resolved again (a reload's `resolve`).

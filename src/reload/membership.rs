@@ -121,12 +121,7 @@ impl Plan {
             pool.set_capacity(id, capacity);
         }
         for &(id, address) in &self.moved {
-            if let (Some(origin), Some(before)) = (pool.get(id), pool.set_address(id, address)) {
-                log::info!(
-                    "origin {}: {} resolves to {address} now (was {before})",
-                    origin.name,
-                    origin.written_address
-                );
+            if let (Some(origin), true) = (pool.get(id), pool.set_address(id, address)) {
                 changed.push(format!("origin {} moved to {address}", origin.name));
             }
         }
