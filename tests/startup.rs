@@ -14,6 +14,13 @@ fn with_origins(rest: &str) -> String {
     format!("listen: [\"127.0.0.1:8080\"]\n{BASE_ORIGINS}{rest}")
 }
 
+/// A fresh directory of this test run's own, `hothot-config-LABEL-PID`.
+fn scratch(label: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("hothot-config-{label}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 fn hothot(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_hothot"))
         .args(args)
@@ -31,8 +38,7 @@ fn check_flag_accepts_a_good_file_and_names_the_key_of_a_bad_one() {
         String::from_utf8_lossy(&output.stderr)
     );
 
-    let dir = std::env::temp_dir().join(format!("hothot-config-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("test");
     let bad = dir.join("bad.yaml");
     std::fs::write(
         &bad,
@@ -55,8 +61,7 @@ fn check_flag_accepts_a_good_file_and_names_the_key_of_a_bad_one() {
 
 #[test]
 fn check_flag_says_which_settings_have_no_effect() {
-    let dir = std::env::temp_dir().join(format!("hothot-config-warn-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("warn");
     let file = dir.join("warn.yaml");
     std::fs::write(
         &file,
@@ -91,8 +96,7 @@ fn check_flag_says_which_settings_have_no_effect() {
 
 #[test]
 fn huge_or_deeply_nested_files_are_refused_at_once() {
-    let dir = std::env::temp_dir().join(format!("hothot-config-deep-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("deep");
     // 100,000 nested brackets: parsing them would take minutes.
     let deep = dir.join("deep.yaml");
     let depth = 100_000;
@@ -122,8 +126,7 @@ fn huge_or_deeply_nested_files_are_refused_at_once() {
 fn a_busy_port_is_a_clear_start_up_error_and_a_warning_at_check() {
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = busy.local_addr().unwrap().port();
-    let dir = std::env::temp_dir().join(format!("hothot-config-busy-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("busy");
     let file = dir.join("busy.yaml");
     std::fs::write(
         &file,
@@ -152,8 +155,7 @@ fn a_busy_port_is_a_clear_start_up_error_and_a_warning_at_check() {
 
 #[test]
 fn check_flag_warns_about_side_listeners_beyond_loopback() {
-    let dir = std::env::temp_dir().join(format!("hothot-config-exposed-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("exposed");
     std::fs::write(dir.join("token"), "s3cret\n").unwrap();
     let file = dir.join("exposed.yaml");
     let check = |rest: &str| {
@@ -284,8 +286,7 @@ fn the_binary_links_the_systems_openssl() {
 
 #[test]
 fn origins_may_be_dns_names_and_one_that_does_not_resolve_is_named_at_check() {
-    let dir = std::env::temp_dir().join(format!("hothot-config-names-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("names");
     let file = dir.join("names.yaml");
     let check = |origins: &str| {
         std::fs::write(
@@ -335,8 +336,7 @@ fn origins_may_be_dns_names_and_one_that_does_not_resolve_is_named_at_check() {
 #[test]
 fn systemd_hears_ready_reloading_and_stopping() {
     use std::os::unix::net::UnixDatagram;
-    let dir = std::env::temp_dir().join(format!("hothot-notify-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("notify");
     let notify = dir.join("notify.sock");
     let systemd = UnixDatagram::bind(&notify).unwrap();
     systemd
