@@ -32,7 +32,8 @@ impl<A> ProxyService<A> {
         }
     }
 
-    /// True once the service has stopped (see [`ProxyService::stopped`]'s field).
+    /// Becomes true once the listeners are closed and the replication
+    /// workers have taken their last steps.
     pub fn stopped(&self) -> Arc<AtomicBool> {
         self.stopped.clone()
     }
