@@ -78,19 +78,12 @@ impl ProxyProcess {
         // The new process waits for the sockets (it asks once a second).
         tokio::time::sleep(Duration::from_millis(300)).await;
         let mut old = self.child.replace(new).expect("a running hothot");
-        let status = Command::new("kill")
-            .args(["-QUIT", &old.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        signal(&old, "-QUIT");
         let sent = std::time::Instant::now();
-        while old.try_wait().unwrap().is_none() {
-            assert!(
-                sent.elapsed() < Duration::from_secs(60),
-                "the old hothot still runs 60 s after SIGQUIT"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        assert!(
+            exits_within(&mut old, Duration::from_secs(60)).await,
+            "the old hothot still runs 60 s after SIGQUIT"
+        );
         sent.elapsed()
     }
 
@@ -140,38 +133,25 @@ impl ProxyProcess {
     /// SIGTERM, then wait for the graceful exit.
     pub async fn terminate(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let status = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status()
-                .unwrap();
-            assert!(status.success());
-            for _ in 0..200 {
-                if child.try_wait().unwrap().is_some() {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
+            signal(&child, "-TERM");
+            if !exits_within(&mut child, Duration::from_secs(10)).await {
+                child.kill().unwrap();
+                panic!("hothot did not exit within 10s of SIGTERM");
             }
-            child.kill().unwrap();
-            panic!("hothot did not exit within 10s of SIGTERM");
         }
     }
 
     /// Waits up to `within` for the process to exit by itself (after a
     /// signal the test sent some other way); whether it did.
     pub async fn wait_for_exit(&mut self, within: Duration) -> bool {
-        let deadline = std::time::Instant::now() + within;
-        while std::time::Instant::now() < deadline {
-            let exited = match &mut self.child {
-                Some(child) => child.try_wait().unwrap().is_some(),
-                None => true,
-            };
-            if exited {
-                self.child = None;
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let exited = match &mut self.child {
+            Some(child) => exits_within(child, within).await,
+            None => true,
+        };
+        if exited {
+            self.child = None;
         }
-        false
+        exited
     }
 
     /// The process id (prlimit execs hothot in its own place).
@@ -202,6 +182,27 @@ impl ProxyProcess {
     pub fn journal_dir(&self) -> PathBuf {
         self.dir.join("journal")
     }
+}
+
+/// Sends `child` a signal (`-TERM`, `-QUIT`, ...), as an operator's `kill` does.
+fn signal(child: &Child, name: &str) {
+    let sent = Command::new("kill")
+        .args([name, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+}
+
+/// Whether `child` exits within `within`.
+async fn exits_within(child: &mut Child, within: Duration) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
 }
 
 impl Drop for ProxyProcess {
