@@ -85,11 +85,11 @@ pub fn validate(
             _ => {}
         }
         let mut tls = super::listen::validate_origin_tls(i, origin.tls.as_ref())?;
-        // Reached by name over TLS: the name is what its certificate holds.
-        if let (Some(tls), Some(host)) = (&mut tls, &host_name) {
-            if tls.sni.is_empty() && origin.tls.as_ref().is_some_and(|t| t.sni.is_none()) {
-                tls.sni = host.clone();
-            }
+        // Reached by name over TLS with no `sni` key: the name is what its
+        // certificate holds (`sni: ""` still means none).
+        let sni_unset = origin.tls.as_ref().is_some_and(|t| t.sni.is_none());
+        if let (Some(tls), Some(host), true) = (&mut tls, &host_name, sni_unset) {
+            tls.sni = host.clone();
         }
         validated.push(OriginConfig {
             name: name.to_owned(),
