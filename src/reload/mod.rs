@@ -31,6 +31,7 @@ use crate::selection::Balancer;
 use arc_swap::ArcSwap;
 use membership::Plan;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -130,31 +131,27 @@ impl Reloader {
         let outcome = crate::config::load(path)
             .map_err(ReloadError::from)
             .and_then(|new| self.apply(new));
-        let verdict = match outcome {
+        // One message for the log and for `hothot -s reload`.
+        let (applied, message) = match outcome {
             Ok(what) => {
-                let now = SystemTime::now();
-                self.live.metrics.config_reloaded(now);
-                // A reload that worked is news, not a warning (#29).
-                log::info!("reload: {} applied ({what})", path.display());
+                self.live.metrics.config_reloaded(SystemTime::now());
                 (true, format!("{} applied ({what})", path.display()))
             }
             Err(reason) => {
                 self.live.metrics.reload_failed();
-                log::error!(
-                    "reload: {} refused, the running configuration stays: {reason}",
-                    path.display()
-                );
-                (false, format!("{} refused: {reason}", path.display()))
+                let shown = path.display();
+                let message = format!("{shown} refused, the running configuration stays: {reason}");
+                (false, message)
             }
         };
-        let attempt = self
-            .attempts
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            + 1;
-        let (applied, message) = verdict;
+        match applied {
+            // A reload that worked is news, not a warning (#29).
+            true => log::info!("reload: {message}"),
+            false => log::error!("reload: {message}"),
+        }
         let verdict = verdict::Verdict {
             pid: std::process::id(),
-            attempt,
+            attempt: self.attempts.fetch_add(1, Ordering::Relaxed) + 1,
             applied,
             message,
         };
