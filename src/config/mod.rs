@@ -97,7 +97,7 @@ impl ConfigError {
 pub struct Config {
     pub server: file::ServerSection,
     /// Where the running hothot writes its pid (`server.pid_file`), which
-    /// `hothot -s` reads. Default [`paths::default_pid_file`].
+    /// `hothot -s` reads. Default [`paths::pid_file`]'s: `/run/hothot/hothot.pid`.
     pub pid_file: PathBuf,
     /// Proxy listeners; at least one.
     pub listen: Vec<Listener>,
@@ -248,10 +248,7 @@ pub fn pid_file_of(path: &Path) -> Result<PathBuf, ConfigError> {
     })?;
     shape::check(&text)?;
     let file: File = serde_yaml::from_str(&text).map_err(ConfigError::Parse)?;
-    Ok(match file.server.and_then(|s| s.pid_file) {
-        Some(pid_file) if !pid_file.is_empty() => pid_file.into(),
-        _ => paths::default_pid_file(),
-    })
+    paths::pid_file(file.server.and_then(|s| s.pid_file).as_deref())
 }
 
 /// Parses and validates config text.

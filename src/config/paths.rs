@@ -15,8 +15,20 @@ pub fn default_journal_dir() -> PathBuf {
         .join("journal")
 }
 
+/// `server.pid_file` as set (never empty), else its default.
+pub fn pid_file(setting: Option<&str>) -> Result<PathBuf, super::ConfigError> {
+    match setting {
+        Some("") => Err(super::ConfigError::invalid(
+            "server.pid_file",
+            "must not be empty",
+        )),
+        Some(path) => Ok(path.into()),
+        None => Ok(default_pid_file()),
+    }
+}
+
 /// `server.pid_file` by default.
-pub fn default_pid_file() -> PathBuf {
+fn default_pid_file() -> PathBuf {
     systemd_directory("RUNTIME_DIRECTORY")
         .unwrap_or_else(|| PathBuf::from("/run/hothot"))
         .join("hothot.pid")

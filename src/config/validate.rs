@@ -41,13 +41,7 @@ pub fn validate(file: FileConfig) -> Result<Config, ConfigError> {
         super::cluster::check_listen(cluster.listen, taken, overlap)?;
         super::cluster::adapt(&mut replication, &mut warnings);
     }
-    let pid_file = match &file.server.pid_file {
-        Some(path) if path.is_empty() => {
-            return Err(ConfigError::invalid("server.pid_file", "must not be empty"))
-        }
-        Some(path) => path.into(),
-        None => super::paths::default_pid_file(),
-    };
+    let pid_file = super::paths::pid_file(file.server.pid_file.as_deref())?;
     Ok(Config {
         server: file.server,
         pid_file,
