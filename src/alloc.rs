@@ -1,21 +1,26 @@
 //! Which memory allocator hothot runs on, and through which entry points.
 //!
 //! mimalloc (the default `mimalloc` feature; README's "Performance" has the
-//! measurements), called as the `mimalloc` crate calls it except for one
-//! thing: requests that need no more than word alignment (nearly all of
-//! them) go to mimalloc's plain `mi_malloc`/`mi_zalloc`/`mi_realloc`.
+//! measurements), its v2 line (libmimalloc-sys's `v2` feature): under
+//! hothot's pattern of allocations, v3 emptied and freed a page and took a
+//! fresh one about once every three requests, and handed full pages
+//! between threads; counted with callgrind, v2 costs about 1,150
+//! instructions less per proxied request.
 //!
-//! Why: the crate sends every request to `mi_malloc_aligned`. In mimalloc 3
-//! that entry's fast path serves only blocks up to 1 KiB whose next free
-//! block happens to be aligned; anything larger (a connection's task, a
-//! header map's buffers) is over-allocated by `alignment - 1` bytes through
-//! the generic path, into the next size class, and marks its page as holding
-//! interior pointers. Counted with callgrind (`scripts/bench-instructions.sh`)
-//! that was about 7,000 instructions of allocation per proxied request.
-//! Every mimalloc block is at least word-aligned (its smallest block is one
-//! word and all block sizes are multiples of it), so the plain entry points
-//! give such requests the alignment they ask for. Larger alignments (tokio's
-//! cache-padded structures) still take the aligned entry points.
+//! It is called as the `mimalloc` crate calls it except for one thing:
+//! requests that need no more than word alignment (nearly all of them) go
+//! to mimalloc's plain `mi_malloc`/`mi_zalloc`/`mi_realloc`. Why: the crate
+//! sends every request to `mi_malloc_aligned`, whose fast path (v2 and v3
+//! alike) serves only blocks up to 1 KiB whose next free block happens to
+//! be aligned; anything larger (a connection's task, a header map's
+//! buffers) is over-allocated by `alignment - 1` bytes through the generic
+//! path, into the next size class. Counted with callgrind
+//! (`scripts/bench-instructions.sh`, with v3) that was about 7,000
+//! instructions of allocation per proxied request. Every mimalloc block is
+//! at least word-aligned (its smallest block is one word and all block
+//! sizes are multiples of it), so the plain entry points give such requests
+//! the alignment they ask for. Larger alignments (tokio's cache-padded
+//! structures) still take the aligned entry points.
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::ffi::c_void;

@@ -22,16 +22,19 @@
 //! The limit keeps a reserve of descriptors for what hothot opens itself
 //! (origin connections, probes, replication, the journal), so that a flood
 //! of clients can never starve the probes and mark the pool down; see
-//! [`descriptor_budget`].
+//! [`budget::descriptor_budget`].
 
-mod evict;
+mod budget;
 mod serve;
+mod signal;
 
+pub use budget::budget;
 pub use serve::{buffers, guarded_service, Guarded};
 
 use crate::metrics::ConnectionMetrics;
 use async_trait::async_trait;
 use pingora_core::listeners::ConnectionFilter;
+use pingora_core::server::ShutdownWatch;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -54,7 +57,7 @@ pub struct Connection {
     /// How many times it started waiting: names the current wait, so that
     /// the queue's entries for its earlier waits are known stale.
     waits: AtomicU64,
-    evict: evict::Eviction,
+    signals: signal::Signals,
     book: Arc<Book>,
 }
 
@@ -76,6 +79,10 @@ pub struct Book {
     /// entry stands for (stale entries are skipped, and cleared out as the
     /// queue grows).
     waiting: Mutex<VecDeque<(Weak<Connection>, u64)>>,
+    /// A graceful shutdown has started ([`Book::drain`]).
+    draining: AtomicBool,
+    /// A task watches for the shutdown ([`Book::watch_shutdown`]).
+    watching: AtomicBool,
     metrics: ConnectionMetrics,
 }
 
@@ -86,6 +93,8 @@ impl Book {
             open: AtomicUsize::new(0),
             pending: AtomicUsize::new(0),
             waiting: Mutex::new(VecDeque::new()),
+            draining: AtomicBool::new(false),
+            watching: AtomicBool::new(false),
             metrics,
         });
         book.set_max(max);
@@ -144,7 +153,7 @@ impl Book {
         Some(Arc::new(Connection {
             waiting: AtomicBool::new(true),
             waits: AtomicU64::new(0),
-            evict: evict::Eviction::default(),
+            signals: signal::Signals::default(),
             book: self.clone(),
         }))
     }
@@ -168,12 +177,51 @@ impl Book {
                 Ordering::Acquire,
             );
             if idle.is_ok() {
-                connection.evict.signal();
+                connection.signals.raise(signal::Wake::Evicted);
                 self.metrics.evicted.inc();
                 return true;
             }
         }
         false
+    }
+
+    /// Has a graceful shutdown started?
+    fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// A graceful shutdown has started: every connection waiting for a
+    /// request is told now, the others when they next wait (a connection
+    /// starts waiting, in the queue, before it looks at the flag).
+    fn drain(&self) {
+        self.draining.store(true, Ordering::Release);
+        for (connection, _) in self.lock().iter() {
+            if let Some(connection) = connection.upgrade() {
+                connection.signals.raise(signal::Wake::Draining);
+            }
+        }
+    }
+
+    /// Makes sure a task on the current runtime calls [`Book::drain`] when
+    /// `shutdown` is raised; the first connection starts it. One task per
+    /// book, so that no connection pays for a wait on the shutdown channel
+    /// per request.
+    fn watch_shutdown(self: &Arc<Self>, shutdown: &ShutdownWatch) {
+        if self.watching.load(Ordering::Acquire) || self.watching.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let book = Arc::downgrade(self);
+        let mut shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            while !*shutdown.borrow_and_update() {
+                if shutdown.changed().await.is_err() {
+                    return;
+                }
+            }
+            if let Some(book) = book.upgrade() {
+                book.drain();
+            }
+        });
     }
 
     /// `connection` starts waiting for its next request.
@@ -215,81 +263,6 @@ impl ConnectionFilter for Gate {
     async fn should_accept(&self, _peer: Option<&std::net::SocketAddr>) -> bool {
         self.0.pass_gate()
     }
-}
-
-/// Descriptors kept for what hothot opens itself, beyond what each client
-/// connection needs (see [`descriptor_budget`]): `kept` (the upstream
-/// keep-alive pool, the side listeners' connections), probes and
-/// replication lanes (a few per origin), the journal, listeners and the
-/// runtime.
-fn reserve(origins: usize, kept: usize) -> usize {
-    64 + kept + 8 * origins
-}
-
-/// The client connection budget for `origins` origins and `kept`
-/// descriptors held elsewhere (the idle upstream pool, the side
-/// listeners): [`descriptor_budget`] after the [`reserve`]. At start-up
-/// and at every reload (the origins may change).
-pub fn budget(
-    configured: Option<usize>,
-    origins: usize,
-    kept: usize,
-) -> Result<usize, (String, String)> {
-    descriptor_budget(configured, reserve(origins, kept))
-}
-
-/// How many client connections hothot may hold: `limits.max_connections`,
-/// or what the descriptor limit allows after the [`reserve`], at three
-/// descriptors per connection: its own, the origin connection serving it,
-/// and one for a connection the [`Gate`] let in that is not admitted yet
-/// (a burst of new connections arrives faster than they are admitted). The soft limit is raised to the hard one first, as
-/// nginx's `worker_rlimit_nofile` would. `Err` (naming the key) when the
-/// configured number cannot fit.
-pub fn descriptor_budget(
-    configured: Option<usize>,
-    reserve: usize,
-) -> Result<usize, (String, String)> {
-    let limit = raise_descriptor_limit();
-    let fits = limit.saturating_sub(reserve) / 3;
-    match configured {
-        None if fits == 0 => Err((
-            "limits.max_connections".to_owned(),
-            format!("this process may open only {limit} descriptors (ulimit -n), {reserve} of which are kept for origins, probes and replication"),
-        )),
-        None => Ok(fits),
-        Some(max) if max > fits => Err((
-            "limits.max_connections".to_owned(),
-            format!(
-                "{max} connections need about {} descriptors (3 each, plus {reserve} for origins, probes and replication); this process may open {limit} (ulimit -n): lower it or raise the limit",
-                max * 3 + reserve
-            ),
-        )),
-        Some(max) => Ok(max),
-    }
-}
-
-/// Raises the soft `RLIMIT_NOFILE` to the hard limit; returns the soft limit.
-fn raise_descriptor_limit() -> usize {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit read and write the struct we own.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return 1024;
-        }
-        if limit.rlim_cur < limit.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: limit.rlim_max,
-                rlim_max: limit.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                limit = raised;
-            }
-        }
-    }
-    usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX)
 }
 
 #[cfg(test)]
@@ -349,13 +322,5 @@ mod tests {
             client.waiting.load(Ordering::Acquire),
             "the client was evicted"
         );
-    }
-
-    #[test]
-    fn budgets_follow_the_descriptor_limit() {
-        let limit = raise_descriptor_limit();
-        assert_eq!(descriptor_budget(Some(10), 100), Ok(10));
-        assert!(descriptor_budget(Some(limit), 0).is_err());
-        assert_eq!(descriptor_budget(None, 100), Ok((limit - 100) / 3));
     }
 }

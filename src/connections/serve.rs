@@ -12,6 +12,7 @@
 //! next request, `header_timeout` the time from a new connection (or from
 //! the first byte of a next request) to a whole header.
 
+use super::signal::Wake;
 use super::{Book, Connection, Gate, CURRENT};
 use crate::config::Limits;
 use crate::proxy::Canned;
@@ -22,10 +23,13 @@ use pingora_core::protocols::l4::stream::L4BufferSettings;
 use pingora_core::protocols::{Stream, ALPN};
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::listening::Service;
+use std::future::poll_fn;
+use std::pin::{pin, Pin};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
+use tokio::time::Sleep;
 
 /// A listening service for `app`, every connection of it admitted, timed
 /// and counted by `book` (the [`Gate`] in the accept loop, [`Guarded`]
@@ -101,7 +105,13 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
             connection.waiting.store(false, Ordering::Release);
             return ServerApp::process_new(&self.app, stream, shutdown).await;
         }
+        self.book.watch_shutdown(shutdown);
         let accepted = Instant::now();
+        let from_accept = accepted + self.limits.header_timeout;
+        // One timer for every wait of the connection, moved to each wait's
+        // end: moving a registered timer later is one atomic operation,
+        // where a timer per wait cost a registration and a removal.
+        let mut idle = pin!(tokio::time::sleep_until(from_accept.into()));
         let mut next = Some((stream, None));
         while let Some((mut stream, settings)) = next {
             self.book.wait_for_request(&connection);
@@ -113,16 +123,12 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
             let pipelined = settings
                 .as_ref()
                 .is_some_and(HttpPersistentSettings::has_pipelined_prefix);
-            let from_accept = accepted + self.limits.header_timeout;
             if !pipelined {
                 let wait_until = match reused {
                     true => Instant::now() + self.limits.keepalive_timeout,
                     false => from_accept,
                 };
-                if !self
-                    .first_byte(&mut stream, &connection, wait_until, shutdown)
-                    .await
-                {
+                if !first_byte(&mut stream, &connection, idle.as_mut(), wait_until).await {
                     return None;
                 }
             }
@@ -144,14 +150,14 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
                     );
                 }
             }
-            if *shutdown.borrow() {
+            if *shutdown.borrow() || self.book.is_draining() {
                 session.set_keepalive(None);
             }
             let served = CURRENT.scope(connection.clone(), async {
                 tokio::select! {
                     biased;
                     reused = self.app.process_new_http(session, shutdown) => reused,
-                    () = connection.evict.wait() => None,
+                    _ = connection.signals.wait(&[Wake::Evicted]) => None,
                     () = header_overdue(&connection, header_deadline, self.limits.header_timeout) => None,
                 }
             });
@@ -165,39 +171,44 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
     }
 }
 
-impl<A> Guarded<A> {
-    /// Waits for the first byte of the connection's next request,
-    /// without reading it. False when the connection should close instead:
-    /// the client closed it, `until` passed, or it was evicted to make room.
-    /// Once hothot shuts down gracefully it still waits, for at most
-    /// [`DRAIN_IDLE`]: a request that comes is served with `Connection:
-    /// close` (see `process_new`), so a busy client learns of the close from
-    /// an answer instead of finding its request cut off.
-    async fn first_byte(
-        &self,
-        stream: &mut Stream,
-        connection: &Connection,
-        until: Instant,
-        shutdown: &ShutdownWatch,
-    ) -> bool {
-        let mut shutdown = shutdown.clone();
-        let mut draining = *shutdown.borrow_and_update();
-        let mut until = until;
-        let mut byte = [0u8; 1];
-        loop {
-            if draining {
-                until = until.min(Instant::now() + DRAIN_IDLE);
+/// Waits for the first bytes of the connection's next request, reading them
+/// into the connection's read buffer without consuming them (Pingora reads
+/// the request from there), until `until` on `idle`. False when the
+/// connection should close instead: the client closed it, `until` passed,
+/// or it was evicted to make room. Once hothot shuts down gracefully it
+/// still waits, for at most [`DRAIN_IDLE`]: a request that comes is served
+/// with `Connection: close` (see `process_new`), so a busy client learns of
+/// the close from an answer instead of finding its request cut off.
+async fn first_byte(
+    stream: &mut Stream,
+    connection: &Connection,
+    mut idle: Pin<&mut Sleep>,
+    until: Instant,
+) -> bool {
+    let drain_by = || until.min(Instant::now() + DRAIN_IDLE);
+    let mut wakes: &[Wake] = &[Wake::Evicted, Wake::Draining];
+    if connection.book.is_draining() {
+        wakes = &[Wake::Evicted];
+        idle.as_mut().reset(drain_by().into());
+    } else {
+        idle.as_mut().reset(until.into());
+    }
+    loop {
+        tokio::select! {
+            biased;
+            // A stream that cannot wait this way (TLS) answers `None`:
+            // Pingora then waits for the request itself.
+            filled = poll_fn(|cx| stream.poll_fill_read_buf(cx)) => {
+                return matches!(filled, Ok(None) | Ok(Some(1..)));
             }
-            tokio::select! {
-                biased;
-                // Pingora's TCP stream reads the byte (through its read buffer)
-                // and puts it back; a stream that cannot peek answers Ok(false),
-                // and the request is then read as usual.
-                peeked = stream.try_peek(&mut byte) => return peeked.is_ok(),
-                () = connection.evict.wait() => return false,
-                () = tokio::time::sleep_until(until.into()) => return false,
-                _ = shutdown.changed(), if !draining => draining = true,
-            }
+            wake = connection.signals.wait(wakes) => match wake {
+                Wake::Evicted => return false,
+                Wake::Draining => {
+                    wakes = &[Wake::Evicted];
+                    idle.as_mut().reset(drain_by().into());
+                }
+            },
+            () = idle.as_mut() => return false,
         }
     }
 }

@@ -113,7 +113,7 @@ impl Pool {
         let id = OriginId::from_slot(self.origins.count());
         let timeouts = *self.timeouts.lock().unwrap_or_else(|e| e.into_inner());
         let metrics = self.metrics.resolve_origin(&new.config.name);
-        let backlog = cut.backlog(id, &new.config.name);
+        let backlog = cut.backlog(id, &new.config.name, metrics.replication.pending.clone());
         let origin = Origin::new(id, new, self.epoch, timeouts, metrics, backlog);
         self.origins.push(Arc::new(origin));
         self.changed();

@@ -107,9 +107,11 @@ impl Origin {
         }
     }
 
-    /// Pingora's peer for a proxied request to this origin.
-    pub fn peer(&self) -> HttpPeer {
-        HttpPeer::clone(&self.upstream.load())
+    /// Pingora's peer for a proxied request to this origin, boxed as
+    /// Pingora takes it: cloned straight into its box, because a peer is
+    /// large (several hundred bytes) and each move of it is a copy.
+    pub fn peer(&self) -> Box<HttpPeer> {
+        Box::new(HttpPeer::clone(&self.upstream.load()))
     }
 
     pub(super) fn set_timeouts(&self, timeouts: Timeouts) {

@@ -12,7 +12,8 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use std::net::IpAddr;
 
 // Header names as constants: removing by `HeaderName` skips parsing a name
-// per header per request (most of what these functions cost).
+// per header per request (most of what these functions cost). Added with
+// the case they are written in, so that nothing is allocated for it.
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -22,6 +23,8 @@ const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 
 /// Hop-by-hop response headers (RFC 9110 §7.6.1) that must not reach the client.
 /// `Transfer-Encoding` is left to Pingora, which re-frames the body itself.
+/// `Connection` comes first in both lists: [`held`] looks at its value, and
+/// its bit is [`CONNECTION_HELD`].
 const HOP_BY_HOP: [HeaderName; 6] = [
     header::CONNECTION,
     KEEP_ALIVE,
@@ -30,6 +33,8 @@ const HOP_BY_HOP: [HeaderName; 6] = [
     header::TRAILER,
     header::UPGRADE,
 ];
+
+const CONNECTION_HELD: u16 = 1;
 
 /// Hop-by-hop request headers (RFC 9110 §7.6.1) that Pingora strips before a
 /// request reaches an origin, and `Expect`: a sequenced write is sent whole.
@@ -51,23 +56,36 @@ const HOP_BY_HOP_REQUEST: [HeaderName; 11] = [
 /// header nominated, from a request hothot sends itself (as Pingora does for
 /// the requests it proxies).
 pub fn strip_hop_by_hop_request(request: &mut RequestHeader) {
-    let held = held(&request.headers, &HOP_BY_HOP_REQUEST);
-    let nominated = nominated(&request.headers);
+    let (held, nominates) = held(&request.headers, &HOP_BY_HOP_REQUEST);
+    let nominated = nominated(&request.headers, nominates);
     for name in chosen(&HOP_BY_HOP_REQUEST, held).chain(&nominated) {
         request.remove_header(name);
     }
 }
 
 /// Which of `names` (at most 16) the headers hold, a bit per name, found in
-/// one pass over the names the message has. Most messages hold one or none
-/// (nginx sends `Connection` with every answer); removing every listed name
-/// instead cost a lookup in each of Pingora's two header maps per name.
-fn held<const N: usize>(headers: &http::HeaderMap, names: &[HeaderName; N]) -> u16 {
+/// one pass over the message's headers, and whether its `Connection`
+/// header (the first name) nominates others: anything but one `keep-alive`
+/// or `close`, which is what nearly every message says. Most messages hold
+/// one or none of the names (nginx sends `Connection` with every answer);
+/// removing every listed name instead cost a lookup in each of Pingora's
+/// two header maps per name.
+fn held<const N: usize>(headers: &http::HeaderMap, names: &[HeaderName; N]) -> (u16, bool) {
     const { assert!(N <= 16) };
-    headers
-        .keys()
-        .filter_map(|name| names.iter().position(|listed| listed == name))
-        .fold(0, |held, position| held | 1 << position)
+    let mut held = 0;
+    let mut nominates = false;
+    for (name, value) in headers {
+        if let Some(position) = names.iter().position(|listed| listed == name) {
+            if position == 0 {
+                let value = value.as_bytes();
+                let plain = value.eq_ignore_ascii_case(b"keep-alive")
+                    || value.eq_ignore_ascii_case(b"close");
+                nominates |= !plain || held & CONNECTION_HELD != 0;
+            }
+            held |= 1 << position;
+        }
+    }
+    (held, nominates)
 }
 
 /// The names whose bit is set in `held`.
@@ -80,8 +98,11 @@ fn chosen(names: &[HeaderName], held: u16) -> impl Iterator<Item = &HeaderName> 
 }
 
 /// Header names listed in `Connection` (other than `close` and
-/// `keep-alive`); empty, without allocating, in the usual case.
-fn nominated(headers: &http::HeaderMap) -> Vec<HeaderName> {
+/// `keep-alive`), when [`held`] found that it `nominates` any.
+fn nominated(headers: &http::HeaderMap, nominates: bool) -> Vec<HeaderName> {
+    if !nominates {
+        return Vec::new();
+    }
     headers
         .get_all(header::CONNECTION)
         .iter()
@@ -126,9 +147,12 @@ pub fn add_forwarded(
             .and_then(|v| v.to_str().ok())
             .filter(|previous| !previous.trim().is_empty());
         let forwarded_for = forwarded_for(previous, ip);
-        request.insert_header(&X_FORWARDED_FOR, forwarded_for)?;
+        request.insert_header((&X_FORWARDED_FOR, "X-Forwarded-For"), forwarded_for)?;
     }
-    request.insert_header(&X_FORWARDED_PROTO, HeaderValue::from_static(proto))?;
+    request.insert_header(
+        (&X_FORWARDED_PROTO, "X-Forwarded-Proto"),
+        HeaderValue::from_static(proto),
+    )?;
     let host = request
         .headers
         .get(http::header::HOST)
@@ -140,51 +164,80 @@ pub fn add_forwarded(
                 .and_then(|a| a.as_str().parse().ok())
         });
     if let Some(host) = host {
-        request.insert_header(&X_FORWARDED_HOST, host)?;
+        request.insert_header((&X_FORWARDED_HOST, "X-Forwarded-Host"), host)?;
     }
     Ok(())
 }
 
-/// `previous, ip`, or `ip` alone. An IPv4 address is written digit by digit:
-/// through `Display`, formatting it cost more than the rest of
-/// [`add_forwarded`].
+/// `previous, ip`, or `ip` alone, in a `Vec` exactly as long as its
+/// capacity: such a `Vec` becomes the header value's bytes as it is, where
+/// spare capacity cost a second allocation.
 fn forwarded_for(previous: Option<&str>, ip: IpAddr) -> Vec<u8> {
-    let mut value = Vec::with_capacity(previous.map_or(0, |p| p.len() + 2) + 39);
+    let mut text = [0u8; IP_TEXT_MAX];
+    let ip = ip_text(ip, &mut text);
+    let mut value = Vec::with_capacity(previous.map_or(0, |p| p.len() + 2) + ip.len());
     if let Some(previous) = previous {
         value.extend_from_slice(previous.as_bytes());
         value.extend_from_slice(b", ");
     }
+    value.extend_from_slice(ip);
+    value
+}
+
+/// The longest text of an IP address (an IPv6 address with an IPv4 tail).
+const IP_TEXT_MAX: usize = 45;
+
+/// `ip` as text, written into `buffer`. An IPv4 address is written digit
+/// by digit: through `Display`, formatting it cost more than the rest of
+/// [`add_forwarded`].
+fn ip_text(ip: IpAddr, buffer: &mut [u8; IP_TEXT_MAX]) -> &[u8] {
+    let mut length = 0;
+    let mut push = |byte: u8| {
+        buffer[length] = byte;
+        length += 1;
+    };
     match ip {
         IpAddr::V4(ip) => {
             for (position, octet) in ip.octets().into_iter().enumerate() {
                 if position > 0 {
-                    value.push(b'.');
+                    push(b'.');
                 }
                 if octet >= 100 {
-                    value.push(b'0' + octet / 100);
+                    push(b'0' + octet / 100);
                 }
                 if octet >= 10 {
-                    value.push(b'0' + octet / 10 % 10);
+                    push(b'0' + octet / 10 % 10);
                 }
-                value.push(b'0' + octet % 10);
+                push(b'0' + octet % 10);
             }
         }
         IpAddr::V6(ip) => {
             use std::io::Write;
-            let _ = write!(value, "{ip}"); // writing to a Vec cannot fail
+            let mut cursor = std::io::Cursor::new(&mut buffer[..]);
+            // IP_TEXT_MAX holds any IPv6 address: this write cannot fail.
+            let _ = write!(cursor, "{ip}");
+            length = usize::try_from(cursor.position()).unwrap_or(IP_TEXT_MAX);
         }
     }
-    value
+    &buffer[..length]
 }
 
 /// Removes hop-by-hop headers, and the headers the origin's `Connection`
 /// header nominated, from a response. A 101 upgrade keeps its own.
+///
+/// `Connection` itself stays on a final answer: Pingora's HTTP/1 server
+/// replaces it with its own (`keep-alive` or `close`, for the client's
+/// connection) and its HTTP/2 server removes it, so removing it here too
+/// cost a lookup in each of the response's two header maps for nothing.
 pub fn strip_hop_by_hop(response: &mut ResponseHeader) {
     if response.status == http::StatusCode::SWITCHING_PROTOCOLS {
         return;
     }
-    let held = held(&response.headers, &HOP_BY_HOP);
-    let nominated = nominated(&response.headers);
+    let (mut held, nominates) = held(&response.headers, &HOP_BY_HOP);
+    let nominated = nominated(&response.headers, nominates);
+    if !response.status.is_informational() {
+        held &= !CONNECTION_HELD;
+    }
     for name in chosen(&HOP_BY_HOP, held).chain(&nominated) {
         response.remove_header(name);
     }
@@ -221,6 +274,8 @@ mod tests {
     #[test]
     fn forwarded_for_writes_addresses_as_display_does() {
         for ip in [
+            "::ffff:192.168.1.1",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
             "0.0.0.0",
             "9.10.99.100",
             "255.255.255.255",
@@ -255,10 +310,38 @@ mod tests {
         resp.insert_header("x-secret", "1").unwrap();
         resp.insert_header("content-type", "text/plain").unwrap();
         strip_hop_by_hop(&mut resp);
-        assert!(resp.headers.get("connection").is_none());
+        // Pingora's servers replace (HTTP/1) or remove (HTTP/2) it.
+        assert!(resp.headers.get("connection").is_some());
         assert!(resp.headers.get("keep-alive").is_none());
         assert!(resp.headers.get("x-secret").is_none());
         assert_eq!(resp.headers["content-type"], "text/plain");
+    }
+
+    #[test]
+    fn a_plain_connection_header_nominates_nothing_and_stays_on_final_answers() {
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        resp.insert_header("Connection", "Close").unwrap();
+        resp.insert_header("close", "kept: not nominated").unwrap();
+        resp.insert_header("trailer", "x-t").unwrap();
+        strip_hop_by_hop(&mut resp);
+        assert_eq!(resp.headers["connection"], "Close");
+        assert_eq!(resp.headers["close"], "kept: not nominated");
+        assert!(resp.headers.get("trailer").is_none());
+        // Two Connection headers: the second one's names count too.
+        resp.append_header("Connection", "x-two").unwrap();
+        resp.insert_header("x-two", "2").unwrap();
+        strip_hop_by_hop(&mut resp);
+        assert!(resp.headers.get("x-two").is_none());
+        // An informational answer is not rewritten by Pingora: hothot
+        // removes its Connection itself.
+        let mut early = ResponseHeader::build(103, None).unwrap();
+        early.insert_header("connection", "keep-alive").unwrap();
+        early
+            .insert_header("link", "</a.css>; rel=preload")
+            .unwrap();
+        strip_hop_by_hop(&mut early);
+        assert!(early.headers.get("connection").is_none());
+        assert_eq!(early.case_header_iter().count(), early.headers.len());
     }
 
     #[test]

@@ -280,7 +280,7 @@ impl ProxyHttp for HotHotProxy {
         ctx.tried.push(origin);
         ctx.response_started = false;
         ctx.attempt_started = Instant::now();
-        Ok(Box::new(peer))
+        Ok(peer)
     }
 
     async fn upstream_request_filter(

@@ -59,9 +59,7 @@ impl Replicator {
         });
         self.pool.set_standing(origin.id, standing);
         drop(cut);
-        let replication = &origin.metrics.replication;
-        replication.pending.set(0);
-        replication.dropped.inc_by(dropped as u64);
+        origin.metrics.replication.dropped.inc_by(dropped as u64);
         (applied, dropped)
     }
 

@@ -98,7 +98,6 @@ pub fn requeue(
             origin
                 .backlog
                 .owe(owed.from, owed.through, owed.count, owed.bytes);
-            origin.metrics.replication.pending.set(owed.count as i64);
         }
     }
     sequencer.recovered_through(last_seq);

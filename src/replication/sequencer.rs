@@ -23,6 +23,7 @@ use super::log::{Log, Stored};
 use super::verify::VerifyRead;
 use super::write::Write;
 use crate::pool::{Origin, OriginId, Pool};
+use prometheus::IntGauge;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -212,9 +213,6 @@ impl Sequencer {
         // The log before the pending gauge: once the gauge shows the write
         // settled, a graceful stop logs its acknowledgement.
         backlog.settle_through(settled_up_to);
-        if entry.write().is_some() {
-            origin.metrics.replication.pending.dec();
-        }
     }
 
     /// The sequence below which every write is settled by every origin.
@@ -274,19 +272,10 @@ impl Sequencer {
     }
 }
 
-/// Queues `entry` for `origin`, counted as pending; an origin retired
-/// meanwhile takes nothing (a read is withdrawn from its sample).
+/// Queues `entry` for `origin`; an origin retired meanwhile takes nothing
+/// (a read is withdrawn from its sample).
 fn push(origin: &Origin, entry: Entry) {
-    let pending = &origin.metrics.replication.pending;
-    // Counted first: the origin may settle it as soon as it is queued.
-    let counted = entry.write().is_some();
-    if counted {
-        pending.inc();
-    }
     if !origin.backlog.push(entry.clone()) {
-        if counted {
-            pending.dec();
-        }
         entry.withdrawn(origin.id);
     }
 }
@@ -328,14 +317,15 @@ impl Cut<'_> {
     }
 
     /// The backlog of `origin`, named `name`, joining now: it takes every
-    /// write numbered after the cut, and the log tracks how far it settles.
-    pub fn backlog(&self, origin: OriginId, name: &str) -> Backlog {
+    /// write numbered after the cut, and the log tracks how far it settles;
+    /// it keeps `pending` (the origin's gauge) at its count of writes.
+    pub fn backlog(&self, origin: OriginId, name: &str, pending: IntGauge) -> Backlog {
         let settled = self.settled;
         let cursor = match &self.sequencer.log {
             Some(log) => log.track(name, settled),
             None => Arc::new(AtomicU64::new(settled)),
         };
-        Backlog::new(origin, self.max_pending, settled, cursor)
+        Backlog::new(origin, self.max_pending, settled, cursor, pending)
     }
 
     /// Drops `origin`'s backlog as it leaves: the log counts every write
@@ -362,7 +352,6 @@ impl Cut<'_> {
         }
         let dropped = backlog.retire(self.settled) + staged;
         drop(staging);
-        origin.metrics.replication.pending.set(0);
         dropped
     }
 }

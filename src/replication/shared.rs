@@ -329,7 +329,6 @@ impl Deliveries for Replicator {
         // A detached origin's backlog stays refused, whoever holds it.
         if let Some(origin) = self.pool.find(origin).filter(|o| o.is_current()) {
             origin.backlog.drop_all(Intake::Parked);
-            origin.metrics.replication.pending.set(0);
         }
         cut.last_numbered()
     }
@@ -338,8 +337,6 @@ impl Deliveries for Replicator {
         if let Some(origin) = self.pool.find(origin).filter(|o| o.is_current()) {
             let owed = usize::try_from(owed).unwrap_or(usize::MAX);
             origin.backlog.take_over(progress, through, owed);
-            let pending = i64::try_from(origin.backlog.len()).unwrap_or(i64::MAX);
-            origin.metrics.replication.pending.set(pending);
             self.metrics.publish_pool(&self.pool);
         }
     }
@@ -347,7 +344,6 @@ impl Deliveries for Replicator {
     fn let_go(&self, origin: &str) {
         if let Some(origin) = self.pool.find(origin).filter(|o| o.is_current()) {
             origin.backlog.drop_all(Intake::Elsewhere);
-            origin.metrics.replication.pending.set(0);
             self.metrics.publish_pool(&self.pool);
         }
     }

@@ -44,6 +44,7 @@ impl Backlog {
         state.next_id = dropped.next_id;
         state.intake = then;
         self.spilled.store(false, Ordering::Relaxed);
+        self.publish(&state);
         drop(state);
         *self.refill_source() = None;
         self.wake.notify_waiters();
@@ -83,6 +84,7 @@ impl Backlog {
         state.intake = Intake::Open;
         self.spilled.store(state.spill.is_some(), Ordering::Relaxed);
         self.settled.store(progress, Ordering::Release);
+        self.publish(&state);
         drop(state);
         self.wake.notify_waiters();
     }

@@ -23,6 +23,7 @@ use crate::pool::OriginId;
 use crate::replication::entry::Entry;
 pub use crate::replication::streak::FailureStreak;
 pub use intake::Intake;
+use prometheus::IntGauge;
 use spill::{Refill, Spill};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -68,6 +69,12 @@ pub struct Backlog {
     /// the origin has; this is its progress as another instance recorded it.
     remote_progress: AtomicU64,
     clustered: AtomicBool,
+    /// `hothot_replication_pending`: its unsettled writes, set under the
+    /// lock whenever they change. Counted beside the backlog instead, a
+    /// write queued while a resync or a detach emptied it was counted in,
+    /// then zeroed with the rest, then counted out when it settled: the
+    /// gauge stayed at -1.
+    pending: IntGauge,
 }
 
 #[derive(Default)]
@@ -135,6 +142,7 @@ impl Backlog {
         max_pending: usize,
         joined_after: u64,
         settled: Arc<AtomicU64>,
+        pending: IntGauge,
     ) -> Self {
         Backlog {
             origin,
@@ -150,11 +158,19 @@ impl Backlog {
             in_flight: AtomicUsize::new(0),
             remote_progress: AtomicU64::new(0),
             clustered: AtomicBool::new(false),
+            pending,
         }
     }
 
     fn lock(&self) -> MutexGuard<'_, Queued> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sets the pending gauge from `state`, under its lock (so that two
+    /// changes are published in the order they were made).
+    fn publish(&self, state: &Queued) {
+        let writes = state.writes + state.spill.as_ref().map_or(0, |s| s.count);
+        self.pending.set(i64::try_from(writes).unwrap_or(i64::MAX));
     }
 
     /// A reload's `replication.max_pending`.
@@ -181,6 +197,7 @@ impl Backlog {
         let spilled = dropped.spill.as_ref().map_or(0, |s| s.count);
         self.spilled.store(false, Ordering::Relaxed);
         self.retired.store(true, Ordering::Release);
+        self.publish(&state);
         drop(state);
         self.wake.notify_waiters();
         self.settle_through(settled);
@@ -247,6 +264,7 @@ impl Backlog {
             (Intake::Open, _) => {}
             (Intake::Parked, true) => {
                 Self::record(&mut state.spill, seq, bytes);
+                self.publish(&state);
                 return true;
             }
             (Intake::Refused | Intake::Elsewhere, _) | (Intake::Parked, false) => return false,
@@ -254,19 +272,21 @@ impl Backlog {
         let full = state.writes >= window;
         match (&mut state.spill, entry.write().is_some()) {
             (Some(_), false) => return false,
-            (Some(spill), true) => {
-                spill.add(seq, bytes);
-                return true;
-            }
+            (Some(spill), true) => spill.add(seq, bytes),
             (None, true) if full => {
                 state.spill = Some(Spill::new(seq, bytes));
                 self.spilled.store(true, Ordering::Relaxed);
+            }
+            (None, _) => {
+                state.insert(entry);
+                self.publish(&state);
+                drop(state);
+                self.wake.notify_one();
                 return true;
             }
-            (None, _) => state.insert(entry),
         }
-        drop(state);
-        self.wake.notify_one();
+        // Spilled: read back from the log once the window has room.
+        self.publish(&state);
         true
     }
 
@@ -298,6 +318,7 @@ impl Backlog {
                     count.remove();
                 }
             }
+            self.publish(&state);
         }
         Ok(state.oldest_seq())
     }

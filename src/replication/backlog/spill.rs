@@ -75,6 +75,7 @@ impl Backlog {
             since: Instant::now(),
         });
         self.spilled.store(true, Ordering::Relaxed);
+        self.publish(&state);
         drop(state);
         self.wake.notify_waiters();
     }
@@ -121,6 +122,7 @@ impl Backlog {
         } else {
             self.spilled.store(false, Ordering::Relaxed);
         }
+        self.publish(&state);
         drop(state);
         self.wake.notify_waiters();
     }

@@ -5,7 +5,11 @@ use crate::replication::write::{CapturedRequest, NewWrite, Write};
 use bytes::Bytes;
 
 fn backlog() -> Backlog {
-    Backlog::new(OriginId::from_slot(0), 100, 0, Arc::default())
+    Backlog::new(OriginId::from_slot(0), 100, 0, Arc::default(), gauge())
+}
+
+fn gauge() -> IntGauge {
+    IntGauge::new("pending", "unsettled writes").unwrap()
 }
 
 fn write(seq: u64, key: u64) -> Entry {
@@ -123,7 +127,7 @@ async fn a_key_in_backoff_waits_until_its_backoff_ends() {
 #[test]
 fn retiring_drops_the_writes_and_settles_the_cursor() {
     let cursor = Arc::new(AtomicU64::new(0));
-    let queue = Backlog::new(OriginId::from_slot(0), 100, 0, cursor.clone());
+    let queue = Backlog::new(OriginId::from_slot(0), 100, 0, cursor.clone(), gauge());
     queue.push(write(1, 0));
     queue.push(write(2, 0));
     assert_eq!(queue.retire(7), 2);
@@ -145,4 +149,38 @@ fn an_entry_dropped_while_in_flight_is_not_settled_twice() {
     // #1's late answer settles nothing: it was counted out with the rest.
     assert_eq!(queue.settle(0), Err(super::Closed));
     assert_eq!(queue.len(), 1);
+}
+
+#[test]
+fn the_pending_gauge_counts_what_the_backlog_holds_through_a_park() {
+    let pending = gauge();
+    let queue = Backlog::new(
+        OriginId::from_slot(0),
+        2,
+        0,
+        Arc::default(),
+        pending.clone(),
+    );
+    for seq in 1..=3 {
+        queue.push(write(seq, 0));
+    }
+    // Two in memory, one spilled past the window of 2.
+    assert_eq!(pending.get(), 3);
+    assert_eq!(sent(queue.take(0, 1, false)), vec![(0, 1)]);
+    // A resync parks the backlog: what it held is counted out with it, a
+    // write recorded while parked is counted in, once.
+    queue.drop_all(super::Intake::Parked);
+    assert_eq!(pending.get(), 0);
+    queue.push(write(4, 0));
+    assert_eq!(pending.get(), 1);
+    assert_eq!(queue.settle(0), Err(super::Closed));
+    assert_eq!(
+        pending.get(),
+        1,
+        "a late answer of a dropped write counts nothing"
+    );
+    queue.open();
+    assert_eq!(pending.get(), 1);
+    queue.drop_all(super::Intake::Refused);
+    assert_eq!(pending.get(), 0);
 }

@@ -214,9 +214,7 @@ impl Replicator {
         donor.backlog.hold_after(seq);
         self.pool.set_donor(donor.id, true);
         drop(cut);
-        let replication = &origin.metrics.replication;
-        replication.pending.set(0);
-        replication.dropped.inc_by(dropped as u64);
+        origin.metrics.replication.dropped.inc_by(dropped as u64);
         seq
     }
 

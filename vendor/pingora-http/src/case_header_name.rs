@@ -92,6 +92,20 @@ impl IntoCaseHeaderName for &HeaderName {
     }
 }
 
+/// A name with the case to write it in, both known in advance: nothing is
+/// parsed, looked up or allocated (`(&X_FORWARDED_FOR, "X-Forwarded-For")`).
+/// The case is trusted to spell the name.
+impl IntoCaseHeaderName for (&HeaderName, &'static str) {
+    fn into_case_header_name(self) -> CaseHeaderName {
+        CaseHeaderName(Bytes::from_static(self.1.as_bytes()))
+    }
+
+    fn into_header_names(self) -> Result<(HeaderName, CaseHeaderName)> {
+        debug_assert!(self.0.as_str().eq_ignore_ascii_case(self.1));
+        Ok((self.0.clone(), self.into_case_header_name()))
+    }
+}
+
 impl IntoCaseHeaderName for Bytes {
     fn into_case_header_name(self) -> CaseHeaderName {
         CaseHeaderName(self)
@@ -147,6 +161,8 @@ mod tests {
         assert_eq!((name, case.as_slice()), (header::SERVER, &b"Server"[..]));
         let custom = HeaderName::from_static("x-forwarded-for");
         let (name, case) = (&custom).into_header_names().unwrap();
-        assert_eq!((name, case.as_slice()), (custom, &b"x-forwarded-for"[..]));
+        assert_eq!((name, case.as_slice()), (custom.clone(), &b"x-forwarded-for"[..]));
+        let (name, case) = (&custom, "X-Forwarded-For").into_header_names().unwrap();
+        assert_eq!((name, case.as_slice()), (custom, &b"X-Forwarded-For"[..]));
     }
 }

@@ -1118,6 +1118,17 @@ mod tests {
             buf,
             &b"Host: example.test\r\nx-forwarded-for: 10.0.0.1\r\nx-forwarded-proto: http\r\nvia: 1.1 p\r\n"[..]
         );
+        // A name given with its case is written in that case, and replaces
+        // the value of the same name whatever case that had.
+        upstream
+            .insert_header((&forwarded_for, "X-Forwarded-For"), "10.0.0.2")
+            .unwrap();
+        let mut buf: Vec<u8> = vec![];
+        upstream.header_to_h1_wire(&mut buf);
+        assert_eq!(
+            buf,
+            &b"Host: example.test\r\nX-Forwarded-For: 10.0.0.2\r\nx-forwarded-proto: http\r\nvia: 1.1 p\r\n"[..]
+        );
 
         let mut resp = ResponseHeader::build(200, None).unwrap();
         resp.reserve(2).unwrap();

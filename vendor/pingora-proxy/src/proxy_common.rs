@@ -19,9 +19,11 @@ use pingora_error::{Error, ErrorType::InvalidHTTPHeader, OrErr, Result};
 use pingora_http::RequestHeader;
 
 const MAX_CONNECTION_NOMINATIONS: usize = 10;
-pub(crate) const KEEP_ALIVE: &str = "keep-alive";
-pub(crate) const PROXY_CONNECTION: &str = "proxy-connection";
-pub(crate) const HTTP2_SETTINGS: &str = "http2-settings";
+// Header names, not strings: removing by a string parses it into a name on
+// every call, and these are removed from every proxied request.
+pub(crate) const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+pub(crate) const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+pub(crate) const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 
 /// Authority handling that avoids imposing standard HTTP semantics on custom downstream sessions.
 ///
@@ -176,8 +178,8 @@ impl ConnectionNominations {
 }
 
 fn strip_standard_hop_by_hop_headers(req: &mut RequestHeader) {
-    req.remove_header(KEEP_ALIVE);
-    req.remove_header(PROXY_CONNECTION);
+    req.remove_header(&KEEP_ALIVE);
+    req.remove_header(&PROXY_CONNECTION);
     req.remove_header(&header::PROXY_AUTHENTICATE);
     req.remove_header(&header::PROXY_AUTHORIZATION);
     req.remove_header(&header::TE);
@@ -185,7 +187,17 @@ fn strip_standard_hop_by_hop_headers(req: &mut RequestHeader) {
     req.remove_header(&header::TRANSFER_ENCODING);
     req.remove_header(&header::CONNECTION);
     req.remove_header(&header::UPGRADE);
-    req.remove_header(HTTP2_SETTINGS);
+    req.remove_header(&HTTP2_SETTINGS);
+}
+
+/// Removes the fields an HTTP/1 upgrade uses, unless the standard hop-by-hop
+/// stripping (which includes them) already did.
+fn strip_upgrade_headers(req: &mut RequestHeader, policy: HttpUpstreamRequestPolicy) {
+    if !policy.strip_hop_by_hop {
+        req.remove_header(&header::CONNECTION);
+        req.remove_header(&header::UPGRADE);
+        req.remove_header(&HTTP2_SETTINGS);
+    }
 }
 
 /// Set H1 `Host` from the URI or absolute-form authority.
@@ -360,19 +372,13 @@ pub(crate) fn sanitize_h1_upstream_request(
 
     match policy.h1_upgrade {
         H1UpgradePolicy::WebSocketOnly => {
-            req.remove_header(&header::CONNECTION);
-            req.remove_header(&header::UPGRADE);
-            req.remove_header(HTTP2_SETTINGS);
+            strip_upgrade_headers(req, policy);
             if websocket_upgrade {
                 req.insert_header(header::CONNECTION, "Upgrade")?;
                 req.insert_header(header::UPGRADE, "websocket")?;
             }
         }
-        H1UpgradePolicy::Deny => {
-            req.remove_header(&header::CONNECTION);
-            req.remove_header(&header::UPGRADE);
-            req.remove_header(HTTP2_SETTINGS);
-        }
+        H1UpgradePolicy::Deny => strip_upgrade_headers(req, policy),
         H1UpgradePolicy::Preserve => {}
     }
 
@@ -797,6 +803,49 @@ mod tests {
                 "tchar-decorated lookalike is a distinct header, not a protected match: {token:?}"
             );
             assert_eq!(request.headers["x-forwarded-for"], "6.6.6.6");
+        }
+    }
+
+    /// Every hop-by-hop field goes under each policy that strips them, and
+    /// the upgrade fields also go under one that does not, unless it keeps
+    /// upgrades; the request's other fields stay.
+    #[test]
+    fn h1_sanitizing_removes_hop_by_hop_and_upgrade_fields() {
+        let hop_by_hop = [
+            ("Keep-Alive", "timeout=5"),
+            ("Proxy-Connection", "keep-alive"),
+            ("Proxy-Authenticate", "Basic"),
+            ("Proxy-Authorization", "Basic eA=="),
+            ("TE", "trailers"),
+            ("Trailer", "x-t"),
+            ("Transfer-Encoding", "chunked"),
+            ("Connection", "keep-alive"),
+            ("Upgrade", "h2c"),
+            ("HTTP2-Settings", "AAMAAABkAAQCAAAAAAIAAAAA"),
+        ];
+        let upgrade_fields = ["connection", "upgrade", "http2-settings"];
+        let mut no_stripping = HttpUpstreamRequestPolicy::deny_upgrades();
+        no_stripping.strip_hop_by_hop = false;
+        no_stripping.strip_connection_nominated = false;
+        for policy in [
+            HttpUpstreamRequestPolicy::standard(),
+            HttpUpstreamRequestPolicy::deny_upgrades(),
+            no_stripping,
+        ] {
+            let mut fields = hop_by_hop.to_vec();
+            fields.push(("Accept", "*/*"));
+            let mut request = request_with_headers(&fields);
+            sanitize_h1_upstream_request(&mut request, policy, true).unwrap();
+            for (name, _) in hop_by_hop {
+                let lower = name.to_ascii_lowercase();
+                let expected_gone = policy.strip_hop_by_hop || upgrade_fields.contains(&&*lower);
+                assert_eq!(
+                    request.headers.get(&lower).is_none(),
+                    expected_gone,
+                    "{name} under {policy:?}"
+                );
+            }
+            assert_eq!(request.headers["accept"], "*/*");
         }
     }
 

@@ -79,6 +79,23 @@ pub trait Peek {
     async fn try_peek(&mut self, _buf: &mut [u8]) -> std::io::Result<bool> {
         Ok(false)
     }
+
+    /// Wait until data arrives, and read what has arrived into the stream's
+    /// own read buffer without consuming any of it: the next read starts
+    /// with it. `Ready(Ok(Some(n)))`: `n` bytes are buffered, 0 at the end
+    /// of the stream. `Ready(Ok(None))` if this is not supported (the
+    /// default).
+    ///
+    /// Unlike [`Peek::try_peek`] it needs no buffer of the caller's, copies
+    /// nothing and is a plain poll function (no boxed future): a server
+    /// can wait for a keep-alive connection's next request with it at the
+    /// cost of a read.
+    fn poll_fill_read_buf(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<Option<usize>>> {
+        std::task::Poll::Ready(Ok(None))
+    }
 }
 
 use std::any::Any;

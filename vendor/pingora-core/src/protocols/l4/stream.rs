@@ -31,7 +31,9 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 #[cfg(target_os = "linux")]
 use tokio::io::Interest;
-use tokio::io::{self, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter, ReadBuf};
+use tokio::io::{
+    self, AsyncBufRead, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter, ReadBuf,
+};
 use tokio::net::TcpStream;
 #[cfg(unix)]
 use tokio::net::UnixStream;
@@ -750,6 +752,38 @@ impl Peek for Stream {
         self.rewind(buf);
         Ok(true)
     }
+
+    fn poll_fill_read_buf(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<usize>>> {
+        if let Some(rewound) = self.rewind_read_buf.last() {
+            return Poll::Ready(Ok(Some(rewound.len())));
+        }
+        let result = match self.stream_mut() {
+            BufferedStream::BufferedRead(reader) => {
+                Pin::new(reader).poll_fill_buf(cx).map_ok(|data| data.len())
+            }
+            // No read buffer to fill: read one byte and put it back, as
+            // `try_peek` does.
+            BufferedStream::UnbufferedRead(writer) => {
+                let mut byte = [0u8; 1];
+                let mut one = ReadBuf::new(&mut byte);
+                match Pin::new(writer).poll_read(cx, &mut one) {
+                    Poll::Ready(Ok(())) => {
+                        let read = one.filled().len();
+                        self.rewind(&byte[..read]);
+                        Poll::Ready(Ok(read))
+                    }
+                    Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        };
+        match result {
+            Poll::Ready(_) => self.read_pending_time.stop(),
+            Poll::Pending => self.read_pending_time.start(),
+        }
+        self.rx_ts = self.stream().get_ref().rx_ts;
+        result.map_ok(Some)
+    }
 }
 
 #[async_trait]
@@ -1068,6 +1102,49 @@ mod tests {
         let n = stream.read(buffer.as_mut_slice()).await.unwrap();
         assert_eq!(n, message.len());
         assert_eq!(buffer, message);
+    }
+
+    /// A stream whose peer sends `message` once told, then closes.
+    async fn stream_sending(message: &'static [u8], read_buffer: usize) -> (Stream, Arc<Notify>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let notify = Arc::new(Notify::new());
+        let notify2 = notify.clone();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            notify2.notified().await;
+            stream.write_all(message).await.unwrap();
+        });
+        let mut stream: Stream = TcpStream::connect(addr).await.unwrap().into();
+        stream.set_buffer(L4BufferSettings::new(read_buffer, 0));
+        (stream, notify)
+    }
+
+    async fn fill(stream: &mut Stream) -> Option<usize> {
+        std::future::poll_fn(|cx| stream.poll_fill_read_buf(cx))
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn test_stream_fill_read_buf_waits_and_consumes_nothing() {
+        let message = b"GET / HTTP/1.1\r\n\r\n";
+        for read_buffer in [1024, 0] {
+            let (mut stream, notify) = stream_sending(message, read_buffer).await;
+            // Nothing sent yet: the fill waits.
+            let waiting = tokio::time::timeout(Duration::from_millis(50), fill(&mut stream)).await;
+            assert!(waiting.is_err(), "filled before anything was sent");
+            notify.notify_one();
+            let buffered = fill(&mut stream).await.unwrap();
+            assert!(buffered > 0);
+            // A second fill reads nothing more and still consumes nothing.
+            assert_eq!(fill(&mut stream).await, Some(buffered));
+            let mut read = vec![];
+            stream.read_to_end(&mut read).await.unwrap();
+            assert_eq!(read, message);
+            // At the end of the stream: nothing buffered.
+            assert_eq!(fill(&mut stream).await, Some(0));
+        }
     }
 
     #[tokio::test]
