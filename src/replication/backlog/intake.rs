@@ -1,4 +1,5 @@
-//! Whether a backlog takes and hands out writes (#24): a detached origin's
+//! Whether a backlog takes and hands out writes (#24): a retired origin's
+//! (a reload removed it) takes nothing for good; a detached origin's
 //! backlog takes nothing; a resyncing origin's records the writes after
 //! the cut without sending them (they wait in the log, as a spill, until
 //! the copy is done); a donor's sends nothing past the cut while the copy
@@ -25,6 +26,35 @@ pub enum Intake {
 }
 
 impl Backlog {
+    /// Was the origin in the pool when the write numbered `seq` was
+    /// sequenced? (Once it is retired, [`Backlog::push`] refuses anyway.)
+    pub fn accepts(&self, seq: u64) -> bool {
+        seq > self.joined_after
+    }
+
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
+    }
+
+    /// The origin left the pool: drops its backlog (verify reads in it are
+    /// withdrawn from their samples) and counts everything numbered through
+    /// `settled` as settled here; returns how many writes were dropped.
+    pub fn retire(&self, settled: u64) -> usize {
+        let mut state = self.lock();
+        let dropped = std::mem::take(&mut *state);
+        let spilled = dropped.spill.as_ref().map_or(0, |s| s.count);
+        self.spilled.store(false, Ordering::Relaxed);
+        self.retired.store(true, Ordering::Release);
+        self.publish(&state);
+        drop(state);
+        self.wake.notify_waiters();
+        self.settle_through(settled);
+        for slot in dropped.entries.values() {
+            slot.entry.withdrawn(self.origin);
+        }
+        dropped.writes + spilled
+    }
+
     /// Does it take writes for delivery (or record them for later)?
     pub fn is_taking(&self) -> bool {
         self.lock().intake != Intake::Refused

@@ -178,35 +178,6 @@ impl Backlog {
         self.max_pending.store(max_pending, Ordering::Relaxed);
     }
 
-    /// Was the origin in the pool when the write numbered `seq` was
-    /// sequenced? (Once it is retired, [`Backlog::push`] refuses anyway.)
-    pub fn accepts(&self, seq: u64) -> bool {
-        seq > self.joined_after
-    }
-
-    pub fn is_retired(&self) -> bool {
-        self.retired.load(Ordering::Acquire)
-    }
-
-    /// The origin left the pool: drops its backlog (verify reads in it are
-    /// withdrawn from their samples) and counts everything numbered through
-    /// `settled` as settled here; returns how many writes were dropped.
-    pub fn retire(&self, settled: u64) -> usize {
-        let mut state = self.lock();
-        let dropped = std::mem::take(&mut *state);
-        let spilled = dropped.spill.as_ref().map_or(0, |s| s.count);
-        self.spilled.store(false, Ordering::Relaxed);
-        self.retired.store(true, Ordering::Release);
-        self.publish(&state);
-        drop(state);
-        self.wake.notify_waiters();
-        self.settle_through(settled);
-        for slot in dropped.entries.values() {
-            slot.entry.withdrawn(self.origin);
-        }
-        dropped.writes + spilled
-    }
-
     /// Everything numbered through `seq` is settled here: the log keeps it.
     pub fn settle_through(&self, seq: u64) {
         // Release: whoever sees what follows (the pending gauge, then a
