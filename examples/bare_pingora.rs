@@ -24,6 +24,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 #[global_allocator]
 static ALLOCATOR: hothot::alloc::Allocator = hothot::alloc::Allocator;
 
+// The allocator configured as hothot's (src/main.rs).
+#[cfg(feature = "mimalloc")]
+#[used]
+#[link_section = ".init_array.00099"]
+static CONFIGURE_ALLOCATOR: extern "C" fn() = hothot::alloc::configure_at_load;
+
 struct RoundRobin {
     peers: Vec<HttpPeer>,
     next: AtomicUsize,

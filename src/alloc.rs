@@ -23,8 +23,39 @@
 //! structures) still take the aligned entry points.
 
 use core::alloc::{GlobalAlloc, Layout};
-use core::ffi::c_void;
+use core::ffi::{c_int, c_long, c_void};
 use libmimalloc_sys as mi;
+
+extern "C" {
+    // In libmimalloc-sys only with its `extended` feature.
+    fn mi_option_set(option: c_int, value: c_long);
+}
+
+/// `mi_option_arena_eager_commit`: its place in v2's `mi_option_t`.
+const ARENA_EAGER_COMMIT: c_int = 4;
+
+/// Run by the loader before anything allocates (`src/main.rs` registers
+/// it): mimalloc commits its arenas piece by piece as they are used, not
+/// whole at once, unless `MIMALLOC_ARENA_EAGER_COMMIT` says otherwise.
+///
+/// Why: v2 commits an arena eagerly and asks for transparent huge pages on
+/// it, so whatever it touches becomes resident in 2 MiB pages (18 MiB of
+/// them after start-up). Measured: resident memory after start-up 36 MiB
+/// instead of 16 (v3: 27), and 63 - 65 MiB instead of 23 - 41 under a
+/// write load (`scripts/bench-writes.sh`; v3: 37 - 38), for the same
+/// instructions per request (callgrind, 56,726 against 56,782 - 56,921).
+/// It must run before the first allocation, which creates the arena: in
+/// `main` it was too late.
+pub extern "C" fn configure_at_load() {
+    // Nothing here may allocate. An operator's own setting stands.
+    // SAFETY: getenv reads the environment, which nothing changes yet;
+    // mi_option_set only writes mimalloc's table of options.
+    unsafe {
+        if libc::getenv(c"MIMALLOC_ARENA_EAGER_COMMIT".as_ptr()).is_null() {
+            mi_option_set(ARENA_EAGER_COMMIT, 0);
+        }
+    }
+}
 
 /// The alignment every mimalloc block has, whatever its size.
 const WORD: usize = core::mem::size_of::<usize>();
@@ -74,6 +105,20 @@ unsafe impl GlobalAlloc for Allocator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    extern "C" {
+        fn mi_option_get(option: c_int) -> c_long;
+    }
+
+    /// The option number names the option meant: a test process does not
+    /// run `configure_at_load`, so it holds v2's default for
+    /// `arena_eager_commit`, 2 ("on where the OS overcommits").
+    #[test]
+    fn the_option_set_at_load_is_arena_eager_commit() {
+        if std::env::var_os("MIMALLOC_ARENA_EAGER_COMMIT").is_none() {
+            assert_eq!(unsafe { mi_option_get(ARENA_EAGER_COMMIT) }, 2);
+        }
+    }
 
     /// Each size class the plain path serves, including the over-1 KiB ones
     /// that motivated it, hands out blocks aligned as the layout asks, also
