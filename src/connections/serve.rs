@@ -150,7 +150,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
                     );
                 }
             }
-            if *shutdown.borrow() || self.book.is_draining() {
+            if *shutdown.borrow() {
                 session.set_keepalive(None);
             }
             let served = CURRENT.scope(connection.clone(), async {
@@ -185,15 +185,13 @@ async fn first_byte(
     mut idle: Pin<&mut Sleep>,
     until: Instant,
 ) -> bool {
-    let drain_by = || until.min(Instant::now() + DRAIN_IDLE);
-    let mut wakes: &[Wake] = &[Wake::Evicted, Wake::Draining];
-    if connection.book.is_draining() {
-        wakes = &[Wake::Evicted];
-        idle.as_mut().reset(drain_by().into());
-    } else {
-        idle.as_mut().reset(until.into());
-    }
+    let mut draining = connection.book.is_draining();
     loop {
+        let (end, wakes): (_, &[Wake]) = match draining {
+            true => (until.min(Instant::now() + DRAIN_IDLE), &[Wake::Evicted]),
+            false => (until, &[Wake::Evicted, Wake::Draining]),
+        };
+        idle.as_mut().reset(end.into());
         tokio::select! {
             biased;
             // A stream that cannot wait this way (TLS) answers `None`:
@@ -203,10 +201,7 @@ async fn first_byte(
             }
             wake = connection.signals.wait(wakes) => match wake {
                 Wake::Evicted => return false,
-                Wake::Draining => {
-                    wakes = &[Wake::Evicted];
-                    idle.as_mut().reset(drain_by().into());
-                }
+                Wake::Draining => draining = true,
             },
             () = idle.as_mut() => return false,
         }

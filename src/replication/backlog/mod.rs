@@ -169,8 +169,8 @@ impl Backlog {
     /// Sets the pending gauge from `state`, under its lock (so that two
     /// changes are published in the order they were made).
     fn publish(&self, state: &Queued) {
-        let writes = state.writes + state.spill.as_ref().map_or(0, |s| s.count);
-        self.pending.set(i64::try_from(writes).unwrap_or(i64::MAX));
+        self.pending
+            .set(i64::try_from(state.unsettled()).unwrap_or(i64::MAX));
     }
 
     /// A reload's `replication.max_pending`.
@@ -187,8 +187,7 @@ impl Backlog {
 
     /// Unsettled writes, in memory and spilled.
     pub fn len(&self) -> usize {
-        let state = self.lock();
-        state.writes + state.spill.as_ref().map_or(0, |s| s.count)
+        self.lock().unsettled()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -241,23 +240,29 @@ impl Backlog {
             (Intake::Refused | Intake::Elsewhere, _) | (Intake::Parked, false) => return false,
         }
         let full = state.writes >= window;
-        match (&mut state.spill, entry.write().is_some()) {
+        // A spilled write is read back from the log once the window has
+        // room: nothing to wake a lane for.
+        let spilled = match (&mut state.spill, entry.write().is_some()) {
             (Some(_), false) => return false,
-            (Some(spill), true) => spill.add(seq, bytes),
+            (Some(spill), true) => {
+                spill.add(seq, bytes);
+                true
+            }
             (None, true) if full => {
                 state.spill = Some(Spill::new(seq, bytes));
                 self.spilled.store(true, Ordering::Relaxed);
+                true
             }
             (None, _) => {
                 state.insert(entry);
-                self.publish(&state);
-                drop(state);
-                self.wake.notify_one();
-                return true;
+                false
             }
-        }
-        // Spilled: read back from the log once the window has room.
+        };
         self.publish(&state);
+        drop(state);
+        if !spilled {
+            self.wake.notify_one();
+        }
         true
     }
 
@@ -347,6 +352,11 @@ impl Backlog {
 }
 
 impl Queued {
+    /// Unsettled writes, in memory and spilled.
+    fn unsettled(&self) -> usize {
+        self.writes + self.spill.as_ref().map_or(0, |s| s.count)
+    }
+
     /// Queues `entry` in memory, after every entry there.
     fn insert(&mut self, entry: Entry) {
         if let Some(write) = entry.write() {
