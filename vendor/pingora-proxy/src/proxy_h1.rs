@@ -113,7 +113,8 @@ where
             return (false, true, Some(e));
         }
 
-        session.set_upstream_h1_upgrade_request_status(is_h1_upgrade_req(&req));
+        let upgrade_request = is_h1_upgrade_req(&req);
+        session.set_upstream_h1_upgrade_request_status(upgrade_request);
 
         session.upstream_compression.request_filter(&req);
 
@@ -138,6 +139,31 @@ where
             Ok(reader) => reader,
             Err(e) => return (false, false, Some(e)),
         };
+
+        // A request whose body is empty or already read whole (a retry's
+        // buffer) has nothing to stream upstream: one task sends the body,
+        // reads the response and writes it downstream, without the two task
+        // pipes and the join between the halves below.
+        if downstream_custom_message_writer.is_none()
+            && downstream_custom_message_reader.is_none()
+            && !upgrade_request
+            && !session.cache.enabled()
+            && !session.downstream_session.supports_proxy_task_api()
+            && session.as_mut().is_body_done()
+        {
+            let body = session.as_ref().get_retry_buffer();
+            if body.is_some() || session.as_mut().is_body_empty() {
+                return match self
+                    .proxy_read_body_1to1(session, client_session, body, ctx)
+                    .await
+                {
+                    Ok((downstream_can_reuse, upstream_can_reuse)) => {
+                        (downstream_can_reuse, upstream_can_reuse, None)
+                    }
+                    Err(e) => (false, false, Some(e)),
+                };
+            }
+        }
 
         let (tx_upstream, rx_upstream) = mpsc::channel::<HttpTask>(TASK_BUFFER_SIZE);
         let (tx_downstream, rx_downstream) = mpsc::channel::<HttpTask>(TASK_BUFFER_SIZE);
@@ -243,6 +269,112 @@ where
         session.set_upstream_write_pending_time(upstream_write_pending);
 
         (server_session_reuse, client_session_reuse, error)
+    }
+
+    /// Proxy a request whose body is already read (`body`, or `None` when
+    /// empty) in one task: the body goes through the request body filters and
+    /// ends the upstream request, then each batch of the response is filtered
+    /// and written downstream as it is read. The downstream connection is
+    /// watched meanwhile, as in the duplex path, so that a client that goes
+    /// away aborts the request. Returns whether the downstream and the
+    /// upstream connections can be reused.
+    async fn proxy_read_body_1to1(
+        &self,
+        session: &mut Session,
+        client_session: &mut HttpSessionV1,
+        mut body: Option<Bytes>,
+        ctx: &mut SV::CTX,
+    ) -> Result<(bool, bool)>
+    where
+        SV: ProxyHttp + Send + Sync,
+        SV::CTX: Send + Sync,
+    {
+        session
+            .downstream_modules_ctx
+            .request_body_filter(&mut body, true)
+            .await?;
+        self.inner
+            .request_body_filter(session, &mut body, true, ctx)
+            .await?;
+        let mut upstream_can_reuse = true;
+        // As in the duplex path, a request that could not be finished still
+        // lets a response that arrives be forwarded, but not the connection be
+        // reused; the error is the one reported if the response fails too.
+        let mut send_error = None;
+        if let Err(e) = send_body_to1(client_session, Some(HttpTask::Body(body, true))).await {
+            warn!("send error, draining read buf: {e}");
+            upstream_can_reuse = false;
+            send_error = Some(e);
+        }
+
+        let mut serve_from_cache = ServeFromCache::new();
+        let mut range_body_filter = RangeBodyFilter::new();
+        let mut response_state = ResponseStateMachine::new();
+        let mut upstream_done = false;
+        let mut downstream_done = false;
+        let mut watch_downstream = true;
+        while !upstream_done && !downstream_done {
+            let read = tokio::select! {
+                biased;
+                read = client_session.read_response_task() => read,
+                // Pends unless the client closed or sent what it must not.
+                idle = session.downstream_session.read_body_or_idle(true), if watch_downstream => {
+                    if let Err(e) = idle {
+                        return Err(e.into_down());
+                    }
+                    watch_downstream = false;
+                    continue;
+                }
+            };
+            let mut tasks = Vec::with_capacity(TASK_BUFFER_SIZE);
+            let mut read = Some(read);
+            while let Some(result) = read.take() {
+                match result {
+                    Ok(task) => {
+                        upstream_done = task.is_end();
+                        tasks.push(task);
+                    }
+                    Err(e) => {
+                        // A failed response read leaves the connection's framing unknown.
+                        upstream_can_reuse = false;
+                        upstream_done = true;
+                        let e = send_error.take().unwrap_or(e);
+                        tasks.push(HttpTask::Failed(e.into_up()));
+                    }
+                }
+                if !upstream_done && tasks.len() < TASK_BUFFER_SIZE {
+                    // What has already arrived goes downstream in the same write.
+                    read = tokio::task::unconstrained(client_session.read_response_task())
+                        .now_or_never();
+                }
+            }
+            if let Some(done) = self
+                .filter_and_write_upstream_tasks(
+                    session,
+                    ctx,
+                    tasks,
+                    &mut serve_from_cache,
+                    &mut range_body_filter,
+                    &mut response_state,
+                )
+                .await?
+            {
+                downstream_done = done;
+            }
+        }
+        // The downstream response ended by its own framing before the upstream
+        // one: the upstream connection has unread bytes.
+        if !upstream_done {
+            upstream_can_reuse = false;
+        }
+        let downstream_can_reuse = match session.as_mut().finish_body().await {
+            Ok(_) => true,
+            Err(e) => {
+                error!("Error finish sending body to downstream: {}", e);
+                false
+            }
+        };
+        Ok((downstream_can_reuse, upstream_can_reuse))
     }
 
     async fn proxy_handle_upstream(
@@ -402,7 +534,32 @@ where
                 break; // upstream closed
             }
         }
+        self.filter_and_write_upstream_tasks(
+            session,
+            ctx,
+            tasks,
+            serve_from_cache,
+            range_body_filter,
+            response_state,
+        )
+        .await
+    }
 
+    /// Run the response filters over a batch of upstream tasks and write them
+    /// downstream; `None` when nothing was written (served from cache).
+    async fn filter_and_write_upstream_tasks(
+        &self,
+        session: &mut Session,
+        ctx: &mut SV::CTX,
+        tasks: Vec<HttpTask>,
+        serve_from_cache: &mut ServeFromCache,
+        range_body_filter: &mut proxy_cache::range_filter::RangeBodyFilter,
+        response_state: &mut ResponseStateMachine,
+    ) -> Result<Option<bool>>
+    where
+        SV: ProxyHttp + Send + Sync,
+        SV::CTX: Send + Sync,
+    {
         /* run filters before sending to downstream */
         let mut filtered_tasks = Vec::with_capacity(TASK_BUFFER_SIZE);
         for mut t in tasks {
@@ -1235,8 +1392,7 @@ mod tests {
         let (to_upstream, rx) = mpsc::channel(4);
         let (tx, mut from_upstream) = mpsc::channel(4);
         let pipe_state = Arc::new(AtomicU8::new(PipeState::Active as u8));
-        let upstream =
-            proxy.proxy_handle_upstream(&mut client_session, tx, rx, pipe_state);
+        let upstream = proxy.proxy_handle_upstream(&mut client_session, tx, rx, pipe_state);
         let origin_side = async {
             let mut seen = vec![0u8; 1024];
             let n = origin.read(&mut seen).await.unwrap();
@@ -1265,6 +1421,187 @@ mod tests {
         };
         let (ended, ()) = tokio::join!(upstream, origin_side);
         ended.unwrap();
+    }
+
+    struct PlainProxy;
+
+    #[async_trait]
+    impl ProxyHttp for PlainProxy {
+        type CTX = ();
+
+        fn new_ctx(&self) -> Self::CTX {}
+
+        async fn upstream_peer(
+            &self,
+            _session: &mut Session,
+            _ctx: &mut Self::CTX,
+        ) -> Result<Box<HttpPeer>> {
+            unreachable!("test calls proxy_1to1 directly")
+        }
+    }
+
+    /// A bodiless GET read by a downstream session, the client's end of its
+    /// connection, and an upstream client session with the origin's end.
+    async fn bodiless_get() -> (
+        Session,
+        tokio::io::DuplexStream,
+        HttpSessionV1,
+        tokio::io::DuplexStream,
+    ) {
+        let (mut client, server) = tokio::io::duplex(1024);
+        client
+            .write_all(b"GET /a HTTP/1.1\r\nHost: example.com\r\n\r\n")
+            .await
+            .unwrap();
+        let mut session = Session::new_h1(Box::new(server) as pingora_core::protocols::Stream);
+        session.read_request().await.unwrap();
+        let (upstream_end, origin) = tokio::io::duplex(1024);
+        (
+            session,
+            client,
+            HttpSessionV1::new(Box::new(upstream_end)),
+            origin,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_bodiless_request_is_proxied_and_both_connections_kept() {
+        use tokio::io::AsyncReadExt;
+
+        let proxy = HttpProxy::new(PlainProxy, Arc::new(ServerConf::default()));
+        let (mut session, mut client, mut client_session, mut origin) = bodiless_get().await;
+        let peer = HttpPeer::new("127.0.0.1:80", false, String::new());
+        let mut ctx = ();
+        let origin_side = async {
+            let mut seen = vec![0u8; 1024];
+            let n = origin.read(&mut seen).await.unwrap();
+            assert!(seen[..n].starts_with(b"GET /a HTTP/1.1\r\n"));
+            origin
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi")
+                .await
+                .unwrap();
+        };
+        let (proxied, ()) = tokio::join!(
+            proxy.proxy_1to1(&mut session, &mut client_session, &peer, &mut ctx),
+            origin_side
+        );
+        let (downstream_reuse, upstream_reuse, error) = proxied;
+        assert!(error.is_none(), "{error:?}");
+        assert!(downstream_reuse && upstream_reuse);
+        let mut answer = vec![0u8; 1024];
+        let n = client.read(&mut answer).await.unwrap();
+        let answer = String::from_utf8_lossy(&answer[..n]);
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+        assert!(answer.ends_with("\r\n\r\nhi"), "{answer}");
+    }
+
+    #[tokio::test]
+    async fn a_request_whose_body_was_read_for_a_retry_sends_it_whole() {
+        use pingora_core::protocols::http::v1::client::HttpSession as ClientSession;
+        use tokio::io::AsyncReadExt;
+
+        let (mut client, server) = tokio::io::duplex(1024);
+        client
+            .write_all(b"POST /a HTTP/1.1\r\nHost: example.com\r\nContent-Length: 3\r\n\r\nabc")
+            .await
+            .unwrap();
+        let mut session = Session::new_h1(Box::new(server) as pingora_core::protocols::Stream);
+        session.read_request().await.unwrap();
+        // A first attempt read the body whole into the retry buffer.
+        session.as_mut().enable_retry_buffering();
+        while session
+            .downstream_session
+            .read_request_body()
+            .await
+            .unwrap()
+            .is_some()
+        {}
+        assert!(session.as_mut().is_body_done());
+
+        let proxy = HttpProxy::new(PlainProxy, Arc::new(ServerConf::default()));
+        let (upstream_end, mut origin) = tokio::io::duplex(1024);
+        let mut client_session = ClientSession::new(Box::new(upstream_end));
+        let peer = HttpPeer::new("127.0.0.1:80", false, String::new());
+        let mut ctx = ();
+        let origin_side = async {
+            let mut seen = Vec::new();
+            let mut chunk = vec![0u8; 1024];
+            while !seen.ends_with(b"\r\n\r\nabc") {
+                let n = origin.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "the origin got {:?}", String::from_utf8_lossy(&seen));
+                seen.extend_from_slice(&chunk[..n]);
+            }
+            origin
+                .write_all(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
+                .await
+                .unwrap();
+        };
+        let (proxied, ()) = tokio::join!(
+            proxy.proxy_1to1(&mut session, &mut client_session, &peer, &mut ctx),
+            origin_side
+        );
+        let (downstream_reuse, upstream_reuse, error) = proxied;
+        assert!(error.is_none(), "{error:?}");
+        assert!(downstream_reuse && upstream_reuse);
+        let mut answer = vec![0u8; 1024];
+        let n = client.read(&mut answer).await.unwrap();
+        assert!(answer[..n].starts_with(b"HTTP/1.1 201 Created\r\n"));
+    }
+
+    #[tokio::test]
+    async fn a_bodiless_request_reports_a_failed_response_as_upstream() {
+        use tokio::io::AsyncReadExt;
+
+        let proxy = HttpProxy::new(PlainProxy, Arc::new(ServerConf::default()));
+        let (mut session, _client, mut client_session, mut origin) = bodiless_get().await;
+        let peer = HttpPeer::new("127.0.0.1:80", false, String::new());
+        let mut ctx = ();
+        let origin_side = async {
+            let mut seen = vec![0u8; 1024];
+            origin.read(&mut seen).await.unwrap();
+            drop(origin); // closes without an answer
+        };
+        let (proxied, ()) = tokio::join!(
+            proxy.proxy_1to1(&mut session, &mut client_session, &peer, &mut ctx),
+            origin_side
+        );
+        let (downstream_reuse, upstream_reuse, error) = proxied;
+        assert!(!downstream_reuse && !upstream_reuse);
+        assert_eq!(
+            error.expect("the read failed").esource(),
+            &ErrorSource::Upstream
+        );
+    }
+
+    #[tokio::test]
+    async fn a_bodiless_request_ends_when_its_client_goes_away() {
+        use tokio::io::AsyncReadExt;
+
+        let proxy = HttpProxy::new(PlainProxy, Arc::new(ServerConf::default()));
+        let (mut session, client, mut client_session, mut origin) = bodiless_get().await;
+        let peer = HttpPeer::new("127.0.0.1:80", false, String::new());
+        let mut ctx = ();
+        let origin_side = async {
+            let mut seen = vec![0u8; 1024];
+            origin.read(&mut seen).await.unwrap();
+            drop(client); // the origin has not answered yet
+            origin
+        };
+        let wait = std::time::Duration::from_secs(5);
+        let proxied = tokio::time::timeout(wait, async {
+            tokio::join!(
+                proxy.proxy_1to1(&mut session, &mut client_session, &peer, &mut ctx),
+                origin_side
+            )
+        });
+        let ((downstream_reuse, upstream_reuse, error), _origin) = proxied
+            .await
+            .expect("the proxy kept waiting for the origin");
+        assert!(!downstream_reuse && !upstream_reuse);
+        assert_eq!(
+            error.expect("the client left").esource(),
+            &ErrorSource::Downstream
+        );
     }
 
     #[tokio::test]

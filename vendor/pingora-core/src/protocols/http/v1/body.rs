@@ -174,7 +174,12 @@ impl BodyReader {
     }
 
     fn prepare_buf(&mut self, buf_to_rewind: &[u8]) {
-        let mut body_buf = BytesMut::with_capacity(self.body_buf_size.max(buf_to_rewind.len()));
+        // Room for the bytes to rewind only: every read from the stream makes
+        // the room it needs first (`prepare_buf_for_io`, `reserve_buf_for_io`),
+        // and a body that came whole with its header (most small responses)
+        // never reads, so `body_buf_size` up front was a 64 KiB allocation
+        // per message for nothing.
+        let mut body_buf = BytesMut::with_capacity(buf_to_rewind.len());
         if !buf_to_rewind.is_empty() {
             self.rewind_buf_len = buf_to_rewind.len();
             // TODO: this is still 1 copy. Make it zero
@@ -2046,6 +2051,32 @@ mod tests {
         let overread = body_reader.take_body_overread().unwrap();
         assert_eq!(overread.as_ptr(), rewind_ptr);
         assert_eq!(overread.as_ref(), b"next request");
+    }
+
+    #[tokio::test]
+    async fn a_body_read_with_its_header_allocates_only_its_bytes() {
+        // The whole body came with the header: no read, no room for one.
+        let mut mock_io = Builder::new().build();
+        let mut body_reader = BodyReader::new(true);
+        body_reader.init_content_length(3, b"abc");
+        let body = body_reader.read_body(&mut mock_io).await.unwrap().unwrap();
+        assert_eq!(body_reader.get_body(&body), b"abc");
+        assert_eq!(body_reader.body_buf.as_ref().unwrap().capacity(), 3);
+        assert!(body_reader.read_body(&mut mock_io).await.unwrap().is_none());
+
+        // Part of it: the reads that follow still get their room.
+        let rest = vec![b'x'; 100_000];
+        let mut mock_io = Builder::new()
+            .read(&rest[..60_000])
+            .read(&rest[60_000..])
+            .build();
+        let mut body_reader = BodyReader::new(true);
+        body_reader.init_content_length(100_001, b"a");
+        let mut read = 0;
+        while let Some(body) = body_reader.read_body(&mut mock_io).await.unwrap() {
+            read += body_reader.get_body(&body).len();
+        }
+        assert_eq!(read, 100_001);
     }
 
     #[tokio::test]

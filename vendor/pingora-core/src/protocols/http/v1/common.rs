@@ -335,21 +335,38 @@ fn from_digits(bytes: &[u8]) -> Option<u64> {
 /// 8.6](https://www.rfc-editor.org/rfc/rfc9110#section-8.6) this lets identical
 /// duplicates (e.g. `Content-Length: 42, 42`) be collapsed to a single value
 /// while genuinely conflicting framing is rejected.
-pub(crate) fn content_length_parse_all(headers: &HMap) -> Option<u64> {
+///
+/// Takes the values looked up, so that a caller can also tell an absent header
+/// from one that does not parse without looking it up again.
+pub(crate) fn content_length_parse_all(values: header::GetAll<'_, HeaderValue>) -> Option<u64> {
     // If multiple Content-Length headers were sent, everything can still be
     // alright if they all contain the same value, and all parse correctly. If
     // not, then it's an error.
     let mut content_length: Option<u64> = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
+    let mut agrees = |n: u64| match content_length {
+        None => {
+            content_length = Some(n);
+            true
+        }
+        Some(prev) => prev == n,
+    };
+    for value in values {
+        // The usual value, digits alone, is a number as it is: no text
+        // checks, list splitting or trimming (this runs several times for
+        // each message). Anything else takes the general path below.
+        if let Some(n) = from_digits(value.as_bytes()) {
+            if !agrees(n) {
+                return None;
+            }
+            continue;
+        }
         // A non-visible-ASCII value can't be a valid Content-Length, so the
         // framing is ambiguous.
         let line = value.to_str().ok()?;
         for v in line.split(',') {
             let n = from_digits(v.trim().as_bytes())?;
-            match content_length {
-                None => content_length = Some(n),
-                Some(prev) if prev != n => return None,
-                Some(_) => {}
+            if !agrees(n) {
+                return None;
             }
         }
     }
@@ -362,7 +379,12 @@ pub(crate) fn content_length_parse_all(headers: &HMap) -> Option<u64> {
 /// present but cannot be resolved to a single value (conflicting duplicates or
 /// an unparseable value), or `None` when the header is absent.
 pub(crate) fn content_length_for_framing(headers: &HMap) -> Result<Option<usize>> {
-    match content_length_parse_all(headers) {
+    let values = headers.get_all(header::CONTENT_LENGTH);
+    // One lookup tells an absent header from one that does not parse.
+    if values.iter().next().is_none() {
+        return Ok(None);
+    }
+    match content_length_parse_all(values) {
         Some(cl) => {
             // Content-Length frames the body, so a value that does not fit in
             // `usize` cannot be represented and must not be silently truncated
@@ -378,13 +400,12 @@ pub(crate) fn content_length_for_framing(headers: &HMap) -> Result<Option<usize>
                 )
             })
         }
-        None if headers.contains_key(header::CONTENT_LENGTH) => {
+        None => {
             // debug, not warn: per-message, client-influenced; avoids log floods
             // under adversarial load. The error is returned to the caller.
             debug!("invalid Content-Length header");
             Error::e_explain(InvalidHTTPHeader, "invalid Content-Length header")
         }
-        None => Ok(None),
     }
 }
 
@@ -500,13 +521,19 @@ mod test {
     #[case::negative("-1", None)]
     #[case::trailing_comma("5,", None)]
     #[case::overflow("99999999999999999999999999", None)]
+    #[case::several_digits("1048576", Some(1048576))]
+    #[case::u64_max("18446744073709551615", Some(u64::MAX))]
+    #[case::u64_max_plus_one("18446744073709551616", None)]
     fn test_content_length_parse_all_single_header(
         #[case] value: &str,
         #[case] expected: Option<u64>,
     ) {
         let mut headers = HMap::new();
         headers.insert(CONTENT_LENGTH, value.try_into().unwrap());
-        assert_eq!(content_length_parse_all(&headers), expected);
+        assert_eq!(
+            content_length_parse_all(headers.get_all(CONTENT_LENGTH)),
+            expected
+        );
     }
 
     #[rstest]
@@ -516,6 +543,9 @@ mod test {
     #[case::two_conflict(&["5", "6"], None)]
     #[case::mixed_comma_identical(&["5", "5, 5"], Some(5))]
     #[case::mixed_comma_conflict(&["5", "5, 6"], None)]
+    #[case::list_then_digits(&["5, 5", "5"], Some(5))]
+    #[case::list_then_other_digits(&["5, 5", "6"], None)]
+    #[case::digits_then_invalid(&["5", "abc"], None)]
     fn test_content_length_parse_all_multi_header(
         #[case] values: &[&str],
         #[case] expected: Option<u64>,
@@ -524,7 +554,10 @@ mod test {
         for value in values {
             headers.append(CONTENT_LENGTH, (*value).try_into().unwrap());
         }
-        assert_eq!(content_length_parse_all(&headers), expected);
+        assert_eq!(
+            content_length_parse_all(headers.get_all(CONTENT_LENGTH)),
+            expected
+        );
     }
 
     #[test]
