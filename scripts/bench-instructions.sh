@@ -12,7 +12,12 @@
 #
 #   scripts/bench-instructions.sh [SECONDS=3]
 #   HOTHOT=path/to/hothot   # count another build (default: target/release/hothot)
+#   BARE_PINGORA=path       # another Pingora alone (default: target/release/examples/bare_pingora;
+#                           # scripts/build-unpatched-pingora.sh builds it without vendor/'s patches)
 #   ROUTES=20               # hothot with 20 replication.routes rules no request matches (#26)
+#   RUNS="hothot pingora"   # count only these (default: hothot pingora nginx)
+#   PROFILES=dir            # keep callgrind's profiles there, one per run, for
+#                           # `callgrind_annotate --inclusive=yes dir/hothot.out`
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_COUNTED=${1:-3}
@@ -42,22 +47,38 @@ count() { # name command... -> "name: N instructions per request (R requests)"
   kill -INT "$pid" 2>/dev/null || true
   for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   kill -KILL "$pid" 2>/dev/null || true
+  if [[ -n ${PROFILES:-} ]]; then
+    mkdir -p "$PROFILES" && cp "$(ls -S "$work/$name.out"* | head -1)" "$PROFILES/$name.out"
+  fi
   echo "$name: $((total / requests)) instructions per request ($requests requests)"
 }
+runs=" ${RUNS:-hothot pingora nginx} "
 
-PROXY=$(free_port)
-METRICS=$(free_port)
-mkdir -p "$work/hothot"
-bench_hothot_config 3 async "$work/hothot" >"$work/hothot/hothot.yaml"
-# Not in $(...): a subshell's processes would escape the exit trap.
-RUST_LOG=error count hothot "$PROXY" "$HOTHOT" -c "$work/hothot/hothot.yaml" >"$work/hothot.result"
-PINGORA=$(free_port)
-count pingora "$PINGORA" target/release/examples/bare_pingora "127.0.0.1:$PINGORA" \
-  "$(address 0):$ORIGIN" "$(address 1):$ORIGIN" "$(address 2):$ORIGIN" >"$work/pingora.result"
-NGINX=$(free_port)
-# One process (no master) so that callgrind follows the worker.
-{ echo "master_process off;"; nginx_proxy_config "$NGINX" 3; } >"$work/nginx.conf"
-count nginx "$NGINX" nginx -c "$work/nginx.conf" -g 'daemon off;' >"$work/nginx.result"
-cat "$work/hothot.result" "$work/pingora.result" "$work/nginx.result"
-awk '{n[NR] = $2} END {printf "hothot / Pingora alone: %.2f, hothot / nginx: %.2f, Pingora alone / nginx: %.2f\n", n[1] / n[2], n[1] / n[3], n[2] / n[3]}' \
-  "$work/hothot.result" "$work/pingora.result" "$work/nginx.result"
+if [[ $runs == *" hothot "* ]]; then
+  PROXY=$(free_port)
+  METRICS=$(free_port)
+  mkdir -p "$work/hothot"
+  bench_hothot_config 3 async "$work/hothot" >"$work/hothot/hothot.yaml"
+  # Not in $(...): a subshell's processes would escape the exit trap.
+  RUST_LOG=error count hothot "$PROXY" "$HOTHOT" -c "$work/hothot/hothot.yaml" >"$work/hothot.result"
+fi
+if [[ $runs == *" pingora "* ]]; then
+  PINGORA=$(free_port)
+  count pingora "$PINGORA" "$BARE_PINGORA" "127.0.0.1:$PINGORA" \
+    "$(address 0):$ORIGIN" "$(address 1):$ORIGIN" "$(address 2):$ORIGIN" >"$work/pingora.result"
+fi
+if [[ $runs == *" nginx "* ]]; then
+  NGINX=$(free_port)
+  # One process (no master) so that callgrind follows the worker.
+  { echo "master_process off;"; nginx_proxy_config "$NGINX" 3; } >"$work/nginx.conf"
+  count nginx "$NGINX" nginx -c "$work/nginx.conf" -g 'daemon off;' >"$work/nginx.result"
+fi
+results=()
+for name in hothot pingora nginx; do
+  [[ -f $work/$name.result ]] && results+=("$work/$name.result")
+done
+cat "${results[@]}"
+if ((${#results[@]} == 3)); then
+  awk '{n[NR] = $2} END {printf "hothot / Pingora alone: %.2f, hothot / nginx: %.2f, Pingora alone / nginx: %.2f\n", n[1] / n[2], n[1] / n[3], n[2] / n[3]}' \
+    "${results[@]}"
+fi

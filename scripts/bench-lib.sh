@@ -10,6 +10,7 @@ bench_setup() { # tools the script needs (Debian package names)...
     apt-get update -qq && apt-get install -y -qq "${missing[@]/nginx/nginx-light}"
   fi
   cargo build --release --bin hothot --example replica --example bare_pingora ${CARGO_FLAGS:-} >&2
+  BARE_PINGORA=${BARE_PINGORA:-target/release/examples/bare_pingora}
   work=$(mktemp -d)
   pids=()
   trap 'kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT

@@ -18,6 +18,9 @@
 #   hothot-routes, not run by default: 20 replication.routes rules that no
 #   request of the bench matches, a third of them regexes, #26)
 #   HOTHOT=path/to/hothot   # compare another build (default: target/release/hothot)
+#   BARE_PINGORA=path       # another Pingora alone for the `pingora` runs (default:
+#                           # target/release/examples/bare_pingora, with vendor/'s patches;
+#                           # scripts/build-unpatched-pingora.sh builds it without them)
 #   BASELINE=path/to/hothot # also run `hothot-baseline`: that build, hothot's defaults,
 #                           # interleaved with the others (a change against the build before it)
 #   MEMORY=0                # skip the idle-connection measurement
@@ -117,7 +120,7 @@ start_pingora() { # origins
   PROXY=$(free_port)
   local origins=() i
   for i in $(seq 0 $(($1 - 1))); do origins+=("$(address "$i"):$ORIGIN"); done
-  taskset -c 1 target/release/examples/bare_pingora "127.0.0.1:$PROXY" "${origins[@]}" 2>>"$work/pingora.log" &
+  taskset -c 1 "$BARE_PINGORA" "127.0.0.1:$PROXY" "${origins[@]}" 2>>"$work/pingora.log" &
   PROXY_PID=$!; WORKER_PID=$PROXY_PID; pids+=($!); STOP_SIGNAL=INT
   wait_port "$PROXY"
 }

@@ -65,6 +65,12 @@ static FULL: std::sync::LazyLock<Vec<u8>> =
 /// connection is gone ([`crate::drain`]).
 const DRAIN_IDLE: Duration = Duration::from_secs(1);
 
+/// How far the idle timer's deadline may lie before the wait's end and
+/// stay where it is (nginx's `NGX_TIMER_LAZY_DELAY`, 300 ms): a client
+/// sending request after request would otherwise move it at every request.
+/// A timer left early fires early; the wait then goes on to its end.
+const TIMER_SLACK: Duration = Duration::from_millis(300);
+
 /// Pingora's keep-alive default for a new HTTP/1 session; the proxy sets
 /// `limits.keepalive_timeout` once it has read the request.
 const INITIAL_KEEPALIVE_SECONDS: u64 = 60;
@@ -191,7 +197,16 @@ async fn first_byte(
             true => (until.min(Instant::now() + DRAIN_IDLE), &[Wake::Evicted]),
             false => (until, &[Wake::Evicted, Wake::Draining]),
         };
-        idle.as_mut().reset(end.into());
+        let armed = idle.deadline().into_std();
+        // `armed + slack < end`, without a subtraction of instants (which
+        // cost more than the comparison saves).
+        let lazy = armed <= end
+            && armed
+                .checked_add(TIMER_SLACK)
+                .is_some_and(|late| end <= late);
+        if !lazy {
+            idle.as_mut().reset(end.into());
+        }
         tokio::select! {
             biased;
             // A stream that cannot wait this way (TLS) answers `None`:
@@ -203,7 +218,13 @@ async fn first_byte(
                 Wake::Evicted => return false,
                 Wake::Draining => draining = true,
             },
-            () = idle.as_mut() => return false,
+            () = idle.as_mut() => {
+                if Instant::now() >= end {
+                    return false;
+                }
+                // Left early by TIMER_SLACK: wait on to the end.
+                idle.as_mut().reset(end.into());
+            }
         }
     }
 }

@@ -9,6 +9,7 @@ use super::answers::Canned;
 use http::header::{self, HeaderName, HeaderValue};
 use pingora_error::Result;
 use pingora_http::{RequestHeader, ResponseHeader};
+use smallvec::SmallVec;
 use std::net::IpAddr;
 
 // Header names as constants: removing by `HeaderName` skips parsing a name
@@ -120,16 +121,17 @@ fn nominated(headers: &http::HeaderMap, nominates: bool) -> Vec<HeaderName> {
 /// Why a request's `Host` makes it a bad request, if it does: RFC 9112 §3.2
 /// wants a 400 for an HTTP/1.1 request without `Host` (even in absolute
 /// form) and for any request with more than one.
-pub fn host_problem(request: &RequestHeader) -> Option<Canned> {
-    let hosts = request.headers.get_all(http::header::HOST).iter().count();
+/// `hosts` is how many it has ([`crate::classify::HeaderFacts`]).
+pub fn host_problem(version: http::Version, hosts: u8) -> Option<Canned> {
     if hosts > 1 {
         return Some(Canned::TwoHosts);
     }
-    let needs_host = request.version == http::Version::HTTP_11;
+    let needs_host = version == http::Version::HTTP_11;
     (needs_host && hosts == 0).then_some(Canned::NoHost)
 }
 
-/// Adds `X-Forwarded-For` (appending to what earlier proxies wrote),
+/// Adds `X-Forwarded-For` (appending the client to what earlier proxies
+/// wrote, on one line or several, as nginx's `$proxy_add_x_forwarded_for`),
 /// `X-Forwarded-Proto` and `X-Forwarded-Host`.
 pub fn add_forwarded(
     request: &mut RequestHeader,
@@ -140,44 +142,56 @@ pub fn add_forwarded(
     // one read elsewhere (HTTP/2) may have none: then one growth of its
     // header maps for all three instead of one or more each.
     request.reserve(3)?;
+    // One pass for both headers read here (see `HeaderFacts` for why):
+    // most requests have one `Host` and no `X-Forwarded-For`.
+    let mut host = None;
+    let mut forwarded_before = false;
+    for (name, value) in &request.headers {
+        if name == http::header::HOST {
+            host = host.or_else(|| Some(value.clone()));
+        } else if name == X_FORWARDED_FOR {
+            forwarded_before = true;
+        }
+    }
     if let Some(ip) = client {
-        let previous = request
-            .headers
-            .get(&X_FORWARDED_FOR)
-            .and_then(|v| v.to_str().ok())
-            .filter(|previous| !previous.trim().is_empty());
-        let forwarded_for = forwarded_for(previous, ip);
+        let previous: SmallVec<[&str; 2]> = match forwarded_before {
+            true => (request.headers.get_all(&X_FORWARDED_FOR).iter())
+                .filter_map(|value| value.to_str().ok())
+                .filter(|value| !value.trim().is_empty())
+                .collect(),
+            false => SmallVec::new(),
+        };
+        let forwarded_for = forwarded_for(&previous, ip);
+        drop(previous);
         request.insert_header((&X_FORWARDED_FOR, "X-Forwarded-For"), forwarded_for)?;
     }
     request.insert_header(
         (&X_FORWARDED_PROTO, "X-Forwarded-Proto"),
         HeaderValue::from_static(proto),
     )?;
-    let host = request
-        .headers
-        .get(http::header::HOST)
-        .cloned()
-        .or_else(|| {
-            request
-                .uri
-                .authority()
-                .and_then(|a| a.as_str().parse().ok())
-        });
+    let host = host.or_else(|| {
+        request
+            .uri
+            .authority()
+            .and_then(|a| a.as_str().parse().ok())
+    });
     if let Some(host) = host {
         request.insert_header((&X_FORWARDED_HOST, "X-Forwarded-Host"), host)?;
     }
     Ok(())
 }
 
-/// `previous, ip`, or `ip` alone, in a `Vec` exactly as long as its
+/// The `previous` lines (those that say something: visible ASCII, not
+/// blank), then `ip`, joined by `, `, in a `Vec` exactly as long as its
 /// capacity: such a `Vec` becomes the header value's bytes as it is, where
 /// spare capacity cost a second allocation.
-fn forwarded_for(previous: Option<&str>, ip: IpAddr) -> Vec<u8> {
+fn forwarded_for(previous: &[&str], ip: IpAddr) -> Vec<u8> {
     let mut text = [0u8; IP_TEXT_MAX];
     let ip = ip_text(ip, &mut text);
-    let mut value = Vec::with_capacity(previous.map_or(0, |p| p.len() + 2) + ip.len());
-    if let Some(previous) = previous {
-        value.extend_from_slice(previous.as_bytes());
+    let length = previous.iter().map(|line| line.len() + 2).sum::<usize>() + ip.len();
+    let mut value = Vec::with_capacity(length);
+    for line in previous {
+        value.extend_from_slice(line.as_bytes());
         value.extend_from_slice(b", ");
     }
     value.extend_from_slice(ip);
@@ -249,15 +263,19 @@ mod tests {
 
     #[test]
     fn http11_needs_exactly_one_host() {
+        let problem = |req: &RequestHeader| {
+            let hosts = crate::classify::HeaderFacts::of(req).hosts;
+            host_problem(req.version, hosts)
+        };
         let mut req = RequestHeader::build("GET", b"/", None).unwrap();
-        assert_eq!(host_problem(&req), Some(Canned::NoHost));
+        assert_eq!(problem(&req), Some(Canned::NoHost));
         req.insert_header("host", "a").unwrap();
-        assert!(host_problem(&req).is_none());
+        assert!(problem(&req).is_none());
         req.append_header("host", "b").unwrap();
-        assert_eq!(host_problem(&req), Some(Canned::TwoHosts));
+        assert_eq!(problem(&req), Some(Canned::TwoHosts));
         let mut old = RequestHeader::build("GET", b"/", None).unwrap();
         old.set_version(http::Version::HTTP_10);
-        assert!(host_problem(&old).is_none());
+        assert!(problem(&old).is_none());
     }
 
     #[test]
@@ -283,13 +301,18 @@ mod tests {
             "2001:db8::8a2e:370:7334",
         ] {
             let ip: IpAddr = ip.parse().unwrap();
-            assert_eq!(forwarded_for(None, ip), ip.to_string().into_bytes());
+            assert_eq!(forwarded_for(&[], ip), ip.to_string().into_bytes());
         }
         let ip = "192.168.1.20".parse().unwrap();
-        assert_eq!(
-            forwarded_for(Some("10.0.0.1"), ip),
-            b"10.0.0.1, 192.168.1.20"
-        );
+        assert_eq!(forwarded_for(&["10.0.0.1"], ip), b"10.0.0.1, 192.168.1.20");
+        // Several earlier lines are one list (RFC 9110 §5.3), as nginx joins them.
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.append_header("X-Forwarded-For", "10.0.0.1").unwrap();
+        req.append_header("X-Forwarded-For", "10.0.0.2, 10.0.0.3")
+            .unwrap();
+        add_forwarded(&mut req, Some(ip), "http").unwrap();
+        let lines: Vec<_> = req.headers.get_all("x-forwarded-for").iter().collect();
+        assert_eq!(lines, ["10.0.0.1, 10.0.0.2, 10.0.0.3, 192.168.1.20"]);
         // A blank or unreadable earlier value is replaced, not appended to.
         for previous in [&b"  "[..], b"\xff\xfe"] {
             let mut req = RequestHeader::build("GET", b"/", None).unwrap();

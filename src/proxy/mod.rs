@@ -20,7 +20,7 @@ mod write;
 
 use crate::access_log::AccessLog;
 use crate::adaptive::Adaptive;
-use crate::classify::{classify, Class, Classified};
+use crate::classify::{classify, Class, Classified, HeaderFacts};
 use crate::config::Limits;
 use crate::limit::Limiter;
 use crate::metrics::{InFlight, Metrics};
@@ -33,7 +33,6 @@ use async_trait::async_trait;
 use bytes::Bytes;
 pub use live::LiveSettings;
 use pingora_core::modules::http::HttpModules;
-use pingora_core::protocols::http::v1::common::is_upgrade_req;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -78,6 +77,8 @@ pub struct RequestCtx {
     started: Instant,
     /// What the request is (decided in `request_filter`).
     classified: Classified,
+    /// What its headers say (read in `request_filter`).
+    header_facts: HeaderFacts,
     /// When the current attempt picked its origin.
     attempt_started: Instant,
     /// Origins attempted so far, in order; the last one is the current attempt.
@@ -153,6 +154,7 @@ impl ProxyHttp for HotHotProxy {
             _in_flight: InFlight::start(&self.metrics.in_flight),
             started: now,
             classified: Classified::default(),
+            header_facts: HeaderFacts::default(),
             attempt_started: now,
             tried: SmallVec::new(),
             canned: None,
@@ -187,15 +189,17 @@ impl ProxyHttp for HotHotProxy {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let client = client_ip(session);
         let config = self.replicator.config();
-        ctx.classified = classify(&config, session.req_header_mut(), client);
-        if let Some(problem) = headers::host_problem(session.req_header()) {
+        let facts = HeaderFacts::of(session.req_header());
+        ctx.header_facts = facts;
+        ctx.classified = classify(&config, session.req_header_mut(), client, &facts);
+        if let Some(problem) = headers::host_problem(session.req_header().version, facts.hosts) {
             return self.answer(session, ctx, problem).await;
         }
-        if is_upgrade_req(session.req_header()) {
+        if facts.upgrade {
             // Once upgraded, the client's side is read as a tunnel too.
             session.set_read_timeout(Some(self.pool.timeouts().tunnel_idle));
         }
-        if ctx.classified.class == Class::Read && config.read_your_writes {
+        if ctx.classified.class == Class::Read && config.read_your_writes && facts.cookie {
             ctx.seen = route::seen_write(session.req_header(), &self.pool);
         }
         drop(config);
@@ -291,10 +295,7 @@ impl ProxyHttp for HotHotProxy {
     ) -> Result<()> {
         headers::add_forwarded(request, client_ip(session), "http")?;
         match ctx.write.as_mut() {
-            Some(capture) => {
-                let has_body = crate::classify::has_body(session.req_header());
-                capture.prepare(&self.replicator, request, has_body)
-            }
+            Some(capture) => capture.prepare(&self.replicator, request, ctx.header_facts.body),
             None => Ok(()),
         }
     }

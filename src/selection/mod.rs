@@ -17,6 +17,7 @@ use crate::pool::{OriginId, Pool};
 pub use balancer::Balancer;
 use pingora_load_balancing::selection::{BackendIter, BackendSelection};
 use pingora_load_balancing::Backend;
+use smallvec::SmallVec;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 pub use swrr::SmoothWeighted;
@@ -42,13 +43,18 @@ impl Traffic {
     }
 }
 
+/// A selection key: on the stack for up to four skipped origins (nearly
+/// every request skips none), where a `Vec` cost an allocation per pick.
+pub type SelectionKey = SmallVec<[u8; 17]>;
+
 /// Encodes a selection key: the traffic kind, then origins to skip (already
 /// tried, or lacking a write the client has seen).
-pub fn selection_key(traffic: Traffic, skip: impl IntoIterator<Item = OriginId>) -> Vec<u8> {
-    let mut key = vec![match traffic {
+pub fn selection_key(traffic: Traffic, skip: impl IntoIterator<Item = OriginId>) -> SelectionKey {
+    let mut key = SelectionKey::new();
+    key.push(match traffic {
         Traffic::Write => 0,
         Traffic::Read => 1,
-    }];
+    });
     for origin in skip {
         let slot = u32::try_from(origin.slot()).unwrap_or(u32::MAX);
         key.extend_from_slice(&slot.to_le_bytes());
