@@ -25,6 +25,8 @@
 #                           # interleaved with the others (a change against the build before it)
 #   MEMORY=0                # skip the idle-connection measurement
 #   IDLE_CPU=0              # skip hothot's idle CPU with 1,000 origins (20 s)
+#   INSTRUCTIONS=0          # skip the instruction counts of hothot, pingora and nginx
+#                           # (those in RUNS; scripts/bench-instructions.sh, about a minute)
 #   EXTRA_YAML="health: {interval: 5s}"   # top-level keys added to hothot's config
 #
 # Layout on a 2-core machine: every proxy has one worker (thread or process)
@@ -226,6 +228,19 @@ if [[ " $RUNS " == *" hothot "* ]]; then
 fi
 
 echo "Resident memory after start-up, before any client (first round, MiB):$(for run in $RUNS; do echo -n " $run $((STARTED_KIB[$run] / 1024));"; done)"
+
+# The same builds' instructions per request, counted by callgrind: unlike
+# the CPU above, a figure any machine agrees on (user space only).
+instruction_runs=""
+for run in hothot pingora nginx; do
+  if [[ " $RUNS " == *" $run "* ]]; then instruction_runs+="$run "; fi
+done
+if [ "${INSTRUCTIONS:-1}" = 1 ] && [ -n "$instruction_runs" ]; then
+  echo "Instructions per request (scripts/bench-instructions.sh, wrk -c32, 3 s each):"
+  RUNS="$instruction_runs" HOTHOT="$HOTHOT" BARE_PINGORA="$BARE_PINGORA" \
+    scripts/bench-instructions.sh 2>/dev/null | sed 's/^/  /' ||
+    echo "  not counted: scripts/bench-instructions.sh failed (run it alone to see why)"
+fi
 
 # CPU of hothot idle with 1,000 origins (probes, the adaptive tick,
 # replication housekeeping, the journal): nothing but its background work.
