@@ -53,6 +53,10 @@ count() { # name command... -> "name: N instructions per request (R requests)"
   echo "$name: $((total / requests)) instructions per request ($requests requests)"
 }
 runs=" ${RUNS:-hothot pingora nginx} "
+if [[ $runs != *" hothot "* && $runs != *" pingora "* && $runs != *" nginx "* ]]; then
+  echo "RUNS=\"${RUNS:-}\" names none of hothot, pingora, nginx" >&2
+  exit 2
+fi
 
 if [[ $runs == *" hothot "* ]]; then
   PROXY=$(free_port)

@@ -154,15 +154,16 @@ pub fn add_forwarded(
         }
     }
     if let Some(ip) = client {
-        let previous: SmallVec<[&str; 2]> = match forwarded_before {
-            true => (request.headers.get_all(&X_FORWARDED_FOR).iter())
-                .filter_map(|value| value.to_str().ok())
-                .filter(|value| !value.trim().is_empty())
-                .collect(),
-            false => SmallVec::new(),
+        let forwarded_for = {
+            let previous: SmallVec<[&str; 2]> = match forwarded_before {
+                true => (request.headers.get_all(&X_FORWARDED_FOR).iter())
+                    .filter_map(|value| value.to_str().ok())
+                    .filter(|value| !value.trim().is_empty())
+                    .collect(),
+                false => SmallVec::new(),
+            };
+            forwarded_for(&previous, ip)
         };
-        let forwarded_for = forwarded_for(&previous, ip);
-        drop(previous);
         request.insert_header((&X_FORWARDED_FOR, "X-Forwarded-For"), forwarded_for)?;
     }
     request.insert_header(
