@@ -13,7 +13,7 @@ run() { # crate test-filters...
   shift
   (cd "$scratch/$crate" && CARGO_TARGET_DIR="$scratch/target" cargo test --lib -- "$@")
 }
-run pingora-core has_pipelined_prefix content_length a_body_read_with_its_header test_stream_fill_read_buf stream_matches_peer local_pool grace_period_end_cuts_the_wait_short read_leaves_room_for_proxy_added_headers upgraded_read_timeout_replaces_read_timeout_after_101
+run pingora-core has_pipelined_prefix content_length a_body_read_with_its_header test_stream_fill_read_buf stream_matches_peer shared_pool_tests local_pool grace_period_end_cuts_the_wait_short read_leaves_room_for_proxy_added_headers upgraded_read_timeout_replaces_read_timeout_after_101
 run pingora-proxy an_upgrade_survives_its_request_body_ending_after_the_101 a_bodiless_request a_request_whose_body_was_read_for_a_retry h1_sanitizing_removes_hop_by_hop_and_upgrade_fields
 run pingora-runtime no_steal
 run pingora-http test_reserve_then_insert_typed_names test_into_header_names test_single_header

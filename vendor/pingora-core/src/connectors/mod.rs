@@ -31,7 +31,7 @@ use crate::upstreams::peer::{Peer, ALPN};
 use crate::offload::OffloadRuntime;
 pub use l4::Connect as L4Connect;
 use l4::{connect as l4_connect, BindTo};
-use log::{debug, error, warn};
+use log::{debug, warn};
 use parking_lot::RwLock;
 use pingora_error::{Error, ErrorType::*, OrErr, Result};
 use pingora_pool::{ConnectionMeta, ConnectionPool};
@@ -171,7 +171,7 @@ impl ConnectorOptions {
 /// [TransportConnector] provides APIs to connect to servers via TCP or TLS with connection reuse
 pub struct TransportConnector {
     tls_ctx: tls::Connector,
-    connection_pool: Arc<ConnectionPool<Arc<Mutex<Stream>>>>,
+    connection_pool: Arc<ConnectionPool<Arc<Mutex<PooledStream>>>>,
     offload: Option<OffloadRuntime>,
     bind_to_v4: Vec<SocketAddr>,
     bind_to_v6: Vec<SocketAddr>,
@@ -274,12 +274,10 @@ impl TransportConnector {
         match self.connection_pool.get(&peer.reuse_hash()) {
             Some(s) => {
                 debug!("find reusable stream, trying to acquire it");
-                {
-                    let _ = s.lock().await;
-                } // wait for the idle poll to release it
-                match Arc::try_unwrap(s) {
-                    Ok(l) => {
-                        let mut stream = l.into_inner();
+                // Waits for the idle poll to release it.
+                let taken = s.lock().await.0.take();
+                match taken {
+                    Some(mut stream) => {
                         // test_reusable_stream: we assume server would never actively send data
                         // first on an idle stream.
                         #[cfg(unix)]
@@ -311,8 +309,9 @@ impl TransportConnector {
                             }
                         }
                     }
-                    Err(_) => {
-                        error!("failed to acquire reusable stream");
+                    None => {
+                        // Only one `get` can return a pooled entry.
+                        warn!("failed to acquire reusable stream");
                         None
                     }
                 }
@@ -348,7 +347,7 @@ impl TransportConnector {
         let id = stream.id();
         let meta = ConnectionMeta::new(key, id);
         debug!("Try to keepalive client session");
-        let stream = Arc::new(Mutex::new(stream));
+        let stream = Arc::new(Mutex::new(PooledStream(Some(stream))));
         let locked_stream = stream.clone().try_lock_owned().unwrap(); // safe as we just created it
         let (notify_close, watch_use) = self.connection_pool.put(&meta, stream);
         let idle_meta = IdleConnection::new(meta);
@@ -410,6 +409,32 @@ impl TransportConnector {
     /// access to the connector.
     pub fn unexpected_data_connection_counter(&self) -> Arc<AtomicU64> {
         self.unexpected_data_conn_count.clone()
+    }
+}
+
+/// A pooled connection: the idle watcher reads it (to see it close) while the
+/// pool holds it, and a reuser takes it out under the lock.
+///
+/// `reused_stream` used to wait for the watcher's lock and then
+/// `Arc::try_unwrap` the stream, but the watcher's `OwnedMutexGuard` releases
+/// the lock in its `Drop` body and drops its `Arc` only afterwards: on a
+/// multi-threaded runtime the reuser could run in between, find two owners,
+/// throw the healthy connection away and log an ERROR
+/// (cloudflare/pingora#998). Taking the stream out of the `Option` while
+/// holding the lock does not depend on who still holds an `Arc`.
+struct PooledStream(Option<Stream>);
+
+impl tokio::io::AsyncRead for PooledStream {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut().0.as_mut() {
+            Some(stream) => std::pin::Pin::new(stream).poll_read(cx, buf),
+            // Taken by a reuser: nothing more to watch.
+            None => std::task::Poll::Ready(Ok(())),
+        }
     }
 }
 
@@ -913,5 +938,37 @@ mod stream_matches_peer_tests {
         connector.release_stream(stream, peer.reuse_hash(), None);
         let (_, reused) = connector.get_stream(&peer).await.unwrap();
         assert!(reused, "the pooled connection is reused");
+    }
+}
+
+#[cfg(all(test, unix))]
+mod shared_pool_tests {
+    use super::*;
+    use crate::upstreams::peer::BasicPeer;
+
+    /// On a multi-threaded runtime the shared pool's idle watcher runs on
+    /// another thread: every released connection is reused all the same.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_pooled_stream_is_reused_on_a_multi_threaded_runtime() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                held.push(stream);
+            }
+        });
+        let connector = TransportConnector::new(None);
+        let peer = BasicPeer::new(&addr.to_string());
+        let mut stream = connector.new_stream(&peer).await.unwrap();
+        for round in 0..500 {
+            connector.release_stream(stream, peer.reuse_hash(), None);
+            let (again, reused) = connector.get_stream(&peer).await.unwrap();
+            assert!(
+                reused,
+                "round {round}: the pooled connection was not reused"
+            );
+            stream = again;
+        }
     }
 }
