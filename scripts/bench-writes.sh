@@ -21,6 +21,8 @@
 #   CPU column is both instances' CPU per write; after the tables: etcd's
 #   CPU per write over its members, writes per batch (one etcd transaction
 #   each) and the mean append time, per run, and etcd's mean WAL fsync time.
+#   `cluster1-linger2ms` (any duration after -linger): the same with
+#   `cluster.linger` set.
 #   A cluster is latency-bound at few connections (each write waits for
 #   etcd's commit): compare at CONNECTIONS=128 too for its capacity.
 #   HOTHOT=path/to/hothot (default target/release/hothot): the build measured.
@@ -114,20 +116,22 @@ start_hothot() { # configuration name, see MODES
     total-1down) ;;
     total-sync | sync) mode=sync ;;
     async) ;;
-    cluster1 | cluster3) INSTANCES=2 ;;
+    cluster1 | cluster3 | cluster1-linger* | cluster3-linger*) INSTANCES=2 ;;
     *) echo "unknown configuration $1" >&2; return 1 ;;
   esac
   if [ "$INSTANCES" = 1 ]; then
     launch_hothot "$mode" "$order" hothot
     return
   fi
-  start_etcd "${1#cluster}"
+  local size=${1:7:1} linger=""
+  case "$1" in *-linger*) linger=", linger: ${1#*-linger}" ;; esac
+  start_etcd "$size"
   local name=run$RANDOM
   launch_hothot "$mode" "$order" "$name-hh1" \
-    "cluster: {servers: [$ETCD_SERVERS], name: $name, instance: hh1, listen: \"127.0.0.1:$(free_port)\", lease: 2s}"
+    "cluster: {servers: [$ETCD_SERVERS], name: $name, instance: hh1, listen: \"127.0.0.1:$(free_port)\", lease: 2s$linger}"
   SECOND_PID=$HOTHOT_PID; SECOND_PROXY=$PROXY; SECOND_METRICS=$METRICS
   launch_hothot "$mode" "$order" "$name-hh2" \
-    "cluster: {servers: [$ETCD_SERVERS], name: $name, instance: hh2, listen: \"127.0.0.1:$(free_port)\", lease: 2s}"
+    "cluster: {servers: [$ETCD_SERVERS], name: $name, instance: hh2, listen: \"127.0.0.1:$(free_port)\", lease: 2s$linger}"
   # Both hold their share of the origins before the load starts.
   for _ in $(seq 100); do
     [ "$(curl -s "http://127.0.0.1:$METRICS/metrics" | grep -c '^hothot_cluster_leases.* 1$')" -ge 1 ] &&
@@ -149,7 +153,7 @@ TICK=$(getconf CLK_TCK)
 # the batches it stored (one key each; every member applies each), and
 # the instances' appends (count, seconds).
 cluster_snapshot() { # mode -> "etcd_ticks batches appends append_seconds"
-  local size=${1#cluster} pid t=0 port
+  local size=${1:7:1} pid t=0 port
   for pid in ${ETCD_PIDS[$size]}; do t=$((t + $(awk '{print $14 + $15}' "/proc/$pid/stat"))); done
   local batches
   batches=$(curl -s "$ETCD_METRICS" | awk '$1=="etcd_mvcc_put_total" {print $2}')

@@ -2,9 +2,12 @@
 //! etcd's cost is per request (a raft proposal, a WAL `fdatasync` shared by
 //! what is in flight, a bbolt commit) and per key (its index, its watch
 //! event), so a batch of 60 writes costs little more than a single write.
-//! Nothing waits for company: an append waits only while [`IN_FLIGHT`]
-//! transactions are already on their way, and whatever queued meanwhile
-//! leaves in the next one (group commit, as the local journal does).
+//! An append waits while [`IN_FLIGHT`] transactions are already on their
+//! way, and whatever queued meanwhile leaves in the next one (group commit,
+//! as the local journal does). One that finds none on its way waits up to
+//! `cluster.linger` for company (Kafka's `linger.ms`): at a moderate rate
+//! writes otherwise come one per transaction, and etcd's cost is per
+//! transaction.
 //!
 //! A transaction creates its batch's one key only if it does not exist,
 //! and otherwise reads it back: a batch whose reply was lost is retried
@@ -17,6 +20,7 @@ use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::time::Instant;
 
 /// Entries per batch (a position leaves 16 bits for the index).
 const MAX_ENTRIES: usize = 128;
@@ -54,22 +58,33 @@ impl Append {
     }
 }
 
-/// Starts batching appends to the order under `prefix`; each batch is
-/// retried until `timeout` has passed.
-pub fn start(client: Client, prefix: String, timeout: Duration) -> mpsc::Sender<Append> {
+/// How batches are made and sent.
+#[derive(Clone, Copy)]
+pub struct Batching {
+    /// A batch is retried until this has passed.
+    pub timeout: Duration,
+    /// How long an append that finds no transaction on its way waits for
+    /// others to join it.
+    pub linger: Duration,
+}
+
+/// Starts batching appends to the order under `prefix`.
+pub fn start(client: Client, prefix: String, batching: Batching) -> mpsc::Sender<Append> {
     let (appends, queue) = mpsc::channel(QUEUE);
-    tokio::spawn(run(client, Arc::new(prefix), timeout, queue));
+    tokio::spawn(run(client, Arc::new(prefix), batching, queue));
     appends
 }
 
 async fn run(
     client: Client,
     prefix: Arc<String>,
-    timeout: Duration,
+    batching: Batching,
     mut queue: mpsc::Receiver<Append>,
 ) {
+    let timeout = batching.timeout;
     let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
     while let Some(first) = queue.recv().await {
+        let gather_until = Instant::now() + batching.linger;
         // Waiting for a free slot is when company gathers.
         let Ok(slot) = in_flight.clone().acquire_owned().await else {
             return;
@@ -77,18 +92,29 @@ async fn run(
         let mut bytes = first.payload.len();
         let mut batch = vec![first];
         while batch.len() < MAX_ENTRIES && bytes < MAX_BYTES {
-            match queue.try_recv() {
-                Ok(append) if bytes + append.payload.len() <= MAX_BYTES => {
+            let next = match queue.try_recv() {
+                Ok(append) => Some(append),
+                // Nothing queued: linger, unless the wait for the slot did.
+                Err(mpsc::error::TryRecvError::Empty) if Instant::now() < gather_until => {
+                    tokio::time::timeout_at(gather_until, queue.recv())
+                        .await
+                        .ok()
+                        .flatten()
+                }
+                Err(_) => None,
+            };
+            match next {
+                Some(append) if bytes + append.payload.len() <= MAX_BYTES => {
                     bytes += append.payload.len();
                     batch.push(append);
                 }
-                Ok(append) => {
+                Some(append) => {
                     // Too large for this one: it leads the next.
                     let (client, prefix) = (client.clone(), prefix.clone());
                     tokio::spawn(commit(client, prefix, timeout, vec![append], None));
                     break;
                 }
-                Err(_) => break,
+                None => break,
             }
         }
         tokio::spawn(commit(

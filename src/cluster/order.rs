@@ -140,7 +140,11 @@ impl SharedOrder {
     ) -> Result<Self, OrderError> {
         let client = super::connect(cluster, timeout / 4).await?;
         let prefix = format!("{}/log/", cluster.name);
-        let appends = super::batch::start(client.clone(), prefix.clone(), timeout);
+        let batching = super::batch::Batching {
+            timeout,
+            linger: cluster.linger,
+        };
+        let appends = super::batch::start(client.clone(), prefix.clone(), batching);
         Ok(SharedOrder {
             etcd: super::etcd::Etcd::new(client.clone()),
             client,

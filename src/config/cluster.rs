@@ -17,6 +17,7 @@ pub struct ClusterSection {
     pub listen: Option<String>,
     pub token_file: Option<PathBuf>,
     pub lease: Option<HumanDuration>,
+    pub linger: Option<HumanDuration>,
     pub tls: Option<super::etcd_tls::EtcdTlsSection>,
 }
 
@@ -39,6 +40,9 @@ pub struct Cluster {
     /// How long a hold on an origin's deliveries lasts without renewal,
     /// in whole seconds (etcd's unit). Default 5s.
     pub lease: Duration,
+    /// How long a write that finds no append on its way to etcd waits for
+    /// others to share its transaction. Default [`DEFAULT_LINGER`].
+    pub linger: Duration,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -51,6 +55,7 @@ impl std::fmt::Debug for Cluster {
             .field("listen", &self.listen)
             .field("token", &self.token.as_ref().map(|_| "<set>"))
             .field("lease", &self.lease)
+            .field("linger", &self.linger)
             .field("tls", &self.tls)
             .finish()
     }
@@ -58,6 +63,10 @@ impl std::fmt::Debug for Cluster {
 
 pub const DEFAULT_NAME: &str = "hothot";
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(5);
+/// See `cluster.linger` in README's configuration table for why.
+pub const DEFAULT_LINGER: Duration = Duration::ZERO;
+/// Longer would make every write wait longer than etcd takes to commit one.
+const MAX_LINGER: Duration = Duration::from_millis(100);
 
 pub fn validate(
     section: Option<ClusterSection>,
@@ -119,6 +128,13 @@ pub fn validate(
             "must be whole seconds, at least 1s (etcd counts leases in seconds)",
         ));
     }
+    let linger = section.linger.map_or(DEFAULT_LINGER, |d| d.0);
+    if linger > MAX_LINGER {
+        return Err(ConfigError::invalid(
+            "cluster.linger",
+            "at most 100ms: every write that finds etcd idle waits this long",
+        ));
+    }
     let tls = super::etcd_tls::validate(section.tls, &section.servers)?;
     Ok(Some(Cluster {
         servers: section.servers,
@@ -128,6 +144,7 @@ pub fn validate(
         listen,
         token,
         lease,
+        linger,
     }))
 }
 

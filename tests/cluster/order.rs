@@ -6,8 +6,9 @@ use crate::common::*;
 use hothot::cluster::follow::Ordered;
 use hothot::cluster::hold::Holds;
 use hothot::cluster::instances::{spread, Registry};
-use hothot::cluster::order::SharedOrder;
+use hothot::cluster::order::{revision_of, SharedOrder};
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 const TIMEOUT: Duration = Duration::from_secs(4);
@@ -68,6 +69,38 @@ async fn appends_go_on_when_the_etcd_leader_is_killed() {
     etcd.restart(leader);
     assert!(etcd.healthy().await);
     assert_eq!(order.append("w-after", b"y").await.unwrap(), after);
+}
+
+/// `cluster.linger`: writes that arrive within it of one that found etcd
+/// idle share its transaction (one revision); without it, a write that
+/// finds etcd idle leaves alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_within_the_linger_share_one_transaction() {
+    let etcd = EtcdCluster::start(&temp_dir("etcd-linger"), 1).await;
+    let mut cluster = etcd.cluster();
+    for linger in [Duration::from_millis(500), Duration::ZERO] {
+        cluster.linger = linger;
+        let order = Arc::new(SharedOrder::connect(&cluster, TIMEOUT).await.unwrap());
+        let mut tasks = tokio::task::JoinSet::new();
+        // Within 200 ms: far below the linger, far above an append's time.
+        for i in 0..5 {
+            let order = order.clone();
+            tasks.spawn(async move {
+                tokio::time::sleep(Duration::from_millis(50 * i)).await;
+                let id = format!("linger-{}-{i}", linger.as_millis());
+                order.append(&id, b"x").await.unwrap()
+            });
+        }
+        let mut revisions = BTreeSet::new();
+        while let Some(position) = tasks.join_next().await {
+            revisions.insert(revision_of(position.unwrap()));
+        }
+        if linger.is_zero() {
+            assert!(revisions.len() > 1, "no linger, yet {revisions:?}");
+        } else {
+            assert_eq!(revisions.len(), 1, "linger {linger:?}: {revisions:?}");
+        }
+    }
 }
 
 /// The first `count` entries a follower from `from` reads.

@@ -154,6 +154,7 @@ impl EtcdCluster {
             listen: "127.0.0.1:9".parse().unwrap(),
             token: None,
             lease: Duration::from_secs(2),
+            linger: Duration::ZERO,
         }
     }
 

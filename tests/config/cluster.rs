@@ -42,6 +42,13 @@ fn cluster_mistakes_name_their_key() {
         "whole seconds",
     );
     refused(
+        &cluster(&format!(
+            "{SERVERS}, listen: \"127.0.0.1:9102\", linger: 1s"
+        )),
+        "cluster.linger",
+        "at most 100ms",
+    );
+    refused(
         &cluster(&format!("{SERVERS}, listen: \"127.0.0.1:8080\"")),
         "cluster.listen",
         "shares its port",
@@ -62,6 +69,7 @@ fn a_cluster_has_defaults_and_warns_where_it_does_nothing() {
     let cluster = config.cluster.expect("a cluster");
     assert_eq!(cluster.name, "hothot");
     assert_eq!(cluster.lease, Duration::from_secs(5));
+    assert_eq!(cluster.linger, hothot::config::cluster::DEFAULT_LINGER);
     assert!(!cluster.instance.is_empty(), "the host name by default");
     assert!(config.warnings.is_empty(), "{:?}", config.warnings);
     let version = with_origins(&format!(
