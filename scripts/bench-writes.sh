@@ -238,6 +238,7 @@ if [ "$RATE" != 0 ]; then
     start_hothot "$mode"
     before_run "$mode"
     outputs=("$work/$mode.json")
+    before=$(cpu_ticks)
     if [ -z "${SECOND_PID:-}" ]; then
       oha -z "$DURATION" -c "$CONNECTIONS" -q "$RATE" --latency-correction --no-tui --output-format json \
         -m PUT -d value --rand-regex-url "http://127.0.0.1:$PROXY/kv/key[0-9]{3}" >"$work/$mode.json"
@@ -253,14 +254,17 @@ if [ "$RATE" != 0 ]; then
       outputs=("$work/$mode-$PROXY.json" "$work/$mode-$SECOND_PROXY.json")
       costs+=("$(cluster_costs "$mode@$RATE" "$etcd_before" "$(cluster_snapshot "$mode")")")
     fi
-    fixed+=("$(python3 - "$mode" "${outputs[@]}" <<'PY'
+    cpu_seconds=$(echo "scale=6; ($(cpu_ticks) - $before) / $TICK" | bc)
+    fixed+=("$(python3 - "$mode" "$cpu_seconds" "${outputs[@]}" <<'PY'
 import json, sys
-runs = [json.load(open(f)) for f in sys.argv[2:]]
+runs = [json.load(open(f)) for f in sys.argv[3:]]
 rate = sum(d["summary"]["requestsPerSec"] for d in runs)
+answered = sum(d["summary"]["requestsPerSec"] * d["summary"]["total"] for d in runs)
 worst = lambda q: max(d["latencyPercentiles"][q] for d in runs)
 other = sum(n for d in runs for c, n in d.get("statusCodeDistribution", {}).items() if not c.startswith("2"))
-print("%-10s %12.0f %10s %10s %10s %10d" % (sys.argv[1], rate,
-      "%.2fms" % (worst("p50") * 1e3), "%.2fms" % (worst("p99") * 1e3), "%.2fms" % (worst("p99.9") * 1e3), other))
+cpu = float(sys.argv[2]) * 1e6 / answered if answered else 0
+print("%-10s %12.0f %10s %10s %10s %10d %10.1f" % (sys.argv[1], rate,
+      "%.2fms" % (worst("p50") * 1e3), "%.2fms" % (worst("p99") * 1e3), "%.2fms" % (worst("p99.9") * 1e3), other, cpu))
 PY
 )")
     after_run "$mode"
@@ -295,7 +299,7 @@ printf '%s\n' "${results[@]}"
 if [ ${#fixed[@]} -gt 0 ]; then
   echo
   echo "The same at a fixed $RATE writes/s, oha -c$CONNECTIONS -z$DURATION --latency-correction"
-  printf '%-10s %12s %10s %10s %10s %10s\n' mode requests/s p50 p99 p99.9 non-2xx
+  printf '%-10s %12s %10s %10s %10s %10s %10s\n' mode requests/s p50 p99 p99.9 non-2xx "CPU us/w"
   printf '%s\n' "${fixed[@]}"
 fi
 echo "peer round trip (one connection, PUT straight to a replica, p50): $rtt"

@@ -7,7 +7,7 @@
 
 use super::member::{Deliveries, Member};
 use super::order::{OrderError, SharedOrder};
-use etcd_client::{EventType, WatchOptions, WatchStream};
+use etcd_client::{EventType, WatchFilterType, WatchOptions, WatchStream};
 use std::collections::VecDeque;
 
 /// Entries handed off between two yields to the runtime.
@@ -34,7 +34,9 @@ impl SharedOrder {
     /// [`OrderError::Compacted`] when etcd no longer holds `from`.
     pub async fn follow(&self, from: u64) -> Result<Follower, OrderError> {
         let start = super::order::revision_of(from).max(1);
-        let options = WatchOptions::new().with_prefix().with_start_revision(start);
+        // A trim deletes every entry later: etcd need not send those events.
+        let options = (WatchOptions::new().with_prefix().with_start_revision(start))
+            .with_filters([WatchFilterType::NoDelete]);
         let watch = self.client().watch_client();
         let mut watch = watch.max_decoding_message_size(super::etcd::MAX_ANSWER);
         let stream = watch.watch(self.prefix(), Some(options)).await?;
