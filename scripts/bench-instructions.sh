@@ -16,6 +16,8 @@
 #                           # scripts/build-unpatched-pingora.sh builds it without vendor/'s patches)
 #   ROUTES=20               # hothot with 20 replication.routes rules no request matches (#26)
 #   RUNS="hothot pingora"   # count only these (default: hothot pingora nginx)
+#                           # hothot-idle: hothot with 1,000 origins and no
+#                           # traffic, instructions per second (probes, ticks)
 #   PROFILES=dir            # keep callgrind's profiles there, one per run, for
 #                           # `callgrind_annotate --inclusive=yes dir/hothot.out`
 set -euo pipefail
@@ -25,7 +27,13 @@ source scripts/bench-lib.sh
 bench_setup wrk nginx valgrind
 HOTHOT=${HOTHOT:-target/release/hothot}
 
-start_bench_origin 3
+runs=" ${RUNS:-hothot pingora nginx} "
+if [[ $runs != *" hothot "* && $runs != *" pingora "* && $runs != *" nginx "* && $runs != *" hothot-idle "* ]]; then
+  echo "RUNS=\"${RUNS:-}\" names none of hothot, pingora, nginx, hothot-idle" >&2
+  exit 2
+fi
+# 1,000 loopback addresses when the idle run needs them (the others use 3).
+if [[ $runs == *" hothot-idle "* ]]; then start_bench_origin 1000; else start_bench_origin 3; fi
 
 count() { # name command... -> "name: N instructions per request (R requests)"
   local name=$1 port=$2 pid requests total
@@ -52,12 +60,6 @@ count() { # name command... -> "name: N instructions per request (R requests)"
   fi
   echo "$name: $((total / requests)) instructions per request ($requests requests)"
 }
-runs=" ${RUNS:-hothot pingora nginx} "
-if [[ $runs != *" hothot "* && $runs != *" pingora "* && $runs != *" nginx "* ]]; then
-  echo "RUNS=\"${RUNS:-}\" names none of hothot, pingora, nginx" >&2
-  exit 2
-fi
-
 if [[ $runs == *" hothot "* ]]; then
   PROXY=$(free_port)
   METRICS=$(free_port)
@@ -77,11 +79,31 @@ if [[ $runs == *" nginx "* ]]; then
   { echo "master_process off;"; nginx_proxy_config "$NGINX" 3; } >"$work/nginx.conf"
   count nginx "$NGINX" nginx -c "$work/nginx.conf" -g 'daemon off;' >"$work/nginx.result"
 fi
+if [[ $runs == *" hothot-idle "* ]]; then
+  # After the first probe rounds and start-up; counted for 20 s.
+  PROXY=$(free_port)
+  METRICS=$(free_port)
+  mkdir -p "$work/idle"
+  bench_hothot_config 1000 "" "$work/idle" >"$work/idle/hothot.yaml"
+  (cd "$work/idle" && RUST_LOG=error exec valgrind --tool=callgrind --instr-atstart=no \
+    --callgrind-out-file="$work/idle.out" "$(realpath "$HOTHOT")" -c hothot.yaml) >"$work/idle.log" 2>&1 &
+  idle_pid=$!; pids+=($idle_pid)
+  wait_port "$PROXY"
+  sleep 10
+  callgrind_control -i on "$idle_pid" >/dev/null 2>&1
+  sleep 20
+  callgrind_control -d "$idle_pid" >/dev/null 2>&1
+  total=$(callgrind_annotate "$(ls -S "$work/idle.out"* | head -1)" 2>/dev/null |
+    awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+  kill -INT "$idle_pid" 2>/dev/null || true
+  echo "hothot-idle: $((total / 20)) instructions per second, 1,000 origins and no traffic" >"$work/idle.result"
+fi
 results=()
 for name in hothot pingora nginx; do
   [[ -f $work/$name.result ]] && results+=("$work/$name.result")
 done
-cat "${results[@]}"
+((${#results[@]} == 0)) || cat "${results[@]}"
+[[ ! -f $work/idle.result ]] || cat "$work/idle.result"
 if ((${#results[@]} == 3)); then
   awk '{n[NR] = $2} END {printf "hothot / Pingora alone: %.2f, hothot / nginx: %.2f, Pingora alone / nginx: %.2f\n", n[1] / n[2], n[1] / n[3], n[2] / n[3]}' \
     "${results[@]}"
