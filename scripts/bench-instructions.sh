@@ -35,29 +35,44 @@ fi
 # 1,000 loopback addresses when the idle run needs them (the others use 3).
 if [[ $runs == *" hothot-idle "* ]]; then start_bench_origin 1000; else start_bench_origin 3; fi
 
-count() { # name command... -> "name: N instructions per request (R requests)"
-  local name=$1 port=$2 pid requests total
+# Starts `command...` under callgrind, instrumentation off (start-up is not
+# counted: `callgrind_control -i on` starts the measured window), and waits
+# for `port`; sets CALLGRIND_PID. Not in $(...): a subshell's processes
+# would escape the exit trap.
+callgrind_start() { # name port command...
+  local name=$1 port=$2
   shift 2
-  # Instrumentation starts off (start-up is not counted) and is switched on
-  # for the measured window only.
   valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$work/$name.out" "$@" \
     >"$work/$name.log" 2>&1 &
-  pid=$!; pids+=($pid)
+  CALLGRIND_PID=$!; pids+=($CALLGRIND_PID)
   wait_port "$port"
-  sleep 2
-  wrk -t1 -c32 -d1s "http://127.0.0.1:$port/" >/dev/null # warm-up: connections, pools
-  callgrind_control -i on "$pid" >/dev/null 2>&1
-  requests=$(wrk -t1 -c32 -d"${SECONDS_COUNTED}s" "http://127.0.0.1:$port/" | awk '/requests in/ {print $1}')
+}
+
+# Ends the measured window of the process callgrind_start started, stops
+# it, keeps its profile in PROFILES if set, and prints the instructions
+# counted.
+callgrind_finish() { # name
+  local name=$1 pid=$CALLGRIND_PID profile
   callgrind_control -d "$pid" >/dev/null 2>&1
   callgrind_control -i off "$pid" >/dev/null 2>&1
-  total=$(callgrind_annotate "$(ls -S "$work/$name.out"* | head -1)" 2>/dev/null |
-    awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+  profile=$(ls -S "$work/$name.out"* | head -1)
   kill -INT "$pid" 2>/dev/null || true
   for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   kill -KILL "$pid" 2>/dev/null || true
   if [[ -n ${PROFILES:-} ]]; then
-    mkdir -p "$PROFILES" && cp "$(ls -S "$work/$name.out"* | head -1)" "$PROFILES/$name.out"
+    mkdir -p "$PROFILES" && cp "$profile" "$PROFILES/$name.out"
   fi
+  callgrind_annotate "$profile" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}'
+}
+
+count() { # name port command... -> "name: N instructions per request (R requests)"
+  local name=$1 port=$2 requests total
+  callgrind_start "$@"
+  sleep 2
+  wrk -t1 -c32 -d1s "http://127.0.0.1:$port/" >/dev/null # warm-up: connections, pools
+  callgrind_control -i on "$CALLGRIND_PID" >/dev/null 2>&1
+  requests=$(wrk -t1 -c32 -d"${SECONDS_COUNTED}s" "http://127.0.0.1:$port/" | awk '/requests in/ {print $1}')
+  total=$(callgrind_finish "$name")
   echo "$name: $((total / requests)) instructions per request ($requests requests)"
 }
 if [[ $runs == *" hothot "* ]]; then
@@ -80,22 +95,17 @@ if [[ $runs == *" nginx "* ]]; then
   count nginx "$NGINX" nginx -c "$work/nginx.conf" -g 'daemon off;' >"$work/nginx.result"
 fi
 if [[ $runs == *" hothot-idle "* ]]; then
-  # After the first probe rounds and start-up; counted for 20 s.
+  # As scripts/bench.sh's idle CPU: hothot-1000's configuration, counted
+  # for 20 s after the first probe rounds and start-up.
   PROXY=$(free_port)
   METRICS=$(free_port)
   mkdir -p "$work/idle"
-  bench_hothot_config 1000 "" "$work/idle" >"$work/idle/hothot.yaml"
-  (cd "$work/idle" && RUST_LOG=error exec valgrind --tool=callgrind --instr-atstart=no \
-    --callgrind-out-file="$work/idle.out" "$(realpath "$HOTHOT")" -c hothot.yaml) >"$work/idle.log" 2>&1 &
-  idle_pid=$!; pids+=($idle_pid)
-  wait_port "$PROXY"
+  bench_hothot_config 1000 async "$work/idle" >"$work/idle/hothot.yaml"
+  RUST_LOG=error callgrind_start hothot-idle "$PROXY" "$HOTHOT" -c "$work/idle/hothot.yaml"
   sleep 10
-  callgrind_control -i on "$idle_pid" >/dev/null 2>&1
+  callgrind_control -i on "$CALLGRIND_PID" >/dev/null 2>&1
   sleep 20
-  callgrind_control -d "$idle_pid" >/dev/null 2>&1
-  total=$(callgrind_annotate "$(ls -S "$work/idle.out"* | head -1)" 2>/dev/null |
-    awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
-  kill -INT "$idle_pid" 2>/dev/null || true
+  total=$(callgrind_finish hothot-idle)
   echo "hothot-idle: $((total / 20)) instructions per second, 1,000 origins and no traffic" >"$work/idle.result"
 fi
 results=()
